@@ -1,0 +1,291 @@
+"""``ImprintClassifier``: a training-free classifier imprinted from support embeddings (scikit-learn API)."""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Hashable, Iterable
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from imprint.model import ImprintedModel
+from imprint.search import FAISS_MIN_PROXIES, nearest_proxies
+from imprint.stages import (AGGREGATIONS, GENERATORS, KMEANS_BACKENDS, METRICS, NORMS, GenerationOptions,
+                            generate, make_aggregation, make_norm)
+from imprint.stages.norm import Norm
+from imprint.validation import check_embeddings, check_labels, check_positive_int
+
+CHUNK_BYTES = 1 << 28  # score block per chunk of queries: 256 MiB
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; anything else is passed to torch."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+
+
+class ImprintClassifier(ClassifierMixin, BaseEstimator):
+    """Imprint proxies for each class from support embeddings; classify queries by their proxy scores.
+
+    The pipeline (IMPRINT, Westerhoff et al. 2025): ``norm_pre`` on support embeddings -> ``generation``
+    of ``k`` proxies per class -> ``norm_post`` on the proxies; queries get ``norm_inf``, are scored
+    against every proxy with ``metric`` and the scores are reduced per class by ``aggregation``.
+    A class with fewer than k samples uses all of them. Stage names: see ``imprint.stages``.
+
+    Parameters
+    ----------
+    generation, k : GEN stage and proxies per class (``mean`` and ``all`` ignore k).
+    norm_pre, norm_post, norm_inf : NORM stages: ``none``, ``l2`` or ``quantile``.
+    aggregation, m, mnn_weights : AGG stage; ``m`` nearest proxies and their weighting for ``mnn``.
+    metric : ``dot`` (inner product) or ``euclidean`` (negative squared distance).
+    temperature : softmax temperature of ``predict_proba`` (0.01 matches CLIP's logit scale of 100).
+    quantile_reference : ``pooled`` (order-independent) or ``sequential`` (the paper's) for quantile NORM.
+    kmeans_backend : ``batched`` (all classes at once, torch) or ``faiss`` (per-class FAISS k-means).
+    max_iter, ls_lambda, seed : k-means iterations, ridge term of the ``ls``/``kls`` oracles, random seed.
+    device : ``auto`` (cuda, then mps, then cpu) or a torch device string.
+    """
+
+    def __init__(self, generation: str = "kmeans", k: int = 20, norm_pre: str = "l2", norm_post: str = "l2",
+                 norm_inf: str = "l2", aggregation: str = "max", m: int = 1, mnn_weights: str = "uniform",
+                 metric: str = "dot", temperature: float = 0.01, quantile_reference: str = "pooled",
+                 kmeans_backend: str = "batched", max_iter: int = 100, ls_lambda: float = 1e-4, seed: int = 0,
+                 device: str = "auto") -> None:
+        self.generation = generation
+        self.k = k
+        self.norm_pre = norm_pre
+        self.norm_post = norm_post
+        self.norm_inf = norm_inf
+        self.aggregation = aggregation
+        self.m = m
+        self.mnn_weights = mnn_weights
+        self.metric = metric
+        self.temperature = temperature
+        self.quantile_reference = quantile_reference
+        self.kmeans_backend = kmeans_backend
+        self.max_iter = max_iter
+        self.ls_lambda = ls_lambda
+        self.seed = seed
+        self.device = device
+
+    # ------------------------------------------------------------------ settings
+    def _check_settings(self) -> None:
+        for stage in (self.norm_pre, self.norm_post, self.norm_inf):
+            NORMS.entry(stage)
+        GENERATORS.entry(self.generation)
+        AGGREGATIONS.entry(self.aggregation)
+        METRICS.entry(self.metric)
+        check_positive_int(self.k, "k")
+        check_positive_int(self.m, "m")
+        check_positive_int(self.max_iter, "max_iter")
+        if self.m != 1 and self.aggregation != "mnn":
+            raise ValueError(f"m={self.m} is only used by aggregation='mnn'; got aggregation={self.aggregation!r}")
+        if self.mnn_weights not in ("uniform", "distance"):
+            raise ValueError(f"unknown mnn_weights {self.mnn_weights!r}; valid: distance, uniform")
+        if self.quantile_reference not in ("pooled", "sequential"):
+            raise ValueError(f"unknown quantile_reference {self.quantile_reference!r}; valid: pooled, sequential")
+        if self.kmeans_backend not in KMEANS_BACKENDS:
+            raise ValueError(f"unknown kmeans_backend {self.kmeans_backend!r}; valid: {', '.join(KMEANS_BACKENDS)}")
+        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
+            raise ValueError(f"temperature must be a number > 0; got {self.temperature!r}")
+        if not (isinstance(self.ls_lambda, (int, float)) and self.ls_lambda >= 0):
+            raise ValueError(f"ls_lambda must be a number >= 0; got {self.ls_lambda!r}")
+        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
+            raise ValueError(f"seed must be an integer; got {self.seed!r}")
+        resolve_device(self.device)
+
+    def _generation_options(self) -> GenerationOptions:
+        return GenerationOptions(seed=int(self.seed), max_iter=self.max_iter, kmeans_backend=self.kmeans_backend,
+                                 ls_lambda=float(self.ls_lambda))
+
+    @property
+    def is_oracle(self) -> bool:
+        """True for generators that use cross-class statistics (upper-bound baselines, not imprinting)."""
+        return GENERATORS.entry(self.generation).oracle
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X: Any, y: Any, *, encoder_id: str | None = None) -> "ImprintClassifier":
+        """Imprint proxies for every class in y from the embeddings X; returns self.
+
+        `encoder_id` records which encoder produced X, so a saved classifier is used with the same one.
+        """
+        self._check_settings()
+        X_checked = check_embeddings(X)
+        y = check_labels(y, len(X_checked))
+        validate_data(self, X, reset=True, skip_check_array=True)
+        classes, codes = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise ValueError(f"needs at least 2 classes to imprint a classifier; got 1 class ({classes[0]!r})")
+        self.device_ = resolve_device(self.device)
+        self.n_features_in_ = X_checked.shape[1]
+        self.norm_pre_ = make_norm(self.norm_pre, reference=self.quantile_reference)
+        self.norm_post_ = make_norm(self.norm_post, reference=self.quantile_reference)
+        self.norm_inf_ = make_norm(self.norm_inf, reference=self.quantile_reference)
+        support, groups = self._sorted_support(X_checked, codes)
+        self.norm_inf_.fit_transform(support)
+        proxies, counts = self._imprint(support, groups, fit=True)
+        self.classes_ = classes
+        self._set_proxies(proxies, counts)
+        self.encoder_id_ = encoder_id
+        return self
+
+    def _sorted_support(self, X: np.ndarray, codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        order = np.argsort(codes, kind="stable")
+        support = torch.from_numpy(X[order]).to(self.device_)
+        return support, torch.from_numpy(codes[order].astype(np.int64)).to(self.device_)
+
+    def _imprint(self, support: torch.Tensor, groups: torch.Tensor, fit: bool) -> tuple[np.ndarray, np.ndarray]:
+        """norm_pre -> generation -> norm_post on class-sorted support rows with class codes `groups`."""
+        counts = torch.bincount(groups)
+        with torch.inference_mode():
+            normed = self.norm_pre_.fit_transform(support, groups) if fit else self.norm_pre_(support)
+            proxies, proxy_counts = generate(self.generation, normed, counts.to(normed.device), self.k,
+                                             self._generation_options())
+            proxy_groups = torch.repeat_interleave(torch.arange(len(proxy_counts), device=proxies.device),
+                                                   proxy_counts.to(proxies.device))
+            proxies = self.norm_post_.fit_transform(proxies, proxy_groups) if fit else self.norm_post_(proxies)
+        return proxies.float().cpu().numpy(), proxy_counts.cpu().numpy()
+
+    def _set_proxies(self, proxies: np.ndarray, counts: np.ndarray) -> None:
+        self.proxies_ = np.ascontiguousarray(proxies, dtype=np.float32)
+        self.proxy_counts_ = np.asarray(counts, dtype=np.int64)
+        self.proxy_labels_ = np.repeat(self.classes_, self.proxy_counts_)
+        self._model_cache = None
+
+    # ------------------------------------------------------------------ incremental
+    def add_classes(self, X: Any, y: Any) -> "ImprintClassifier":
+        """Imprint new classes with the fitted normalisations, leaving existing classes' proxies untouched."""
+        check_is_fitted(self)
+        if self.is_oracle:
+            raise ValueError(f"add_classes is not available for oracle generation {self.generation!r}: "
+                             "it uses statistics of all classes; refit instead")
+        X = check_embeddings(X, n_features=self.n_features_in_)
+        y = check_labels(y, len(X))
+        new_classes, codes = np.unique(y, return_inverse=True)
+        clash = [c for c in new_classes.tolist() if c in set(self.classes_.tolist())]
+        if clash:
+            raise ValueError(f"class {clash[0]!r} is already imprinted; remove_classes([{clash[0]!r}]) first")
+        support, groups = self._sorted_support(X, codes)
+        proxies, counts = self._imprint(support, groups, fit=False)
+        self._merge(np.concatenate([self.classes_, new_classes]),
+                    np.concatenate([self.proxies_, proxies]), np.concatenate([self.proxy_counts_, counts]))
+        return self
+
+    def remove_classes(self, labels: Iterable[Hashable]) -> "ImprintClassifier":
+        """Drop the proxies of the given classes; the others are untouched."""
+        check_is_fitted(self)
+        labels = list(labels)
+        known = self.classes_.tolist()
+        missing = [label for label in labels if label not in known]
+        if missing:
+            raise ValueError(f"cannot remove unknown class {missing[0]!r}; known classes: {known}")
+        keep = ~np.isin(self.classes_, np.asarray(labels, dtype=self.classes_.dtype))
+        if keep.sum() < 2:
+            raise ValueError(f"removing {len(labels)} of {len(known)} classes would leave fewer than 2; "
+                             "fit a new classifier instead")
+        owner = np.repeat(np.arange(len(self.classes_)), self.proxy_counts_)
+        self._merge(self.classes_[keep], self.proxies_[keep[owner]], self.proxy_counts_[keep])
+        return self
+
+    def _merge(self, classes: np.ndarray, proxies: np.ndarray, counts: np.ndarray) -> None:
+        """Install classes with their proxies, reordered so classes_ stays sorted."""
+        order = np.argsort(classes, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        rows = np.concatenate([np.arange(starts[c], starts[c] + counts[c]) for c in order])
+        self.classes_ = classes[order]
+        self._set_proxies(proxies[rows], counts[order])
+
+    # ------------------------------------------------------------------ prediction
+    def _model(self) -> ImprintedModel:
+        """The fitted inference module on the working device (built once per fit)."""
+        if getattr(self, "_model_cache", None) is None:
+            aggregation = make_aggregation(self.aggregation, torch.from_numpy(self.proxy_counts_), m=self.m,
+                                           weighting=self.mnn_weights, metric=self.metric)
+            self._model_cache = ImprintedModel(torch.from_numpy(self.proxies_), self.norm_inf_, self.metric,
+                                               aggregation).to(self.device_).eval()
+        return self._model_cache
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Class scores, shape (n_samples, n_classes), computed in memory-bounded chunks of queries."""
+        check_is_fitted(self)
+        X = check_embeddings(X, n_features=self.n_features_in_)
+        validate_data(self, X, reset=False, skip_check_array=True)
+        model = self._model()
+        n_proxies = len(self.proxies_)
+        if self.aggregation == "mnn" and n_proxies >= FAISS_MIN_PROXIES:
+            return self._mnn_via_index(X, model)
+        rows = max(1, CHUNK_BYTES // (4 * n_proxies))
+        out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(X), rows):
+                block = torch.from_numpy(X[start:start + rows]).to(self.device_)
+                out[start:start + rows] = model(block).cpu().numpy()
+        return out
+
+    def _mnn_via_index(self, X: np.ndarray, model: ImprintedModel) -> np.ndarray:
+        """mnn through an exact FAISS index: only each query's m nearest proxies are ever held."""
+        with torch.inference_mode():
+            queries = model.norm_inf(torch.from_numpy(X).to(self.device_)).cpu().numpy()
+            top_scores, top_index = nearest_proxies(queries, self.proxies_, min(self.m, len(self.proxies_)),
+                                                    self.metric)
+            scores = model.aggregation.vote(torch.from_numpy(top_scores).to(self.device_),
+                                            torch.from_numpy(top_index).to(self.device_))
+        return scores.cpu().numpy()
+
+    def predict(self, X: Any) -> np.ndarray:
+        """The class with the highest score for each query."""
+        return self.classes_[self.decision_function(X).argmax(axis=1)]
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Softmax of the class scores divided by `temperature`."""
+        logits = self.decision_function(X).astype(np.float64) / self.temperature
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        return probs / probs.sum(axis=1, keepdims=True)
+
+    def to_torch(self) -> ImprintedModel:
+        """An ``nn.Module`` (CPU, eval mode) giving the same class scores as ``decision_function``."""
+        check_is_fitted(self)
+        return copy.deepcopy(self._model()).to("cpu").eval()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted classifier to a safetensors file (arrays + JSON metadata), atomically."""
+        from imprint.persistence import save_classifier
+
+        check_is_fitted(self)
+        save_classifier(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, expected_dim: int | None = None,
+             device: str = "auto") -> "ImprintClassifier":
+        """Read a classifier written by ``save``; `expected_dim` checks the embedding width."""
+        from imprint.persistence import load_classifier
+
+        return load_classifier(path, expected_dim=expected_dim, device=device)
+
+    def __sklearn_tags__(self):  # noqa: D105 - scikit-learn hook
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+    def _restore(self, classes: np.ndarray, proxies: np.ndarray, counts: np.ndarray, norms: dict[str, Norm],
+                 encoder_id: str | None) -> "ImprintClassifier":
+        """Install a fitted state read from disk."""
+        self._check_settings()
+        self.device_ = resolve_device(self.device)
+        self.classes_ = classes
+        self.n_features_in_ = proxies.shape[1]
+        self.norm_pre_, self.norm_post_, self.norm_inf_ = norms["pre"], norms["post"], norms["inf"]
+        self._set_proxies(proxies, counts)
+        self.encoder_id_ = encoder_id
+        return self

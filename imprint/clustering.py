@@ -1,0 +1,178 @@
+"""k-means for many classes at once.
+
+``batched_kmeans`` runs seeded greedy k-means++ and Lloyd iterations for every class in lock-step,
+as batched matrix products over classes padded to similar sizes (torch, on the GPU when the data is
+there). The per-class Python loop of the paper's code is gone: Python loops over size buckets only.
+``faiss_kmeans`` is the per-class FAISS alternative, with its traps (silent subsampling, warnings
+for small classes, failure when n < k) disarmed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+BUCKET_ELEMENTS = 1 << 25  # padded floats per bucket (128 MiB at float32)
+
+
+@dataclass
+class Clusters:
+    """Centroids grouped by class, with per-class counts and within-cluster sum of squares."""
+
+    centroids: Tensor
+    counts: Tensor
+    inertia: Tensor  # per class, float64
+
+
+def class_starts(counts: Tensor) -> Tensor:
+    """Start row of each class's segment in class-sorted data."""
+    return torch.cumsum(counts, 0) - counts
+
+
+def size_buckets(classes: np.ndarray, sizes: np.ndarray, d: int,
+                 budget: int = BUCKET_ELEMENTS) -> Iterator[np.ndarray]:
+    """Group classes of similar size (within 2x) so padding wastes at most half of a bucket's memory."""
+    order = classes[np.argsort(-sizes[classes], kind="stable")]
+    bucket: list[int] = []
+    width = 0
+    for c in order:
+        n = int(sizes[c])
+        if bucket and (n * 2 < width or (len(bucket) + 1) * width * d > budget):
+            yield np.asarray(bucket)
+            bucket = []
+        if not bucket:
+            width = n
+        bucket.append(int(c))
+    if bucket:
+        yield np.asarray(bucket)
+
+
+def gather_padded(X: Tensor, starts: Tensor, counts: Tensor, classes: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Copy the given classes of class-sorted X into a (B, n_max, d) block plus a validity mask."""
+    cls = torch.as_tensor(classes, device=X.device)
+    n = counts[cls].to(X.device)
+    width = int(n.max())
+    offsets = torch.arange(width, device=X.device)
+    mask = offsets[None, :] < n[:, None]
+    rows = starts[cls].to(X.device)[:, None] + torch.where(mask, offsets[None, :], 0)
+    return X[rows], mask
+
+
+def _sq_dists(points: Tensor, point_sq: Tensor, centers: Tensor) -> Tensor:
+    """Squared distances (B, n, k) between padded points and centres, via one batched product."""
+    d2 = torch.baddbmm(point_sq[:, :, None], points, centers.transpose(1, 2), alpha=-2.0)
+    d2.add_((centers * centers).sum(-1)[:, None, :])
+    return d2.clamp_(min=0.0)
+
+
+def _kmeans_plusplus(P: Tensor, P_sq: Tensor, mask: Tensor, k: int, gen: torch.Generator) -> Tensor:
+    """Greedy k-means++ seeding (as scikit-learn's), for every class of the bucket at once."""
+    B, n, d = P.shape
+    maskf = mask.to(P.dtype)
+    batch = torch.arange(B, device=P.device)
+    trials = 2 + int(math.log(k))
+    first = (torch.rand(B, generator=gen, device=gen.device).to(P.device) * mask.sum(1)).long()
+    centers = torch.empty(B, k, d, dtype=P.dtype, device=P.device)
+    centers[:, 0] = P[batch, first]
+    closest = _sq_dists(P, P_sq, centers[:, :1])[:, :, 0] * maskf
+    for j in range(1, k):
+        weights = closest + 1e-30 * maskf  # duplicate-only classes still draw valid points
+        cand = torch.multinomial(weights.to(gen.device), trials, replacement=True, generator=gen).to(P.device)
+        cand_points = P[batch[:, None], cand]  # (B, T, d)
+        d2 = _sq_dists(cand_points, P_sq.gather(1, cand), P).transpose(1, 2)  # (B, n, T)
+        new_closest = torch.minimum(closest[:, :, None], d2) * maskf[:, :, None]
+        best = new_closest.sum(1).argmin(1)
+        centers[:, j] = cand_points[batch, best]
+        closest = new_closest[batch, :, best]
+    return centers
+
+
+def _kmeans_bucket(P: Tensor, mask: Tensor, k: int, gen: torch.Generator, max_iter: int,
+                   tol: float) -> tuple[Tensor, Tensor]:
+    """Lloyd iterations for a padded bucket of classes; returns centres (B, k, d) and inertia (B,)."""
+    B, n, d = P.shape
+    P_sq = (P * P).sum(-1)
+    maskf = mask.to(P.dtype)
+    sizes = maskf.sum(1)
+    mean = (P * maskf[:, :, None]).sum(1) / sizes[:, None]
+    variance = ((P_sq * maskf).sum(1) / sizes - (mean * mean).sum(1)).clamp_min(0) / d
+    tolerance = tol * variance  # scikit-learn's: tol times the mean per-feature variance
+    points = P[mask]
+    owner = torch.nonzero(mask)[:, 0]
+    centers = _kmeans_plusplus(P, P_sq, mask, k, gen)
+    for _ in range(max_iter):
+        dist, assign = _sq_dists(P, P_sq, centers).min(dim=2)
+        cluster = owner * k + assign[mask]
+        sums = torch.zeros(B * k, d, dtype=P.dtype, device=P.device).index_add_(0, cluster, points)
+        members = torch.bincount(cluster, minlength=B * k)
+        new = sums / members.clamp_min(1)[:, None].to(P.dtype)
+        new = new.view(B, k, d)
+        empty = (members == 0).view(B, k)
+        if empty.any():
+            _relocate_empty(new, empty, P, dist * maskf - (~mask).to(P.dtype))
+        shift = ((new - centers) ** 2).sum((1, 2))
+        centers = new
+        if bool((shift <= tolerance).all()):
+            break
+    dist = _sq_dists(P, P_sq, centers).min(dim=2).values
+    return centers, (dist.double() * mask).sum(1)
+
+
+def _relocate_empty(centers: Tensor, empty: Tensor, P: Tensor, dist: Tensor) -> None:
+    """Move each empty cluster onto the point farthest from its centre, as scikit-learn does."""
+    for b in torch.nonzero(empty.any(1))[:, 0].tolist():
+        slots = torch.nonzero(empty[b])[:, 0]
+        far = dist[b].topk(len(slots)).indices
+        centers[b, slots] = P[b, far]
+
+
+def batched_kmeans(X: Tensor, counts: Tensor, k: int, seed: int = 0, max_iter: int = 100,
+                   tol: float = 1e-4) -> Clusters:
+    """k-means with k = min(k, n_c) centroids for every class of class-sorted X.
+
+    A class with at most k samples keeps all of them as centroids (documented, never an error).
+    """
+    starts = class_starts(counts)
+    k_per_class = counts.clamp(max=k)
+    out = torch.empty(int(k_per_class.sum()), X.shape[1], dtype=X.dtype, device=X.device)
+    out_starts = class_starts(k_per_class)
+    inertia = torch.zeros(len(counts), dtype=torch.float64)
+    sizes = counts.cpu().numpy()
+    small = np.flatnonzero(sizes <= k)
+    for c in small:
+        out[out_starts[c]: out_starts[c] + sizes[c]] = X[starts[c]: starts[c] + sizes[c]]
+    gen = torch.Generator(device=X.device if X.device.type == "cuda" else "cpu").manual_seed(seed)
+    for bucket in size_buckets(np.flatnonzero(sizes > k), sizes, X.shape[1]):
+        P, mask = gather_padded(X, starts, counts, bucket)
+        centers, bucket_inertia = _kmeans_bucket(P, mask, k, gen, max_iter, tol)
+        rows = out_starts[torch.as_tensor(bucket)].to(X.device)[:, None] + torch.arange(k, device=X.device)
+        out[rows.reshape(-1)] = centers.reshape(-1, X.shape[1])
+        inertia[torch.as_tensor(bucket)] = bucket_inertia.cpu()
+    return Clusters(out, k_per_class, inertia)
+
+
+def faiss_kmeans(X: Tensor, counts: Tensor, k: int, seed: int = 0, max_iter: int = 100) -> Clusters:
+    """Per-class FAISS k-means (GPU when faiss has one): no subsampling, no warnings, k capped at n_c."""
+    import faiss
+
+    data = X.detach().cpu().numpy()
+    starts = class_starts(counts).tolist()
+    use_gpu = faiss.get_num_gpus() > 0
+    pieces, inertia = [], []
+    for start, n in zip(starts, counts.tolist()):
+        points = data[start:start + n]
+        if n <= k:
+            pieces.append(points)
+            inertia.append(0.0)
+            continue
+        km = faiss.Kmeans(points.shape[1], k, niter=max_iter, seed=seed, verbose=False, gpu=use_gpu,
+                          min_points_per_centroid=1, max_points_per_centroid=n)
+        km.train(points)
+        pieces.append(km.centroids)
+        inertia.append(float(km.index.search(points, 1)[0].sum()))
+    centroids = torch.from_numpy(np.concatenate(pieces)).to(X.device)
+    return Clusters(centroids, counts.clamp(max=k), torch.tensor(inertia, dtype=torch.float64))

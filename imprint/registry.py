@@ -1,0 +1,56 @@
+"""Name -> implementation registries, so a config word maps to exactly one stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownStageError(ValueError):
+    """A stage name that is not registered; the message lists the valid names."""
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    impl: T
+    summary: str
+    oracle: bool = False
+
+
+class Registry(Generic[T]):
+    """A named set of interchangeable implementations of one pipeline stage."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, summary: str = "", oracle: bool = False) -> Callable[[T], T]:
+        """Decorator: make `impl` available under `name`."""
+
+        def add(impl: T) -> T:
+            if name in self._entries:
+                raise RuntimeError(f"{self.kind} stage {name!r} is registered twice")
+            doc = summary or (getattr(impl, "__doc__", None) or "").strip().splitlines()[0]
+            self._entries[name] = Entry(name, impl, doc, oracle)
+            return impl
+
+        return add
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise UnknownStageError(
+                f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}"
+            ) from None
+
+    def get(self, name: str) -> T:
+        return self.entry(name).impl
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries

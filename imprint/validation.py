@@ -1,0 +1,67 @@
+"""Input checks that turn user mistakes into one-line ValueErrors naming the problem and the fix."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import column_or_1d
+
+
+def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
+                     owner: str = "ImprintClassifier") -> np.ndarray:
+    """Return X as a C-contiguous float32 2-D array, or raise a ValueError that says what is wrong."""
+    if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name} is a sparse matrix; {owner} needs dense embeddings: pass {name}.toarray()")
+    if hasattr(X, "detach"):  # torch tensor
+        X = X.detach().cpu().numpy()
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise ValueError(f"{name} cannot be read as an array of embeddings ({exc})") from None
+    if np.iscomplexobj(arr):
+        raise ValueError(f"Complex data not supported: {name} must be real-valued embeddings")
+    if arr.dtype.kind not in "fiub":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name} must hold numbers; could not convert argument to float ({exc})") from None
+    if arr.ndim != 2:
+        hint = f"; reshape a single embedding with {name}.reshape(1, -1)" if arr.ndim == 1 else ""
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got a {arr.ndim}-D array of shape {arr.shape}{hint}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: 0 samples (shape {arr.shape}); pass at least one embedding")
+    if arr.shape[1] == 0:
+        raise ValueError(f"{name} has 0 features (shape {arr.shape}); pass non-empty embeddings")
+    if n_features is not None and arr.shape[1] != n_features:
+        raise ValueError(
+            f"X has {arr.shape[1]} features, but {owner} is expecting {n_features} features as input; "
+            "embed the queries with the encoder the classifier was fitted with"
+        )
+    out = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.isfinite(out).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ValueError(
+            f"{name} contains NaN or infinity (or values too large for float32) in {bad.size} row(s), "
+            f"first at row {bad[0]}; drop or fix those embeddings"
+        )
+    return out
+
+
+def check_labels(y: Any, n_samples: int) -> np.ndarray:
+    """Return y as a 1-D label array of length n_samples with at least two classes."""
+    if y is None:
+        raise ValueError("requires y to be passed, but the target y is None; pass one label per embedding")
+    y = column_or_1d(y, warn=True)
+    if len(y) != n_samples:
+        raise ValueError(f"X and y have different lengths: {n_samples} embeddings but {len(y)} labels")
+    check_classification_targets(y)
+    return y
+
+
+def check_positive_int(value: Any, name: str) -> int:
+    """k, m and similar counts must be integers >= 1."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+    return int(value)
