@@ -51,14 +51,14 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     temperature : softmax temperature of ``predict_proba`` (0.01 matches CLIP's logit scale of 100).
     quantile_reference : ``pooled`` (order-independent) or ``sequential`` (the paper's) for quantile NORM.
     kmeans_backend : ``batched`` (all classes at once, torch) or ``faiss`` (per-class FAISS k-means).
-    max_iter, ls_lambda, seed : k-means iterations, ridge term of the ``ls``/``kls`` oracles, random seed.
+    kmeans_max_iter, ls_lambda, seed : k-means iterations, ridge term of the ``ls``/``kls`` oracles, random seed.
     device : ``auto`` (cuda, then mps, then cpu) or a torch device string.
     """
 
     def __init__(self, generation: str = "kmeans", k: int = 20, norm_pre: str = "l2", norm_post: str = "l2",
                  norm_inf: str = "l2", aggregation: str = "max", m: int = 1, mnn_weights: str = "uniform",
                  metric: str = "dot", temperature: float = 0.01, quantile_reference: str = "pooled",
-                 kmeans_backend: str = "batched", max_iter: int = 100, ls_lambda: float = 1e-4, seed: int = 0,
+                 kmeans_backend: str = "batched", kmeans_max_iter: int = 100, ls_lambda: float = 1e-4, seed: int = 0,
                  device: str = "auto") -> None:
         self.generation = generation
         self.k = k
@@ -72,7 +72,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.temperature = temperature
         self.quantile_reference = quantile_reference
         self.kmeans_backend = kmeans_backend
-        self.max_iter = max_iter
+        self.kmeans_max_iter = kmeans_max_iter
         self.ls_lambda = ls_lambda
         self.seed = seed
         self.device = device
@@ -86,7 +86,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         METRICS.entry(self.metric)
         check_positive_int(self.k, "k")
         check_positive_int(self.m, "m")
-        check_positive_int(self.max_iter, "max_iter")
+        check_positive_int(self.kmeans_max_iter, "kmeans_max_iter")
         if self.m != 1 and self.aggregation != "mnn":
             raise ValueError(f"m={self.m} is only used by aggregation='mnn'; got aggregation={self.aggregation!r}")
         if self.mnn_weights not in ("uniform", "distance"):
@@ -104,7 +104,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         resolve_device(self.device)
 
     def _generation_options(self) -> GenerationOptions:
-        return GenerationOptions(seed=int(self.seed), max_iter=self.max_iter, kmeans_backend=self.kmeans_backend,
+        return GenerationOptions(seed=int(self.seed), max_iter=self.kmeans_max_iter, kmeans_backend=self.kmeans_backend,
                                  ls_lambda=float(self.ls_lambda))
 
     @property
@@ -159,7 +159,10 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.proxies_ = np.ascontiguousarray(proxies, dtype=np.float32)
         self.proxy_counts_ = np.asarray(counts, dtype=np.int64)
         self.proxy_labels_ = np.repeat(self.classes_, self.proxy_counts_)
-        self._model_cache = None
+        aggregation = make_aggregation(self.aggregation, torch.from_numpy(self.proxy_counts_), m=self.m,
+                                       weighting=self.mnn_weights, metric=self.metric)
+        self.model_ = ImprintedModel(torch.from_numpy(self.proxies_), self.norm_inf_, self.metric,
+                                     aggregation).to(self.device_).eval()
 
     # ------------------------------------------------------------------ incremental
     def add_classes(self, X: Any, y: Any) -> "ImprintClassifier":
@@ -205,21 +208,12 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self._set_proxies(proxies[rows], counts[order])
 
     # ------------------------------------------------------------------ prediction
-    def _model(self) -> ImprintedModel:
-        """The fitted inference module on the working device (built once per fit)."""
-        if getattr(self, "_model_cache", None) is None:
-            aggregation = make_aggregation(self.aggregation, torch.from_numpy(self.proxy_counts_), m=self.m,
-                                           weighting=self.mnn_weights, metric=self.metric)
-            self._model_cache = ImprintedModel(torch.from_numpy(self.proxies_), self.norm_inf_, self.metric,
-                                               aggregation).to(self.device_).eval()
-        return self._model_cache
-
     def decision_function(self, X: Any) -> np.ndarray:
         """Class scores, shape (n_samples, n_classes), computed in memory-bounded chunks of queries."""
         check_is_fitted(self)
         X = check_embeddings(X, n_features=self.n_features_in_)
         validate_data(self, X, reset=False, skip_check_array=True)
-        model = self._model()
+        model = self.model_
         n_proxies = len(self.proxies_)
         if self.aggregation == "mnn" and n_proxies >= FAISS_MIN_PROXIES:
             return self._mnn_via_index(X, model)
@@ -243,7 +237,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The class with the highest score for each query."""
-        return self.classes_[self.decision_function(X).argmax(axis=1)]
+        scores = self.decision_function(X)
+        return self.classes_[scores.argmax(axis=1)]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Softmax of the class scores divided by `temperature`."""
@@ -255,7 +250,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     def to_torch(self) -> ImprintedModel:
         """An ``nn.Module`` (CPU, eval mode) giving the same class scores as ``decision_function``."""
         check_is_fitted(self)
-        return copy.deepcopy(self._model()).to("cpu").eval()
+        return copy.deepcopy(self.model_).to("cpu").eval()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:

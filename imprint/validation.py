@@ -24,21 +24,25 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
     if arr.dtype.kind not in "fiub":
         try:
             arr = arr.astype(np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name} must hold numbers; could not convert argument to float ({exc})") from None
+        except ValueError as exc:
+            raise ValueError(f"{name} must hold numbers; could not convert to float ({exc})") from None
+        except TypeError as exc:  # entries that are not even strings, e.g. dicts
+            raise TypeError(f"{name} must hold numbers: {exc}") from None
     if arr.ndim != 2:
-        hint = f"; reshape a single embedding with {name}.reshape(1, -1)" if arr.ndim == 1 else ""
+        hint = f"; Reshape your data: a single embedding as {name}.reshape(1, -1)" if arr.ndim == 1 else ""
         raise ValueError(f"{name} must be 2-D (n_samples, n_features); got a {arr.ndim}-D array of shape {arr.shape}{hint}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: 0 samples (shape {arr.shape}); pass at least one embedding")
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 features (shape {arr.shape}); pass non-empty embeddings")
+        raise ValueError(f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required; "
+                         "pass non-empty embeddings")
     if n_features is not None and arr.shape[1] != n_features:
         raise ValueError(
             f"X has {arr.shape[1]} features, but {owner} is expecting {n_features} features as input; "
             "embed the queries with the encoder the classifier was fitted with"
         )
-    out = np.ascontiguousarray(arr, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf, reported below
+        out = np.ascontiguousarray(arr, dtype=np.float32)
     finite = np.isfinite(out).all(axis=1)
     if not finite.all():
         bad = np.flatnonzero(~finite)

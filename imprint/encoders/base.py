@@ -1,0 +1,55 @@
+"""The encoder interface: an id, a preprocessing transform, an embedding width and batched encoding."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+
+class Encoder(ABC):
+    """A frozen image model that turns preprocessed images into float32 embeddings."""
+
+    id: str
+    embedding_dim: int
+    transform: Callable[[Image.Image], Tensor]
+    model: nn.Module
+    device: torch.device
+
+    @property
+    @abstractmethod
+    def weights_id(self) -> str:
+        """Identity of the weights (a content hash or a tag), so caches never mix models."""
+
+    @abstractmethod
+    def _forward(self, pixels: Tensor) -> Tensor:
+        """Embeddings of a preprocessed batch on self.device."""
+
+    # CPU convolutions run fastest on small channels-last batches (measured: ~4x at 16 vs 64 images)
+    cpu_micro_batch = 16
+
+    @torch.inference_mode()
+    def encode_batch(self, pixels: Tensor) -> np.ndarray:
+        """Embeddings (float32, n x embedding_dim) of a batch of preprocessed images."""
+        if self.device.type == "cuda":
+            with torch.autocast("cuda", dtype=torch.float16):
+                return self._forward(pixels.to(self.device, non_blocking=True)).float().cpu().numpy()
+        pieces = [self._forward(part.to(self.device).contiguous(memory_format=torch.channels_last)).float()
+                  for part in pixels.split(self.cpu_micro_batch)]
+        return torch.cat(pieces).cpu().numpy()
+
+    def encode_images(self, images: Sequence[Image.Image | np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """Embeddings of PIL images or uint8 arrays (grey or RGB, converted to RGB), in batches."""
+        out = np.empty((len(images), self.embedding_dim), dtype=np.float32)
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            pixels = torch.stack([self.transform(_as_rgb(image)) for image in chunk])
+            out[start:start + len(chunk)] = self.encode_batch(pixels)
+        return out
+
+
+def _as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
+    return (image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))).convert("RGB")

@@ -1,0 +1,35 @@
+"""``create_encoder(id)``: one string names a backend, a model and its weights."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from imprint.encoders.base import Encoder
+from imprint.encoders.timm_backend import EncoderError, TimmEncoder
+from imprint.registry import Registry
+
+DEFAULT_ENCODER = "timm:tf_efficientnet_lite0"
+ALIASES = {"lite0": DEFAULT_ENCODER, "lite1": "timm:tf_efficientnet_lite1", "lite2": "timm:tf_efficientnet_lite2"}
+
+BACKENDS: Registry[Callable[[str, str | None, torch.device], Encoder]] = Registry("encoder backend")
+
+
+@BACKENDS.register("timm")
+def _timm(name: str, weights: str | None, device: torch.device) -> Encoder:
+    """timm models: timm:NAME (packaged or hub weights), timm:NAME@random, timm:NAME@/path/ckpt.pth."""
+    return TimmEncoder(name, weights or "packaged", device)
+
+
+def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device = "auto") -> Encoder:
+    """Build the encoder named `encoder_id` ('backend:model[@weights]') on `device`."""
+    from imprint.classifier import resolve_device
+
+    spec = ALIASES.get(encoder_id, encoder_id)
+    backend, sep, rest = spec.partition(":")
+    if not sep or not rest:
+        raise EncoderError(f"encoder id {encoder_id!r} must look like 'backend:model'; e.g. {DEFAULT_ENCODER}; "
+                           f"backends: {', '.join(BACKENDS.names())}")
+    name, _, weights = rest.partition("@")
+    device = device if isinstance(device, torch.device) else resolve_device(device)
+    return BACKENDS.get(backend)(name, weights or None, device)

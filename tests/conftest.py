@@ -1,0 +1,58 @@
+"""Shared fixtures: small synthetic embeddings, and real EfficientNet-Lite0 embeddings cached on disk."""
+from __future__ import annotations
+
+import hashlib
+import io
+
+import numpy as np
+import pytest
+
+
+def mixture_embeddings(n_classes: int = 6, per_class: int = 120, dim: int = 32, modes: int = 3,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Classes made of several sub-clusters, as real embeddings are."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, modes, dim)) * 2.0
+    labels = np.repeat(np.arange(n_classes), per_class)
+    mode = rng.integers(0, modes, size=len(labels))
+    X = centres[labels, mode] + rng.normal(scale=0.6, size=(len(labels), dim))
+    return X.astype(np.float32), labels
+
+
+@pytest.fixture(scope="session")
+def mixture() -> tuple[np.ndarray, np.ndarray]:
+    return mixture_embeddings()
+
+
+@pytest.fixture(scope="session")
+def real_embeddings(request: pytest.FixtureRequest):
+    """Embeddings of real images by the packaged pretrained EfficientNet-Lite0, cached across runs.
+
+    Returns a function dataset_name -> (X_support, y_support, X_test, y_test) with 300 support and
+    100 test images per class, drawn disjointly with a fixed seed.
+    """
+    from imprint.atomic import atomic_write_bytes
+    from imprint.data.builtin import load_dataset, per_class_split
+    from imprint.encoders import create_encoder
+
+    memory: dict[str, tuple] = {}
+    encoder = create_encoder(device="cpu")
+    cache_dir = request.config.cache.mkpath("imprint-embeddings")
+
+    def load(name: str):
+        if name not in memory:
+            key = hashlib.sha256(f"{name}|{encoder.id}|{encoder.weights_id}|300|100|0".encode()).hexdigest()[:16]
+            path = cache_dir / f"{name}-{key}.npz"
+            if not path.is_file():
+                ds = load_dataset(name)
+                support, test = per_class_split(ds.labels, 300, 100, seed=0)
+                arrays = {"Xs": encoder.encode_images(ds.images[support]), "ys": ds.labels[support],
+                          "Xq": encoder.encode_images(ds.images[test]), "yq": ds.labels[test]}
+                buffer = io.BytesIO()
+                np.savez(buffer, **arrays)
+                atomic_write_bytes(path, buffer.getvalue())
+            with np.load(path) as data:
+                memory[name] = (data["Xs"], data["ys"], data["Xq"], data["yq"])
+        return memory[name]
+
+    return load
