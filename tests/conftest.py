@@ -37,7 +37,7 @@ def real_embeddings(request: pytest.FixtureRequest):
 
     memory: dict[str, tuple] = {}
     encoder = create_encoder(device="cpu")
-    cache_dir = request.config.cache.mkpath("imprint-embeddings")
+    cache_dir = request.config.cache.mkdir("imprint-embeddings")
 
     def load(name: str):
         if name not in memory:
