@@ -52,73 +52,95 @@ def size_buckets(classes: np.ndarray, sizes: np.ndarray, d: int,
 
 
 def gather_padded(X: Tensor, starts: Tensor, counts: Tensor, classes: np.ndarray) -> tuple[Tensor, Tensor]:
-    """Copy the given classes of class-sorted X into a (B, n_max, d) block plus a validity mask."""
+    """The given classes of class-sorted X as a (B, n_max, d) block with zero padding, plus a validity mask.
+
+    Consecutive classes of equal size are a free view of X; anything else is copied.
+    """
     cls = torch.as_tensor(classes, device=X.device)
     n = counts[cls].to(X.device)
     width = int(n.max())
     offsets = torch.arange(width, device=X.device)
     mask = offsets[None, :] < n[:, None]
+    first = int(starts[cls[0]])
+    if bool((n == width).all()) and bool((cls == cls[0] + torch.arange(len(cls), device=X.device)).all()):
+        return X[first: first + width * len(cls)].view(len(cls), width, X.shape[1]), mask
     rows = starts[cls].to(X.device)[:, None] + torch.where(mask, offsets[None, :], 0)
-    return X[rows], mask
+    return X[rows] * mask[:, :, None], mask
 
 
-def _sq_dists(points: Tensor, point_sq: Tensor, centers: Tensor) -> Tensor:
+def _sq_dists(points: Tensor, point_sq: Tensor, centers: Tensor, center_sq: Tensor) -> Tensor:
     """Squared distances (B, n, k) between padded points and centres, via one batched product."""
     d2 = torch.baddbmm(point_sq[:, :, None], points, centers.transpose(1, 2), alpha=-2.0)
-    d2.add_((centers * centers).sum(-1)[:, None, :])
-    return d2.clamp_(min=0.0)
+    return d2.add_(center_sq[:, None, :]).clamp_(min=0.0)
 
 
 def _kmeans_plusplus(P: Tensor, P_sq: Tensor, mask: Tensor, k: int, gen: torch.Generator) -> Tensor:
     """Greedy k-means++ seeding (as scikit-learn's), for every class of the bucket at once."""
     B, n, d = P.shape
-    maskf = mask.to(P.dtype)
     batch = torch.arange(B, device=P.device)
     trials = 2 + int(math.log(k))
     first = (torch.rand(B, generator=gen, device=gen.device).to(P.device) * mask.sum(1)).long()
     centers = torch.empty(B, k, d, dtype=P.dtype, device=P.device)
     centers[:, 0] = P[batch, first]
-    closest = _sq_dists(P, P_sq, centers[:, :1])[:, :, 0] * maskf
+    closest = _sq_dists(P, P_sq, centers[:, :1], P_sq[batch, first][:, None])[:, :, 0] * mask
+    weights_floor = 1e-30 * mask  # classes of identical points still draw valid points
     for j in range(1, k):
-        weights = closest + 1e-30 * maskf  # duplicate-only classes still draw valid points
-        cand = torch.multinomial(weights.to(gen.device), trials, replacement=True, generator=gen).to(P.device)
+        cand = torch.multinomial((closest + weights_floor).to(gen.device), trials, replacement=True,
+                                 generator=gen).to(P.device)
         cand_points = P[batch[:, None], cand]  # (B, T, d)
-        d2 = _sq_dists(cand_points, P_sq.gather(1, cand), P).transpose(1, 2)  # (B, n, T)
-        new_closest = torch.minimum(closest[:, :, None], d2) * maskf[:, :, None]
+        d2 = _sq_dists(P, P_sq, cand_points, P_sq.gather(1, cand))  # (B, n, T)
+        new_closest = torch.minimum(closest[:, :, None], d2)  # padding stays 0: closest is 0 there
         best = new_closest.sum(1).argmin(1)
         centers[:, j] = cand_points[batch, best]
         closest = new_closest[batch, :, best]
     return centers
 
 
+def _lloyd_step(P: Tensor, P_sq: Tensor, mask: Tensor, centers: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One assignment + update step: (new centres, assignments, distances, empty-cluster mask)."""
+    B, n, d = P.shape
+    k = centers.shape[1]
+    dist, assign = _sq_dists(P, P_sq, centers, (centers * centers).sum(-1)).min(dim=2)
+    slot = torch.where(mask, assign + torch.arange(B, device=P.device)[:, None] * k, B * k)  # padding -> dummy
+    sums = torch.zeros(B * k + 1, d, dtype=P.dtype, device=P.device).index_add_(0, slot.view(-1), P.view(-1, d))
+    members = torch.bincount(slot.view(-1), minlength=B * k + 1)[:-1].view(B, k)
+    new = sums[:-1].view(B, k, d) / members.clamp_min(1)[:, :, None].to(P.dtype)
+    return new, assign, dist, members == 0
+
+
 def _kmeans_bucket(P: Tensor, mask: Tensor, k: int, gen: torch.Generator, max_iter: int,
                    tol: float) -> tuple[Tensor, Tensor]:
-    """Lloyd iterations for a padded bucket of classes; returns centres (B, k, d) and inertia (B,)."""
+    """Lloyd iterations for a padded bucket of classes; returns centres (B, k, d) and inertia (B,).
+
+    A class stops when its assignments no longer change or its centres move less than scikit-learn's
+    tolerance (tol times the mean per-feature variance); finished classes leave the working set.
+    """
     B, n, d = P.shape
-    P_sq = (P * P).sum(-1)
-    maskf = mask.to(P.dtype)
-    sizes = maskf.sum(1)
-    mean = (P * maskf[:, :, None]).sum(1) / sizes[:, None]
-    variance = ((P_sq * maskf).sum(1) / sizes - (mean * mean).sum(1)).clamp_min(0) / d
-    tolerance = tol * variance  # scikit-learn's: tol times the mean per-feature variance
-    points = P[mask]
-    owner = torch.nonzero(mask)[:, 0]
+    P_sq = torch.linalg.vector_norm(P, dim=2).square_()
+    sizes = mask.sum(1).to(P.dtype)
+    mean = P.sum(1) / sizes[:, None]  # padding rows are zero
+    tolerance = tol * ((P_sq.sum(1) / sizes - (mean * mean).sum(1)).clamp_min(0) / d)
     centers = _kmeans_plusplus(P, P_sq, mask, k, gen)
+    previous = torch.full((B, n), -1, dtype=torch.long, device=P.device)
+    running = torch.ones(B, dtype=torch.bool, device=P.device)
+    work_ids, work = torch.arange(B, device=P.device), (P, P_sq, mask)
     for _ in range(max_iter):
-        dist, assign = _sq_dists(P, P_sq, centers).min(dim=2)
-        cluster = owner * k + assign[mask]
-        sums = torch.zeros(B * k, d, dtype=P.dtype, device=P.device).index_add_(0, cluster, points)
-        members = torch.bincount(cluster, minlength=B * k)
-        new = sums / members.clamp_min(1)[:, None].to(P.dtype)
-        new = new.view(B, k, d)
-        empty = (members == 0).view(B, k)
+        new, assign, dist, empty = _lloyd_step(*work, centers[work_ids])
         if empty.any():
-            _relocate_empty(new, empty, P, dist * maskf - (~mask).to(P.dtype))
-        shift = ((new - centers) ** 2).sum((1, 2))
-        centers = new
-        if bool((shift <= tolerance).all()):
+            _relocate_empty(new, empty, work[0], torch.where(work[2], dist, -1.0))
+        live = running[work_ids]
+        shift = ((new - centers[work_ids]) ** 2).sum((1, 2))
+        done = live & ((shift <= tolerance[work_ids]) | (assign == previous[work_ids]).all(1))
+        centers[work_ids[live]] = new[live]
+        previous[work_ids[live]] = assign[live]
+        running[work_ids[done]] = False
+        still = int(running.sum())
+        if still == 0:
             break
-    dist = _sq_dists(P, P_sq, centers).min(dim=2).values
+        if still * 2 <= len(work_ids):  # shrink the working set once half of it has converged
+            work_ids = torch.nonzero(running)[:, 0]
+            work = (P[work_ids], P_sq[work_ids], mask[work_ids])
+    dist = _sq_dists(P, P_sq, centers, (centers * centers).sum(-1)).min(dim=2).values
     return centers, (dist.double() * mask).sum(1)
 
 

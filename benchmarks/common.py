@@ -1,0 +1,68 @@
+"""Shared helpers for benchmarks: environment report, timing, peak memory in a fresh process."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import platform
+import resource
+import time
+from typing import Callable
+
+import numpy as np
+
+
+def environment() -> str:
+    """One markdown block naming the machine and library builds the figures come from."""
+    import faiss
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as handle:
+            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"- CPU: {cpu}, {mp.cpu_count()} cores; GPU: {gpu}\n"
+            f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), faiss {faiss.__version__} "
+            f"({'GPU build, ' + str(faiss.get_num_gpus()) + ' GPUs' if hasattr(faiss, 'StandardGpuResources') else 'CPU build'})")
+
+
+def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:
+    """Best wall time over `repeat` runs, and the last result."""
+    best, result = float("inf"), None
+    for _ in range(repeat):
+        start = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _child(setup, run, queue) -> None:
+    state = setup()
+    before = _rss_mib()
+    start = time.perf_counter()
+    run(state)
+    elapsed = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    queue.put((elapsed, peak - before))
+
+
+def run_isolated(setup: Callable[[], object], run: Callable[[object], object]) -> tuple[float, float]:
+    """(seconds, peak extra MiB) of run(setup()) in a fresh process, so peaks do not mix.
+
+    `setup` and `run` must be picklable (module-level functions or partials): the child is spawned,
+    since forking after OpenMP has started (scikit-learn, faiss) can hang.
+    """
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(setup, run, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result

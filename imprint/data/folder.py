@@ -1,0 +1,116 @@
+"""Image folders laid out as root/<class>/**/<image>, with splits and few-shot sampling."""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+class FolderError(ValueError):
+    """An image folder that cannot be used as it is; the message says why and what to do."""
+
+
+@dataclass
+class ImageFolder:
+    """Image paths with integer labels into sorted class names (torchvision ImageFolder order)."""
+
+    root: Path
+    paths: list[Path]
+    labels: np.ndarray
+    class_names: list[str]
+    empty_classes: list[str] = field(default_factory=list)
+
+    def subset(self, index: np.ndarray) -> "ImageFolder":
+        return ImageFolder(self.root, [self.paths[i] for i in index], self.labels[index], self.class_names,
+                           self.empty_classes)
+
+    @property
+    def class_labels(self) -> np.ndarray:
+        """The class name of every image."""
+        return np.asarray(self.class_names, dtype=object)[self.labels]
+
+
+def _visible(path: Path, root: Path) -> bool:
+    return not any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def list_images(path: Path) -> list[Path]:
+    """Image files under `path` (a file or a folder), sorted, hidden files and non-images ignored."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                  and _visible(p, path))
+
+
+def scan_folder(root: str | Path, min_classes: int = 2) -> ImageFolder:
+    """Find the classes (sub-folders) and images of `root`; empty class folders are reported, not fatal."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FolderError(f"image folder not found: {root}")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    paths, labels, names, empty = [], [], [], []
+    for class_dir in class_dirs:
+        images = list_images(class_dir)
+        if not images:
+            empty.append(class_dir.name)
+            continue
+        labels.extend([len(names)] * len(images))
+        names.append(class_dir.name)
+        paths.extend(images)
+    if empty:
+        warnings.warn(f"{len(empty)} class folder(s) with no images skipped: {', '.join(empty)}", stacklevel=2)
+    if not paths:
+        raise FolderError(f"no images found in {root}; expected {root}/<class>/<image> with extensions "
+                          f"{', '.join(sorted(IMAGE_EXTENSIONS))}")
+    if len(names) < min_classes:
+        raise FolderError(f"{root} has {len(names)} class folder(s) with images ({', '.join(names)}); "
+                          f"imprinting needs at least {min_classes}: put each class in its own sub-folder")
+    return ImageFolder(root, paths, np.asarray(labels, dtype=np.int64), names, empty)
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Decode an image fully, apply its EXIF orientation and convert grey/palette/RGBA to RGB."""
+    with Image.open(path) as image:
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        if image.mode in ("RGBA", "LA", "P"):
+            image = image.convert("RGBA")
+            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(background, image)
+        return image.convert("RGB")
+
+
+def split_support_test(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Stratified, seeded split into support and test indices (every class keeps a support image)."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"--test-fraction must be between 0 and 1; got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    keys = rng.random(len(labels))
+    order = np.lexsort((keys, labels))
+    counts = np.bincount(labels)
+    rank = np.arange(len(labels)) - np.repeat(np.cumsum(counts) - counts, counts)
+    n_test = np.floor(counts * test_fraction).astype(int).clip(max=counts - 1)
+    is_test = rank < n_test[labels[order]]
+    return np.sort(order[~is_test]), np.sort(order[is_test])
+
+
+def sample_shots(labels: np.ndarray, shots: int, seed: int = 0,
+                 class_names: list[str] | None = None) -> np.ndarray:
+    """Seeded few-shot sample: `shots` indices per class; a smaller class uses all it has, with a warning."""
+    if shots < 1:
+        raise ValueError(f"--shots must be >= 1; got {shots}")
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(labels)), labels))
+    counts = np.bincount(labels)
+    rank = np.arange(len(labels)) - np.repeat(np.cumsum(counts) - counts, counts)
+    short = np.flatnonzero((counts > 0) & (counts < shots))
+    if len(short):
+        names = [class_names[c] if class_names else str(c) for c in short]
+        warnings.warn(f"{len(short)} class(es) have fewer than {shots} images and use all of them: "
+                      f"{', '.join(f'{n} ({counts[c]})' for n, c in zip(names, short))}", stacklevel=2)
+    return np.sort(order[rank < shots])
