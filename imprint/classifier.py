@@ -131,7 +131,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.norm_post_ = make_norm(self.norm_post, reference=self.quantile_reference)
         self.norm_inf_ = make_norm(self.norm_inf, reference=self.quantile_reference)
         support, groups = self._sorted_support(X_checked, codes)
-        self.norm_inf_.fit_transform(support)
+        self.norm_inf_.fit(support)  # queries live where the support embeddings live
         proxies, counts = self._imprint(support, groups, fit=True)
         self.classes_ = classes
         self._set_proxies(proxies, counts)
@@ -139,6 +139,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _sorted_support(self, X: np.ndarray, codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        if np.all(codes[:-1] <= codes[1:]):  # already grouped by class: no copy
+            return torch.from_numpy(X).to(self.device_), torch.from_numpy(codes.astype(np.int64)).to(self.device_)
         order = np.argsort(codes, kind="stable")
         support = torch.from_numpy(X[order]).to(self.device_)
         return support, torch.from_numpy(codes[order].astype(np.int64)).to(self.device_)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from imprint.registry import Registry
@@ -24,6 +23,10 @@ class Norm(nn.Module):
     def fit_transform(self, X: Tensor, groups: Tensor | None = None) -> Tensor:
         """Fit on X (rows grouped by class code `groups`, sorted) and return X transformed."""
         return self(X)
+
+    def fit(self, X: Tensor) -> "Norm":
+        """Learn the fitted state from X (stateless stages learn nothing)."""
+        return self
 
     def options(self) -> dict[str, object]:
         """JSON-serialisable settings needed to rebuild this stage."""
@@ -47,7 +50,7 @@ class L2Norm(Norm):
     """Scale each row to unit Euclidean norm (all-zero rows stay zero)."""
 
     def forward(self, X: Tensor) -> Tensor:
-        return F.normalize(X, p=2.0, dim=1, eps=1e-12)
+        return X / torch.linalg.vector_norm(X, dim=1, keepdim=True).clamp_min_(1e-12)  # faster than F.normalize
 
 
 def _quantile_grid(values: np.ndarray, d: int) -> np.ndarray:
@@ -81,8 +84,7 @@ class QuantileNorm(Norm):
     def fit_transform(self, X: Tensor, groups: Tensor | None = None) -> Tensor:
         d = X.shape[1]
         if self.reference == "pooled" or groups is None:
-            self.values = torch.from_numpy(_quantile_grid(X.cpu().numpy(), d))
-            return self._map(X, self.values)
+            return self.fit(X)._map(X, self.values)
         out = X.clone()
         bounds = [0] + torch.searchsorted(groups, torch.unique(groups), right=True).tolist()
         for start, stop in zip(bounds[1:-1], bounds[2:]):  # the first class stays unchanged
@@ -90,6 +92,10 @@ class QuantileNorm(Norm):
             out[start:stop] = self._map(X[start:stop], reference)
         self.values = torch.from_numpy(_quantile_grid(out.cpu().numpy(), d))
         return out
+
+    def fit(self, X: Tensor) -> "QuantileNorm":
+        self.values = torch.from_numpy(_quantile_grid(X.cpu().numpy(), X.shape[1]))
+        return self
 
     def forward(self, X: Tensor) -> Tensor:
         if self.values is None:

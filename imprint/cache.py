@@ -1,0 +1,78 @@
+"""On-disk embedding cache: one small file per (encoder, weights, preprocessing, image path, size, mtime).
+
+A changed image, model or transform gives a new key, so a stale embedding is never served. Every file
+is written atomically (temporary file + rename), so an interrupted write leaves no corrupt entry and
+several processes can share one cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import platformdirs
+
+from imprint.atomic import atomic_write_bytes
+from imprint.encoders.base import Encoder
+
+
+def default_cache_dir() -> Path:
+    """$IMPRINT_CACHE_DIR, else the user cache folder (e.g. ~/.cache/imprint/embeddings)."""
+    return Path(os.environ.get("IMPRINT_CACHE_DIR") or platformdirs.user_cache_dir("imprint")) / "embeddings"
+
+
+def encoder_namespace(encoder: Encoder) -> str:
+    """Digest of everything about the encoder that changes its output."""
+    text = f"{encoder.id}\n{encoder.weights_id}\n{encoder.transform!r}"
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class EmbeddingCache:
+    """Embeddings keyed by encoder namespace and image identity (absolute path, size, mtime)."""
+
+    def __init__(self, root: str | Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def _entry(self, namespace: str, path: Path) -> Path:
+        stat = path.stat()
+        ident = f"{path.resolve()}\n{stat.st_size}\n{stat.st_mtime_ns}"
+        key = hashlib.sha256(ident.encode()).hexdigest()
+        return self.root / namespace / key[:2] / f"{key[2:]}.npy"
+
+    def get_many(self, namespace: str, paths: Sequence[Path], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, found mask) for `paths`; rows not found are zero."""
+        out = np.zeros((len(paths), dim), dtype=np.float32)
+        found = np.zeros(len(paths), dtype=bool)
+        for i, path in enumerate(paths):
+            try:
+                vector = np.load(self._entry(namespace, path), allow_pickle=False)
+            except (OSError, ValueError):
+                continue  # missing, unreadable or damaged entries are recomputed
+            if vector.shape == (dim,):
+                out[i], found[i] = vector, True
+        return out, found
+
+    def put_many(self, namespace: str, paths: Sequence[Path], embeddings: np.ndarray) -> None:
+        """Store one embedding per path."""
+        for path, vector in zip(paths, embeddings):
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(vector, dtype=np.float32), allow_pickle=False)
+            atomic_write_bytes(self._entry(namespace, path), buffer.getvalue())
+
+    def info(self) -> dict[str, object]:
+        """Location, number of entries, size on disk and encoder namespaces."""
+        files = list(self.root.rglob("*.npy")) if self.root.is_dir() else []
+        namespaces = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        return {"path": str(self.root), "entries": len(files), "bytes": sum(f.stat().st_size for f in files),
+                "encoders": len(namespaces)}
+
+    def clear(self) -> int:
+        """Delete every entry; returns how many there were."""
+        entries = int(self.info()["entries"])
+        if self.root.is_dir():
+            shutil.rmtree(self.root)
+        return entries

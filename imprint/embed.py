@@ -1,0 +1,91 @@
+"""Embed image files: decode in DataLoader workers while the encoder runs, reuse cached embeddings."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from imprint.cache import EmbeddingCache, encoder_namespace
+from imprint.data.folder import load_rgb
+from imprint.encoders.base import Encoder
+
+
+class UnreadableImagesError(ValueError):
+    """Images that could not be decoded, in --strict mode."""
+
+
+@dataclass
+class Embedded:
+    """Embeddings of the readable images, and which input paths failed to decode."""
+
+    embeddings: np.ndarray  # (n_ok, dim)
+    ok: np.ndarray  # (n_paths,) bool
+    failed: list[Path]
+    encoded: int  # images run through the encoder (not served from the cache)
+
+
+class _ImageFiles(Dataset):
+    def __init__(self, paths: Sequence[Path], transform) -> None:
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.transform(load_rgb(self.paths[index])), index, True
+        except Exception:  # corrupt, truncated or not really an image: reported by path afterwards
+            return torch.zeros(3, 1, 1), index, False
+
+
+def _collate(items):
+    good = [item for item in items if item[2]]
+    pixels = torch.stack([item[0] for item in good]) if good else None
+    return pixels, [item[1] for item in good], [item[1] for item in items if not item[2]]
+
+
+def default_workers() -> int:
+    """Decoding workers: leave the encoder at least one core."""
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+def embed_paths(encoder: Encoder, paths: Sequence[Path], *, cache: EmbeddingCache | None = None,
+                batch_size: int = 64, workers: int | None = None, progress: bool = True,
+                strict: bool = False) -> Embedded:
+    """Embeddings of image files; unreadable files are skipped and listed (an error with `strict`)."""
+    paths = [Path(p) for p in paths]
+    dim = encoder.embedding_dim
+    namespace = encoder_namespace(encoder)
+    if cache is not None:
+        out, found = cache.get_many(namespace, paths, dim)
+    else:
+        out, found = np.zeros((len(paths), dim), dtype=np.float32), np.zeros(len(paths), dtype=bool)
+    todo = np.flatnonzero(~found)
+    ok = found.copy()
+    failed: list[int] = []
+    if len(todo):
+        workers = default_workers() if workers is None else workers
+        loader = DataLoader(_ImageFiles([paths[i] for i in todo], encoder.transform), batch_size=batch_size,
+                            num_workers=workers, collate_fn=_collate, pin_memory=encoder.device.type == "cuda",
+                            persistent_workers=False)
+        with tqdm(total=len(todo), desc="embedding", unit="img", disable=not progress) as bar:
+            for pixels, good, bad in loader:
+                failed.extend(todo[bad].tolist())
+                if pixels is not None:
+                    rows = todo[good]
+                    vectors = encoder.encode_batch(pixels)
+                    out[rows], ok[rows] = vectors, True
+                    if cache is not None:
+                        cache.put_many(namespace, [paths[i] for i in rows], vectors)
+                bar.update(len(good) + len(bad))
+    failed_paths = [paths[i] for i in sorted(failed)]
+    if strict and failed_paths:
+        raise UnreadableImagesError(f"{len(failed_paths)} unreadable image(s): "
+                                    f"{', '.join(map(str, failed_paths))}")
+    return Embedded(out[ok], ok, failed_paths, int(len(todo) - len(failed)))
