@@ -1,0 +1,343 @@
+"""The ``imprint`` command line: embed, fit, predict, eval, info and cache, from folders of images."""
+from __future__ import annotations
+
+import argparse
+import csv
+import inspect
+import io
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from imprint import ImprintClassifier
+from imprint.atomic import atomic_write_bytes
+from imprint.stages import AGGREGATIONS, GENERATORS, KMEANS_BACKENDS, METRICS, NORMS
+
+STAGE_CHOICES = {"generation": GENERATORS, "norm_pre": NORMS, "norm_post": NORMS, "norm_inf": NORMS,
+                 "aggregation": AGGREGATIONS, "metric": METRICS}
+OTHER_CHOICES = {"mnn_weights": ("uniform", "distance"), "quantile_reference": ("pooled", "sequential"),
+                 "kmeans_backend": KMEANS_BACKENDS}
+
+
+class CLIError(Exception):
+    """A user mistake reported as one line, exit status 2."""
+
+
+# ---------------------------------------------------------------- shared options
+def add_encoding_options(parser: argparse.ArgumentParser, encoder: bool = True) -> None:
+    if encoder:
+        parser.add_argument("--encoder", default=None,
+                            help="encoder id, e.g. timm:tf_efficientnet_lite0 (default), lite1, lite2")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1)")
+    parser.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--strict", action="store_true", help="unreadable images are an error, not a warning")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_stage_options(parser: argparse.ArgumentParser) -> None:
+    """One option per ImprintClassifier setting, with the registered names as choices."""
+    group = parser.add_argument_group("imprinting stages (ImprintClassifier settings)")
+    for name, param in inspect.signature(ImprintClassifier).parameters.items():
+        if name in ("device", "seed"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        choices = STAGE_CHOICES[name].names() if name in STAGE_CHOICES else OTHER_CHOICES.get(name)
+        kind = type(param.default) if choices is None else str
+        group.add_argument(flag, dest=name, type=kind, default=param.default, choices=choices,
+                           help=f"default: {param.default}")
+
+
+def embedder(args: argparse.Namespace, encoder_id: str | None):
+    """A function paths -> (embeddings, ok mask) using the chosen encoder and cache."""
+    from imprint.cache import EmbeddingCache
+    from imprint.embed import embed_paths
+    from imprint.encoders import DEFAULT_ENCODER, create_encoder
+
+    encoder = create_encoder(encoder_id or DEFAULT_ENCODER, device=args.device)
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
+
+    def run(paths: Sequence[Path]):
+        result = embed_paths(encoder, paths, cache=cache, batch_size=args.batch_size, workers=args.workers,
+                             progress=not args.quiet, strict=args.strict)
+        if result.failed:
+            warn(f"skipped {len(result.failed)} unreadable image(s): {', '.join(map(str, result.failed))}")
+        return result.embeddings, result.ok
+
+    return encoder, run
+
+
+def warn(message: str) -> None:
+    print(f"imprint: warning: {message}", file=sys.stderr)
+
+
+def scan(folder: str, min_classes: int = 2):
+    from imprint.data.folder import scan_folder
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = scan_folder(folder, min_classes=min_classes)
+    for item in caught:
+        warn(str(item.message))
+    return data
+
+
+def write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+# ---------------------------------------------------------------- commands
+def cmd_embed(args: argparse.Namespace) -> None:
+    data = scan(args.folder, min_classes=1)
+    encoder, run = embedder(args, args.encoder)
+    embeddings, ok = run(data.paths)
+    buffer = io.BytesIO()
+    np.savez(buffer, embeddings=embeddings, labels=np.asarray(data.class_labels[ok], dtype=str),
+             paths=np.asarray([str(p) for p, good in zip(data.paths, ok) if good]), encoder=np.asarray(encoder.id))
+    atomic_write_bytes(args.output, buffer.getvalue())
+    print(f"embedded {len(embeddings)} images of {len(data.class_names)} classes with {encoder.id} "
+          f"-> {args.output}")
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    names = inspect.signature(ImprintClassifier).parameters
+    return {name: getattr(args, name) for name in names if hasattr(args, name)}
+
+
+def cmd_fit(args: argparse.Namespace) -> None:
+    from imprint.data.folder import sample_shots, split_support_test
+
+    data = scan(args.folder)
+    support = np.arange(len(data.paths))
+    test = None
+    if args.test_fraction:
+        support, test = split_support_test(data.labels, args.test_fraction, seed=args.seed)
+    if args.shots:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            support = support[sample_shots(data.labels[support], args.shots, args.seed, data.class_names)]
+        for item in caught:
+            warn(str(item.message))
+    settings = _settings(args)
+    clf = ImprintClassifier(**settings)
+    clf._check_settings()  # a bad setting fails before any image is embedded
+    encoder, run = embedder(args, args.encoder)
+    X, ok = run([data.paths[i] for i in support])
+    clf.fit(X, data.class_labels[support][ok], encoder_id=encoder.id)
+    clf.save(args.output)
+    print(f"imprinted {len(clf.classes_)} classes from {len(X)} images ({len(clf.proxies_)} proxies, "
+          f"{encoder.id}) -> {args.output}")
+    if test is not None:
+        Xq, okq = run([data.paths[i] for i in test])
+        report_accuracy(clf, Xq, data.class_labels[test][okq], "held-out")
+    if args.test_dir:
+        evaluate_folder(clf, args.test_dir, args, run)
+
+
+def report_accuracy(clf: ImprintClassifier, X: np.ndarray, y: np.ndarray, what: str):
+    from sklearn.metrics import f1_score
+
+    predicted = clf.predict(X)
+    accuracy = float((predicted == y).mean())
+    macro_f1 = float(f1_score(y, predicted, average="macro", labels=clf.classes_, zero_division=0))
+    print(f"{what} accuracy: {accuracy:.4f} ({int((predicted == y).sum())}/{len(y)}), macro-F1: {macro_f1:.4f}")
+    return predicted, accuracy, macro_f1
+
+
+def evaluate_folder(clf: ImprintClassifier, folder: str, args: argparse.Namespace, run) -> None:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    data = scan(folder, min_classes=1)
+    known = np.isin(data.class_labels, clf.classes_)
+    if not known.all():
+        unknown = sorted(set(data.class_labels[~known]))
+        warn(f"{int((~known).sum())} image(s) in classes the classifier does not know are left out: "
+             f"{', '.join(unknown)}")
+    if not known.any():
+        raise CLIError(f"no class of {folder} is known to the classifier ({', '.join(map(str, clf.classes_))})")
+    X, ok = run([p for p, k in zip(data.paths, known) if k])
+    y = data.class_labels[known][ok]
+    predicted, _, _ = report_accuracy(clf, X, y, "test")
+    precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=clf.classes_,
+                                                                     zero_division=0)
+    width = max(len(str(c)) for c in clf.classes_)
+    print(f"\n{'class':<{width}}  precision  recall  f1      support")
+    for row in zip(clf.classes_, precision, recall, f1, support):
+        print(f"{row[0]!s:<{width}}  {row[1]:9.4f}  {row[2]:6.4f}  {row[3]:6.4f}  {row[4]:7d}")
+    if getattr(args, "confusion", None):
+        save_confusion(y, predicted, clf.classes_, args.confusion)
+        print(f"confusion matrix -> {args.confusion}")
+
+
+def save_confusion(y, predicted, classes, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(5.0, 0.55 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay.from_predictions(y, predicted, labels=classes, ax=ax, xticks_rotation=45,
+                                            colorbar=False)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format=Path(path).suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_for_images(args: argparse.Namespace):
+    clf = ImprintClassifier.load(args.classifier, device=args.device)
+    if clf.encoder_id_ is None and not args.encoder:
+        raise CLIError(f"{args.classifier} does not record its encoder; pass --encoder with the one it was fitted with")
+    if args.encoder and clf.encoder_id_ and args.encoder != clf.encoder_id_:
+        raise CLIError(f"{args.classifier} was fitted with {clf.encoder_id_}, not {args.encoder}; "
+                       "drop --encoder to use the recorded one")
+    encoder, run = embedder(args, args.encoder or clf.encoder_id_)
+    if encoder.embedding_dim != clf.n_features_in_:
+        raise CLIError(f"{encoder.id} gives {encoder.embedding_dim}-dim embeddings but {args.classifier} expects "
+                       f"{clf.n_features_in_}")
+    return clf, run
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from imprint.data.folder import list_images
+
+    clf, run = load_for_images(args)
+    paths = []
+    for item in args.paths:
+        path = Path(item)
+        if not path.exists():
+            raise CLIError(f"no such image or folder: {path}")
+        paths.extend(list_images(path))
+    if not paths:
+        raise CLIError(f"no images found in {', '.join(args.paths)}")
+    X, ok = run(paths)
+    good = [p for p, k in zip(paths, ok) if k]
+    proba = clf.predict_proba(X) if len(X) else np.empty((0, len(clf.classes_)))
+    top = min(args.top_k, len(clf.classes_))
+    order = np.argsort(-proba, axis=1, kind="stable")[:, :top]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["path", "label", "score", "top_k"])
+    for path, ranks, row in zip(good, order, proba):
+        alternatives = ";".join(f"{clf.classes_[r]}:{row[r]:.4f}" for r in ranks)
+        writer.writerow([str(path), clf.classes_[ranks[0]], f"{row[ranks[0]]:.4f}", alternatives])
+    if args.output:
+        write_text(args.output, out.getvalue())
+        print(f"predicted {len(good)} images -> {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(out.getvalue())
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    clf, run = load_for_images(args)
+    evaluate_folder(clf, args.folder, args, run)
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from imprint.persistence import read_metadata
+
+    meta, tensors = read_metadata(args.classifier)
+    counts = tensors["proxy_counts"].tolist()
+    if args.json:
+        print(json.dumps(dict(meta, proxy_counts=counts), indent=2))
+        return
+    settings = meta["settings"]
+    print(f"file: {args.classifier}\nformat version: {meta['format_version']}\nencoder: {meta['encoder']}\n"
+          f"embedding dim: {meta['embedding_dim']}\nclasses: {len(meta['classes'])}\nproxies: {sum(counts)}")
+    print("pipeline: " + " -> ".join(f"{key}={settings[key]}" for key in
+                                     ("norm_pre", "generation", "k", "norm_post", "norm_inf", "aggregation",
+                                      "m", "metric")))
+    for name, count in zip(meta["classes"], counts):
+        print(f"  {name}: {count} proxies")
+
+
+def cmd_cache(args: argparse.Namespace) -> None:
+    from imprint.cache import EmbeddingCache
+
+    cache = EmbeddingCache(args.cache_dir)
+    if args.action == "clear":
+        print(f"removed {cache.clear()} cached embeddings from {cache.root}")
+    else:
+        info = cache.info()
+        print(f"cache: {info['path']}\nentries: {info['entries']}\nsize: {info['bytes'] / 2**20:.1f} MiB\n"
+              f"encoders: {info['encoders']}")
+
+
+# ---------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imprint", description="Training-free classifiers by weight imprinting.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("embed", help="embed a folder of images (root/<class>/<image>) to a .npz file")
+    p.add_argument("folder")
+    p.add_argument("-o", "--output", required=True)
+    add_encoding_options(p)
+    p.set_defaults(run=cmd_embed)
+
+    p = sub.add_parser("fit", help="imprint a classifier from a folder of images")
+    p.add_argument("folder")
+    p.add_argument("-o", "--output", required=True, help="classifier file (.safetensors)")
+    p.add_argument("--shots", type=int, default=None, help="use N images per class (few-shot)")
+    p.add_argument("--test-fraction", type=float, default=None, help="hold out this share of every class and "
+                   "report accuracy on it")
+    p.add_argument("--test-dir", default=None, help="a second folder to evaluate on")
+    p.add_argument("--seed", type=int, default=0)
+    add_encoding_options(p)
+    add_stage_options(p)
+    p.set_defaults(run=cmd_fit)
+
+    p = sub.add_parser("predict", help="predict images or folders with a saved classifier (CSV)")
+    p.add_argument("classifier")
+    p.add_argument("paths", nargs="+")
+    p.add_argument("-o", "--output", default=None, help="CSV file (default: standard output)")
+    p.add_argument("--top-k", type=int, default=3)
+    add_encoding_options(p)
+    p.set_defaults(run=cmd_predict)
+
+    p = sub.add_parser("eval", help="accuracy, macro-F1 and per-class table on a labelled folder")
+    p.add_argument("classifier")
+    p.add_argument("folder")
+    p.add_argument("--confusion", default=None, help="write a confusion-matrix picture (PNG)")
+    add_encoding_options(p)
+    p.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("info", help="describe a saved classifier")
+    p.add_argument("classifier")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("cache", help="inspect or clear the embedding cache")
+    p.add_argument("action", choices=("info", "clear"))
+    p.add_argument("--cache-dir", default=None)
+    p.set_defaults(run=cmd_cache)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except BrokenPipeError:
+        return 0
+    except (CLIError, ValueError, OSError) as exc:  # user mistakes: one line, no traceback
+        message = str(exc) if not isinstance(exc, FileNotFoundError) or not exc.filename else \
+            f"{exc.strerror}: {exc.filename}"
+        print(f"imprint: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("imprint: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
