@@ -12,17 +12,26 @@ from imprint.registry import Registry
 DEFAULT_ENCODER = "timm:tf_efficientnet_lite0"
 ALIASES = {"lite0": DEFAULT_ENCODER, "lite1": "timm:tf_efficientnet_lite1", "lite2": "timm:tf_efficientnet_lite2"}
 
-BACKENDS: Registry[Callable[[str, str | None, torch.device], Encoder]] = Registry("encoder backend")
+BACKENDS: Registry[Callable[[str, torch.device], Encoder]] = Registry("encoder backend")
 
 
 @BACKENDS.register("timm")
-def _timm(name: str, weights: str | None, device: torch.device) -> Encoder:
+def _timm(spec: str, device: torch.device) -> Encoder:
     """timm models: timm:NAME (packaged or hub weights), timm:NAME@random, timm:NAME@/path/ckpt.pth."""
+    name, _, weights = spec.partition("@")
     return TimmEncoder(name, weights or "packaged", device)
 
 
+@BACKENDS.register("open_clip")
+def _open_clip(spec: str, device: torch.device) -> Encoder:
+    """open_clip models: open_clip:MODEL/TAG, open_clip:MODEL/PATH, open_clip:MODEL/random, open_clip:hf-hub:ID."""
+    from imprint.encoders.open_clip_backend import OpenClipEncoder
+
+    return OpenClipEncoder(spec, device)
+
+
 def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device = "auto") -> Encoder:
-    """Build the encoder named `encoder_id` ('backend:model[@weights]') on `device`."""
+    """Build the encoder named `encoder_id` ('backend:model...', see each backend) on `device`."""
     from imprint.classifier import resolve_device
 
     spec = ALIASES.get(encoder_id, encoder_id)
@@ -30,6 +39,5 @@ def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device
     if not sep or not rest:
         raise EncoderError(f"encoder id {encoder_id!r} must look like 'backend:model'; e.g. {DEFAULT_ENCODER}; "
                            f"backends: {', '.join(BACKENDS.names())}")
-    name, _, weights = rest.partition("@")
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    return BACKENDS.get(backend)(name, weights or None, device)
+    return BACKENDS.get(backend)(rest, device)

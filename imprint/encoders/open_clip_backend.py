@@ -1,0 +1,84 @@
+"""open_clip models: image embeddings, and text embeddings for zero-shot proxies from class names."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from imprint.encoders.base import Encoder
+from imprint.encoders.timm_backend import EncoderError, _file_sha256
+
+DEFAULT_TEMPLATES = (
+    "a photo of a {}.", "a bad photo of a {}.", "a close-up photo of a {}.", "a cropped photo of a {}.",
+    "a bright photo of a {}.", "a dark photo of a {}.", "a photo of the large {}.", "a photo of the small {}.",
+    "a drawing of a {}.", "a low resolution photo of a {}.",
+)
+
+
+def read_templates(path: str | Path) -> list[str]:
+    """Prompt templates from a text file, one per line, each with one '{}' for the class name."""
+    lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    templates = [line for line in lines if line and not line.startswith("#")]
+    bad = [t for t in templates if t.count("{}") != 1]
+    if bad or not templates:
+        raise ValueError(f"{path}: every template needs exactly one '{{}}' for the class name; bad: {bad[:1] or 'none given'}")
+    return templates
+
+
+class OpenClipEncoder(Encoder):
+    """An open_clip model: ``open_clip:MODEL/TAG`` (a pretrained tag, downloaded as usual),
+    ``open_clip:MODEL/PATH`` (a local checkpoint), ``open_clip:MODEL/random`` or ``open_clip:hf-hub:ORG/NAME``.
+    """
+
+    def __init__(self, spec: str, device: torch.device) -> None:
+        import open_clip
+
+        if spec.startswith("hf-hub:"):
+            name, weights = spec, None
+        else:
+            name, _, weights = spec.partition("/")
+            if not weights:
+                tags = ", ".join(open_clip.list_pretrained_tags_by_model(name)) or "none known"
+                raise EncoderError(f"name the weights: open_clip:{name}/TAG (tags: {tags}), "
+                                   f"open_clip:{name}/PATH_TO_CHECKPOINT or open_clip:{name}/random")
+        if name not in open_clip.list_models() and not name.startswith("hf-hub:"):
+            raise EncoderError(f"unknown open_clip model {name!r}; see open_clip.list_models()")
+        self._weights_file = Path(weights) if weights and Path(weights).is_file() else None
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                name, pretrained=None if weights == "random" else weights, device=device)
+        except Exception as exc:  # unknown tag, unreachable hub, unreadable checkpoint
+            raise EncoderError(f"cannot load open_clip model {spec!r}: {str(exc).splitlines()[0]}") from None
+        self.device = device
+        self.model = model.eval()
+        self.transform = preprocess
+        self.tokenizer = open_clip.get_tokenizer(name)
+        self.embedding_dim = int(model.visual.output_dim)
+        self.weights = weights or "hf-hub"
+        self.id = f"open_clip:{spec}"
+
+    @property
+    def weights_id(self) -> str:
+        if self._weights_file is not None:
+            return "sha256:" + _file_sha256(str(self._weights_file))
+        return self.id
+
+    def _forward(self, pixels: Tensor) -> Tensor:
+        return self.model.encode_image(pixels)
+
+    @torch.inference_mode()
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Text embeddings (float32), in the same space as the image embeddings."""
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        return self.model.encode_text(tokens).float().cpu().numpy()
+
+    def text_proxies(self, class_names: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
+        """Zero-shot weights: per class, the normalised mean of its normalised prompt embeddings."""
+        prompts = [template.format(name) for name in class_names for template in templates]
+        emb = self.encode_text(prompts).reshape(len(class_names), len(templates), -1)
+        emb /= np.linalg.norm(emb, axis=2, keepdims=True)
+        mean = emb.mean(axis=1)
+        return mean / np.linalg.norm(mean, axis=1, keepdims=True)
