@@ -121,25 +121,28 @@ def _kmeans_bucket(P: Tensor, mask: Tensor, k: int, gen: torch.Generator, max_it
     mean = P.sum(1) / sizes[:, None]  # padding rows are zero
     tolerance = tol * ((P_sq.sum(1) / sizes - (mean * mean).sum(1)).clamp_min(0) / d)
     centers = _kmeans_plusplus(P, P_sq, mask, k, gen)
+    # the working set: classes still iterating (plus converged ones, until half of the set has converged)
+    work_ids, wP, wP_sq, wmask, wtol = torch.arange(B, device=P.device), P, P_sq, mask, tolerance
+    wcenters = centers
     previous = torch.full((B, n), -1, dtype=torch.long, device=P.device)
-    running = torch.ones(B, dtype=torch.bool, device=P.device)
-    work_ids, work = torch.arange(B, device=P.device), (P, P_sq, mask)
+    live = torch.ones(B, dtype=torch.bool, device=P.device)
     for _ in range(max_iter):
-        new, assign, dist, empty = _lloyd_step(*work, centers[work_ids])
+        new, assign, dist, empty = _lloyd_step(wP, wP_sq, wmask, wcenters)
         if empty.any():
-            _relocate_empty(new, empty, work[0], torch.where(work[2], dist, -1.0))
-        live = running[work_ids]
-        shift = ((new - centers[work_ids]) ** 2).sum((1, 2))
-        done = live & ((shift <= tolerance[work_ids]) | (assign == previous[work_ids]).all(1))
-        centers[work_ids[live]] = new[live]
-        previous[work_ids[live]] = assign[live]
-        running[work_ids[done]] = False
-        still = int(running.sum())
-        if still == 0:
+            _relocate_empty(new, empty, wP, torch.where(wmask, dist, -1.0))
+        shift = ((new - wcenters) ** 2).sum((1, 2))
+        done = live & ((shift <= wtol) | (assign == previous).all(1))
+        wcenters = torch.where(live[:, None, None], new, wcenters)
+        previous = torch.where(live[:, None], assign, previous)
+        live &= ~done
+        remaining = int(live.sum())
+        if remaining == 0:
             break
-        if still * 2 <= len(work_ids):  # shrink the working set once half of it has converged
-            work_ids = torch.nonzero(running)[:, 0]
-            work = (P[work_ids], P_sq[work_ids], mask[work_ids])
+        if remaining * 2 <= len(live):  # shrink: copy out the finished, keep iterating the rest
+            centers[work_ids] = wcenters
+            work_ids, wP, wP_sq, wmask, wtol = (t[live] for t in (work_ids, wP, wP_sq, wmask, wtol))
+            wcenters, previous, live = wcenters[live], previous[live], live[live]
+    centers[work_ids] = wcenters
     dist = _sq_dists(P, P_sq, centers, (centers * centers).sum(-1)).min(dim=2).values
     return centers, (dist.double() * mask).sum(1)
 
