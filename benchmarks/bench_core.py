@@ -43,8 +43,8 @@ def bench_fit(n_classes: int, per_class: int, dim: int, k: int = 20) -> str:
     X, y = mixture(n_classes, per_class, dim)
     Xt, counts = torch.from_numpy(X), torch.full((n_classes,), per_class)
     rows = []
-    t_sk, inertia_sk = timed(lambda: sklearn_per_class(X, y, k, 0))
-    t_faiss, faiss_result = timed(lambda: faiss_kmeans(Xt, counts, k, seed=0), repeat=2)
+    t_sk, inertia_sk = timed(lambda: sklearn_per_class(X, y, k, 0), repeat=3)
+    t_faiss, faiss_result = timed(lambda: faiss_kmeans(Xt, counts, k, seed=0), repeat=3)
     t_ours, ours = timed(lambda: batched_kmeans(Xt, counts, k, seed=0), repeat=3)
     t_clf, _ = timed(lambda: ImprintClassifier(generation="kmeans", k=k, device="cpu").fit(X, y), repeat=3)
     for name, t, inertia in [("scikit-learn KMeans, per-class loop (baseline, the paper's method)", t_sk, inertia_sk),

@@ -148,7 +148,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     def _imprint(self, support: torch.Tensor, groups: torch.Tensor, fit: bool) -> tuple[np.ndarray, np.ndarray]:
         """norm_pre -> generation -> norm_post on class-sorted support rows with class codes `groups`."""
         counts = torch.bincount(groups)
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: fitted norm state must stay usable in autograd code
             normed = self.norm_pre_.fit_transform(support, groups) if fit else self.norm_pre_(support)
             proxies, proxy_counts = generate(self.generation, normed, counts.to(normed.device), self.k,
                                              self._generation_options())

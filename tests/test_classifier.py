@@ -245,3 +245,12 @@ def test_unsavable_labels_are_named(tmp_path, mixture):
     with pytest.raises(ValueError, match="cannot be saved"):
         clf.save(tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_to_torch_module_works_under_autograd(mixture):
+    X, y = mixture
+    clf = ImprintClassifier(generation="mean", norm_pre="quantile", norm_post="quantile").fit(X, y)
+    module = clf.to_torch()
+    queries = torch.from_numpy(X[:3]).requires_grad_()
+    module(queries).max(dim=1).values.sum().backward()
+    assert queries.grad is not None and torch.isfinite(queries.grad).all()
