@@ -50,7 +50,7 @@ class L2Norm(Norm):
     """Scale each row to unit Euclidean norm (all-zero rows stay zero)."""
 
     def forward(self, X: Tensor) -> Tensor:
-        return X / torch.linalg.vector_norm(X, dim=1, keepdim=True).clamp_min_(1e-12)  # faster than F.normalize
+        return X / torch.linalg.vector_norm(X, dim=1, keepdim=True).clamp_min(1e-12)  # faster than F.normalize
 
 
 def _quantile_grid(values: np.ndarray, d: int) -> np.ndarray:
