@@ -113,15 +113,23 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         return GENERATORS.entry(self.generation).oracle
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X: Any, y: Any, *, encoder_id: str | None = None) -> "ImprintClassifier":
+    def fit(self, X: Any, y: Any, *, encoder_id: str | None = None, text_embeddings: Any = None,
+            text_labels: Any = None) -> "ImprintClassifier":
         """Imprint proxies for every class in y from the embeddings X; returns self.
 
         `encoder_id` records which encoder produced X, so a saved classifier is used with the same one.
+        `text_embeddings` with `text_labels` (zero-shot prompts from a CLIP text tower) join the support
+        set as extra samples of their classes: a class can be imprinted from text alone (X may then
+        have no rows for it, or no rows at all) and improves with every image added.
         """
         self._check_settings()
-        X_checked = check_embeddings(X)
-        y = check_labels(y, len(X_checked))
-        validate_data(self, X, reset=True, skip_check_array=True)
+        if text_embeddings is None:
+            X_checked = check_embeddings(X)
+            y = check_labels(y, len(X_checked))
+            validate_data(self, X, reset=True, skip_check_array=True)
+        else:
+            X_checked, y = self._join_text(X, y, text_embeddings, text_labels)
+            self.n_features_in_ = X_checked.shape[1]
         classes, codes = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"needs at least 2 classes to imprint a classifier; got 1 class ({classes[0]!r})")
@@ -137,6 +145,15 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self._set_proxies(proxies, counts)
         self.encoder_id_ = encoder_id
         return self
+
+    @staticmethod
+    def _join_text(X: Any, y: Any, text_embeddings: Any, text_labels: Any) -> tuple[np.ndarray, np.ndarray]:
+        text = check_embeddings(text_embeddings, name="text_embeddings")
+        labels = check_labels(text_labels, len(text))
+        if X is None or len(X) == 0:
+            return text, labels
+        images = check_embeddings(X, n_features=text.shape[1], owner="the text embeddings")
+        return np.concatenate([images, text]), np.concatenate([check_labels(y, len(images)), labels])
 
     def _sorted_support(self, X: np.ndarray, codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if np.all(codes[:-1] <= codes[1:]):  # already grouped by class: no copy

@@ -113,7 +113,7 @@ def _settings(args: argparse.Namespace) -> dict:
 def cmd_fit(args: argparse.Namespace) -> None:
     from imprint.data.folder import sample_shots, split_support_test
 
-    data = scan(args.folder)
+    data = scan(args.folder, min_classes=1 if args.zero_shot else 2)
     support = np.arange(len(data.paths))
     test = None
     if args.test_fraction:
@@ -129,7 +129,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     clf._check_settings()  # a bad setting fails before any image is embedded
     encoder, run = embedder(args, args.encoder)
     X, ok = run([data.paths[i] for i in support])
-    clf.fit(X, data.class_labels[support][ok], encoder_id=encoder.id)
+    text = zero_shot_proxies(encoder, data.class_names + data.empty_classes, args) if args.zero_shot else {}
+    clf.fit(X, data.class_labels[support][ok], encoder_id=encoder.id, **text)
     clf.save(args.output)
     print(f"imprinted {len(clf.classes_)} classes from {len(X)} images ({len(clf.proxies_)} proxies, "
           f"{encoder.id}) -> {args.output}")
@@ -138,6 +139,18 @@ def cmd_fit(args: argparse.Namespace) -> None:
         report_accuracy(clf, Xq, data.class_labels[test][okq], "held-out")
     if args.test_dir:
         evaluate_folder(clf, args.test_dir, args, run)
+
+
+def zero_shot_proxies(encoder, class_names: list[str], args: argparse.Namespace) -> dict:
+    """Text embeddings of every class name (folder names, '_' and '-' read as spaces) for fit()."""
+    from imprint.encoders.open_clip_backend import DEFAULT_TEMPLATES, read_templates
+
+    if not hasattr(encoder, "text_proxies"):
+        raise CLIError(f"--zero-shot needs an encoder with a text tower (open_clip:MODEL/TAG); {encoder.id} has none")
+    templates = read_templates(args.templates) if args.templates else DEFAULT_TEMPLATES
+    readable = [name.replace("_", " ").replace("-", " ") for name in class_names]
+    return {"text_embeddings": encoder.text_proxies(readable, templates),
+            "text_labels": np.asarray(class_names, dtype=object)}
 
 
 def report_accuracy(clf: ImprintClassifier, X: np.ndarray, y: np.ndarray, what: str):
@@ -291,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "report accuracy on it")
     p.add_argument("--test-dir", default=None, help="a second folder to evaluate on")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--zero-shot", action="store_true", help="add a text proxy per class from its folder name "
+                   "(CLIP encoders); empty class folders are then imprinted from text alone")
+    p.add_argument("--templates", default=None, help="prompt templates file, one per line with {} for the name")
     add_encoding_options(p)
     add_stage_options(p)
     p.set_defaults(run=cmd_fit)

@@ -56,3 +56,21 @@ def real_embeddings(request: pytest.FixtureRequest):
         return memory[name]
 
     return load
+
+
+TINY_OPEN_CLIP = {"embed_dim": 32,
+                  "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
+                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+
+
+@pytest.fixture(scope="session")
+def tiny_model_name(tmp_path_factory) -> str:
+    """A small open_clip architecture, registered for this run, to use with random or saved weights."""
+    import json
+
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("open_clip_configs")
+    (folder / "imprint-tiny-vit.json").write_text(json.dumps(TINY_OPEN_CLIP))
+    open_clip.add_model_config(folder)
+    return "imprint-tiny-vit"

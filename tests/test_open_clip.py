@@ -1,28 +1,11 @@
 """open_clip backend on a small randomly initialised model (no download), and from a local checkpoint."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
 
 from imprint.encoders import EncoderError, create_encoder
-
-TINY = {"embed_dim": 32,
-        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
-
-
-@pytest.fixture(scope="module")
-def tiny_model_name(tmp_path_factory):
-    import open_clip
-
-    folder = tmp_path_factory.mktemp("open_clip_configs")
-    (folder / "imprint-tiny-vit.json").write_text(json.dumps(TINY))
-    open_clip.add_model_config(folder)
-    return "imprint-tiny-vit"
-
 
 def test_random_init_model_embeds_images_and_text(tiny_model_name):
     encoder = create_encoder(f"open_clip:{tiny_model_name}/random", device="cpu")
