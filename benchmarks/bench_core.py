@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import environment, run_isolated, timed  # noqa: E402
+from common import environment, run_isolated  # noqa: E402
 
 from imprint import ImprintClassifier  # noqa: E402
 from imprint.clustering import batched_kmeans, faiss_kmeans  # noqa: E402
@@ -30,31 +30,48 @@ def mixture(n_classes: int, per_class: int, dim: int, modes: int = 8, seed: int 
     return X.astype(np.float32), labels
 
 
-def sklearn_per_class(X, y, k, seed):
+def fit_data(n_classes: int, per_class: int, dim: int):
+    X, y = mixture(n_classes, per_class, dim)
+    return X, y, torch.from_numpy(X), torch.full((n_classes,), per_class)
+
+
+def sklearn_per_class(state, k: int) -> float:
+    """Baseline: scikit-learn KMeans (default settings) class by class, as the paper's code does."""
     from sklearn.cluster import KMeans
 
-    inertia = 0.0
-    for c in np.unique(y):
-        inertia += KMeans(n_clusters=k, random_state=seed).fit(X[y == c]).inertia_
-    return inertia
+    X, y, _, _ = state
+    return float(sum(KMeans(n_clusters=k, random_state=0).fit(X[y == c]).inertia_ for c in np.unique(y)))
 
 
-def bench_fit(n_classes: int, per_class: int, dim: int, k: int = 20) -> str:
-    X, y = mixture(n_classes, per_class, dim)
-    Xt, counts = torch.from_numpy(X), torch.full((n_classes,), per_class)
+def faiss_per_class(state, k: int) -> float:
+    return float(faiss_kmeans(state[2], state[3], k, seed=0).inertia.sum())
+
+
+def batched(state, k: int) -> float:
+    return float(batched_kmeans(state[2], state[3], k, seed=0).inertia.sum())
+
+
+def classifier_fit(state, k: int) -> None:
+    ImprintClassifier(generation="kmeans", k=k, device="cpu").fit(state[0], state[1])
+
+
+def bench_fit(n_classes: int, per_class: int, dim: int, k: int = 20, repeat: int = 3) -> str:
+    """Each method in its own fresh process, best of `repeat` runs."""
+    setup = partial(fit_data, n_classes, per_class, dim)
+    methods = {
+        "scikit-learn KMeans, per-class loop (baseline, the paper's method)": sklearn_per_class,
+        "FAISS Kmeans, per-class loop (`kmeans_backend='faiss'`)": faiss_per_class,
+        "imprint batched k-means (`kmeans_backend='batched'`)": batched,
+        "`ImprintClassifier(generation='kmeans', k=20).fit` (L2 norms included)": classifier_fit,
+    }
+    results = {name: run_isolated(setup, partial(fn, k=k), repeat) for name, fn in methods.items()}
+    t_base, _, inertia_base = next(iter(results.values()))
     rows = []
-    t_sk, inertia_sk = timed(lambda: sklearn_per_class(X, y, k, 0), repeat=3)
-    t_faiss, faiss_result = timed(lambda: faiss_kmeans(Xt, counts, k, seed=0), repeat=3)
-    t_ours, ours = timed(lambda: batched_kmeans(Xt, counts, k, seed=0), repeat=3)
-    t_clf, _ = timed(lambda: ImprintClassifier(generation="kmeans", k=k, device="cpu").fit(X, y), repeat=3)
-    for name, t, inertia in [("scikit-learn KMeans, per-class loop (baseline, the paper's method)", t_sk, inertia_sk),
-                             ("FAISS Kmeans, per-class loop (`kmeans_backend='faiss'`)", t_faiss,
-                              float(faiss_result.inertia.sum())),
-                             ("imprint batched k-means (`kmeans_backend='batched'`)", t_ours, float(ours.inertia.sum())),
-                             ("`ImprintClassifier(generation='kmeans', k=20).fit` (L2 norms included)", t_clf, None)]:
-        quality = f"{inertia / inertia_sk:.4f}" if inertia is not None else "-"
-        rows.append(f"| {name} | {t:.3f} | {t_sk / t:.1f}x | {quality} |")
+    for name, (seconds, _, inertia) in results.items():
+        quality = f"{inertia / inertia_base:.4f}" if inertia is not None else "-"
+        rows.append(f"| {name} | {seconds:.3f} | {t_base / seconds:.1f}x | {quality} |")
     header = (f"### Fit: k-means k={k}, {n_classes} classes x {per_class} samples x {dim} dims\n\n"
+              f"Each method in a fresh process, best of {repeat} runs.\n\n"
               "| method | seconds | speed-up vs scikit-learn | total inertia / scikit-learn's |\n|---|---|---|---|\n")
     return header + "\n".join(rows) + "\n"
 
@@ -87,9 +104,9 @@ def classifier_scores(state):
 
 
 def bench_predict(n_queries: int, n_classes: int, k: int, dim: int) -> str:
-    t_np, mem_np = run_isolated(partial(predict_arrays, n_queries, n_classes * k, dim),
+    t_np, mem_np, _ = run_isolated(partial(predict_arrays, n_queries, n_classes * k, dim),
                                 partial(numpy_max_scores, n_classes=n_classes))
-    t_ours, mem_ours = run_isolated(partial(classifier_on, n_queries, n_classes, k, dim), classifier_scores)
+    t_ours, mem_ours, _ = run_isolated(partial(classifier_on, n_queries, n_classes, k, dim), classifier_scores)
     clf, Q = classifier_on(2000, n_classes, k, dim)
     exact = np.abs(clf.decision_function(Q) - numpy_max_scores((Q, clf.proxies_), n_classes)).max()
     return (f"### Predict: {n_queries} queries x {n_classes * k} proxies ({n_classes} classes x {k}), "

@@ -22,7 +22,10 @@ def environment() -> str:
     except (OSError, StopIteration):
         pass
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (f"- CPU: {cpu}, {mp.cpu_count()} cores; GPU: {gpu}\n"
+    import os
+
+    wait = os.environ.get("OMP_WAIT_POLICY", "unset")
+    return (f"- CPU: {cpu}, {mp.cpu_count()} cores; GPU: {gpu}; OMP_WAIT_POLICY={wait}\n"
             f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), faiss {faiss.__version__} "
             f"({'GPU build, ' + str(faiss.get_num_gpus()) + ' GPUs' if hasattr(faiss, 'StandardGpuResources') else 'CPU build'})")
@@ -43,25 +46,26 @@ def _rss_mib() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _child(setup, run, queue) -> None:
+def _child(setup, run, repeat, queue) -> None:
     state = setup()
     before = _rss_mib()
-    start = time.perf_counter()
-    run(state)
-    elapsed = time.perf_counter() - start
+    best, result = timed(lambda: run(state), repeat)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put((elapsed, peak - before))
+    queue.put((best, peak - before, result if isinstance(result, (int, float)) else None))
 
 
-def run_isolated(setup: Callable[[], object], run: Callable[[object], object]) -> tuple[float, float]:
-    """(seconds, peak extra MiB) of run(setup()) in a fresh process, so peaks do not mix.
+def run_isolated(setup: Callable[[], object], run: Callable[[object], object],
+                 repeat: int = 1) -> tuple[float, float, float | None]:
+    """(best seconds, peak extra MiB, numeric result) of run(setup()) in a fresh process.
 
+    A fresh process per method keeps memory peaks and the thread pools of different libraries
+    (OpenMP in scikit-learn and faiss, torch's own) from disturbing each other.
     `setup` and `run` must be picklable (module-level functions or partials): the child is spawned,
     since forking after OpenMP has started (scikit-learn, faiss) can hang.
     """
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(setup, run, queue))
+    proc = ctx.Process(target=_child, args=(setup, run, repeat, queue))
     proc.start()
     result = queue.get()
     proc.join()

@@ -287,11 +287,6 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
 
         return load_classifier(path, expected_dim=expected_dim, device=device)
 
-    def __sklearn_tags__(self):  # noqa: D105 - scikit-learn hook
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        return tags
-
     def _restore(self, classes: np.ndarray, proxies: np.ndarray, counts: np.ndarray, norms: dict[str, Norm],
                  encoder_id: str | None) -> "ImprintClassifier":
         """Install a fitted state read from disk."""

@@ -296,7 +296,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoding_options(p)
     p.set_defaults(run=cmd_embed)
 
-    p = sub.add_parser("fit", help="imprint a classifier from a folder of images")
+    stages = "\n\n".join(f"{title}:\n" + "\n".join("  " + line for line in registry.describe().splitlines())
+                           for title, registry in (("generation", GENERATORS), ("normalisation", NORMS),
+                                                   ("aggregation", AGGREGATIONS), ("metric", METRICS)))
+    p = sub.add_parser("fit", help="imprint a classifier from a folder of images", epilog=stages,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder")
     p.add_argument("-o", "--output", required=True, help="classifier file (.safetensors)")
     p.add_argument("--shots", type=int, default=None, help="use N images per class (few-shot)")

@@ -1,7 +1,6 @@
 """The inference half of an imprinted classifier as a plain ``nn.Module`` (what ``to_torch`` returns)."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from imprint.stages.aggregation import Aggregation
@@ -31,8 +30,3 @@ class ImprintedModel(nn.Module):
 
     def forward(self, embeddings: Tensor) -> Tensor:
         return self.aggregation(self.proxy_scores(embeddings))
-
-    @torch.inference_mode()
-    def predict_index(self, embeddings: Tensor) -> Tensor:
-        """Index of the best class for each row."""
-        return self(embeddings).argmax(dim=1)

@@ -26,14 +26,14 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, summary: str = "", oracle: bool = False) -> Callable[[T], T]:
-        """Decorator: make `impl` available under `name`."""
+    def register(self, name: str, oracle: bool = False) -> Callable[[T], T]:
+        """Decorator: make `impl` available under `name` (its docstring's first line is its summary)."""
 
         def add(impl: T) -> T:
             if name in self._entries:
                 raise RuntimeError(f"{self.kind} stage {name!r} is registered twice")
-            doc = summary or (getattr(impl, "__doc__", None) or "").strip().splitlines()[0]
-            self._entries[name] = Entry(name, impl, doc, oracle)
+            doc = (getattr(impl, "__doc__", None) or "").strip().splitlines()
+            self._entries[name] = Entry(name, impl, doc[0] if doc else "", oracle)
             return impl
 
         return add
@@ -49,8 +49,10 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         return self.entry(name).impl
 
+    def describe(self) -> str:
+        """One line per registered name with its summary (oracles marked), for help texts."""
+        return "\n".join(f"{e.name}: {e.summary}{' [oracle]' if e.oracle else ''}"
+                         for e in sorted(self._entries.values(), key=lambda e: e.name))
+
     def names(self) -> list[str]:
         return sorted(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries

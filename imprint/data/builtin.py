@@ -29,9 +29,6 @@ class ArrayDataset:
     labels: np.ndarray
     class_names: tuple[str, ...]
 
-    def subset(self, index: np.ndarray) -> "ArrayDataset":
-        return ArrayDataset(self.name, self.images[index], self.labels[index], self.class_names)
-
 
 DATASETS: Registry[Callable[[str], ArrayDataset]] = Registry("dataset")
 

@@ -25,10 +25,6 @@ class ImageFolder:
     class_names: list[str]
     empty_classes: list[str] = field(default_factory=list)
 
-    def subset(self, index: np.ndarray) -> "ImageFolder":
-        return ImageFolder(self.root, [self.paths[i] for i in index], self.labels[index], self.class_names,
-                           self.empty_classes)
-
     @property
     def class_labels(self) -> np.ndarray:
         """The class name of every image."""

@@ -68,7 +68,7 @@ def kmeans_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions
     if options.kmeans_backend == "faiss":
         clusters = faiss_kmeans(X, counts, k, options.seed, options.max_iter)
     else:
-        clusters = batched_kmeans(X, counts, k, options.seed, options.max_iter)
+        clusters = batched_kmeans(X, counts, k, options.seed, options.max_iter, with_inertia=False)
     return clusters.centroids, clusters.counts
 
 
