@@ -129,6 +129,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
     clf._check_settings()  # a bad setting fails before any image is embedded
     encoder, run = embedder(args, args.encoder)
     X, ok = run([data.paths[i] for i in support])
+    lost = sorted(set(data.class_labels[support]) - set(data.class_labels[support][ok]))
+    if lost:
+        warn(f"{len(lost)} class(es) have no readable support image and are left out: {', '.join(lost)}")
     text = zero_shot_proxies(encoder, data.class_names + data.empty_classes, args) if args.zero_shot else {}
     clf.fit(X, data.class_labels[support][ok], encoder_id=encoder.id, **text)
     clf.save(args.output)
