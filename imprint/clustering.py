@@ -184,9 +184,8 @@ def batched_kmeans(X: Tensor, counts: Tensor, k: int, seed: int = 0, max_iter: i
     out_starts = class_starts(k_per_class)
     inertia = torch.zeros(len(counts), dtype=torch.float64)
     sizes = counts.cpu().numpy()
-    small = np.flatnonzero(sizes <= k)
-    for c in small:
-        out[out_starts[c]: out_starts[c] + sizes[c]] = X[starts[c]: starts[c] + sizes[c]]
+    small = (counts <= k).to(X.device)  # these classes keep every sample, in order
+    out[torch.repeat_interleave(small, k_per_class.to(X.device))] = X[torch.repeat_interleave(small, counts.to(X.device))]
     gen = torch.Generator(device=X.device if X.device.type == "cuda" else "cpu").manual_seed(seed)
     for bucket in size_buckets(np.flatnonzero(sizes > k), sizes, X.shape[1]):
         P, mask = gather_padded(X, starts, counts, bucket)
