@@ -13,10 +13,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import environment, run_isolated  # noqa: E402
+from common import environment, run_isolated
 
-from imprint import ImprintClassifier  # noqa: E402
-from imprint.clustering import batched_kmeans, faiss_kmeans  # noqa: E402
+from imprint import ImprintClassifier
+from imprint.clustering import batched_kmeans, faiss_kmeans
 
 
 def mixture(n_classes: int, per_class: int, dim: int, modes: int = 8, seed: int = 0):

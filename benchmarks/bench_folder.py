@@ -15,13 +15,13 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import environment, timed  # noqa: E402
+from common import environment, timed
 
-from imprint import ImprintClassifier  # noqa: E402
-from imprint.data.builtin import fashion_mnist, per_class_split  # noqa: E402
-from imprint.data.folder import load_rgb, scan_folder  # noqa: E402
-from imprint.embed import default_workers, embed_paths  # noqa: E402
-from imprint.encoders import create_encoder  # noqa: E402
+from imprint import ImprintClassifier
+from imprint.data.builtin import fashion_mnist, per_class_split
+from imprint.data.folder import load_rgb, scan_folder
+from imprint.embed import default_workers, embed_paths
+from imprint.encoders import create_encoder
 
 
 def write_folder(root: Path, per_class: int) -> None:

@@ -5,7 +5,7 @@ import multiprocessing as mp
 import platform
 import resource
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -10,8 +10,8 @@ import hashlib
 import io
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import platformdirs

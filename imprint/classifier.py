@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Hashable, Iterable
+from collections.abc import Hashable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,8 +13,17 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from imprint.model import ImprintedModel
 from imprint.search import FAISS_MIN_PROXIES, nearest_proxies
-from imprint.stages import (AGGREGATIONS, GENERATORS, KMEANS_BACKENDS, METRICS, NORMS, GenerationOptions,
-                            generate, make_aggregation, make_norm)
+from imprint.stages import (
+    AGGREGATIONS,
+    GENERATORS,
+    KMEANS_BACKENDS,
+    METRICS,
+    NORMS,
+    GenerationOptions,
+    generate,
+    make_aggregation,
+    make_norm,
+)
 from imprint.stages.norm import Norm
 from imprint.validation import check_embeddings, check_labels, check_positive_int
 
@@ -114,7 +124,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any, *, encoder_id: str | None = None, text_embeddings: Any = None,
-            text_labels: Any = None) -> "ImprintClassifier":
+            text_labels: Any = None) -> ImprintClassifier:
         """Imprint proxies for every class in y from the embeddings X; returns self.
 
         `encoder_id` records which encoder produced X, so a saved classifier is used with the same one.
@@ -184,7 +194,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
                                      aggregation).to(self.device_).eval()
 
     # ------------------------------------------------------------------ incremental
-    def add_classes(self, X: Any, y: Any) -> "ImprintClassifier":
+    def add_classes(self, X: Any, y: Any) -> ImprintClassifier:
         """Imprint new classes with the fitted normalisations, leaving existing classes' proxies untouched."""
         check_is_fitted(self)
         if self.is_oracle:
@@ -202,7 +212,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
                     np.concatenate([self.proxies_, proxies]), np.concatenate([self.proxy_counts_, counts]))
         return self
 
-    def remove_classes(self, labels: Iterable[Hashable]) -> "ImprintClassifier":
+    def remove_classes(self, labels: Iterable[Hashable]) -> ImprintClassifier:
         """Drop the proxies of the given classes; the others are untouched."""
         check_is_fitted(self)
         labels = list(labels)
@@ -281,14 +291,14 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike, expected_dim: int | None = None,
-             device: str = "auto") -> "ImprintClassifier":
+             device: str = "auto") -> ImprintClassifier:
         """Read a classifier written by ``save``; `expected_dim` checks the embedding width."""
         from imprint.persistence import load_classifier
 
         return load_classifier(path, expected_dim=expected_dim, device=device)
 
     def _restore(self, classes: np.ndarray, proxies: np.ndarray, counts: np.ndarray, norms: dict[str, Norm],
-                 encoder_id: str | None) -> "ImprintClassifier":
+                 encoder_id: str | None) -> ImprintClassifier:
         """Install a fitted state read from disk."""
         self._check_settings()
         self.device_ = resolve_device(self.device)

@@ -9,8 +9,8 @@ for small classes, failure when n < k) disarmed.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch

@@ -34,7 +34,7 @@ def _json_label(label: object) -> object:
     return value
 
 
-def save_classifier(clf: "ImprintClassifier", path: str | os.PathLike) -> Path:
+def save_classifier(clf: ImprintClassifier, path: str | os.PathLike) -> Path:
     """Serialise a fitted classifier to `path` (written atomically)."""
     norms = {point: getattr(clf, f"norm_{point}_") for point in NORM_POINTS}
     tensors = {"proxies": torch.from_numpy(clf.proxies_), "proxy_counts": torch.from_numpy(clf.proxy_counts_)}
@@ -77,7 +77,7 @@ def read_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor
 
 
 def load_classifier(path: str | os.PathLike, expected_dim: int | None = None,
-                    device: str = "auto") -> "ImprintClassifier":
+                    device: str = "auto") -> ImprintClassifier:
     """Rebuild a fitted ImprintClassifier from `path`."""
     from imprint.classifier import ImprintClassifier
 

@@ -1,8 +1,9 @@
 """Name -> implementation registries, so a config word maps to exactly one stage."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import mixture_embeddings
 from sklearn.cluster import KMeans
 
-from conftest import mixture_embeddings
 from imprint.clustering import batched_kmeans, faiss_kmeans, size_buckets
 
 

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from imprint.data.folder import (FolderError, list_images, load_rgb, sample_shots, scan_folder,
-                                 split_support_test)
+from imprint.data.folder import FolderError, list_images, load_rgb, sample_shots, scan_folder, split_support_test
 
 
 def make_folder(root, classes=("cat", "dog"), per_class=3):

@@ -7,6 +7,7 @@ import torch
 
 from imprint.encoders import EncoderError, create_encoder
 
+
 def test_random_init_model_embeds_images_and_text(tiny_model_name):
     encoder = create_encoder(f"open_clip:{tiny_model_name}/random", device="cpu")
     assert encoder.id == f"open_clip:{tiny_model_name}/random" and encoder.embedding_dim == 32

@@ -1,7 +1,7 @@
 """``create_encoder(id)``: one string names a backend, a model and its weights."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -1,8 +1,8 @@
 """open_clip models: image embeddings, and text embeddings for zero-shot proxies from class names."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

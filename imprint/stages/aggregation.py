@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from imprint.registry import Registry
 from imprint.stages.metric import scores_to_distances
 
-AGGREGATIONS: Registry[type["Aggregation"]] = Registry("aggregation")
+AGGREGATIONS: Registry[type[Aggregation]] = Registry("aggregation")
 
 
 class Aggregation(nn.Module):

@@ -1,7 +1,7 @@
 """Score metrics: how a query is compared with a proxy (higher is closer)."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from imprint.registry import Registry
 
-NORMS: Registry[type["Norm"]] = Registry("normalisation")
+NORMS: Registry[type[Norm]] = Registry("normalisation")
 
 
 class Norm(nn.Module):
@@ -24,7 +24,7 @@ class Norm(nn.Module):
         """Fit on X (rows grouped by class code `groups`, sorted) and return X transformed."""
         return self(X)
 
-    def fit(self, X: Tensor) -> "Norm":
+    def fit(self, X: Tensor) -> Norm:
         """Learn the fitted state from X (stateless stages learn nothing)."""
         return self
 
@@ -93,7 +93,7 @@ class QuantileNorm(Norm):
         self.values = torch.from_numpy(_quantile_grid(out.cpu().numpy(), d))
         return out
 
-    def fit(self, X: Tensor) -> "QuantileNorm":
+    def fit(self, X: Tensor) -> QuantileNorm:
         self.values = torch.from_numpy(_quantile_grid(X.cpu().numpy(), X.shape[1]))
         return self
 
