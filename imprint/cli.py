@@ -276,6 +276,31 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"  {name}: {count} proxies")
 
 
+def cmd_collapse(args: argparse.Namespace) -> None:
+    from imprint.collapse import collapse_report
+
+    source = Path(args.source)
+    if source.is_dir():
+        data = scan(args.source)
+        _, run = embedder(args, args.encoder)
+        X, ok = run(data.paths)
+        y = data.class_labels[ok]
+    elif source.is_file():
+        try:
+            with np.load(source, allow_pickle=False) as stored:
+                X, y = stored["embeddings"], stored["labels"]
+        except (ValueError, KeyError, OSError) as exc:
+            raise CLIError(f"{source} is not an embeddings file from 'imprint embed' ({exc})") from None
+    else:
+        raise CLIError(f"no such folder or embeddings file: {source}")
+    report = collapse_report(X, y)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    for key, value in report.items():
+        print(f"{key:>22}: {value:.6g}" if isinstance(value, float) else f"{key:>22}: {value}")
+
+
 def cmd_cache(args: argparse.Namespace) -> None:
     from imprint.cache import EmbeddingCache
 
@@ -337,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("classifier")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_info)
+
+    p = sub.add_parser("collapse", help="neural-collapse report of a labelled folder or embeddings file")
+    p.add_argument("source", help="image folder (root/<class>/<image>) or .npz from 'imprint embed'")
+    p.add_argument("--json", action="store_true")
+    add_encoding_options(p)
+    p.set_defaults(run=cmd_collapse)
 
     p = sub.add_parser("cache", help="inspect or clear the embedding cache")
     p.add_argument("action", choices=("info", "clear"))
