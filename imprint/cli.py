@@ -276,9 +276,8 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"  {name}: {count} proxies")
 
 
-def cmd_collapse(args: argparse.Namespace) -> None:
-    from imprint.collapse import collapse_report
-
+def labelled_embeddings(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """Embeddings and labels from an image folder (embedded now) or an 'imprint embed' file."""
     source = Path(args.source)
     if source.is_dir():
         data = scan(args.source)
@@ -293,12 +292,30 @@ def cmd_collapse(args: argparse.Namespace) -> None:
             raise CLIError(f"{source} is not an embeddings file from 'imprint embed' ({exc})") from None
     else:
         raise CLIError(f"no such folder or embeddings file: {source}")
+    return X, y
+
+
+def cmd_collapse(args: argparse.Namespace) -> None:
+    from imprint.collapse import collapse_report
+
+    X, y = labelled_embeddings(args)
     report = collapse_report(X, y)
     if args.json:
         print(json.dumps(report, indent=2))
         return
     for key, value in report.items():
         print(f"{key:>22}: {value:.6g}" if isinstance(value, float) else f"{key:>22}: {value}")
+
+
+def cmd_fewshot(args: argparse.Namespace) -> None:
+    from imprint.fewshot import episodes
+
+    X, y = labelled_embeddings(args)
+    settings = _settings(args)
+    seed = settings.pop("seed")  # seeds the episode sampling; each episode's classifier keeps seed 0
+    result = episodes(X, y, n_way=args.ways, k_shot=args.shots, n_query=args.queries, n_episodes=args.episodes,
+                      seed=seed, **settings)
+    print(result)
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
@@ -368,6 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     add_encoding_options(p)
     p.set_defaults(run=cmd_collapse)
+
+    p = sub.add_parser("fewshot", help="n-way k-shot episodes: mean accuracy +- 95% confidence interval")
+    p.add_argument("source", help="image folder (root/<class>/<image>) or .npz from 'imprint embed'")
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--queries", type=int, default=15, help="query images per class and episode")
+    p.add_argument("--episodes", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    add_encoding_options(p)
+    add_stage_options(p)
+    p.set_defaults(run=cmd_fewshot)
 
     p = sub.add_parser("cache", help="inspect or clear the embedding cache")
     p.add_argument("action", choices=("info", "clear"))
