@@ -77,3 +77,12 @@ def test_encode_images_accepts_arrays_and_pil(pretrained):
     a = pretrained.encode_images([grey, Image.fromarray(grey)])
     assert a.shape == (2, 1280) and a.dtype == np.float32
     np.testing.assert_allclose(a[0], a[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("alias, size", [("lite1", 240), ("lite2", 260)])
+def test_lite1_and_lite2_load_their_packaged_weights(alias, size):
+    encoder = create_encoder(alias, device="cpu")
+    assert encoder.id == f"timm:tf_efficientnet_{alias}" and encoder.weights_id.startswith("sha256:")
+    assert encoder.transform.transforms[1].size == (size, size)
+    embedding = encoder.encode_images([np.full((32, 32), 100, dtype=np.uint8)])
+    assert embedding.shape == (1, 1280) and np.isfinite(embedding).all()
