@@ -24,8 +24,9 @@ from imprint.stages import (
     make_aggregation,
     make_norm,
 )
-from imprint.stages.norm import Norm
-from imprint.validation import check_embeddings, check_labels, check_positive_int
+from imprint.stages.aggregation import MNN_WEIGHTINGS
+from imprint.stages.norm import QUANTILE_REFERENCES, Norm
+from imprint.validation import check_choice, check_embeddings, check_labels, check_positive_int
 
 CHUNK_BYTES = 1 << 28  # score block per chunk of queries: 256 MiB
 
@@ -68,8 +69,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     def __init__(self, generation: str = "kmeans", k: int = 20, norm_pre: str = "l2", norm_post: str = "l2",
                  norm_inf: str = "l2", aggregation: str = "max", m: int = 1, mnn_weights: str = "uniform",
                  metric: str = "dot", temperature: float = 0.01, quantile_reference: str = "pooled",
-                 kmeans_backend: str = "batched", kmeans_max_iter: int = 100, ls_lambda: float = 1e-4, seed: int = 0,
-                 device: str = "auto") -> None:
+                 kmeans_backend: str = "batched", kmeans_max_iter: int = 100, ls_lambda: float = 1e-4,
+                 seed: int = 0, device: str = "auto") -> None:
         self.generation = generation
         self.k = k
         self.norm_pre = norm_pre
@@ -99,12 +100,9 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         check_positive_int(self.kmeans_max_iter, "kmeans_max_iter")
         if self.m != 1 and self.aggregation != "mnn":
             raise ValueError(f"m={self.m} is only used by aggregation='mnn'; got aggregation={self.aggregation!r}")
-        if self.mnn_weights not in ("uniform", "distance"):
-            raise ValueError(f"unknown mnn_weights {self.mnn_weights!r}; valid: distance, uniform")
-        if self.quantile_reference not in ("pooled", "sequential"):
-            raise ValueError(f"unknown quantile_reference {self.quantile_reference!r}; valid: pooled, sequential")
-        if self.kmeans_backend not in KMEANS_BACKENDS:
-            raise ValueError(f"unknown kmeans_backend {self.kmeans_backend!r}; valid: {', '.join(KMEANS_BACKENDS)}")
+        check_choice(self.mnn_weights, "mnn_weights", MNN_WEIGHTINGS)
+        check_choice(self.quantile_reference, "quantile_reference", QUANTILE_REFERENCES)
+        check_choice(self.kmeans_backend, "kmeans_backend", KMEANS_BACKENDS)
         if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
             raise ValueError(f"temperature must be a number > 0; got {self.temperature!r}")
         if not (isinstance(self.ls_lambda, (int, float)) and self.ls_lambda >= 0):
@@ -114,8 +112,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         resolve_device(self.device)
 
     def _generation_options(self) -> GenerationOptions:
-        return GenerationOptions(seed=int(self.seed), max_iter=self.kmeans_max_iter, kmeans_backend=self.kmeans_backend,
-                                 ls_lambda=float(self.ls_lambda))
+        return GenerationOptions(seed=int(self.seed), max_iter=self.kmeans_max_iter,
+                                 kmeans_backend=self.kmeans_backend, ls_lambda=float(self.ls_lambda))
 
     @property
     def is_oracle(self) -> bool:

@@ -8,7 +8,8 @@ import io
 import json
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +17,12 @@ import numpy as np
 from imprint import ImprintClassifier
 from imprint.atomic import atomic_write_bytes
 from imprint.stages import AGGREGATIONS, GENERATORS, KMEANS_BACKENDS, METRICS, NORMS
+from imprint.stages.aggregation import MNN_WEIGHTINGS
+from imprint.stages.norm import QUANTILE_REFERENCES
 
 STAGE_CHOICES = {"generation": GENERATORS, "norm_pre": NORMS, "norm_post": NORMS, "norm_inf": NORMS,
                  "aggregation": AGGREGATIONS, "metric": METRICS}
-OTHER_CHOICES = {"mnn_weights": ("uniform", "distance"), "quantile_reference": ("pooled", "sequential"),
+OTHER_CHOICES = {"mnn_weights": MNN_WEIGHTINGS, "quantile_reference": QUANTILE_REFERENCES,
                  "kmeans_backend": KMEANS_BACKENDS}
 
 
@@ -28,13 +31,13 @@ class CLIError(Exception):
 
 
 # ---------------------------------------------------------------- shared options
-def add_encoding_options(parser: argparse.ArgumentParser, encoder: bool = True) -> None:
-    if encoder:
-        parser.add_argument("--encoder", default=None,
-                            help="encoder id, e.g. timm:tf_efficientnet_lite0 (default), lite1, lite2")
+def add_encoding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", default=None,
+                        help="encoder id, e.g. timm:tf_efficientnet_lite0 (default), lite1, lite2")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--workers", type=int, default=None, help="image decoding processes (default: cores - 1 with a GPU, 0 on a small CPU machine)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="image decoding processes (default: cores - 1 with a GPU, 0 on a small CPU machine)")
     parser.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     parser.add_argument("--strict", action="store_true", help="unreadable images are an error, not a warning")
@@ -77,15 +80,21 @@ def warn(message: str) -> None:
     print(f"imprint: warning: {message}", file=sys.stderr)
 
 
+@contextmanager
+def warnings_as_messages() -> Iterator[None]:
+    """Library warnings (empty class folders, short classes) become one 'imprint: warning:' line each."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for item in caught:
+        warn(str(item.message))
+
+
 def scan(folder: str, min_classes: int = 2):
     from imprint.data.folder import scan_folder
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        data = scan_folder(folder, min_classes=min_classes)
-    for item in caught:
-        warn(str(item.message))
-    return data
+    with warnings_as_messages():
+        return scan_folder(folder, min_classes=min_classes)
 
 
 def write_text(path: str, text: str) -> None:
@@ -119,11 +128,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if args.test_fraction:
         support, test = split_support_test(data.labels, args.test_fraction, seed=args.seed)
     if args.shots:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings_as_messages():
             support = support[sample_shots(data.labels[support], args.shots, args.seed, data.class_names)]
-        for item in caught:
-            warn(str(item.message))
     settings = _settings(args)
     clf = ImprintClassifier(**settings)
     clf._check_settings()  # a bad setting fails before any image is embedded

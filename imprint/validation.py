@@ -64,6 +64,13 @@ def check_labels(y: Any, n_samples: int) -> np.ndarray:
     return y
 
 
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """A setting that must be one of a fixed set of words."""
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(sorted(choices))}")
+    return value
+
+
 def check_positive_int(value: Any, name: str) -> int:
     """k, m and similar counts must be integers >= 1."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:

@@ -269,11 +269,12 @@ def nc4(X: Any, y: Any, W: Any, W_labels: Any = None) -> float:
 
 
 def _unit_class_weights(W: Any, W_labels: Any = None) -> torch.Tensor:
-    W = torch.from_numpy(check_embeddings(W, name="W")).double()
-    if W_labels is not None:
-        labels = list(dict.fromkeys(np.asarray(W_labels).tolist()))
-        W = _class_weights(W.numpy(), W_labels, labels)
-    return W / torch.linalg.vector_norm(W, dim=1, keepdim=True)
+    """Unit-norm weights, one per class (several proxies of a class averaged first)."""
+    if W_labels is None:
+        weights = torch.from_numpy(check_embeddings(W, name="W")).double()
+    else:
+        weights = _class_weights(W, W_labels, list(dict.fromkeys(np.asarray(W_labels).tolist())))
+    return weights / torch.linalg.vector_norm(weights, dim=1, keepdim=True)
 
 
 def margin_1vr(W: Any, W_labels: Any = None) -> float:

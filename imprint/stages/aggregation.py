@@ -10,8 +10,10 @@ from torch import Tensor, nn
 
 from imprint.registry import Registry
 from imprint.stages.metric import scores_to_distances
+from imprint.validation import check_choice
 
 AGGREGATIONS: Registry[type[Aggregation]] = Registry("aggregation")
+MNN_WEIGHTINGS = ("uniform", "distance")
 
 
 class Aggregation(nn.Module):
@@ -62,9 +64,8 @@ class MNNAggregation(Aggregation):
 
     def __init__(self, proxy_counts: Tensor, m: int = 1, weighting: str = "uniform", metric: str = "dot") -> None:
         super().__init__(proxy_counts)
-        if weighting not in ("uniform", "distance"):
-            raise ValueError(f"unknown mnn weighting {weighting!r}; valid: distance, uniform")
-        self.m, self.weighting, self.metric = m, weighting, metric
+        self.m, self.metric = m, metric
+        self.weighting = check_choice(weighting, "mnn_weights", MNN_WEIGHTINGS)
 
     def forward(self, scores: Tensor) -> Tensor:
         top_scores, top_index = scores.topk(min(self.m, scores.shape[1]), dim=1)

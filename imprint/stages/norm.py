@@ -10,8 +10,10 @@ import torch
 from torch import Tensor, nn
 
 from imprint.registry import Registry
+from imprint.validation import check_choice
 
 NORMS: Registry[type[Norm]] = Registry("normalisation")
+QUANTILE_REFERENCES = ("pooled", "sequential")
 
 
 class Norm(nn.Module):
@@ -72,9 +74,7 @@ class QuantileNorm(Norm):
 
     def __init__(self, reference: str = "pooled", values: Tensor | None = None, **options: object) -> None:
         super().__init__()
-        if reference not in ("pooled", "sequential"):
-            raise ValueError(f"unknown quantile reference {reference!r}; valid: pooled, sequential")
-        self.reference = reference
+        self.reference = check_choice(reference, "quantile_reference", QUANTILE_REFERENCES)
         self.register_buffer("values", values)
 
     def _map(self, X: Tensor, sorted_values: Tensor) -> Tensor:
