@@ -81,15 +81,20 @@ def load_rgb(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
+def _shuffled_by_class(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded random order grouped by class, each row's rank within its class, and the class sizes."""
+    rng = np.random.default_rng(seed)
+    order = np.lexsort((rng.random(len(labels)), labels))
+    counts = np.bincount(labels)
+    rank = np.arange(len(labels)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return order, rank, counts
+
+
 def split_support_test(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded split into support and test indices (every class keeps a support image)."""
     if not 0 < test_fraction < 1:
         raise ValueError(f"--test-fraction must be between 0 and 1; got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    keys = rng.random(len(labels))
-    order = np.lexsort((keys, labels))
-    counts = np.bincount(labels)
-    rank = np.arange(len(labels)) - np.repeat(np.cumsum(counts) - counts, counts)
+    order, rank, counts = _shuffled_by_class(labels, seed)
     n_test = np.floor(counts * test_fraction).astype(int).clip(max=counts - 1)
     is_test = rank < n_test[labels[order]]
     return np.sort(order[~is_test]), np.sort(order[is_test])
@@ -100,10 +105,7 @@ def sample_shots(labels: np.ndarray, shots: int, seed: int = 0,
     """Seeded few-shot sample: `shots` indices per class; a smaller class uses all it has, with a warning."""
     if shots < 1:
         raise ValueError(f"--shots must be >= 1; got {shots}")
-    rng = np.random.default_rng(seed)
-    order = np.lexsort((rng.random(len(labels)), labels))
-    counts = np.bincount(labels)
-    rank = np.arange(len(labels)) - np.repeat(np.cumsum(counts) - counts, counts)
+    order, rank, counts = _shuffled_by_class(labels, seed)
     short = np.flatnonzero((counts > 0) & (counts < shots))
     if len(short):
         names = [class_names[c] if class_names else str(c) for c in short]
