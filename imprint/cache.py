@@ -25,6 +25,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("IMPRINT_CACHE_DIR") or platformdirs.user_cache_dir("imprint")) / "embeddings"
 
 
+def array_key(images: np.ndarray) -> str:
+    """Digest of an image array's shape, type and pixels: the cache key of its embeddings."""
+    digest = hashlib.sha256(f"{images.shape}|{images.dtype}".encode())
+    digest.update(np.ascontiguousarray(images).data)
+    return digest.hexdigest()[:32]
+
+
 def encoder_namespace(encoder: Encoder) -> str:
     """Digest of everything about the encoder that changes its output."""
     text = f"{encoder.id}\n{encoder.weights_id}\n{encoder.transform!r}"
@@ -62,6 +69,22 @@ class EmbeddingCache:
             buffer = io.BytesIO()
             np.save(buffer, np.asarray(vector, dtype=np.float32), allow_pickle=False)
             atomic_write_bytes(self._entry(namespace, path), buffer.getvalue())
+
+    def _array_entry(self, namespace: str, content_key: str) -> Path:
+        return self.root / namespace / "arrays" / f"{content_key}.npy"
+
+    def get_array(self, namespace: str, content_key: str) -> np.ndarray | None:
+        """Embeddings stored for an in-memory image array (see `array_key`), or None."""
+        try:
+            return np.load(self._array_entry(namespace, content_key), allow_pickle=False)
+        except (OSError, ValueError):
+            return None
+
+    def put_array(self, namespace: str, content_key: str, embeddings: np.ndarray) -> None:
+        """Store the embeddings of an in-memory image array."""
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
+        atomic_write_bytes(self._array_entry(namespace, content_key), buffer.getvalue())
 
     def info(self) -> dict[str, object]:
         """Location, number of entries, size on disk and encoder namespaces."""

@@ -337,6 +337,29 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 
 # ---------------------------------------------------------------- parser
+def cmd_grid(args: argparse.Namespace) -> None:
+    from imprint.cache import EmbeddingCache
+    from imprint.grid.config import load_config
+    from imprint.grid.runner import run_grid
+    from imprint.report import write_report
+
+    config = load_config(args.config)
+    cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
+    try:
+        run_grid(config, args.out, workers=args.workers, cache=cache, progress=not args.quiet)
+    finally:  # the finished cells are reported even when others failed or the run was interrupted
+        if any(Path(args.out, "cells").glob("*.json")):
+            for path in write_report(args.out):
+                print(f"wrote {path}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from imprint.report import write_report
+
+    for path in write_report(args.folder):
+        print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imprint", description="Training-free classifiers by weight imprinting.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -402,6 +425,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_encoding_options(p)
     add_stage_options(p)
     p.set_defaults(run=cmd_fewshot)
+
+    p = sub.add_parser("grid", help="run a YAML grid of variants x encoders x datasets x tasks (resumable)")
+    p.add_argument("config", help="YAML grid config (see configs/)")
+    p.add_argument("--out", required=True, help="results folder; a rerun skips the cells already there")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes for the cells (default: cores)")
+    p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=cmd_grid)
+
+    p = sub.add_parser("report", help="results.csv, summary.md and figures of a grid folder")
+    p.add_argument("folder")
+    p.set_defaults(run=cmd_report)
 
     p = sub.add_parser("cache", help="inspect or clear the embedding cache")
     p.add_argument("action", choices=("info", "clear"))

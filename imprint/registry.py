@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -18,6 +18,7 @@ class Entry(Generic[T]):
     impl: T
     summary: str
     oracle: bool = False
+    traits: dict[str, Any] = field(default_factory=dict)
 
 
 class Registry(Generic[T]):
@@ -27,14 +28,15 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
-    def register(self, name: str, oracle: bool = False) -> Callable[[T], T]:
-        """Decorator: make `impl` available under `name` (its docstring's first line is its summary)."""
+    def register(self, name: str, oracle: bool = False, **traits: Any) -> Callable[[T], T]:
+        """Decorator: make `impl` available under `name` (its docstring's first line is its summary);
+        `traits` are facts other modules may ask about, e.g. a generator that ignores k."""
 
         def add(impl: T) -> T:
             if name in self._entries:
                 raise RuntimeError(f"{self.kind} stage {name!r} is registered twice")
             doc = (getattr(impl, "__doc__", None) or "").strip().splitlines()
-            self._entries[name] = Entry(name, impl, doc[0] if doc else "", oracle)
+            self._entries[name] = Entry(name, impl, doc[0] if doc else "", oracle, dict(traits))
             return impl
 
         return add

@@ -41,7 +41,7 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-@DATASETS.register("fashion_mnist")
+@DATASETS.register("fashion_mnist", test_split="test")
 def fashion_mnist(split: str = "train") -> ArrayDataset:
     """Fashion-MNIST (60k train / 10k test, 28x28 grey) from Debian's dataset-fashion-mnist."""
     prefix = {"train": "train", "test": "t10k"}.get(split)
@@ -80,7 +80,8 @@ def digits(split: str = "all") -> ArrayDataset:
 
 
 def load_dataset(name: str, split: str | None = None) -> ArrayDataset:
-    """The built-in dataset registered as `name` (its default split unless `split` is given)."""
+    """The built-in dataset registered as `name` (its default split unless `split` is given).
+    A dataset registered with a `test_split` trait has a separate official test split."""
     loader = DATASETS.get(name)
     return loader() if split is None else loader(split)
 

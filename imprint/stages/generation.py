@@ -50,13 +50,13 @@ def class_means(X: Tensor, counts: Tensor) -> Tensor:
     return _class_sums(X, counts) / counts.to(X.device, torch.float64)[:, None]
 
 
-@GENERATORS.register("mean")
+@GENERATORS.register("mean", ignores_k=True)
 def mean_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
     """One proxy per class: the class mean (Qi et al. 2018); k is ignored."""
     return class_means(X, counts).to(X.dtype), torch.ones_like(counts)
 
 
-@GENERATORS.register("all")
+@GENERATORS.register("all", ignores_k=True)
 def all_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
     """Every support sample is a proxy (k = n_c); k is ignored."""
     return X, counts
@@ -138,7 +138,7 @@ def _least_squares(X: Tensor, targets: Tensor, ls_lambda: float) -> Tensor:
     return torch.linalg.solve(A, targets.T).T / targets.shape[0]
 
 
-@GENERATORS.register("ls", oracle=True)
+@GENERATORS.register("ls", oracle=True, ignores_k=True)
 def least_squares_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
     """Oracle: least-squares classifier W = (1/C) M (Sigma_T + mu mu^T + lambda I)^-1 (uses all classes)."""
     return _least_squares(X, class_means(X, counts), options.ls_lambda).to(X.dtype), torch.ones_like(counts)

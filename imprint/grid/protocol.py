@@ -1,0 +1,144 @@
+"""The evaluation protocol: embed a dataset once, then draw disjoint support / validation / test sets.
+
+Test images are fixed per dataset (the official test split when there is one, else held out with a
+fixed seed), so every seed and variant is scored on the same images; validation and support images
+are drawn per seed from the remaining pool. Nothing is tuned on test images.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from imprint.atomic import atomic_write_bytes
+from imprint.cache import EmbeddingCache, array_key, encoder_namespace
+from imprint.data.builtin import DATASETS, load_dataset
+from imprint.data.tasks import resolve_task
+from imprint.encoders.base import Encoder
+from imprint.grid.config import DatasetSpec
+
+DATA_SEED = 0  # which images form the pool and the test set: fixed, so embeddings are computed once
+
+
+class ProtocolError(ValueError):
+    """A dataset too small for the requested split sizes, or unreadable."""
+
+
+@dataclass
+class EmbeddedDataset:
+    """Embeddings of a dataset's pool and test images, with integer labels into class_names."""
+
+    X: np.ndarray
+    y: np.ndarray
+    is_test: np.ndarray
+    class_names: list[str]
+
+    def save(self, path: Path) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, X=self.X, y=self.y, is_test=self.is_test, class_names=np.asarray(self.class_names))
+        atomic_write_bytes(path, buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: Path) -> EmbeddedDataset:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["X"], data["y"], data["is_test"], data["class_names"].tolist())
+
+
+def _draw(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to per_class random rows of every class, in a seeded order."""
+    order = rng.permutation(len(labels))
+    ranked = order[np.argsort(labels[order], kind="stable")]
+    starts = np.searchsorted(labels[ranked], labels[ranked], side="left")
+    return np.sort(ranked[np.arange(len(ranked)) - starts < per_class])
+
+
+def _check_counts(labels: np.ndarray, needed: int, class_names: list[str], spec: DatasetSpec, what: str) -> None:
+    counts = np.bincount(labels, minlength=len(class_names))
+    short = np.flatnonzero(counts < needed)
+    if len(short):
+        c = short[0]
+        raise ProtocolError(f"dataset {spec.label}: class {class_names[c]!r} has {counts[c]} {what} image(s), "
+                            f"fewer than the {needed} needed; lower val_per_class/test_per_class")
+
+
+def _pool_and_test(spec: DatasetSpec, labels: np.ndarray, class_names: list[str],
+                   test_labels: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the pool (support + validation) and of the test set; with a separate test split
+    the test indices refer to that split."""
+    rng = np.random.default_rng(DATA_SEED)
+    if test_labels is not None:
+        _check_counts(labels, spec.val_per_class + 1, class_names, spec, "training")
+        _check_counts(test_labels, spec.test_per_class, class_names, spec, "test")
+        return _draw(labels, spec.support_per_class + spec.val_per_class, rng), _draw(test_labels,
+                                                                                      spec.test_per_class, rng)
+    _check_counts(labels, spec.val_per_class + spec.test_per_class + 1, class_names, spec, "")
+    test = _draw(labels, spec.test_per_class, rng)
+    rest = np.setdiff1d(np.arange(len(labels)), test)
+    pool = rest[_draw(labels[rest], spec.support_per_class + spec.val_per_class, rng)]
+    return pool, test
+
+
+def _embed_array(encoder: Encoder, images: np.ndarray, cache: EmbeddingCache | None) -> np.ndarray:
+    namespace, key = encoder_namespace(encoder), array_key(images)
+    stored = cache.get_array(namespace, key) if cache is not None else None
+    if stored is not None and stored.shape == (len(images), encoder.embedding_dim):
+        return stored
+    embeddings = encoder.encode_images(images)
+    if cache is not None:
+        cache.put_array(namespace, key, embeddings)
+    return embeddings
+
+
+def embed_dataset(encoder: Encoder, spec: DatasetSpec, cache: EmbeddingCache | None) -> EmbeddedDataset:
+    """Embed the pool and test images of `spec` with `encoder`, reusing the embedding cache."""
+    if spec.name is not None:
+        data = load_dataset(spec.name)
+        test_split = DATASETS.entry(spec.name).traits.get("test_split")
+        test_data = load_dataset(spec.name, test_split) if test_split else None
+        pool, test = _pool_and_test(spec, data.labels, list(data.class_names),
+                                    test_data.labels if test_data is not None else None)
+        source = test_data if test_data is not None else data
+        X = np.concatenate([_embed_array(encoder, data.images[pool], cache),
+                            _embed_array(encoder, source.images[test], cache)])
+        y = np.concatenate([data.labels[pool], source.labels[test]])
+        is_test = np.repeat([False, True], [len(pool), len(test)])
+        return EmbeddedDataset(X, y, is_test, list(data.class_names))
+    from imprint.data.folder import scan_folder
+    from imprint.embed import embed_paths
+
+    folder = scan_folder(spec.folder)
+    pool, test = _pool_and_test(spec, folder.labels, folder.class_names, None)
+    rows = np.concatenate([pool, test])
+    result = embed_paths(encoder, [folder.paths[i] for i in rows], cache=cache, progress=False, strict=True)
+    is_test = np.repeat([False, True], [len(pool), len(test)])
+    return EmbeddedDataset(result.embeddings, folder.labels[rows], is_test, folder.class_names)
+
+
+@dataclass
+class Split:
+    """Support, validation and test rows for one task and seed, labels renumbered 0..C-1 by task order."""
+
+    support: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+    labels: np.ndarray  # task label of every row of the dataset (-1 outside the task)
+
+
+def split(data: EmbeddedDataset, spec: DatasetSpec, task, shots: int | str, seed: int) -> Split:
+    """Per seed: validation images first, then `shots` support images per task class, from the pool."""
+    classes = resolve_task(task, data.class_names, spec.label)
+    remap = np.full(len(data.class_names), -1, dtype=np.int64)
+    remap[classes] = np.arange(len(classes))
+    labels = remap[data.y]
+    pool = np.flatnonzero((labels >= 0) & ~data.is_test)
+    rng = np.random.default_rng(seed)
+    order = pool[rng.permutation(len(pool))]
+    order = order[np.argsort(labels[order], kind="stable")]
+    rank = np.arange(len(order)) - np.searchsorted(labels[order], labels[order], side="left")
+    val = order[rank < spec.val_per_class]
+    limit = np.inf if shots == "all" else spec.val_per_class + shots
+    support = order[(rank >= spec.val_per_class) & (rank < limit)]
+    test = np.flatnonzero((labels >= 0) & data.is_test)
+    return Split(support, val, test, labels)

@@ -1,0 +1,163 @@
+"""Run a grid: embed each (encoder, dataset) once, then evaluate cells in parallel, resumably.
+
+Layout of the output folder: ``config.json`` (the validated config), ``manifest.json`` (this grid's
+cells in order), ``embeddings/`` (one file per encoder and dataset, for the workers), ``cells/KEY.json``
+(one finished cell each, written atomically the moment it finishes) and ``failed/KEY.json``. A rerun
+skips every cell whose file exists, so an interrupted grid loses no finished cell. Each cell runs on one
+thread, so results do not depend on the number of workers.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+from imprint.atomic import atomic_write_bytes
+from imprint.cache import EmbeddingCache
+from imprint.data.tasks import resolve_task
+from imprint.grid.config import GridConfig
+from imprint.grid.evaluate import evaluate_cell
+from imprint.grid.expand import Cell, expand
+from imprint.grid.protocol import EmbeddedDataset, embed_dataset
+
+
+class GridError(ValueError):
+    """Cells that failed; the finished ones are kept and a rerun retries only the failed ones."""
+
+
+@dataclass
+class GridRun:
+    planned: int
+    skipped: int
+    ran: int
+
+
+def _write_json(path: Path, payload: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(payload, indent=1, default=str) + "\n").encode())
+
+
+def _data_file(out: Path, cell: Cell) -> Path:
+    text = json.dumps([cell.encoder, cell.dataset.model_dump()], sort_keys=True)
+    return out / "embeddings" / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Single-threaded numpy/BLAS and torch, so a cell's floating-point result is the same everywhere."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+_loaded: dict[Path, EmbeddedDataset] = {}
+
+
+def _evaluate_from_file(cell: Cell, data_file: Path) -> dict[str, Any]:
+    """Worker entry point: load (once per process) the embeddings a cell needs, then evaluate it."""
+    if data_file not in _loaded:
+        _loaded.clear()
+        _loaded[data_file] = EmbeddedDataset.load(data_file)
+    with one_thread():
+        return evaluate_cell(cell, _loaded[data_file])
+
+
+def default_workers() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def run_grid(config: GridConfig, out: str | Path, *, workers: int | None = None,
+             cache: EmbeddingCache | None = None, progress: bool = True,
+             log: Callable[[str], None] = print) -> GridRun:
+    """Run every cell of `config` not already finished in `out`; returns what was planned, skipped and run."""
+    out = Path(out)
+    expansion = expand(config)
+    runs = expansion.runs
+    _write_json(out / "config.json", config.model_dump(mode="json"))
+    _write_json(out / "manifest.json", {"name": config.name,
+                                        "cells": [{"key": c.key, "variant": c.variant} for c in expansion.cells]})
+    todo = [c for c in runs if not (out / "cells" / f"{c.key}.json").is_file()]
+    log(f"grid {config.name}: {expansion.summary()}; {len(runs) - len(todo)} already done, {len(todo)} to run")
+    failures: list[str] = []
+    lock = threading.Lock()
+    bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress)
+
+    def finished(cell: Cell, future: Future) -> None:
+        if future.cancelled():  # interrupted before it started: a rerun will run it
+            return
+        error = future.exception()
+        with lock:
+            if error is None:
+                _write_json(out / "cells" / f"{cell.key}.json", future.result())
+                (out / "failed" / f"{cell.key}.json").unlink(missing_ok=True)
+            else:
+                failures.append(f"{cell.variant} on {'/'.join(cell.group)} seed {cell.seed}: {error}")
+                _write_json(out / "failed" / f"{cell.key}.json", {"cell": cell.identity(), "error": str(error)})
+            bar.update()
+
+    workers = min(workers or default_workers(), max(1, len(todo)))
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+    submitted: list[Future] = []
+    try:
+        for data_file, group in _by_data(out, todo):
+            if not data_file.is_file():
+                _prepare(group[0], data_file, config, cache, log)
+            for cell in group:
+                if pool is None:
+                    future: Future = Future()
+                    try:
+                        future.set_result(_evaluate_from_file(cell, data_file))
+                    except Exception as error:  # recorded per cell; the others go on
+                        future.set_exception(error)
+                    finished(cell, future)
+                else:
+                    submitted.append(pool.submit(_evaluate_from_file, cell, data_file))
+                    submitted[-1].add_done_callback(lambda f, c=cell: finished(c, f))
+        wait(submitted)
+    finally:  # on an interrupt, cells not yet started are cancelled; finished ones are already on disk
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+    if failures:
+        raise GridError(f"{len(failures)} of {len(todo)} cell(s) failed (details in {out / 'failed'}); "
+                        f"first: {failures[0]}")
+    return GridRun(len(runs), len(runs) - len(todo), len(todo))
+
+
+def _by_data(out: Path, cells: list[Cell]) -> list[tuple[Path, list[Cell]]]:
+    groups: dict[Path, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault(_data_file(out, cell), []).append(cell)
+    return list(groups.items())
+
+
+_encoders: dict[str, Any] = {}
+
+
+def _prepare(cell: Cell, data_file: Path, config: GridConfig, cache: EmbeddingCache | None,
+             log: Callable[[str], None]) -> None:
+    from imprint.encoders import create_encoder
+
+    if cell.encoder not in _encoders:
+        _encoders.clear()  # one encoder in memory at a time
+        _encoders[cell.encoder] = create_encoder(cell.encoder, device=config.device)
+    log(f"embedding {cell.dataset.label} with {cell.encoder}")
+    data = embed_dataset(_encoders[cell.encoder], cell.dataset, cache)
+    for task in config.task_splits:  # a task naming a missing class fails here, before its cells run
+        resolve_task(task, data.class_names, cell.dataset.label)
+    data.save(data_file)

@@ -1,0 +1,105 @@
+"""Tables of a grid run: results.csv (one row per cell and seed) and summary.md (variants ranked)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from imprint.report.stats import MIN_GROUPS, Comparison, average_ranks, compare
+
+GROUP = ["encoder", "dataset", "task", "shots"]
+
+
+class ReportError(ValueError):
+    """A folder that holds no grid results."""
+
+
+def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
+    """The finished cells of the grid in `out`, in manifest order, and its manifest (name, planned cells)."""
+    out = Path(out)
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except FileNotFoundError:
+        raise ReportError(f"{out} holds no grid results (no manifest.json); run: imprint grid CONFIG --out {out}") \
+            from None
+    rows, runs = [], {}
+    for entry in manifest["cells"]:
+        path = out / "cells" / f"{entry['key']}.json"
+        if entry["key"] not in runs and path.is_file():
+            runs[entry["key"]] = json.loads(path.read_text())
+        if entry["key"] in runs:
+            rows.append({"variant": entry["variant"], **runs[entry["key"]]})
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["shots"] = frame["shots"].astype(str)
+        frame["shots_per_class"] = frame["n_support"] / frame["n_classes"]
+    return frame, manifest
+
+
+def per_group(results: pd.DataFrame) -> pd.DataFrame:
+    """Median over seeds of every (group, variant): the paper's per-group figure."""
+    settings = [c for c in results.columns if c not in GROUP + ["variant", "key", "seed", "accuracy", "macro_f1",
+                                                                "val_accuracy", "fit_time_s", "predict_time_s",
+                                                                "n_support", "n_test", "nc1", "cdnv",
+                                                                "shots_per_class"]]
+    numeric = ["accuracy", "macro_f1", "val_accuracy", "fit_time_s", "predict_time_s", "nc1", "cdnv",
+               "shots_per_class"]
+    frame = results.copy()
+    frame[settings] = frame[settings].astype(object).where(frame[settings].notna(), None)
+    medians = frame.groupby(GROUP + ["variant"], sort=False, dropna=False)[numeric].median().reset_index()
+    first = frame.groupby(GROUP + ["variant"], sort=False, dropna=False)[settings].first().reset_index()
+    return medians.merge(first, on=GROUP + ["variant"])
+
+
+def _pct(value: float) -> str:
+    return "" if pd.isna(value) else f"{100 * value:.2f}"
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def summarize(results: pd.DataFrame, planned: int, name: str) -> tuple[str, dict]:
+    """summary.md text, and what the figures need (variant names, ranks, cliques)."""
+    groups = per_group(results)
+    variants = list(dict.fromkeys(groups["variant"]))
+    table = groups.pivot_table(index=GROUP, columns="variant", values="accuracy", sort=False)[variants]
+    complete = table.dropna()
+    scores = complete.to_numpy()
+    ranks = average_ranks(scores) if len(complete) else np.full(len(variants), np.nan)
+    comparison: Comparison | None = compare(scores) if len(complete) else None
+    seeds = results.groupby(GROUP + ["variant"]).size()
+    lines = [f"# Grid report: {name}", "",
+             (f"{len(results)} of {planned} cells finished. {len(table)} groups (encoder x dataset x task x shots), "
+              f"{len(complete)} with every variant; {seeds.min()}-{seeds.max()} seed(s) per group, median per group. "
+              "Accuracy on held-out test images; nothing is tuned on them."), "",
+             "## Variants (sorted by average rank over complete groups; 1 = best)", ""]
+    timing = groups.groupby("variant", sort=False)[["fit_time_s", "predict_time_s"]].median()
+    rows = pd.DataFrame({
+        "variant": variants,
+        "mean accuracy %": [_pct(complete[v].mean()) for v in variants],
+        "average rank": [f"{r:.2f}" for r in ranks],
+        "mean macro-F1 %": [_pct(groups.loc[groups["variant"] == v, "macro_f1"].mean()) for v in variants],
+        "fit ms (median)": [f"{1000 * timing.loc[v, 'fit_time_s']:.1f}" for v in variants],
+        "predict ms (median)": [f"{1000 * timing.loc[v, 'predict_time_s']:.1f}" for v in variants],
+    }).iloc[np.argsort(ranks, kind="stable")]
+    lines += [_markdown(rows), ""]
+    if comparison is None:
+        lines.append(f"No Friedman test or critical-difference diagram: they need >= {MIN_GROUPS} complete groups "
+                     f"and >= 3 variants (have {len(complete)} and {len(variants)}).")
+    else:
+        lines.append(f"Friedman test over {len(complete)} groups and {len(variants)} variants: "
+                     f"chi2 = {comparison.friedman_statistic:.2f}, p = {comparison.friedman_p:.3g}. "
+                     "Critical-difference diagram: cd_diagram.png (pairwise Wilcoxon signed-rank tests, "
+                     "Holm-corrected, alpha 0.05).")
+    collapse = groups.groupby(GROUP, sort=False)[["nc1", "cdnv"]].median()
+    wide = table.map(_pct).join(collapse.map(lambda v: f"{v:.3f}")).reset_index()
+    lines += ["", "## Per group: accuracy % (median over seeds), NC1 and CDNV of the L2-normalised support set",
+              "", _markdown(wide[GROUP + ["nc1", "cdnv"] + variants]), ""]
+    figures = {"variants": variants, "ranks": ranks,
+               "cliques": comparison.cliques(ranks) if comparison is not None else None}
+    return "\n".join(lines), figures

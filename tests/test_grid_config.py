@@ -1,0 +1,154 @@
+"""Grid configs: validation errors name the key and the valid choices; expansion drops what is redundant."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from imprint.grid.config import ConfigError, load_config, parse_config
+from imprint.grid.expand import expand
+from imprint.grid.protocol import EmbeddedDataset, split
+
+BASE = {"datasets": ["mnist5k"]}
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({"norm_pree": "l2"}, "top level: unknown key 'norm_pree'; valid keys: name, encoders, datasets"),
+    ({"variants": [{"generation": "kmean"}]},
+     "variants[0].generation: unknown generation 'kmean'; valid: all, fps, kls, kmeans, kmedoids, ls, mean"),
+    ({"variants": [{"name": "x", "k_": 3}]}, "variants[0]: unknown key 'k_'; valid keys: name, norm_pre"),
+    ({"datasets": ["mnist"]}, "datasets[0]: unknown dataset 'mnist'; valid: digits, fashion_mnist, mnist5k"),
+    ({"datasets": [{"name": "digits", "tests": 3}]}, "datasets[0]: unknown key 'tests'; valid keys: name, folder"),
+    ({"datasets": [{"name": "digits", "folder": "x"}]}, "exactly one of 'name' (built-in) or 'folder'"),
+    ({"k": [5, 0]}, "k: k must be a positive integer; got 0"),
+    ({"m": "three"}, "m: m must be a positive integer; got 'three'"),
+    ({"shots": ["al"]}, "shots: shots must be a positive integer or 'all'; got 'al'"),
+    ({"task_splits": ["evens"]}, "task_splits: unknown task split 'evens'; valid: all, even, first3, odd"),
+    ({"task_splits": [[3]]}, "a list of >= 2 class indices or names; got [3]"),
+    ({"norm_inf": "L2"}, "norm_inf: unknown normalisation 'L2'; valid: l2, none, quantile"),
+    ({"aggregation": ["max", "knn"]}, "aggregation: unknown aggregation 'knn'; valid: max, mean, mnn"),
+    ({"baselines": ["svm"]}, "baselines: unknown baseline 'svm'; valid: linear_probe"),
+    ({"seeds": [-1]}, "seeds: seeds must be integers >= 0; got -1"),
+    ({"datasets": [{"name": "digits", "val_per_class": 0}], "baselines": ["linear_probe"]},
+     "set val_per_class >= 1"),
+    ({"datasets": []}, "'datasets' is empty"),
+])
+def test_config_errors_name_the_key_and_the_valid_choices(change, expected):
+    with pytest.raises(ConfigError) as error:
+        parse_config({**BASE, **change}, "grid.yaml")
+    message = str(error.value)
+    assert expected in message and message.startswith("grid.yaml: ")
+    assert "\n" not in message
+
+
+def test_missing_datasets_and_unreadable_files(tmp_path: Path):
+    with pytest.raises(ConfigError, match="top level: missing required key 'datasets'"):
+        parse_config({"encoders": ["lite0"]})
+    with pytest.raises(ConfigError, match="grid config not found"):
+        load_config(tmp_path / "missing.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("datasets: [mnist5k\nk: 3\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: not valid YAML at line \d"):
+        load_config(broken)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- mnist5k\n")
+    with pytest.raises(ConfigError, match="a grid config is a mapping"):
+        load_config(listing)
+
+
+def test_the_shipped_configs_are_valid():
+    for path in Path(__file__).parents[1].joinpath("configs").glob("*.yaml"):
+        assert expand(load_config(path)).cells, path
+
+
+def test_scalars_become_axes_and_variants_inherit_the_top_level():
+    config = parse_config({**BASE, "k": 5, "norm_pre": "none",
+                           "variants": [{"name": "km", "generation": "kmeans"}, {"name": "qi", "norm_pre": "l2"}]})
+    cells = expand(config).cells
+    assert [c.variant for c in cells] == ["km", "qi"]
+    assert cells[0].method["k"] == 5 and cells[0].method["norm_pre"] == "none"
+    assert cells[1].method["generation"] == "mean" and cells[1].method["norm_pre"] == "l2"
+
+
+def test_expansion_drops_settings_the_stages_ignore():
+    config = parse_config({**BASE, "generation": ["mean", "kmeans", "all"], "k": [5, 20],
+                           "aggregation": ["max", "mnn"], "m": [1, 3], "seeds": [0, 1]})
+    expansion = expand(config)
+    labels = sorted({c.variant for c in expansion.cells})
+    # mean and all ignore k; m only matters for mnn: 3 generators -> (1 + 2 + 1) x (max + 2 mnn) variants
+    assert len(labels) == 12
+    assert "l2/mean/l2/l2/max" in labels and "l2/kmeans k=20/l2/l2/3-nn" in labels
+    assert len(expansion.cells) == 12 * 2
+    assert sum(expansion.dropped.values()) == 3 * 2 * 2 * 2 * 2 - 24  # generation x k x aggregation x m x seeds
+    assert "24 cells, 24 distinct runs (dropped 24" in expansion.summary()
+    mean_cell = next(c for c in expansion.cells if c.variant == "l2/mean/l2/l2/max")
+    assert "k" not in mean_cell.method and "m" not in mean_cell.method
+
+
+def test_k_is_capped_at_the_shots_and_capped_variants_share_one_run():
+    config = parse_config({**BASE, "shots": [3, "all"], "variants": [{"name": "km", "generation": "kmeans",
+                                                                    "k": [5, 20]}]})
+    expansion = expand(config)
+    at_three = [c for c in expansion.cells if c.shots == 3]
+    assert [c.variant for c in at_three] == ["km (k=5)", "km (k=20)"]
+    assert {c.method["k"] for c in at_three} == {3} and len({c.key for c in at_three}) == 1
+    assert len(expansion.runs) == 3
+    with_shots_above_pool = parse_config({"datasets": [{"name": "digits", "support_per_class": 10}],
+                                          "shots": [5, 50]})
+    assert expand(with_shots_above_pool).dropped["with shots above support_per_class"] == 1
+
+
+def test_the_cell_key_ignores_the_display_name_but_not_the_data():
+    a = expand(parse_config({**BASE, "variants": [{"name": "a", "generation": "kmeans"}]})).cells[0]
+    b = expand(parse_config({**BASE, "variants": [{"name": "b", "generation": "kmeans"}]})).cells[0]
+    c = expand(parse_config({**BASE, "seeds": 1, "variants": [{"name": "a", "generation": "kmeans"}]})).cells[0]
+    assert a.key == b.key != c.key
+
+
+def test_baselines_join_every_group():
+    config = parse_config({**BASE, "task_splits": ["even", "odd"], "baselines": "linear_probe"})
+    cells = expand(config).cells
+    assert [c.variant for c in cells] == ["l2/mean/l2/l2/max", "linear probe"] * 2
+
+
+def _toy_data() -> EmbeddedDataset:
+    rng = np.random.default_rng(0)
+    y = np.concatenate([np.repeat(np.arange(4), 30), np.repeat(np.arange(4), 5)])
+    is_test = np.repeat([False, True], [120, 20])
+    return EmbeddedDataset(rng.normal(size=(140, 8)).astype(np.float32), y, is_test, ["a", "b", "c", "d"])
+
+
+def test_support_validation_and_test_are_disjoint_and_test_is_fixed_across_seeds():
+    data = _toy_data()
+    spec = parse_config({"datasets": [{"name": "digits", "val_per_class": 4, "test_per_class": 5}]}).datasets[0]
+    first, second = split(data, spec, "all", 7, seed=0), split(data, spec, "all", 7, seed=1)
+    for rows in (first, second):
+        assert not set(rows.support) & set(rows.val) and not set(rows.support) & set(rows.test)
+        assert not data.is_test[rows.support].any() and data.is_test[rows.test].all()
+        assert np.bincount(rows.labels[rows.support]).tolist() == [7] * 4
+        assert np.bincount(rows.labels[rows.val]).tolist() == [4] * 4
+    assert np.array_equal(first.test, second.test)
+    assert not np.array_equal(first.support, second.support)
+    everything = split(data, spec, "all", "all", seed=0)
+    assert np.bincount(everything.labels[everything.support]).tolist() == [26] * 4
+
+
+def test_task_classes_are_relabelled_in_the_listed_order():
+    data = _toy_data()
+    spec = parse_config({"datasets": [{"name": "digits", "val_per_class": 2}]}).datasets[0]
+    rows = split(data, spec, ("d", 1), 3, seed=0)
+    assert set(data.y[rows.support][rows.labels[rows.support] == 0]) == {3}
+    assert set(data.y[rows.support][rows.labels[rows.support] == 1]) == {1}
+    assert set(data.y[rows.test]) == {1, 3}
+    with pytest.raises(ValueError, match="task class 'e' is not a class of digits; valid: a, b, c, d"):
+        split(data, spec, ("a", "e"), 3, seed=0)
+
+
+def test_configs_round_trip_through_yaml(tmp_path: Path):
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"datasets": [{"folder": "examples/fashion", "val_per_class": 2,
+                                                  "test_per_class": 6}], "task_splits": [["coat", "bag"]]}))
+    config = load_config(path)
+    assert config.task_splits == [("coat", "bag")] and config.datasets[0].label == "fashion"

@@ -1,0 +1,182 @@
+"""Running grids on real images with the packaged encoder: parallel, resumable, reported."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from imprint.cache import EmbeddingCache
+from imprint.cli import main
+from imprint.grid.config import load_config, parse_config
+from imprint.grid.expand import expand
+from imprint.grid.runner import GridError, run_grid
+from imprint.report import write_report
+
+ROOT = Path(__file__).parents[1]
+TINY = {
+    "name": "tiny",
+    "datasets": [{"folder": str(ROOT / "examples" / "fashion"), "support_per_class": 12, "val_per_class": 2,
+                  "test_per_class": 6}],
+    "task_splits": ["all", "even", "odd", "first3", ["coat", "bag", "sandal"]],
+    "shots": [2, "all"],
+    "seeds": [0, 1, 2],
+    "variants": [{"name": "Qi", "generation": "mean"},
+                 {"name": "k-means", "generation": "kmeans", "k": [2, 5]},
+                 {"name": "Janson", "norm_pre": "none", "generation": "mean", "norm_post": "none",
+                  "norm_inf": "none", "metric": "euclidean"},
+                 {"name": "oracle", "norm_pre": "none", "generation": "ls", "norm_post": "none", "norm_inf": "none"}],
+    "baselines": ["linear_probe"],
+}
+
+
+@pytest.fixture(scope="module")
+def cache_dir(request: pytest.FixtureRequest) -> Path:
+    """Embedding cache kept across test runs (real Lite0 embeddings of the example folder)."""
+    return Path(request.config.cache.mkdir("imprint-grid-embeddings"))
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("grid") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def finished_grid(tiny_config: Path, cache_dir: Path, tmp_path_factory) -> Path:
+    """The tiny grid run straight through with two workers."""
+    out = tmp_path_factory.mktemp("uninterrupted")
+    assert main(["grid", str(tiny_config), "--out", str(out), "--cache-dir", str(cache_dir), "--workers", "2",
+                 "--quiet"]) == 0
+    return out
+
+
+def _results(out: Path) -> pd.DataFrame:
+    return pd.read_csv(out / "results.csv").sort_values(["key", "variant"]).reset_index(drop=True)
+
+
+def test_an_interrupted_grid_resumes_without_losing_or_repeating_a_cell(tiny_config: Path, cache_dir: Path,
+                                                                        finished_grid: Path, tmp_path: Path):
+    out = tmp_path / "interrupted"
+    runs = len(expand(load_config(tiny_config)).runs)
+    command = [sys.executable, "-m", "imprint.cli", "grid", str(tiny_config), "--out", str(out), "--cache-dir",
+               str(cache_dir), "--workers", "1", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list((out / "cells").glob("*.json"))) < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(list((out / "cells").glob("*.json")))
+    assert 10 <= done_before < runs, "the grid was not stopped mid-way"
+
+    rerun = subprocess.run(command[:-2] + ["2", "--quiet"], capture_output=True, text=True, check=True)
+    assert f"{done_before} already done, {runs - done_before} to run" in rerun.stdout
+    assert len(list((out / "cells").glob("*.json"))) == runs
+    assert not list(out.rglob("*.tmp"))
+    resumed, straight = _results(out), _results(finished_grid)
+    assert len(resumed) == len(expand(load_config(tiny_config)).cells)
+    assert not resumed.duplicated(["key", "variant"]).any()
+    # one thread per cell: the same numbers with 1 or 2 workers, interrupted or not
+    pd.testing.assert_frame_equal(resumed[["key", "variant", "accuracy", "macro_f1", "val_accuracy", "nc1"]],
+                                  straight[["key", "variant", "accuracy", "macro_f1", "val_accuracy", "nc1"]])
+
+
+def test_a_finished_grid_is_skipped_on_rerun(tiny_config: Path, cache_dir: Path, finished_grid: Path, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in (finished_grid / "cells").glob("*.json")}
+    assert main(["grid", str(tiny_config), "--out", str(finished_grid), "--cache-dir", str(cache_dir),
+                 "--quiet"]) == 0
+    assert f"{len(before)} already done, 0 to run" in capsys.readouterr().out
+    assert before == {p.name: p.stat().st_mtime_ns for p in (finished_grid / "cells").glob("*.json")}
+
+
+def test_report_contents(finished_grid: Path):
+    results = pd.read_csv(finished_grid / "results.csv")
+    for column in ("encoder", "dataset", "task", "shots", "seed", "variant", "norm_pre", "generation", "k",
+                   "norm_post", "norm_inf", "aggregation", "metric", "accuracy", "macro_f1", "fit_time_s",
+                   "predict_time_s", "nc1", "cdnv"):
+        assert column in results, column
+    assert set(results["variant"]) == {"Qi", "k-means (k=2)", "k-means (k=5)", "Janson", "oracle", "linear probe"}
+    assert results["accuracy"].between(0, 1).all() and (results["n_test"] == results["n_classes"] * 6).all()
+    assert set(results.loc[results["shots"] == "2", "k"].dropna()) == {2}  # k=5 capped at 2 shots
+
+    # the paper's protocol: median over seeds per group, then mean over groups and average rank
+    medians = results.groupby(["task", "shots", "variant"])["accuracy"].median().unstack()
+    ranks = medians.rank(axis=1, ascending=False).mean()
+    summary = (finished_grid / "summary.md").read_text()
+    assert "10 groups (encoder x dataset x task x shots), 10 with every variant; 3-3 seed(s)" in summary
+    for variant in medians:
+        line = next(row for row in summary.splitlines() if row.startswith(f"| {variant} |"))
+        assert f"| {100 * medians[variant].mean():.2f} | {ranks[variant]:.2f} |" in line
+    assert "Friedman test over 10 groups and 6 variants" in summary
+    assert "| encoder | dataset | task | shots | nc1 | cdnv |" in summary
+    for picture in ("cd_diagram.png", "accuracy_vs_k.png", "accuracy_vs_shots.png"):
+        assert (finished_grid / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_of_a_folder_without_a_grid_is_a_one_line_error(tmp_path: Path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert "holds no grid results (no manifest.json); run: imprint grid CONFIG" in error and error.count("\n") == 1
+
+
+def test_a_bad_config_fails_before_anything_runs(tmp_path: Path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("datasets: [mnist5k]\ngeneration: [mean, kmeens]\n")
+    assert main(["grid", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "generation: unknown generation 'kmeens'; valid:" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_failed_cells_are_kept_apart_reported_and_retried(tiny_config: Path, cache_dir: Path, tmp_path: Path,
+                                                           monkeypatch):
+    from imprint.grid import runner
+
+    config = parse_config({**TINY, "task_splits": ["all"], "shots": ["all"], "seeds": [0]})
+    real = runner.evaluate_cell
+
+    def flaky(cell, data):
+        if cell.variant == "oracle":
+            raise ValueError("singular support set")
+        return real(cell, data)
+
+    monkeypatch.setattr(runner, "evaluate_cell", flaky)
+    with pytest.raises(GridError, match=r"1 of 6 cell\(s\) failed .*first: oracle on .* singular support set"):
+        run_grid(config, tmp_path, workers=1, cache=EmbeddingCache(cache_dir), progress=False, log=lambda _: None)
+    assert len(list((tmp_path / "cells").glob("*.json"))) == 5
+    failed = list((tmp_path / "failed").glob("*.json"))
+    assert len(failed) == 1 and json.loads(failed[0].read_text())["error"] == "singular support set"
+    assert len(write_report(tmp_path)) >= 2  # the finished cells are still reported
+
+    monkeypatch.setattr(runner, "evaluate_cell", real)
+    run = run_grid(config, tmp_path, workers=1, cache=EmbeddingCache(cache_dir), progress=False, log=lambda _: None)
+    assert (run.skipped, run.ran) == (5, 1) and not list((tmp_path / "failed").glob("*.json"))
+
+
+def test_reduced_paper_table1_on_real_data(cache_dir: Path, tmp_path: Path):
+    """configs/paper_table1.yaml on Lite0 with fewer images: the paper's five rows and the linear probe
+    over its 8 tasks, every cell finished and reported; k-means k=20 beats Qi et al.'s mean imprinting."""
+    config = yaml.safe_load((ROOT / "configs" / "paper_table1.yaml").read_text())
+    config.update(encoders=["lite0"], seeds=[0])
+    for dataset in config["datasets"]:
+        dataset.update(support_per_class=40, val_per_class=5, test_per_class=20)
+    run = run_grid(parse_config(config), tmp_path, cache=EmbeddingCache(cache_dir), progress=False,
+                   log=lambda _: None)
+    assert run.ran == 8 * 6
+    write_report(tmp_path)
+    results = pd.read_csv(tmp_path / "results.csv")
+    assert len(results) == 48 and results.groupby("variant").size().eq(8).all()
+    mean = results.groupby("variant")["accuracy"].mean()
+    assert set(mean.index) == {"Qi et al.", "Hosoda et al.", "Janson et al.", "IMPRINT k-means k=20",
+                               "Oracle (ls)", "linear probe"}
+    assert (mean > 0.6).all(), mean
+    assert mean["IMPRINT k-means k=20"] > mean["Qi et al."], mean
+    assert "Friedman test over 8 groups and 6 variants" in (tmp_path / "summary.md").read_text()
