@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from imprint.auto_k import per_class_k, proxy_ratio
 from imprint.model import ImprintedModel
 from imprint.search import FAISS_MIN_PROXIES, nearest_proxies
 from imprint.stages import (
@@ -55,7 +56,10 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    generation, k : GEN stage and proxies per class (``mean`` and ``all`` ignore k).
+    generation, k : GEN stage and proxies per class (``mean`` and ``all`` ignore k). ``k="auto"`` (k-means)
+        chooses proxies per class from the support set: a proxies-per-sample ratio by 2-fold
+        cross-validation, shared out by each class's spread (see ``imprint.auto_k``); the chosen counts
+        are in ``proxy_counts_`` and the ratio in ``proxy_ratio_``.
     norm_pre, norm_post, norm_inf : NORM stages: ``none``, ``l2`` or ``quantile``.
     aggregation, m, mnn_weights : AGG stage; ``m`` nearest proxies and their weighting for ``mnn``.
     metric : ``dot`` (inner product) or ``euclidean`` (negative squared distance).
@@ -66,7 +70,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     device : ``auto`` (cuda, then mps, then cpu) or a torch device string.
     """
 
-    def __init__(self, generation: str = "kmeans", k: int = 20, norm_pre: str = "l2", norm_post: str = "l2",
+    def __init__(self, generation: str = "kmeans", k: int | str = 20, norm_pre: str = "l2", norm_post: str = "l2",
                  norm_inf: str = "l2", aggregation: str = "max", m: int = 1, mnn_weights: str = "uniform",
                  metric: str = "dot", temperature: float = 0.01, quantile_reference: str = "pooled",
                  kmeans_backend: str = "batched", kmeans_max_iter: int = 100, ls_lambda: float = 1e-4,
@@ -95,7 +99,12 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         GENERATORS.entry(self.generation)
         AGGREGATIONS.entry(self.aggregation)
         METRICS.entry(self.metric)
-        check_positive_int(self.k, "k")
+        if self.k == "auto":
+            if self.generation != "kmeans":
+                raise ValueError(f"k='auto' chooses k-means proxies per class; use generation='kmeans' "
+                                 f"(got {self.generation!r}) or an integer k")
+        else:
+            check_positive_int(self.k, "k")
         check_positive_int(self.m, "m")
         check_positive_int(self.kmeans_max_iter, "kmeans_max_iter")
         if self.m != 1 and self.aggregation != "mnn":
@@ -146,6 +155,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.norm_pre_ = make_norm(self.norm_pre, reference=self.quantile_reference)
         self.norm_post_ = make_norm(self.norm_post, reference=self.quantile_reference)
         self.norm_inf_ = make_norm(self.norm_inf, reference=self.quantile_reference)
+        if self.k == "auto":
+            self.proxy_ratio_ = self._cross_validated_ratio(X_checked, codes)
         support, groups = self._sorted_support(X_checked, codes)
         self.norm_inf_.fit(support)  # queries live where the support embeddings live
         proxies, counts = self._imprint(support, groups, fit=True)
@@ -153,6 +164,14 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self._set_proxies(proxies, counts)
         self.encoder_id_ = encoder_id
         return self
+
+    def _cross_validated_ratio(self, X: np.ndarray, codes: np.ndarray) -> float:
+        """Proxies per support sample for k='auto', by 2-fold cross-validation of this very pipeline."""
+        def score(k: int, train: np.ndarray, test: np.ndarray) -> float:
+            fold = clone(self).set_params(k=k).fit(X[train], codes[train])
+            return float((fold.predict(X[test]) == codes[test]).mean())
+
+        return proxy_ratio(codes, score, seed=int(self.seed))
 
     @staticmethod
     def _join_text(X: Any, y: Any, text_embeddings: Any, text_labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +194,11 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         counts = torch.bincount(groups)
         with torch.no_grad():  # not inference_mode: fitted norm state must stay usable in autograd code
             normed = self.norm_pre_.fit_transform(support, groups) if fit else self.norm_pre_(support)
-            proxies, proxy_counts = generate(self.generation, normed, counts.to(normed.device), self.k,
+            k = self.k
+            if k == "auto":  # new classes added later get the ratio without the spread weighting
+                k = per_class_k(normed, counts, self.proxy_ratio_) if fit else \
+                    torch.round(self.proxy_ratio_ * counts.double()).long().clamp_min(1)
+            proxies, proxy_counts = generate(self.generation, normed, counts.to(normed.device), k,
                                              self._generation_options())
             proxy_groups = torch.repeat_interleave(torch.arange(len(proxy_counts), device=proxies.device),
                                                    proxy_counts.to(proxies.device))
@@ -296,9 +319,11 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         return load_classifier(path, expected_dim=expected_dim, device=device)
 
     def _restore(self, classes: np.ndarray, proxies: np.ndarray, counts: np.ndarray, norms: dict[str, Norm],
-                 encoder_id: str | None) -> ImprintClassifier:
+                 encoder_id: str | None, proxy_ratio: float | None = None) -> ImprintClassifier:
         """Install a fitted state read from disk."""
         self._check_settings()
+        if proxy_ratio is not None:
+            self.proxy_ratio_ = proxy_ratio
         self.device_ = resolve_device(self.device)
         self.classes_ = classes
         self.n_features_in_ = proxies.shape[1]

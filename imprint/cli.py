@@ -44,6 +44,15 @@ def add_encoding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _k_value(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"k must be a positive integer or 'auto'; got {text!r}") from None
+
+
 def add_stage_options(parser: argparse.ArgumentParser) -> None:
     """One option per ImprintClassifier setting, with the registered names as choices."""
     group = parser.add_argument_group("imprinting stages (ImprintClassifier settings)")
@@ -52,7 +61,7 @@ def add_stage_options(parser: argparse.ArgumentParser) -> None:
             continue
         flag = "--" + name.replace("_", "-")
         choices = STAGE_CHOICES[name].names() if name in STAGE_CHOICES else OTHER_CHOICES.get(name)
-        kind = type(param.default) if choices is None else str
+        kind = _k_value if name == "k" else type(param.default) if choices is None else str
         group.add_argument(flag, dest=name, type=kind, default=param.default, choices=choices,
                            help=f"default: {param.default}")
 
@@ -104,14 +113,48 @@ def write_text(path: str, text: str) -> None:
 # ---------------------------------------------------------------- commands
 def cmd_embed(args: argparse.Namespace) -> None:
     data = scan(args.folder, min_classes=1)
-    encoder, run = embedder(args, args.encoder)
-    embeddings, ok = run(data.paths)
-    buffer = io.BytesIO()
-    np.savez(buffer, embeddings=embeddings, labels=np.asarray(data.class_labels[ok], dtype=str),
-             paths=np.asarray([str(p) for p, good in zip(data.paths, ok) if good]), encoder=np.asarray(encoder.id))
-    atomic_write_bytes(args.output, buffer.getvalue())
-    print(f"embedded {len(embeddings)} images of {len(data.class_names)} classes with {encoder.id} "
-          f"-> {args.output}")
+    if args.output.endswith(".npz"):
+        if args.engine != "local":
+            raise CLIError("--engine ray writes a memory-mapped store: give a folder as --output, not a .npz file")
+        encoder, run = embedder(args, args.encoder)
+        embeddings, ok = run(data.paths)
+        buffer = io.BytesIO()
+        np.savez(buffer, embeddings=embeddings, labels=np.asarray(data.class_labels[ok], dtype=str),
+                 paths=np.asarray([str(p) for p, good in zip(data.paths, ok) if good]),
+                 encoder=np.asarray(encoder.id))
+        atomic_write_bytes(args.output, buffer.getvalue())
+        print(f"embedded {len(embeddings)} images of {len(data.class_names)} classes with {encoder.id} "
+              f"-> {args.output}")
+        return
+    embed_store(args, data)
+
+
+def embed_store(args: argparse.Namespace, data) -> None:
+    """Embed into a memory-mapped store folder, resuming an interrupted run (locally or with Ray)."""
+    from imprint.cache import encoder_namespace
+    from imprint.embed import embed_into_store
+    from imprint.encoders import DEFAULT_ENCODER, create_encoder
+    from imprint.store import EmbeddingStore
+
+    encoder = create_encoder(args.encoder or DEFAULT_ENCODER, device=args.device)
+    store = EmbeddingStore.create(args.output, encoder_id=encoder.id, encoder_key=encoder_namespace(encoder),
+                                  dim=encoder.embedding_dim, paths=[str(p) for p in data.paths],
+                                  labels=data.labels, class_names=data.class_names)
+    before = len(store.pending())
+    if before < len(data.paths):
+        print(f"resuming: {len(data.paths) - before} of {len(data.paths)} images already embedded")
+    if args.engine == "ray":
+        from imprint.distributed import embed_with_ray
+
+        embed_with_ray(encoder.id, store, batch_size=args.batch_size, actors=args.actors, address=args.ray_address,
+                       device=args.device, progress=not args.quiet)
+    else:
+        embed_into_store(encoder, store, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
+    failed = store.unreadable()
+    if failed:
+        warn(f"skipped {len(failed)} unreadable image(s): {', '.join(failed)}")
+    print(f"embedded {len(data.paths) - len(failed)} images of {len(data.class_names)} classes with {encoder.id} "
+          f"-> {args.output} (memory-mapped store)")
 
 
 def _settings(args: argparse.Namespace) -> dict:
@@ -285,6 +328,10 @@ def cmd_info(args: argparse.Namespace) -> None:
 def labelled_embeddings(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings and labels from an image folder (embedded now) or an 'imprint embed' file."""
     source = Path(args.source)
+    if (source / "meta.json").is_file():
+        from imprint.store import EmbeddingStore
+
+        return EmbeddingStore.open(source).labelled()
     if source.is_dir():
         data = scan(args.source)
         _, run = embedder(args, args.encoder)
@@ -364,9 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="imprint", description="Training-free classifiers by weight imprinting.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("embed", help="embed a folder of images (root/<class>/<image>) to a .npz file")
+    p = sub.add_parser("embed", help="embed a folder of images (root/<class>/<image>) to a .npz file or a "
+                                     "memory-mapped store folder (resumable)")
     p.add_argument("folder")
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True,
+                   help="FILE.npz (in memory), or a folder: memory-mapped store, written as it goes; rerun to resume")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: Ray Data map_batches with encoder actors (store output only)")
+    p.add_argument("--actors", type=int, default=None, help="Ray encoder actors (default: one per GPU, else 1)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
     add_encoding_options(p)
     p.set_defaults(run=cmd_embed)
 

@@ -171,50 +171,58 @@ def _relocate_empty(centers: Tensor, empty: Tensor, P: Tensor, dist: Tensor) -> 
         centers[b, slots] = P[b, far]
 
 
-def batched_kmeans(X: Tensor, counts: Tensor, k: int, seed: int = 0, max_iter: int = 100,
-                   tol: float = 1e-4, with_inertia: bool = True) -> Clusters:
-    """k-means with k = min(k, n_c) centroids for every class of class-sorted X.
+def per_class_k(counts: Tensor, k: int | Tensor) -> Tensor:
+    """Centroids per class: k (one number, or one per class) capped at the class size."""
+    return torch.minimum(counts, torch.as_tensor(k, dtype=counts.dtype, device=counts.device).expand_as(counts))
 
-    A class with at most k samples keeps all of them as centroids (documented, never an error).
-    `with_inertia` adds a final pass for the within-cluster sums of squares.
+
+def batched_kmeans(X: Tensor, counts: Tensor, k: int | Tensor, seed: int = 0, max_iter: int = 100,
+                   tol: float = 1e-4, with_inertia: bool = True) -> Clusters:
+    """k-means with k_c = min(k_c, n_c) centroids for every class of class-sorted X (k: one or per class).
+
+    A class with at most k_c samples keeps all of them as centroids (documented, never an error).
+    Classes are batched by equal k and similar size. `with_inertia` adds a final pass for the
+    within-cluster sums of squares.
     """
     starts = class_starts(counts)
-    k_per_class = counts.clamp(max=k)
+    k_per_class = per_class_k(counts, torch.as_tensor(k).to(counts.device))
     out = torch.empty(int(k_per_class.sum()), X.shape[1], dtype=X.dtype, device=X.device)
     out_starts = class_starts(k_per_class)
     inertia = torch.zeros(len(counts), dtype=torch.float64)
-    sizes = counts.cpu().numpy()
-    small = (counts <= k).to(X.device)  # these classes keep every sample, in order
+    sizes, ks = counts.cpu().numpy(), k_per_class.cpu().numpy()
+    small = (counts <= k_per_class).to(X.device)  # these classes keep every sample, in order
     out[torch.repeat_interleave(small, k_per_class.to(X.device))] = X[torch.repeat_interleave(small, counts.to(X.device))]
     gen = torch.Generator(device=X.device if X.device.type == "cuda" else "cpu").manual_seed(seed)
-    for bucket in size_buckets(np.flatnonzero(sizes > k), sizes, X.shape[1]):
-        P, mask = gather_padded(X, starts, counts, bucket)
-        centers, bucket_inertia = _kmeans_bucket(P, mask, k, gen, max_iter, tol, with_inertia)
-        rows = out_starts[torch.as_tensor(bucket)].to(X.device)[:, None] + torch.arange(k, device=X.device)
-        out[rows.reshape(-1)] = centers.reshape(-1, X.shape[1])
-        if with_inertia:
-            inertia[torch.as_tensor(bucket)] = bucket_inertia.cpu()
+    for kv in np.unique(ks[sizes > ks]):
+        for bucket in size_buckets(np.flatnonzero((sizes > ks) & (ks == kv)), sizes, X.shape[1]):
+            P, mask = gather_padded(X, starts, counts, bucket)
+            centers, bucket_inertia = _kmeans_bucket(P, mask, int(kv), gen, max_iter, tol, with_inertia)
+            rows = out_starts[torch.as_tensor(bucket)].to(X.device)[:, None] + torch.arange(int(kv), device=X.device)
+            out[rows.reshape(-1)] = centers.reshape(-1, X.shape[1])
+            if with_inertia:
+                inertia[torch.as_tensor(bucket)] = bucket_inertia.cpu()
     return Clusters(out, k_per_class, inertia if with_inertia else None)
 
 
-def faiss_kmeans(X: Tensor, counts: Tensor, k: int, seed: int = 0, max_iter: int = 100) -> Clusters:
+def faiss_kmeans(X: Tensor, counts: Tensor, k: int | Tensor, seed: int = 0, max_iter: int = 100) -> Clusters:
     """Per-class FAISS k-means (GPU when faiss has one): no subsampling, no warnings, k capped at n_c."""
     import faiss
 
     data = X.detach().cpu().numpy()
     starts = class_starts(counts).tolist()
     use_gpu = faiss.get_num_gpus() > 0
+    k_per_class = per_class_k(counts, torch.as_tensor(k).to(counts.device))
     pieces, inertia = [], []
-    for start, n in zip(starts, counts.tolist()):
+    for start, n, kc in zip(starts, counts.tolist(), k_per_class.tolist()):
         points = data[start:start + n]
-        if n <= k:
+        if n <= kc:
             pieces.append(points)
             inertia.append(0.0)
             continue
-        km = faiss.Kmeans(points.shape[1], k, niter=max_iter, seed=seed, verbose=False, gpu=use_gpu,
+        km = faiss.Kmeans(points.shape[1], kc, niter=max_iter, seed=seed, verbose=False, gpu=use_gpu,
                           min_points_per_centroid=1, max_points_per_centroid=n)
         km.train(points)
         pieces.append(km.centroids)
         inertia.append(float(km.index.search(points, 1)[0].sum()))
     centroids = torch.from_numpy(np.concatenate(pieces)).to(X.device)
-    return Clusters(centroids, counts.clamp(max=k), torch.tensor(inertia, dtype=torch.float64))
+    return Clusters(centroids, k_per_class, torch.tensor(inertia, dtype=torch.float64))

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from imprint.cache import EmbeddingCache, encoder_namespace
 from imprint.data.folder import load_rgb
 from imprint.encoders.base import Encoder
+from imprint.store import EmbeddingStore
 
 
 class UnreadableImagesError(ValueError):
@@ -60,6 +61,20 @@ def default_workers(device: torch.device | None = None) -> int:
     return 0 if cores <= 4 else min(4, cores // 4)
 
 
+def iter_embedded(encoder: Encoder, paths: Sequence[Path], *, batch_size: int = 64, workers: int | None = None,
+                  progress: bool = True, desc: str = "embedding") -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per batch: (positions in `paths` that decoded, their embeddings, positions that did not)."""
+    workers = default_workers(encoder.device) if workers is None else workers
+    loader = DataLoader(_ImageFiles(paths, encoder.transform), batch_size=batch_size, num_workers=workers,
+                        collate_fn=_collate, pin_memory=encoder.device.type == "cuda", persistent_workers=False)
+    with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
+        for pixels, good, bad in loader:
+            vectors = encoder.encode_batch(pixels) if pixels is not None else \
+                np.zeros((0, encoder.embedding_dim), dtype=np.float32)
+            yield np.asarray(good, dtype=np.int64), vectors, np.asarray(bad, dtype=np.int64)
+            bar.update(len(good) + len(bad))
+
+
 def embed_paths(encoder: Encoder, paths: Sequence[Path], *, cache: EmbeddingCache | None = None,
                 batch_size: int = 64, workers: int | None = None, progress: bool = True,
                 strict: bool = False) -> Embedded:
@@ -75,22 +90,31 @@ def embed_paths(encoder: Encoder, paths: Sequence[Path], *, cache: EmbeddingCach
     ok = found.copy()
     failed: list[int] = []
     if len(todo):
-        workers = default_workers(encoder.device) if workers is None else workers
-        loader = DataLoader(_ImageFiles([paths[i] for i in todo], encoder.transform), batch_size=batch_size,
-                            num_workers=workers, collate_fn=_collate, pin_memory=encoder.device.type == "cuda",
-                            persistent_workers=False)
-        with tqdm(total=len(todo), desc="embedding", unit="img", disable=not progress) as bar:
-            for pixels, good, bad in loader:
-                failed.extend(todo[bad].tolist())
-                if pixels is not None:
-                    rows = todo[good]
-                    vectors = encoder.encode_batch(pixels)
-                    out[rows], ok[rows] = vectors, True
-                    if cache is not None:
-                        cache.put_many(namespace, [paths[i] for i in rows], vectors)
-                bar.update(len(good) + len(bad))
+        for good, vectors, bad in iter_embedded(encoder, [paths[i] for i in todo], batch_size=batch_size,
+                                                workers=workers, progress=progress):
+            failed.extend(todo[bad].tolist())
+            rows = todo[good]
+            out[rows], ok[rows] = vectors, True
+            if cache is not None and len(rows):
+                cache.put_many(namespace, [paths[i] for i in rows], vectors)
     failed_paths = [paths[i] for i in sorted(failed)]
     if strict and failed_paths:
         raise UnreadableImagesError(f"{len(failed_paths)} unreadable image(s): "
                                     f"{', '.join(map(str, failed_paths))}")
     return Embedded(out[ok], ok, failed_paths, int(len(todo) - len(failed)))
+
+
+def embed_into_store(encoder: Encoder, store: EmbeddingStore, *, batch_size: int = 64, workers: int | None = None,
+                     progress: bool = True) -> int:
+    """Embed the store's pending rows, each batch written to disk as it is done; returns rows embedded now."""
+    pending = store.pending()
+    paths = [Path(store.paths[i]) for i in pending]
+    done = 0
+    for good, vectors, bad in iter_embedded(encoder, paths, batch_size=batch_size, workers=workers,
+                                            progress=progress):
+        if len(good):
+            store.write(pending[good], vectors)
+        if len(bad):
+            store.mark_unreadable(pending[bad])
+        done += len(good)
+    return done

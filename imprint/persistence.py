@@ -49,6 +49,7 @@ def save_classifier(clf: ImprintClassifier, path: str | os.PathLike) -> Path:
         "embedding_dim": int(clf.n_features_in_),
         "encoder": clf.encoder_id_,
         "norms": {point: norm.options() for point, norm in norms.items()},
+        "proxy_ratio": getattr(clf, "proxy_ratio_", None),
     }
     return atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"imprint": json.dumps(meta)}))
 
@@ -98,7 +99,8 @@ def load_classifier(path: str | os.PathLike, expected_dim: int | None = None,
         raise ClassifierFileError(f"{path} was fitted on {dim}-dimensional embeddings but {expected_dim} were "
                                   "expected; use the encoder it was fitted with")
     settings = dict(meta["settings"], device=device)
-    return ImprintClassifier(**settings)._restore(classes, proxies, counts, norms, meta.get("encoder"))
+    return ImprintClassifier(**settings)._restore(classes, proxies, counts, norms, meta.get("encoder"),
+                                                      meta.get("proxy_ratio"))
 
 
 def _rebuild_norm(name: str, options: dict, point: str, tensors: dict[str, torch.Tensor]) -> Norm:

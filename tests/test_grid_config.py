@@ -22,7 +22,7 @@ BASE = {"datasets": ["mnist5k"]}
     ({"datasets": ["mnist"]}, "datasets[0]: unknown dataset 'mnist'; valid: digits, fashion_mnist, mnist5k"),
     ({"datasets": [{"name": "digits", "tests": 3}]}, "datasets[0]: unknown key 'tests'; valid keys: name, folder"),
     ({"datasets": [{"name": "digits", "folder": "x"}]}, "exactly one of 'name' (built-in) or 'folder'"),
-    ({"k": [5, 0]}, "k: k must be a positive integer; got 0"),
+    ({"k": [5, 0]}, "k: k must be a positive integer or 'auto'; got 0"),
     ({"m": "three"}, "m: m must be a positive integer; got 'three'"),
     ({"shots": ["al"]}, "shots: shots must be a positive integer or 'all'; got 'al'"),
     ({"task_splits": ["evens"]}, "task_splits: unknown task split 'evens'; valid: all, even, first3, odd"),
@@ -152,3 +152,11 @@ def test_configs_round_trip_through_yaml(tmp_path: Path):
                                                   "test_per_class": 6}], "task_splits": [["coat", "bag"]]}))
     config = load_config(path)
     assert config.task_splits == [("coat", "bag")] and config.datasets[0].label == "fashion"
+
+
+def test_a_named_variant_is_not_split_by_an_axis_its_stages_ignore():
+    config = parse_config({**BASE, "k": [5, 20], "variants": [{"name": "km", "generation": "kmeans"},
+                                                              {"name": "1-NN", "generation": "all"}]})
+    expansion = expand(config)
+    assert [c.variant for c in expansion.cells] == ["km (k=5)", "km (k=20)", "1-NN"]
+    assert expansion.dropped["duplicates (differing only in settings their stages ignore)"] == 1

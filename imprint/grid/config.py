@@ -139,18 +139,14 @@ class DatasetSpec(_Strict):
 
 Axis = list
 
-MethodAxes = {
-    "norm_pre": Annotated[Axis[str], _each(_name_in(NORMS))],
-    "generation": Annotated[Axis[str], _each(_name_in(GENERATORS))],
-    "k": Annotated[Axis[int], _each(_positive_int("k"))],
-    "norm_post": Annotated[Axis[str], _each(_name_in(NORMS))],
-    "norm_inf": Annotated[Axis[str], _each(_name_in(NORMS))],
-    "aggregation": Annotated[Axis[str], _each(_name_in(AGGREGATIONS))],
-    "m": Annotated[Axis[int], _each(_positive_int("m"))],
-    "mnn_weights": Annotated[Axis[str], _each(_word_in("mnn_weights", MNN_WEIGHTINGS))],
-    "metric": Annotated[Axis[str], _each(_name_in(METRICS))],
-    "quantile_reference": Annotated[Axis[str], _each(_word_in("quantile_reference", QUANTILE_REFERENCES))],
-}
+NormAxis = Annotated[Axis[str], _each(_name_in(NORMS))]
+GenerationAxis = Annotated[Axis[str], _each(_name_in(GENERATORS))]
+KAxis = Annotated[Axis[Any], _each(_positive_int("k", also=("auto",)))]
+AggregationAxis = Annotated[Axis[str], _each(_name_in(AGGREGATIONS))]
+MAxis = Annotated[Axis[int], _each(_positive_int("m"))]
+WeightsAxis = Annotated[Axis[str], _each(_word_in("mnn_weights", MNN_WEIGHTINGS))]
+MetricAxis = Annotated[Axis[str], _each(_name_in(METRICS))]
+ReferenceAxis = Annotated[Axis[str], _each(_word_in("quantile_reference", QUANTILE_REFERENCES))]
 METHOD_DEFAULTS = {"norm_pre": ["l2"], "generation": ["mean"], "k": [20], "norm_post": ["l2"], "norm_inf": ["l2"],
                    "aggregation": ["max"], "m": [1], "mnn_weights": ["uniform"], "metric": ["dot"],
                    "quantile_reference": ["pooled"]}
@@ -160,16 +156,16 @@ class VariantSpec(_Strict):
     """A named variant; method axes it leaves out come from the top level of the config."""
 
     name: str | None = None
-    norm_pre: MethodAxes[norm_pre] | None = None
-    generation: MethodAxes[generation] | None = None
-    k: MethodAxes[k] | None = None
-    norm_post: MethodAxes[norm_post] | None = None
-    norm_inf: MethodAxes[norm_inf] | None = None
-    aggregation: MethodAxes[aggregation] | None = None
-    m: MethodAxes[m] | None = None
-    mnn_weights: MethodAxes[mnn_weights] | None = None
-    metric: MethodAxes[metric] | None = None
-    quantile_reference: MethodAxes[quantile_reference] | None = None
+    norm_pre: NormAxis | None = None
+    generation: GenerationAxis | None = None
+    k: KAxis | None = None
+    norm_post: NormAxis | None = None
+    norm_inf: NormAxis | None = None
+    aggregation: AggregationAxis | None = None
+    m: MAxis | None = None
+    mnn_weights: WeightsAxis | None = None
+    metric: MetricAxis | None = None
+    quantile_reference: ReferenceAxis | None = None
 
 
 class GridConfig(_Strict):
@@ -181,16 +177,16 @@ class GridConfig(_Strict):
     task_splits: Annotated[Axis[Any], _each(_task)] = ["all"]
     shots: Annotated[Axis[Any], _each(_positive_int("shots", also=("all",)))] = ["all"]
     seeds: Annotated[Axis[int], _each(_seed)] = [0]
-    norm_pre: MethodAxes[norm_pre] = METHOD_DEFAULTS["norm_pre"]
-    generation: MethodAxes[generation] = METHOD_DEFAULTS["generation"]
-    k: MethodAxes[k] = METHOD_DEFAULTS["k"]
-    norm_post: MethodAxes[norm_post] = METHOD_DEFAULTS["norm_post"]
-    norm_inf: MethodAxes[norm_inf] = METHOD_DEFAULTS["norm_inf"]
-    aggregation: MethodAxes[aggregation] = METHOD_DEFAULTS["aggregation"]
-    m: MethodAxes[m] = METHOD_DEFAULTS["m"]
-    mnn_weights: MethodAxes[mnn_weights] = METHOD_DEFAULTS["mnn_weights"]
-    metric: MethodAxes[metric] = METHOD_DEFAULTS["metric"]
-    quantile_reference: MethodAxes[quantile_reference] = METHOD_DEFAULTS["quantile_reference"]
+    norm_pre: NormAxis = METHOD_DEFAULTS["norm_pre"]
+    generation: GenerationAxis = METHOD_DEFAULTS["generation"]
+    k: KAxis = METHOD_DEFAULTS["k"]
+    norm_post: NormAxis = METHOD_DEFAULTS["norm_post"]
+    norm_inf: NormAxis = METHOD_DEFAULTS["norm_inf"]
+    aggregation: AggregationAxis = METHOD_DEFAULTS["aggregation"]
+    m: MAxis = METHOD_DEFAULTS["m"]
+    mnn_weights: WeightsAxis = METHOD_DEFAULTS["mnn_weights"]
+    metric: MetricAxis = METHOD_DEFAULTS["metric"]
+    quantile_reference: ReferenceAxis = METHOD_DEFAULTS["quantile_reference"]
     variants: list[VariantSpec] | None = None
     baselines: Annotated[Axis[str], _each(_word_in("baseline", BASELINES))] = []
     device: str = "cpu"

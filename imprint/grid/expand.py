@@ -73,7 +73,7 @@ def canonical_method(method: dict[str, Any], shots: int | str, dataset: DatasetS
     pool = dataset.support_per_class if shots == "all" else shots
     if GENERATORS.entry(method["generation"]).traits.get("ignores_k"):
         method.pop("k")
-    elif method["k"] > pool:
+    elif method["k"] != "auto" and method["k"] > pool:
         method["k"] = pool
     if method["aggregation"] != "mnn":
         method.pop("m")
@@ -115,8 +115,9 @@ def expand(config: GridConfig) -> Expansion:
         for name, raw, varying in methods:
             method = canonical_method(raw, shots, dataset)
             label = method_label(method) if name is None else name
-            if name is not None and varying:
-                label += " (" + ", ".join(f"{axis}={raw[axis]}" for axis in varying) + ")"
+            shown = [axis for axis in varying if axis in method]  # not the axes this cell's stages ignore
+            if name is not None and shown:
+                label += " (" + ", ".join(f"{axis}={raw[axis]}" for axis in shown) + ")"
             cell = Cell(encoder, dataset, task, shots, seed, label, method)
             if (cell.key, label) in seen:
                 expansion.dropped["duplicates (differing only in settings their stages ignore)"] += 1

@@ -31,24 +31,31 @@ def _family_label(row: pd.Series) -> str:
 
 def accuracy_vs_k(per_group: pd.DataFrame, path: Path) -> Path | None:
     """Mean accuracy against k, one line per variant family with >= 2 values of k, over the groups that
-    have the most values of k (k capped at few shots would otherwise mix different groups)."""
+    have the most values of k (k capped at few shots would otherwise mix different groups); k="auto"
+    is drawn as a dashed level over the same groups."""
     if "k" not in per_group:
         return None
     rows = per_group.dropna(subset=["k"]).copy()
     columns = [c for c in FAMILY if c in rows]
     rows[columns] = rows[columns].fillna("")
-    lines = {}
+    lines, levels = {}, {}
     for _, family in rows.groupby(columns, dropna=False):
         table = family.pivot_table(index=["encoder", "dataset", "task", "shots"], columns="k", values="accuracy")
         present = table.notna().sum(axis=1)
-        curve = table[present == present.max()].dropna(axis=1).mean()
-        if len(curve) >= 2:
-            lines[_family_label(family.iloc[0])] = curve
+        table = table[present == present.max()].dropna(axis=1)
+        auto = table.pop("auto") if "auto" in table else None
+        if table.shape[1] >= 2:
+            label = _family_label(family.iloc[0])
+            lines[label] = table.mean().rename(index=float).sort_index()
+            if auto is not None:
+                levels[label] = auto.mean()
     if not lines:
         return None
     figure, axes = plt.subplots(figsize=(6, 4))
     for label, curve in lines.items():
-        axes.plot(curve.index, 100 * curve.values, marker="o", label=label)
+        drawn = axes.plot(curve.index, 100 * curve.values, marker="o", label=label)[0]
+        if label in levels:
+            axes.axhline(100 * levels[label], ls="--", color=drawn.get_color(), label=f"{label}, k=auto")
     axes.set(xscale="log", xlabel="k (proxies per class)", ylabel="mean accuracy over groups (%)",
              title="Accuracy vs k")
     ks = sorted({k for curve in lines.values() for k in curve.index})

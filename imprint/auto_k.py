@@ -1,0 +1,69 @@
+"""``k="auto"``: proxies per class chosen from the support set itself, never from test data.
+
+Two steps. (1) How many proxies per support sample: the ratio is chosen by repeated 2-fold
+cross-validation on the support set over a ladder of k (each half imprints, the other half is scored,
+and back), then carried over to the full support set (a class with twice the samples gets twice the
+proxies).
+(2) Which classes get them: the budget is shared out in proportion to each class's spread relative to
+its nearest class, ``tr(Sigma_c) / min_c' ||mu_c - mu_c'||^2``, a per-class NC1: classes far from
+collapse get more proxies (the paper's finding), collapsed ones fewer, and the mean stays the same so
+no class's proxies crowd out the others'.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+LADDER = (1, 2, 3, 5, 10, 20, 50, 100)
+REPEATS = 2  # random half-splits averaged, to steady the choice
+
+
+def halves(codes: np.ndarray, seed: int) -> np.ndarray:
+    """A boolean mask putting a random half of every class in the first fold."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(codes))
+    order = order[np.argsort(codes[order], kind="stable")]
+    counts = np.bincount(codes)
+    rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    first = np.zeros(len(codes), dtype=bool)
+    first[order] = rank < np.repeat(counts // 2, counts)
+    return first
+
+
+def proxy_ratio(codes: np.ndarray, score: Callable[[int, np.ndarray, np.ndarray], float], seed: int = 0,
+                repeats: int = REPEATS) -> float:
+    """Proxies per support sample chosen by repeated 2-fold cross-validation over LADDER.
+
+    `score(k, train_mask, test_mask)` imprints with k on the train rows and returns accuracy on the
+    test rows. Of the k whose accuracy is within one standard error of the best, the largest is taken:
+    each fold has half the samples, so it under-rates proxies that the full support set will fill.
+    """
+    folds = [halves(codes, seed + r) for r in range(repeats)]
+    half = float(np.median(np.bincount(codes[folds[0]])))
+    ladder = [k for k in LADDER if k <= max(1.0, half)]
+    accuracy = np.array([np.mean([score(k, f, ~f) + score(k, ~f, f) for f in folds]) / 2 for k in ladder])
+    standard_error = np.sqrt(accuracy.max() * (1 - accuracy.max()) / (repeats * len(codes)))
+    chosen = max(k for k, a in zip(ladder, accuracy) if a >= accuracy.max() - standard_error)
+    return chosen / max(half, 1.0)
+
+
+def spread_ratios(X: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per class: mean squared distance to its mean over the squared distance to the nearest other mean."""
+    groups = torch.repeat_interleave(torch.arange(len(counts), device=X.device), counts.to(X.device))
+    X = X.double()
+    means = torch.zeros(len(counts), X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, groups, X)
+    means /= counts.to(X.device, X.dtype)[:, None]
+    within = torch.zeros(len(counts), dtype=X.dtype, device=X.device).index_add_(
+        0, groups, (X - means[groups]).square().sum(1)) / counts.to(X.device, X.dtype)
+    gaps = torch.cdist(means, means).square().fill_diagonal_(torch.inf).min(1).values
+    return (within / gaps.clamp_min(1e-12)).cpu()
+
+
+def per_class_k(X: torch.Tensor, counts: torch.Tensor, ratio: float) -> torch.Tensor:
+    """k_c = ratio x n_c x (spread_c / mean spread), at least 1 and at most n_c."""
+    spread = spread_ratios(X, counts) if len(counts) > 1 else torch.ones(len(counts), dtype=torch.float64)
+    weight = spread / spread.mean().clamp_min(1e-12)
+    k = torch.round(ratio * counts.cpu().double() * weight).long()
+    return torch.minimum(k.clamp_min(1), counts.cpu())

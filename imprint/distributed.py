@@ -1,0 +1,75 @@
+"""Embedding on a Ray cluster (Ray Data ``map_batches`` with encoder actors), into the same on-disk store.
+
+Workers decode and encode; the driver alone writes to the memory-mapped store, batch by batch, so an
+interrupted run resumes exactly like a local one. Without an address, Ray starts a local cluster of
+this one machine. Install with ``pip install "ray[data]"``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from imprint.store import EmbeddingStore
+
+
+class EncodeBatch:
+    """Ray Data actor: holds one encoder, turns a batch of image paths into embeddings."""
+
+    def __init__(self, encoder_id: str, device: str) -> None:
+        from imprint.encoders import create_encoder
+
+        self.encoder = create_encoder(encoder_id, device=device)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import torch
+
+        from imprint.data.folder import load_rgb
+
+        pixels, ok = [], np.zeros(len(batch["path"]), dtype=bool)
+        for i, path in enumerate(batch["path"]):
+            try:
+                pixels.append(self.encoder.transform(load_rgb(Path(path))))
+                ok[i] = True
+            except Exception:  # noqa: BLE001 - an unreadable image is reported by row, not fatal
+                continue
+        vectors = np.zeros((len(ok), self.encoder.embedding_dim), dtype=np.float32)
+        if pixels:
+            vectors[ok] = self.encoder.encode_batch(torch.stack(pixels))
+        return {"row": batch["row"], "ok": ok, "embedding": vectors}
+
+
+def embed_with_ray(encoder_id: str, store: EmbeddingStore, *, batch_size: int = 64, actors: int | None = None,
+                   address: str | None = None, device: str = "auto", progress: bool = True) -> int:
+    """Embed the store's pending rows with Ray Data; returns rows embedded now."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError('--engine ray needs Ray Data: pip install "ray[data]"') from None
+    pending = store.pending()
+    if not len(pending):
+        return 0
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        dataset = ray.data.from_items([{"row": int(r), "path": store.paths[r]} for r in pending])
+        encoded = dataset.map_batches(EncodeBatch, fn_constructor_kwargs={"encoder_id": encoder_id, "device": device},
+                                      batch_size=batch_size, batch_format="numpy",
+                                      concurrency=actors or max(1, gpus), num_gpus=1 if gpus else 0)
+        done = 0
+        with tqdm(total=len(pending), desc="embedding (ray)", unit="img", disable=not progress) as bar:
+            for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
+                rows, ok = batch["row"].astype(np.int64), batch["ok"].astype(bool)
+                if ok.any():
+                    store.write(rows[ok], batch["embedding"][ok])
+                if (~ok).any():
+                    store.mark_unreadable(rows[~ok])
+                done += int(ok.sum())
+                bar.update(len(rows))
+        return done
+    finally:
+        if started:
+            ray.shutdown()
