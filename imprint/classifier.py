@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -203,7 +203,10 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             proxy_groups = torch.repeat_interleave(torch.arange(len(proxy_counts), device=proxies.device),
                                                    proxy_counts.to(proxies.device))
             proxies = self.norm_post_.fit_transform(proxies, proxy_groups) if fit else self.norm_post_(proxies)
-        return proxies.float().cpu().numpy(), proxy_counts.cpu().numpy()
+        out = proxies.float().cpu().numpy()
+        if support.device.type == "cpu" and np.shares_memory(out, support.numpy()):
+            out = out.copy()  # e.g. 'all' on unit-norm input: the classifier must own its proxies
+        return out, proxy_counts.cpu().numpy()
 
     def _set_proxies(self, proxies: np.ndarray, counts: np.ndarray) -> None:
         self.proxies_ = np.ascontiguousarray(proxies, dtype=np.float32)
@@ -260,35 +263,46 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ prediction
     def decision_function(self, X: Any) -> np.ndarray:
         """Class scores, shape (n_samples, n_classes), computed in memory-bounded chunks of queries."""
+        X = self._checked_queries(X)
+        out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
+        for rows, scores in self._score_chunks(X):
+            out[rows] = scores.cpu().numpy()
+        return out
+
+    def _checked_queries(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         X = check_embeddings(X, n_features=self.n_features_in_)
         validate_data(self, X, reset=False, skip_check_array=True)
+        return X
+
+    def _score_chunks(self, X: np.ndarray) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Class scores of consecutive blocks of queries, each block's proxy scores within CHUNK_BYTES."""
         model = self.model_
         n_proxies = len(self.proxies_)
-        if self.aggregation == "mnn" and n_proxies >= FAISS_MIN_PROXIES:
-            return self._mnn_via_index(X, model)
-        rows = max(1, CHUNK_BYTES // (4 * n_proxies))
-        out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
+        via_index = self.aggregation == "mnn" and n_proxies >= FAISS_MIN_PROXIES
+        per_query = 4 * (len(self.classes_) if via_index else n_proxies)
+        rows = max(1, CHUNK_BYTES // per_query)
         with torch.inference_mode():
             for start in range(0, len(X), rows):
                 block = torch.from_numpy(X[start:start + rows]).to(self.device_)
-                out[start:start + rows] = model(block).cpu().numpy()
-        return out
+                scores = self._mnn_via_index(block, model) if via_index else model(block)
+                yield slice(start, start + len(block)), scores
 
-    def _mnn_via_index(self, X: np.ndarray, model: ImprintedModel) -> np.ndarray:
+    def _mnn_via_index(self, queries: torch.Tensor, model: ImprintedModel) -> torch.Tensor:
         """mnn through an exact FAISS index: only each query's m nearest proxies are ever held."""
-        with torch.inference_mode():
-            queries = model.norm_inf(torch.from_numpy(X).to(self.device_)).cpu().numpy()
-            top_scores, top_index = nearest_proxies(queries, self.proxies_, min(self.m, len(self.proxies_)),
-                                                    self.metric)
-            scores = model.aggregation.vote(torch.from_numpy(top_scores).to(self.device_),
-                                            torch.from_numpy(top_index).to(self.device_))
-        return scores.cpu().numpy()
+        queries = model.norm_inf(queries).cpu().numpy()
+        top_scores, top_index = nearest_proxies(queries, self.proxies_, min(self.m, len(self.proxies_)),
+                                                self.metric)
+        return model.aggregation.vote(torch.from_numpy(top_scores).to(self.device_),
+                                      torch.from_numpy(top_index).to(self.device_))
 
     def predict(self, X: Any) -> np.ndarray:
-        """The class with the highest score for each query."""
-        scores = self.decision_function(X)
-        return self.classes_[scores.argmax(axis=1)]
+        """The class with the highest score for each query; class scores are never all held at once."""
+        X = self._checked_queries(X)
+        best = np.empty(len(X), dtype=np.int64)
+        for rows, scores in self._score_chunks(X):
+            best[rows] = scores.argmax(dim=1).cpu().numpy()
+        return self.classes_[best]
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Softmax of the class scores divided by `temperature`."""

@@ -18,6 +18,7 @@ from torch import Tensor
 
 BUCKET_ELEMENTS = 1 << 25  # padded floats per bucket (128 MiB at float32)
 SEED_DIMS = 64  # width of the random projection used for seeding wide embeddings
+SHIFT_BLOCK = 256  # classes per block when measuring how far the centres moved
 
 
 @dataclass
@@ -118,7 +119,7 @@ def _lloyd_step(P: Tensor, P_sq: Tensor, mask: Tensor, centers: Tensor) -> tuple
     slot = torch.where(mask, assign + torch.arange(B, device=P.device)[:, None] * k, B * k)  # padding -> dummy
     sums = torch.zeros(B * k + 1, d, dtype=P.dtype, device=P.device).index_add_(0, slot.view(-1), P.view(-1, d))
     members = torch.bincount(slot.view(-1), minlength=B * k + 1)[:-1].view(B, k)
-    new = sums[:-1].view(B, k, d) / members.clamp_min(1)[:, :, None].to(P.dtype)
+    new = sums[:-1].view(B, k, d).div_(members.clamp_min(1)[:, :, None].to(P.dtype))  # in place: no extra copy
     return new, assign, dist, members == 0
 
 
@@ -144,9 +145,11 @@ def _kmeans_bucket(P: Tensor, mask: Tensor, k: int, gen: torch.Generator, max_it
         new, assign, dist, empty = _lloyd_step(wP, wP_sq, wmask, wcenters)
         if empty.any():
             _relocate_empty(new, empty, wP, torch.where(wmask, dist, -1.0))
-        shift = ((new - wcenters) ** 2).sum((1, 2))
+        shift = torch.cat([torch.sub(a, b).square_().sum((1, 2))  # by blocks of classes: small temporaries
+                           for a, b in zip(new.split(SHIFT_BLOCK), wcenters.split(SHIFT_BLOCK))])
         done = live & ((shift <= wtol) | (assign == previous).all(1))
-        wcenters = torch.where(live[:, None, None], new, wcenters)
+        new[~live] = wcenters[~live]  # finished classes keep their centres; no full-size temporary
+        wcenters = new
         previous = torch.where(live[:, None], assign, previous)
         live &= ~done
         remaining = int(live.sum())

@@ -43,7 +43,7 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
         )
     with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf, reported below
         out = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(out).all(axis=1)
+    finite = np.isfinite(out.sum(axis=1, dtype=np.float64))  # NaN/inf propagate; no N x d mask in memory
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise ValueError(

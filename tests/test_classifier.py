@@ -254,3 +254,29 @@ def test_to_torch_module_works_under_autograd(mixture):
     queries = torch.from_numpy(X[:3]).requires_grad_()
     module(queries).max(dim=1).values.sum().backward()
     assert queries.grad is not None and torch.isfinite(queries.grad).all()
+
+
+def test_the_classifier_owns_its_proxies_even_when_no_copy_was_needed():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 8)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)  # unit rows: l2 leaves them as they are
+    y = np.repeat([0, 1], 20)
+    clf = ImprintClassifier(generation="all", device="cpu").fit(X, y)
+    before = clf.proxies_.copy()
+    X[:] = 0.0
+    assert np.array_equal(clf.proxies_, before)
+
+
+def test_without_a_gpu_everything_falls_back_to_the_cpu(mixture, monkeypatch):
+    import faiss
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
+    X, y = mixture
+    for backend in ("batched", "faiss"):
+        clf = ImprintClassifier(k=5, kmeans_backend=backend).fit(X, y)
+        assert clf.device_.type in ("cpu", "mps") and clf.score(X, y) > 0.9
+    many = ImprintClassifier(generation="all", aggregation="mnn", m=3).fit(np.tile(X, (8, 1)), np.tile(y, 8))
+    assert len(many.proxies_) >= 4096  # exact FAISS search path on the CPU
+    assert many.score(X, y) > 0.9

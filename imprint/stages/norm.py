@@ -13,6 +13,7 @@ from imprint.registry import Registry
 from imprint.validation import check_choice
 
 NORMS: Registry[type[Norm]] = Registry("normalisation")
+UNIT_TOLERANCE = 1e-6  # rows this close to unit norm are left as they are by l2
 QUANTILE_REFERENCES = ("pooled", "sequential")
 
 
@@ -52,7 +53,10 @@ class L2Norm(Norm):
     """Scale each row to unit Euclidean norm (all-zero rows stay zero)."""
 
     def forward(self, X: Tensor) -> Tensor:
-        return X / torch.linalg.vector_norm(X, dim=1, keepdim=True).clamp_min(1e-12)  # faster than F.normalize
+        norms = torch.linalg.vector_norm(X, dim=1, keepdim=True)
+        if bool(((norms - 1).abs() <= UNIT_TOLERANCE).all()):  # already unit rows: no copy of a large set
+            return X
+        return X / norms.clamp_min(1e-12)  # faster than F.normalize
 
 
 def _quantile_grid(values: np.ndarray, d: int) -> np.ndarray:
