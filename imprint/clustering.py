@@ -123,22 +123,23 @@ def _lloyd_step(P: Tensor, P_sq: Tensor, mask: Tensor, centers: Tensor) -> tuple
     return new, assign, dist, members == 0
 
 
-def _kmeans_bucket(P: Tensor, mask: Tensor, k: int, gen: torch.Generator, max_iter: int,
-                   tol: float, with_inertia: bool) -> tuple[Tensor, Tensor | None]:
-    """Lloyd iterations for a padded bucket of classes; returns centres (B, k, d) and, if asked, inertia (B,).
+def _kmeans_bucket(P: Tensor, mask: Tensor, k: int, gen: torch.Generator, max_iter: int, tol: float,
+                   out: Tensor, rows: Tensor, with_inertia: bool) -> Tensor | None:
+    """Lloyd iterations for a padded bucket of classes, writing class b's centres to out[rows[b]];
+    returns the inertia per class (B,) if asked.
 
     A class stops when its assignments no longer change or its centres move less than scikit-learn's
-    tolerance (tol times the mean per-feature variance); finished classes leave the working set.
+    tolerance (tol times the mean per-feature variance); finished classes leave the working set, their
+    centres written straight into `out`, so only the working centres are held besides it.
     """
     B, n, d = P.shape
     P_sq = torch.linalg.vector_norm(P, dim=2).square_()
     sizes = mask.sum(1).to(P.dtype)
     mean = P.sum(1) / sizes[:, None]  # padding rows are zero
     tolerance = tol * ((P_sq.sum(1) / sizes - (mean * mean).sum(1)).clamp_min(0) / d)
-    centers = _seed(P, P_sq, mask, k, gen)
     # the working set: classes still iterating (plus converged ones, until half of the set has converged)
     work_ids, wP, wP_sq, wmask, wtol = torch.arange(B, device=P.device), P, P_sq, mask, tolerance
-    wcenters = centers
+    wcenters = _seed(P, P_sq, mask, k, gen)
     previous = torch.full((B, n), -1, dtype=torch.long, device=P.device)
     live = torch.ones(B, dtype=torch.bool, device=P.device)
     for _ in range(max_iter):
@@ -155,15 +156,16 @@ def _kmeans_bucket(P: Tensor, mask: Tensor, k: int, gen: torch.Generator, max_it
         remaining = int(live.sum())
         if remaining == 0:
             break
-        if remaining * 2 <= len(live):  # shrink: copy out the finished, keep iterating the rest
-            centers[work_ids] = wcenters
+        if remaining * 2 <= len(live):  # shrink: write out the finished, keep iterating the rest
+            out[rows[work_ids[~live]].reshape(-1)] = wcenters[~live].reshape(-1, d)
             work_ids, wP, wP_sq, wmask, wtol = (t[live] for t in (work_ids, wP, wP_sq, wmask, wtol))
             wcenters, previous, live = wcenters[live], previous[live], live[live]
-    centers[work_ids] = wcenters
+    out[rows[work_ids].reshape(-1)] = wcenters.reshape(-1, d)
     if not with_inertia:
-        return centers, None
+        return None
+    centers = out[rows]
     dist = _sq_dists(P, P_sq, centers, (centers * centers).sum(-1)).min(dim=2).values
-    return centers, (dist.double() * mask).sum(1)
+    return (dist.double() * mask).sum(1)
 
 
 def _relocate_empty(centers: Tensor, empty: Tensor, P: Tensor, dist: Tensor) -> None:
@@ -199,9 +201,8 @@ def batched_kmeans(X: Tensor, counts: Tensor, k: int | Tensor, seed: int = 0, ma
     for kv in np.unique(ks[sizes > ks]):
         for bucket in size_buckets(np.flatnonzero((sizes > ks) & (ks == kv)), sizes, X.shape[1]):
             P, mask = gather_padded(X, starts, counts, bucket)
-            centers, bucket_inertia = _kmeans_bucket(P, mask, int(kv), gen, max_iter, tol, with_inertia)
             rows = out_starts[torch.as_tensor(bucket)].to(X.device)[:, None] + torch.arange(int(kv), device=X.device)
-            out[rows.reshape(-1)] = centers.reshape(-1, X.shape[1])
+            bucket_inertia = _kmeans_bucket(P, mask, int(kv), gen, max_iter, tol, out, rows, with_inertia)
             if with_inertia:
                 inertia[torch.as_tensor(bucket)] = bucket_inertia.cpu()
     return Clusters(out, k_per_class, inertia if with_inertia else None)
