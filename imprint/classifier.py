@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
@@ -44,6 +45,14 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError):
         raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+
+
+def _tensor_view(X: np.ndarray) -> torch.Tensor:
+    """A tensor sharing X's memory. Read-only arrays (memory-mapped stores) are fine: imprinting only
+    reads its inputs, so torch's warning about non-writable arrays does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(X)
 
 
 class ImprintClassifier(ClassifierMixin, BaseEstimator):
@@ -184,7 +193,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
 
     def _sorted_support(self, X: np.ndarray, codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         if np.all(codes[:-1] <= codes[1:]):  # already grouped by class: no copy
-            return torch.from_numpy(X).to(self.device_), torch.from_numpy(codes.astype(np.int64)).to(self.device_)
+            return _tensor_view(X).to(self.device_), torch.from_numpy(codes.astype(np.int64)).to(self.device_)
         order = np.argsort(codes, kind="stable")
         support = torch.from_numpy(X[order]).to(self.device_)
         return support, torch.from_numpy(codes[order].astype(np.int64)).to(self.device_)
@@ -284,7 +293,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         rows = max(1, CHUNK_BYTES // per_query)
         with torch.inference_mode():
             for start in range(0, len(X), rows):
-                block = torch.from_numpy(X[start:start + rows]).to(self.device_)
+                block = _tensor_view(X[start:start + rows]).to(self.device_)
                 scores = self._mnn_via_index(block, model) if via_index else model(block)
                 yield slice(start, start + len(block)), scores
 

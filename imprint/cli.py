@@ -165,6 +165,9 @@ def _settings(args: argparse.Namespace) -> dict:
 def cmd_fit(args: argparse.Namespace) -> None:
     from imprint.data.folder import sample_shots, split_support_test
 
+    if (Path(args.folder) / "meta.json").is_file():
+        fit_from_store(args)
+        return
     data = scan(args.folder, min_classes=1 if args.zero_shot else 2)
     support = np.arange(len(data.paths))
     test = None
@@ -191,6 +194,39 @@ def cmd_fit(args: argparse.Namespace) -> None:
         report_accuracy(clf, Xq, data.class_labels[test][okq], "held-out")
     if args.test_dir:
         evaluate_folder(clf, args.test_dir, args, run)
+
+
+def fit_from_store(args: argparse.Namespace) -> None:
+    """Imprint from a memory-mapped store of 'imprint embed' (nothing re-encoded; the whole support set is
+    read in place unless a split or few-shot sample selects rows)."""
+    from imprint.data.folder import sample_shots, split_support_test
+    from imprint.store import EmbeddingStore
+
+    if args.zero_shot or args.test_dir:
+        raise CLIError("--zero-shot and --test-dir need the encoder and images: fit from the image folder instead")
+    from imprint.encoders.factory import ALIASES
+
+    store = EmbeddingStore.open(args.folder)
+    if args.encoder and ALIASES.get(args.encoder, args.encoder) != store.meta["encoder"]:
+        raise CLIError(f"{args.folder} holds embeddings of {store.meta['encoder']}, not {args.encoder}; "
+                       "drop --encoder or embed again with it")
+    X, names = store.labelled()
+    codes = np.unique(names, return_inverse=True)[1]
+    clf = ImprintClassifier(**_settings(args))
+    clf._check_settings()
+    support, test = np.arange(len(names)), None
+    if args.test_fraction:
+        support, test = split_support_test(codes, args.test_fraction, seed=args.seed)
+    if args.shots:
+        with warnings_as_messages():
+            support = support[sample_shots(codes[support], args.shots, args.seed, sorted(set(names)))]
+    every_row = len(support) == len(names)
+    clf.fit(X if every_row else X[support], names[support], encoder_id=store.meta["encoder"])
+    clf.save(args.output)
+    print(f"imprinted {len(clf.classes_)} classes from {len(support)} stored embeddings "
+          f"({len(clf.proxies_)} proxies, {store.meta['encoder']}) -> {args.output}")
+    if test is not None:
+        report_accuracy(clf, X[test], names[test], "held-out")
 
 
 def zero_shot_proxies(encoder, class_names: list[str], args: argparse.Namespace) -> dict:
@@ -426,7 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     stages = "\n\n".join(f"{title}:\n" + "\n".join("  " + line for line in registry.describe().splitlines())
                            for title, registry in (("generation", GENERATORS), ("normalisation", NORMS),
                                                    ("aggregation", AGGREGATIONS), ("metric", METRICS)))
-    p = sub.add_parser("fit", help="imprint a classifier from a folder of images", epilog=stages,
+    p = sub.add_parser("fit", help="imprint a classifier from a folder of images (or a store from 'imprint embed')",
+                       epilog=stages,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder")
     p.add_argument("-o", "--output", required=True, help="classifier file (.safetensors)")

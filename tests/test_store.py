@@ -125,3 +125,25 @@ def test_ray_data_in_local_mode_writes_the_same_store(small_folder: Path, tmp_pa
 def test_ray_engine_needs_a_store_folder(small_folder: Path, tmp_path: Path, capsys):
     assert main(["embed", str(small_folder), "-o", str(tmp_path / "x.npz"), "--engine", "ray"]) == 2
     assert "--engine ray writes a memory-mapped store" in capsys.readouterr().err
+
+
+def test_fit_from_a_store_equals_fit_from_the_folder(small_folder: Path, tmp_path: Path, capsys):
+    (small_folder / "bag" / "broken.png").unlink()  # same images on both sides, so the same split
+    store = tmp_path / "s"
+    assert main(["embed", str(small_folder), "-o", str(store), "--quiet", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    common = ["--test-fraction", "0.3", "--k", "3", "--quiet", "--device", "cpu"]
+    assert main(["fit", str(small_folder), "-o", str(tmp_path / "a.safetensors"), *common]) == 0
+    from_folder = capsys.readouterr().out
+    assert main(["fit", str(store), "-o", str(tmp_path / "b.safetensors"), "--encoder", "lite0", *common[:-3]]) == 0
+    from_store = capsys.readouterr().out
+    held_out = [line for line in from_folder.splitlines() if line.startswith("held-out")]
+    assert held_out and held_out == [line for line in from_store.splitlines() if line.startswith("held-out")]
+    from imprint import ImprintClassifier
+
+    a = ImprintClassifier.load(tmp_path / "a.safetensors")
+    b = ImprintClassifier.load(tmp_path / "b.safetensors")
+    np.testing.assert_allclose(a.proxies_, b.proxies_, atol=1e-5)
+    assert b.encoder_id_ == "timm:tf_efficientnet_lite0"
+    assert main(["fit", str(store), "-o", str(tmp_path / "c.safetensors"), "--encoder", "lite1"]) == 2
+    assert "holds embeddings of timm:tf_efficientnet_lite0, not lite1" in capsys.readouterr().err
