@@ -6,6 +6,7 @@ this one machine. Install with ``pip install "ray[data]"``.
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -52,13 +53,19 @@ def embed_with_ray(encoder_id: str, store: EmbeddingStore, *, batch_size: int = 
         return 0
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+    if not progress:  # Ray Data's own progress bars and execution log
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     try:
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), int(resources.get("CPU", 1))
+        actors = actors or max(1, gpus)
+        # a CPU actor gets its share of the cores, so torch in it runs that many threads (Ray sets them)
+        placement = {"num_gpus": 1} if gpus else {"num_cpus": max(1, cpus // actors)}
         dataset = ray.data.from_items([{"row": int(r), "path": store.paths[r]} for r in pending])
         encoded = dataset.map_batches(EncodeBatch, fn_constructor_kwargs={"encoder_id": encoder_id, "device": device},
-                                      batch_size=batch_size, batch_format="numpy",
-                                      concurrency=actors or max(1, gpus), num_gpus=1 if gpus else 0)
+                                      batch_size=batch_size, batch_format="numpy", concurrency=actors, **placement)
         done = 0
         with tqdm(total=len(pending), desc="embedding (ray)", unit="img", disable=not progress) as bar:
             for batch in encoded.iter_batches(batch_size=None, batch_format="numpy"):
