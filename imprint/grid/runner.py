@@ -113,10 +113,11 @@ def run_grid(config: GridConfig, out: str | Path, *, workers: int | None = None,
     workers = min(workers or default_workers(), max(1, len(todo)))
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
     submitted: list[Future] = []
+    encoders: dict[str, Any] = {}
     try:
         for data_file, group in _by_data(out, todo):
             if not data_file.is_file():
-                _prepare(group[0], data_file, config, cache, log)
+                _prepare(group[0], data_file, config, cache, encoders, log)
             for cell in group:
                 if pool is None:
                     future: Future = Future()
@@ -146,18 +147,17 @@ def _by_data(out: Path, cells: list[Cell]) -> list[tuple[Path, list[Cell]]]:
     return list(groups.items())
 
 
-_encoders: dict[str, Any] = {}
-
-
 def _prepare(cell: Cell, data_file: Path, config: GridConfig, cache: EmbeddingCache | None,
-             log: Callable[[str], None]) -> None:
+             encoders: dict[str, Any], log: Callable[[str], None]) -> None:
+    """Embed the cell's dataset (through the cache) and save it for the workers; `encoders` keeps the
+    current encoder loaded between datasets."""
     from imprint.encoders import create_encoder
 
-    if cell.encoder not in _encoders:
-        _encoders.clear()  # one encoder in memory at a time
-        _encoders[cell.encoder] = create_encoder(cell.encoder, device=config.device)
+    if cell.encoder not in encoders:
+        encoders.clear()  # one encoder in memory at a time
+        encoders[cell.encoder] = create_encoder(cell.encoder, device=config.device)
     log(f"embedding {cell.dataset.label} with {cell.encoder}")
-    data = embed_dataset(_encoders[cell.encoder], cell.dataset, cache)
+    data = embed_dataset(encoders[cell.encoder], cell.dataset, cache)
     for task in config.task_splits:  # a task naming a missing class fails here, before its cells run
         resolve_task(task, data.class_names, cell.dataset.label)
     data.save(data_file)
