@@ -25,10 +25,12 @@ def environment() -> str:
     import os
 
     wait = os.environ.get("OMP_WAIT_POLICY", "unset")
+    gpu_build = hasattr(faiss, "StandardGpuResources")
+    faiss_build = f"GPU build, {faiss.get_num_gpus()} GPUs" if gpu_build else "CPU build"
     return (f"- CPU: {cpu}, {mp.cpu_count()} cores; GPU: {gpu}; OMP_WAIT_POLICY={wait}\n"
             f"- python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), faiss {faiss.__version__} "
-            f"({'GPU build, ' + str(faiss.get_num_gpus()) + ' GPUs' if hasattr(faiss, 'StandardGpuResources') else 'CPU build'})")
+            f"({faiss_build})")
 
 
 def timed(fn: Callable[[], object], repeat: int = 1) -> tuple[float, object]:

@@ -196,7 +196,8 @@ def batched_kmeans(X: Tensor, counts: Tensor, k: int | Tensor, seed: int = 0, ma
     inertia = torch.zeros(len(counts), dtype=torch.float64)
     sizes, ks = counts.cpu().numpy(), k_per_class.cpu().numpy()
     small = (counts <= k_per_class).to(X.device)  # these classes keep every sample, in order
-    out[torch.repeat_interleave(small, k_per_class.to(X.device))] = X[torch.repeat_interleave(small, counts.to(X.device))]
+    kept = X[torch.repeat_interleave(small, counts.to(X.device))]
+    out[torch.repeat_interleave(small, k_per_class.to(X.device))] = kept
     gen = torch.Generator(device=X.device if X.device.type == "cuda" else "cpu").manual_seed(seed)
     for kv in np.unique(ks[sizes > ks]):
         for bucket in size_buckets(np.flatnonzero((sizes > ks) & (ks == kv)), sizes, X.shape[1]):

@@ -62,7 +62,8 @@ def default_workers(device: torch.device | None = None) -> int:
 
 
 def iter_embedded(encoder: Encoder, paths: Sequence[Path], *, batch_size: int = 64, workers: int | None = None,
-                  progress: bool = True, desc: str = "embedding") -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                  progress: bool = True,
+                  desc: str = "embedding") -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per batch: (positions in `paths` that decoded, their embeddings, positions that did not)."""
     workers = default_workers(encoder.device) if workers is None else workers
     loader = DataLoader(_ImageFiles(paths, encoder.transform), batch_size=batch_size, num_workers=workers,

