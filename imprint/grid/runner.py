@@ -156,7 +156,7 @@ def _prepare(cell: Cell, data_file: Path, config: GridConfig, cache: EmbeddingCa
     if cell.encoder not in encoders:
         encoders.clear()  # one encoder in memory at a time
         encoders[cell.encoder] = create_encoder(cell.encoder, device=config.device)
-    log(f"embedding {cell.dataset.label} with {cell.encoder}")
+    log(f"embeddings of {cell.dataset.label} with {cell.encoder} (from the cache where there)")
     data = embed_dataset(encoders[cell.encoder], cell.dataset, cache)
     for task in config.task_splits:  # a task naming a missing class fails here, before its cells run
         resolve_task(task, data.class_names, cell.dataset.label)
