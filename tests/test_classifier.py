@@ -280,3 +280,15 @@ def test_without_a_gpu_everything_falls_back_to_the_cpu(mixture, monkeypatch):
     many = ImprintClassifier(generation="all", aggregation="mnn", m=3).fit(np.tile(X, (8, 1)), np.tile(y, 8))
     assert len(many.proxies_) >= 4096  # exact FAISS search path on the CPU
     assert many.score(X, y) > 0.9
+
+
+@pytest.mark.parametrize("metric", ["dot", "euclidean"])
+def test_predict_by_nearest_proxy_search_agrees_with_the_class_scores(metric):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(6000, 16)).astype(np.float32)
+    y = rng.integers(0, 40, size=6000)
+    clf = ImprintClassifier(generation="all", metric=metric, device="cpu").fit(X, y)
+    assert len(clf.proxies_) >= 4096  # the FAISS top-1 path
+    queries = rng.normal(size=(500, 16)).astype(np.float32)
+    expected = clf.classes_[clf.decision_function(queries).argmax(axis=1)]
+    np.testing.assert_array_equal(clf.predict(queries), expected)
