@@ -1,9 +1,12 @@
 """Atomic file writes: a reader sees the old file or the complete new one, never a partial one."""
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -23,3 +26,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
+    """Write `array` as a .npy file (no pickle), atomically."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return atomic_write_bytes(path, buffer.getvalue())

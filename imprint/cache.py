@@ -7,7 +7,6 @@ several processes can share one cache.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import shutil
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import platformdirs
 
-from imprint.atomic import atomic_write_bytes
+from imprint.atomic import atomic_save_npy
 from imprint.encoders.base import Encoder
 
 
@@ -66,9 +65,7 @@ class EmbeddingCache:
     def put_many(self, namespace: str, paths: Sequence[Path], embeddings: np.ndarray) -> None:
         """Store one embedding per path."""
         for path, vector in zip(paths, embeddings):
-            buffer = io.BytesIO()
-            np.save(buffer, np.asarray(vector, dtype=np.float32), allow_pickle=False)
-            atomic_write_bytes(self._entry(namespace, path), buffer.getvalue())
+            atomic_save_npy(self._entry(namespace, path), np.asarray(vector, dtype=np.float32))
 
     def _array_entry(self, namespace: str, content_key: str) -> Path:
         return self.root / namespace / "arrays" / f"{content_key}.npy"
@@ -82,9 +79,7 @@ class EmbeddingCache:
 
     def put_array(self, namespace: str, content_key: str, embeddings: np.ndarray) -> None:
         """Store the embeddings of an in-memory image array."""
-        buffer = io.BytesIO()
-        np.save(buffer, np.asarray(embeddings, dtype=np.float32), allow_pickle=False)
-        atomic_write_bytes(self._array_entry(namespace, content_key), buffer.getvalue())
+        atomic_save_npy(self._array_entry(namespace, content_key), np.asarray(embeddings, dtype=np.float32))
 
     def info(self) -> dict[str, object]:
         """Location, number of entries, size on disk and encoder namespaces."""

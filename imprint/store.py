@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imprint.atomic import atomic_write_bytes
+from imprint.atomic import atomic_save_npy, atomic_write_bytes
 
 FORMAT = "imprint-embeddings"
 FORMAT_VERSION = 1
@@ -67,7 +67,7 @@ class EmbeddingStore:
             raise StoreError(f"{root} exists and is not an embeddings store; choose a new or empty folder")
         root.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(root / "paths.txt", "".join(p + "\n" for p in paths).encode())
-        atomic_write_bytes(root / "labels.npy", _npy_bytes(labels))
+        atomic_save_npy(root / "labels.npy", labels)
         for name, dtype, shape in (("embeddings", np.float32, (len(paths), dim)), ("state", np.int8, (len(paths),))):
             np.lib.format.open_memmap(root / f"{name}.npy", mode="w+", dtype=dtype, shape=shape).flush()
         atomic_write_bytes(root / "meta.json", json.dumps(meta, indent=1).encode())  # last: marks it complete
@@ -136,10 +136,3 @@ class EmbeddingStore:
         rows = self.embeddings if len(ok) == len(self.state) else self.embeddings[ok]
         return rows, np.asarray(self.class_names, dtype=object)[self.labels[ok]]
 
-
-def _npy_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    np.save(buffer, array, allow_pickle=False)
-    return buffer.getvalue()
