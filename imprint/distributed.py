@@ -24,20 +24,15 @@ class EncodeBatch:
         self.encoder = create_encoder(encoder_id, device=device)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import torch
+        from imprint.embed import ImageFiles, collate_decoded
 
-        from imprint.data.folder import load_rgb
-
-        pixels, ok = [], np.zeros(len(batch["path"]), dtype=bool)
-        for i, path in enumerate(batch["path"]):
-            try:
-                pixels.append(self.encoder.transform(load_rgb(Path(path))))
-                ok[i] = True
-            except Exception:  # noqa: BLE001 - an unreadable image is reported by row, not fatal
-                continue
-        vectors = np.zeros((len(ok), self.encoder.embedding_dim), dtype=np.float32)
-        if pixels:
-            vectors[ok] = self.encoder.encode_batch(torch.stack(pixels))
+        files = ImageFiles([Path(path) for path in batch["path"]], self.encoder.transform)
+        pixels, good, _ = collate_decoded([files[i] for i in range(len(files))])
+        ok = np.zeros(len(files), dtype=bool)
+        ok[good] = True
+        vectors = np.zeros((len(files), self.encoder.embedding_dim), dtype=np.float32)
+        if pixels is not None:
+            vectors[ok] = self.encoder.encode_batch(pixels)
         return {"row": batch["row"], "ok": ok, "embedding": vectors}
 
 

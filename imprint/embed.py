@@ -31,7 +31,9 @@ class Embedded:
     encoded: int  # images run through the encoder (not served from the cache)
 
 
-class _ImageFiles(Dataset):
+class ImageFiles(Dataset):
+    """Decoded, preprocessed image files; an unreadable file gives a placeholder flagged as failed."""
+
     def __init__(self, paths: Sequence[Path], transform) -> None:
         self.paths, self.transform = list(paths), transform
 
@@ -45,7 +47,8 @@ class _ImageFiles(Dataset):
             return torch.zeros(3, 1, 1), index, False
 
 
-def _collate(items):
+def collate_decoded(items):
+    """(pixels of the decoded images or None, their positions, positions that failed)."""
     good = [item for item in items if item[2]]
     pixels = torch.stack([item[0] for item in good]) if good else None
     return pixels, [item[1] for item in good], [item[1] for item in items if not item[2]]
@@ -66,8 +69,8 @@ def iter_embedded(encoder: Encoder, paths: Sequence[Path], *, batch_size: int = 
                   desc: str = "embedding") -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per batch: (positions in `paths` that decoded, their embeddings, positions that did not)."""
     workers = default_workers(encoder.device) if workers is None else workers
-    loader = DataLoader(_ImageFiles(paths, encoder.transform), batch_size=batch_size, num_workers=workers,
-                        collate_fn=_collate, pin_memory=encoder.device.type == "cuda", persistent_workers=False)
+    loader = DataLoader(ImageFiles(paths, encoder.transform), batch_size=batch_size, num_workers=workers,
+                        collate_fn=collate_decoded, pin_memory=encoder.device.type == "cuda", persistent_workers=False)
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
         for pixels, good, bad in loader:
             vectors = encoder.encode_batch(pixels) if pixels is not None else \
