@@ -16,6 +16,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from imprint.stages.generation import class_means
+from imprint.stages.metric import squared_norms
+
 LADDER = (1, 2, 3, 5, 10, 20, 50, 100)
 REPEATS = 2  # random half-splits averaged, to steady the choice
 
@@ -52,11 +55,10 @@ def proxy_ratio(codes: np.ndarray, score: Callable[[int, np.ndarray, np.ndarray]
 def spread_ratios(X: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Per class: mean squared distance to its mean over the squared distance to the nearest other mean."""
     groups = torch.repeat_interleave(torch.arange(len(counts), device=X.device), counts.to(X.device))
-    X = X.double()
-    means = torch.zeros(len(counts), X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, groups, X)
-    means /= counts.to(X.device, X.dtype)[:, None]
-    within = torch.zeros(len(counts), dtype=X.dtype, device=X.device).index_add_(
-        0, groups, (X - means[groups]).square().sum(1)) / counts.to(X.device, X.dtype)
+    means = class_means(X, counts)  # float64, streamed: no float64 copy of the support set
+    sizes = counts.to(X.device, torch.float64)
+    within = torch.zeros(len(counts), dtype=torch.float64, device=X.device).index_add_(
+        0, groups, squared_norms(X)) / sizes - means.square().sum(1)  # E||x||^2 - ||mu||^2
     gaps = torch.cdist(means, means).square().fill_diagonal_(torch.inf).min(1).values
     return (within / gaps.clamp_min(1e-12)).cpu()
 

@@ -176,7 +176,7 @@ def _relocate_empty(centers: Tensor, empty: Tensor, P: Tensor, dist: Tensor) -> 
         centers[b, slots] = P[b, far]
 
 
-def per_class_k(counts: Tensor, k: int | Tensor) -> Tensor:
+def capped_k(counts: Tensor, k: int | Tensor) -> Tensor:
     """Centroids per class: k (one number, or one per class) capped at the class size."""
     return torch.minimum(counts, torch.as_tensor(k, dtype=counts.dtype, device=counts.device).expand_as(counts))
 
@@ -190,7 +190,7 @@ def batched_kmeans(X: Tensor, counts: Tensor, k: int | Tensor, seed: int = 0, ma
     within-cluster sums of squares.
     """
     starts = class_starts(counts)
-    k_per_class = per_class_k(counts, torch.as_tensor(k).to(counts.device))
+    k_per_class = capped_k(counts, torch.as_tensor(k).to(counts.device))
     out = torch.empty(int(k_per_class.sum()), X.shape[1], dtype=X.dtype, device=X.device)
     out_starts = class_starts(k_per_class)
     inertia = torch.zeros(len(counts), dtype=torch.float64)
@@ -216,7 +216,7 @@ def faiss_kmeans(X: Tensor, counts: Tensor, k: int | Tensor, seed: int = 0, max_
     data = X.detach().cpu().numpy()
     starts = class_starts(counts).tolist()
     use_gpu = faiss.get_num_gpus() > 0
-    k_per_class = per_class_k(counts, torch.as_tensor(k).to(counts.device))
+    k_per_class = capped_k(counts, torch.as_tensor(k).to(counts.device))
     pieces, inertia = [], []
     for start, n, kc in zip(starts, counts.tolist(), k_per_class.tolist()):
         points = data[start:start + n]

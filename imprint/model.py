@@ -1,14 +1,11 @@
 """The inference half of an imprinted classifier as a plain ``nn.Module`` (what ``to_torch`` returns)."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from imprint.stages.aggregation import Aggregation
-from imprint.stages.metric import METRICS
+from imprint.stages.metric import METRICS, squared_norms
 from imprint.stages.norm import Norm
-
-NORM_BLOCK = 8192  # proxies per block when computing their squared norms (32 MiB of float64 at d=512)
 
 
 class ImprintedModel(nn.Module):
@@ -25,9 +22,7 @@ class ImprintedModel(nn.Module):
         self.metric = metric
         self._score = METRICS.get(metric)
         self.register_buffer("proxies", proxies)
-        # accumulated in float64, block by block: never a float64 copy of all proxies
-        sq_norms = torch.cat([block.double().square_().sum(1) for block in proxies.split(NORM_BLOCK)])
-        self.register_buffer("proxy_sq_norms", sq_norms.to(proxies.dtype))
+        self.register_buffer("proxy_sq_norms", squared_norms(proxies).to(proxies.dtype))
 
     def proxy_scores(self, embeddings: Tensor) -> Tensor:
         """(n, n_proxies) scores of normalised queries against every proxy."""
