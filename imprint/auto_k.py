@@ -16,6 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from imprint.data.folder import ranked_by_class
 from imprint.stages.generation import class_means
 from imprint.stages.metric import squared_norms
 
@@ -25,13 +26,9 @@ REPEATS = 2  # random half-splits averaged, to steady the choice
 
 def halves(codes: np.ndarray, seed: int) -> np.ndarray:
     """A boolean mask putting a random half of every class in the first fold."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(codes))
-    order = order[np.argsort(codes[order], kind="stable")]
-    counts = np.bincount(codes)
-    rank = np.arange(len(order)) - np.repeat(np.cumsum(counts) - counts, counts)
+    order, rank = ranked_by_class(codes, np.random.default_rng(seed))
     first = np.zeros(len(codes), dtype=bool)
-    first[order] = rank < np.repeat(counts // 2, counts)
+    first[order] = rank < (np.bincount(codes) // 2)[codes[order]]
     return first
 
 

@@ -90,6 +90,14 @@ def _shuffled_by_class(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.nd
     return order, rank, counts
 
 
+def ranked_by_class(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of `labels` in a random order (one permutation from `rng`) grouped by class, and each
+    one's rank within its class: taking rank < n keeps n random rows of every class."""
+    order = rng.permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]
+    return order, np.arange(len(order)) - np.searchsorted(labels[order], labels[order], side="left")
+
+
 def split_support_test(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded split into support and test indices (every class keeps a support image)."""
     if not 0 < test_fraction < 1:

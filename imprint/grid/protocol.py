@@ -15,6 +15,7 @@ import numpy as np
 from imprint.atomic import atomic_write_bytes
 from imprint.cache import EmbeddingCache, array_key, encoder_namespace
 from imprint.data.builtin import DATASETS, load_dataset
+from imprint.data.folder import ranked_by_class
 from imprint.data.tasks import resolve_task
 from imprint.encoders.base import Encoder
 from imprint.grid.config import DatasetSpec
@@ -48,10 +49,8 @@ class EmbeddedDataset:
 
 def _draw(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
     """Up to per_class random rows of every class, in a seeded order."""
-    order = rng.permutation(len(labels))
-    ranked = order[np.argsort(labels[order], kind="stable")]
-    starts = np.searchsorted(labels[ranked], labels[ranked], side="left")
-    return np.sort(ranked[np.arange(len(ranked)) - starts < per_class])
+    order, rank = ranked_by_class(labels, rng)
+    return np.sort(order[rank < per_class])
 
 
 def _check_counts(labels: np.ndarray, needed: int, class_names: list[str], spec: DatasetSpec, what: str) -> None:
@@ -133,10 +132,8 @@ def split(data: EmbeddedDataset, spec: DatasetSpec, task, shots: int | str, seed
     remap[classes] = np.arange(len(classes))
     labels = remap[data.y]
     pool = np.flatnonzero((labels >= 0) & ~data.is_test)
-    rng = np.random.default_rng(seed)
-    order = pool[rng.permutation(len(pool))]
-    order = order[np.argsort(labels[order], kind="stable")]
-    rank = np.arange(len(order)) - np.searchsorted(labels[order], labels[order], side="left")
+    order, rank = ranked_by_class(labels[pool], np.random.default_rng(seed))
+    order = pool[order]
     val = order[rank < spec.val_per_class]
     limit = np.inf if shots == "all" else spec.val_per_class + shots
     support = order[(rank >= spec.val_per_class) & (rank < limit)]
