@@ -43,6 +43,11 @@ class Cell:
         return self.encoder, self.dataset
 
     @property
+    def support_key(self) -> tuple:
+        """What determines the support set: the data, the task, the shots and the seed."""
+        return (*self.data_key, self.task, self.shots, self.seed)
+
+    @property
     def group(self) -> tuple[str, str, str, str]:
         """The (encoder, dataset, task, shots) group that variants are ranked within."""
         return self.encoder, self.dataset.label, task_name(self.task), str(self.shots)
