@@ -164,8 +164,9 @@ def _settings(args: argparse.Namespace) -> dict:
 
 def cmd_fit(args: argparse.Namespace) -> None:
     from imprint.data.folder import sample_shots, split_support_test
+    from imprint.store import is_store
 
-    if (Path(args.folder) / "meta.json").is_file():
+    if is_store(args.folder):
         fit_from_store(args)
         return
     data = scan(args.folder, min_classes=1 if args.zero_shot else 2)
@@ -362,11 +363,11 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def labelled_embeddings(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    """Embeddings and labels from an image folder (embedded now) or an 'imprint embed' file."""
-    source = Path(args.source)
-    if (source / "meta.json").is_file():
-        from imprint.store import EmbeddingStore
+    """Embeddings and labels from an image folder (embedded now), a store or an 'imprint embed' file."""
+    from imprint.store import EmbeddingStore, is_store
 
+    source = Path(args.source)
+    if is_store(source):
         return EmbeddingStore.open(source).labelled()
     if source.is_dir():
         data = scan(args.source)

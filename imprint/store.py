@@ -35,6 +35,11 @@ def _digest(paths: Sequence[str], labels: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def is_store(path: str | Path) -> bool:
+    """Whether `path` is a store folder (it holds meta.json), as opposed to an image folder."""
+    return (Path(path) / "meta.json").is_file()
+
+
 @dataclass
 class EmbeddingStore:
     """An opened store: memory-mapped embeddings and row states, with labels, paths and classes."""
@@ -56,7 +61,7 @@ class EmbeddingStore:
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "encoder": encoder_id,
                 "encoder_key": encoder_key, "dim": int(dim), "count": len(paths),
                 "class_names": list(class_names), "digest": _digest(paths, labels)}
-        if (root / "meta.json").is_file():
+        if is_store(root):
             existing = cls.open(root, writable=True)
             for key, what in (("encoder_key", "encoder"), ("digest", "list of images"), ("dim", "width")):
                 if existing.meta.get(key) != meta[key]:
