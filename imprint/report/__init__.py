@@ -17,9 +17,9 @@ def write_report(out: str | Path) -> list[Path]:
     if results.empty:
         raise ReportError(f"no finished cells in {out} yet; run or resume: imprint grid CONFIG --out {out}")
     written = [atomic_write_bytes(out / "results.csv", results.to_csv(index=False).encode())]
-    text, figures = summarize(results, len(manifest["cells"]), manifest["name"])
-    written.append(atomic_write_bytes(out / "summary.md", text.encode()))
     groups = per_group(results)
+    text, figures = summarize(results, groups, len(manifest["cells"]), manifest["name"])
+    written.append(atomic_write_bytes(out / "summary.md", text.encode()))
     for figure in (accuracy_vs_k(groups, out / "accuracy_vs_k.png"),
                    accuracy_vs_shots(groups, out / "accuracy_vs_shots.png")):
         if figure is not None:

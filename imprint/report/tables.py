@@ -10,6 +10,7 @@ import pandas as pd
 from imprint.report.stats import MIN_GROUPS, Comparison, average_ranks, compare
 
 GROUP = ["encoder", "dataset", "task", "shots"]
+MEASURED = ["accuracy", "macro_f1", "val_accuracy", "fit_time_s", "predict_time_s", "nc1", "cdnv", "shots_per_class"]
 
 
 class ReportError(ValueError):
@@ -40,15 +41,11 @@ def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
 
 def per_group(results: pd.DataFrame) -> pd.DataFrame:
     """Median over seeds of every (group, variant): the paper's per-group figure."""
-    settings = [c for c in results.columns if c not in GROUP + ["variant", "key", "seed", "accuracy", "macro_f1",
-                                                                "val_accuracy", "fit_time_s", "predict_time_s",
-                                                                "n_support", "n_test", "nc1", "cdnv",
-                                                                "shots_per_class"]]
-    numeric = ["accuracy", "macro_f1", "val_accuracy", "fit_time_s", "predict_time_s", "nc1", "cdnv",
-               "shots_per_class"]
+    settings = [c for c in results.columns if c not in GROUP + ["variant", "key", "seed", "n_support", "n_test"]
+                + MEASURED]
     frame = results.copy()
     frame[settings] = frame[settings].astype(object).where(frame[settings].notna(), None)
-    medians = frame.groupby(GROUP + ["variant"], sort=False, dropna=False)[numeric].median().reset_index()
+    medians = frame.groupby(GROUP + ["variant"], sort=False, dropna=False)[MEASURED].median().reset_index()
     first = frame.groupby(GROUP + ["variant"], sort=False, dropna=False)[settings].first().reset_index()
     return medians.merge(first, on=GROUP + ["variant"])
 
@@ -63,9 +60,9 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def summarize(results: pd.DataFrame, planned: int, name: str) -> tuple[str, dict]:
-    """summary.md text, and what the figures need (variant names, ranks, cliques)."""
-    groups = per_group(results)
+def summarize(results: pd.DataFrame, groups: pd.DataFrame, planned: int, name: str) -> tuple[str, dict]:
+    """summary.md text from the results and their `per_group` medians, and what the figures need
+    (variant names, ranks, cliques)."""
     variants = list(dict.fromkeys(groups["variant"]))
     table = groups.pivot_table(index=GROUP, columns="variant", values="accuracy", sort=False)[variants]
     complete = table.dropna()
