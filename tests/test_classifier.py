@@ -1,4 +1,4 @@
-"""ImprintClassifier: API, bad input, incremental classes, exact chunked/FAISS prediction, persistence."""
+"""ImprintClassifier: API, bad input, incremental classes, exact batch-invariant prediction, persistence."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import imprint.classifier as classifier_module
+import imprint.blocks as blocks
 from imprint import ClassifierFileError, ImprintClassifier
 
 
@@ -140,21 +140,33 @@ def test_chunked_prediction_equals_the_matrix_product(mixture, monkeypatch):
         rows = np.concatenate([np.flatnonzero(y == c)[: 30 + 10 * c] for c in range(6)])
         clf = ImprintClassifier(generation=generation, k=8).fit(X[rows], y[rows])
         whole = clf.decision_function(X)
-        monkeypatch.setattr(classifier_module, "CHUNK_BYTES", 4 * len(clf.proxies_) * 7)  # 7 queries a chunk
+        monkeypatch.setattr(blocks, "CHUNK_BYTES", 4 * len(clf.proxies_) * 7)  # blocks of 4 queries
         np.testing.assert_allclose(clf.decision_function(X), whole, rtol=0, atol=1e-6)
         monkeypatch.undo()
         np.testing.assert_allclose(whole, reference_scores(clf, X), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("metric, weights", [("dot", "uniform"), ("euclidean", "distance")])
-def test_faiss_mnn_path_equals_the_torch_path(mixture, monkeypatch, metric, weights):
+@pytest.mark.parametrize("settings", [
+    dict(generation="kmeans", k=3),
+    dict(generation="mean"),
+    dict(generation="all", aggregation="mnn", m=7, mnn_weights="distance", metric="euclidean",
+         norm_pre="none", norm_post="none", norm_inf="none"),
+    dict(generation="kmeans", k=4, aggregation="mean", norm_post="quantile", norm_inf="quantile"),
+])
+def test_scores_of_a_query_do_not_depend_on_the_batch_it_comes_in(mixture, settings):
     X, y = mixture
-    clf = ImprintClassifier(generation="all", aggregation="mnn", m=7, mnn_weights=weights, metric=metric,
-                            norm_pre="none", norm_post="none", norm_inf="none").fit(X[::2], y[::2])
-    torch_scores = clf.decision_function(X[1::2])
-    monkeypatch.setattr(classifier_module, "FAISS_MIN_PROXIES", 1)
-    faiss_scores = clf.decision_function(X[1::2])
-    np.testing.assert_allclose(faiss_scores, torch_scores, rtol=1e-4, atol=1e-5)
+    rows = np.concatenate([np.flatnonzero(y == c)[: 20 + 7 * c] for c in range(6)])  # unequal classes
+    clf = ImprintClassifier(**settings).fit(X[rows], y[rows])
+    queries = X[1::3]
+    whole = clf.decision_function(queries)
+    alone = np.concatenate([clf.decision_function(queries[i:i + 1]) for i in range(0, len(queries), 17)])
+    np.testing.assert_array_equal(alone, whole[::17])  # bit for bit, not merely close
+    np.testing.assert_array_equal(clf.decision_function(queries[5:40]), whole[5:40])
+    np.testing.assert_array_equal(np.concatenate([clf.predict(queries[i:i + 1]) for i in range(len(queries))]),
+                                  clf.predict(queries))
+    unit = queries / np.linalg.norm(queries, axis=1, keepdims=True)  # a unit row among raw rows
+    mixed = np.concatenate([unit[:1], queries[1:9]])
+    np.testing.assert_array_equal(clf.decision_function(mixed)[:1], clf.decision_function(unit[:1]))
 
 
 def test_to_torch_gives_the_same_scores(fitted):
@@ -278,17 +290,17 @@ def test_without_a_gpu_everything_falls_back_to_the_cpu(mixture, monkeypatch):
         clf = ImprintClassifier(k=5, kmeans_backend=backend).fit(X, y)
         assert clf.device_.type in ("cpu", "mps") and clf.score(X, y) > 0.9
     many = ImprintClassifier(generation="all", aggregation="mnn", m=3).fit(np.tile(X, (8, 1)), np.tile(y, 8))
-    assert len(many.proxies_) >= 4096  # exact FAISS search path on the CPU
+    assert len(many.proxies_) >= 4096  # many proxies: mnn's top-m over blocks of proxy scores
     assert many.score(X, y) > 0.9
 
 
 @pytest.mark.parametrize("metric", ["dot", "euclidean"])
-def test_predict_by_nearest_proxy_search_agrees_with_the_class_scores(metric):
+def test_predict_by_the_best_proxy_agrees_with_the_class_scores(metric):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(6000, 16)).astype(np.float32)
     y = rng.integers(0, 40, size=6000)
     clf = ImprintClassifier(generation="all", metric=metric, device="cpu").fit(X, y)
-    assert len(clf.proxies_) >= 4096  # the FAISS top-1 path
+    assert len(clf.proxies_) >= 4096  # blocks of fewer than 1024 queries
     queries = rng.normal(size=(500, 16)).astype(np.float32)
     expected = clf.classes_[clf.decision_function(queries).argmax(axis=1)]
     np.testing.assert_array_equal(clf.predict(queries), expected)

@@ -54,9 +54,11 @@ class L2Norm(Norm):
 
     def forward(self, X: Tensor) -> Tensor:
         norms = torch.linalg.vector_norm(X, dim=1, keepdim=True)
-        if bool(((norms - 1).abs() <= UNIT_TOLERANCE).all()):  # already unit rows: no copy of a large set
+        unit = (norms - 1).abs() <= UNIT_TOLERANCE
+        if bool(unit.all()):  # already unit rows: no copy of a large set
             return X
-        return X / norms.clamp_min(1e-12)  # faster than F.normalize
+        # row by row, so a row's result never depends on the other rows of its batch
+        return torch.where(unit, X, X / norms.clamp_min(1e-12))  # faster than F.normalize
 
 
 def _quantile_grid(values: np.ndarray, d: int) -> np.ndarray:
