@@ -163,7 +163,9 @@ def test_failed_cells_are_kept_apart_reported_and_retried(tiny_config: Path, cac
 
 def test_reduced_paper_table1_on_real_data(cache_dir: Path, tmp_path: Path):
     """configs/paper_table1.yaml on Lite0 with fewer images: the paper's five rows and the linear probe
-    over its 8 tasks, every cell finished and reported; k-means k=20 beats Qi et al.'s mean imprinting."""
+    over its 8 tasks, every cell finished and reported; the least-squares oracle beats Qi et al.'s mean imprinting.
+    (k-means k=20 beats Qi et al. with 200 support images per class, but at 40 its lead is within the spread of
+    the k-means solutions: 0.9, -0.1 and 0.5 points for seeds 0, 1 and 2, so it is not asserted here.)"""
     config = yaml.safe_load((ROOT / "configs" / "paper_table1.yaml").read_text())
     config.update(encoders=["lite0"], seeds=[0])
     for dataset in config["datasets"]:
@@ -178,5 +180,5 @@ def test_reduced_paper_table1_on_real_data(cache_dir: Path, tmp_path: Path):
     assert set(mean.index) == {"Qi et al.", "Hosoda et al.", "Janson et al.", "IMPRINT k-means k=20",
                                "Oracle (ls)", "linear probe"}
     assert (mean > 0.6).all(), mean
-    assert mean["IMPRINT k-means k=20"] > mean["Qi et al."], mean
+    assert mean["Oracle (ls)"] > mean["Qi et al."] + 0.01, mean  # measured: 2.7 to 3.0 points for seeds 0-2
     assert "Friedman test over 8 groups and 6 variants" in (tmp_path / "summary.md").read_text()
