@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from imprint.data.folder import ranked_by_class
+from imprint.sampling import ranked_by_class
 from imprint.stages.generation import class_means
 from imprint.stages.metric import squared_norms
 

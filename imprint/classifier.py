@@ -1,8 +1,14 @@
-"""``ImprintClassifier``: a training-free classifier imprinted from support embeddings (scikit-learn API)."""
+"""``ImprintClassifier``: a training-free classifier imprinted from support embeddings (scikit-learn API).
+
+Its parameters are the settings declared by the pipeline (below) and by every registered stage (see
+``imprint.settings``): adding a stage, or importing a plug-in that registers one, adds its settings here.
+"""
 from __future__ import annotations
 
 import copy
+import inspect
 import os
+import warnings
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
 
@@ -13,163 +19,329 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from imprint.auto_k import per_class_k, proxy_ratio
 from imprint.blocks import block_rows, query_blocks, tensor_view
+from imprint.devices import resolve_device
 from imprint.model import ImprintedModel
+from imprint.openset import REJECTORS, make_rejector, minimum_samples, prediction_sets, threshold
+from imprint.openset.conformal import margins as true_margins
+from imprint.persistence import ClassifierFileError, read_classifier, write_classifier
+from imprint.sampling import stratified_folds
+from imprint.settings import AUTO, SETTINGS, Setting
 from imprint.stages import (
     AGGREGATIONS,
     GENERATORS,
-    KMEANS_BACKENDS,
     METRICS,
     NORMS,
-    GenerationOptions,
     generate,
+    generation_options,
     make_aggregation,
+    make_metric,
     make_norm,
+    norm_states,
+    restore_metric,
+    restore_norm,
 )
-from imprint.stages.aggregation import MNN_WEIGHTINGS
-from imprint.stages.norm import QUANTILE_REFERENCES, Norm
-from imprint.validation import check_choice, check_embeddings, check_labels, check_positive_int
+from imprint.tuning import auto_settings, tune
+from imprint.validation import check_embeddings, check_labels
+
+# The pipeline's own settings: the stage chosen at each point, then what applies whatever the stages.
+SLOTS = (
+    Setting("generation", str, "kmeans", "GEN: how each class's support embeddings become proxies",
+            stages=GENERATORS),
+    Setting("norm_pre", str, "l2", "NORM on support embeddings before generation", stages=NORMS, chain=True),
+    Setting("norm_post", str, "l2", "NORM on the generated proxies", stages=NORMS, chain=True),
+    Setting("norm_inf", str, "l2", "NORM on queries (fitted on the support set)", stages=NORMS, chain=True),
+    Setting("metric", str, "dot", "how a query is scored against each proxy (the head)", stages=METRICS),
+    Setting("aggregation", str, "max", "AGG: from proxy scores to one score per class", stages=AGGREGATIONS),
+    Setting("reject", str, None, "open set: the score that says a query is of none of the classes (predicted "
+            "as unknown_label at reject_rate); none: every query gets a class", optional=True, stages=REJECTORS),
+)
+GENERAL = (
+    Setting("temperature", float, 0.01, "softmax temperature of predict_proba (0.01 matches CLIP's logit scale)",
+            low=0.0, open_low=True),
+    Setting("seed", int, 0, "random seed of every random choice (k-means seeding, projections, folds)", low=0),
+    Setting("device", str, "auto", "auto (cuda, then mps, then cpu) or a torch device string"),
+)
+for _setting in (*SLOTS, *GENERAL):
+    SETTINGS.declare(_setting)
+SLOT_NAMES = tuple(s.name for s in SLOTS)
+NORM_POINTS = ("norm_pre", "norm_post", "norm_inf")
+CALIBRATION_FOLDS = 5  # cross-fitted calibration: every support sample scored by a model that did not see it
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; anything else is passed to torch."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+def parameter_names() -> list[str]:
+    """Every setting of the classifier: stage choices, stage settings in declaration order, then general ones."""
+    general = [s.name for s in GENERAL]
+    stage_settings = SETTINGS.in_pipeline_order(n for n in SETTINGS.names() if n not in SLOT_NAMES + tuple(general))
+    return [*SLOT_NAMES, *stage_settings, *general]
 
 
 class ImprintClassifier(ClassifierMixin, BaseEstimator):
     """Imprint proxies for each class from support embeddings; classify queries by their proxy scores.
 
     The pipeline (IMPRINT, Westerhoff et al. 2025): ``norm_pre`` on support embeddings -> ``generation``
-    of ``k`` proxies per class -> ``norm_post`` on the proxies; queries get ``norm_inf``, are scored
-    against every proxy with ``metric`` and the scores are reduced per class by ``aggregation``.
-    A class with fewer than k samples uses all of them. Stage names: see ``imprint.stages``.
-
-    Parameters
-    ----------
-    generation, k : GEN stage and proxies per class (``mean`` and ``all`` ignore k). ``k="auto"`` (k-means)
-        chooses proxies per class from the support set: a proxies-per-sample ratio by 2-fold
-        cross-validation, shared out by each class's spread (see ``imprint.auto_k``); the chosen counts
-        are in ``proxy_counts_`` and the ratio in ``proxy_ratio_``.
-    norm_pre, norm_post, norm_inf : NORM stages: ``none``, ``l2`` or ``quantile``.
-    aggregation, m, mnn_weights : AGG stage; ``m`` nearest proxies and their weighting for ``mnn``.
-    metric : ``dot`` (inner product) or ``euclidean`` (negative squared distance).
-    temperature : softmax temperature of ``predict_proba`` (0.01 matches CLIP's logit scale of 100).
-    quantile_reference : ``pooled`` (order-independent) or ``sequential`` (the paper's) for quantile NORM.
-    kmeans_backend : ``batched`` (all classes at once, torch) or ``faiss`` (per-class FAISS k-means).
-    kmeans_max_iter, ls_lambda, seed : k-means iterations, ridge term of the ``ls``/``kls`` oracles, random seed.
-    device : ``auto`` (cuda, then mps, then cpu) or a torch device string.
+    of proxies per class -> ``norm_post`` on the proxies; queries get ``norm_inf``, are scored against every
+    proxy by the ``metric`` (the head: inner product, Euclidean, GDA's shared Mahalanobis, FeCAM, ridge,
+    Tip-Adapter's kernel) and the scores are reduced per class by ``aggregation``. Every setting is keyword
+    only; ``ImprintClassifier.settings_help()`` lists them with their defaults and allowed values, and
+    ``ImprintClassifier.from_preset(name)`` builds a published method by name. Settings at ``"auto"`` are
+    chosen on the support set by cross-validation (``imprint.tuning``); the chosen values are in ``tuned_``.
     """
 
-    def __init__(self, generation: str = "kmeans", k: int | str = 20, norm_pre: str = "l2", norm_post: str = "l2",
-                 norm_inf: str = "l2", aggregation: str = "max", m: int = 1, mnn_weights: str = "uniform",
-                 metric: str = "dot", temperature: float = 0.01, quantile_reference: str = "pooled",
-                 kmeans_backend: str = "batched", kmeans_max_iter: int = 100, ls_lambda: float = 1e-4,
-                 seed: int = 0, device: str = "auto") -> None:
-        self.generation = generation
-        self.k = k
-        self.norm_pre = norm_pre
-        self.norm_post = norm_post
-        self.norm_inf = norm_inf
-        self.aggregation = aggregation
-        self.m = m
-        self.mnn_weights = mnn_weights
-        self.metric = metric
-        self.temperature = temperature
-        self.quantile_reference = quantile_reference
-        self.kmeans_backend = kmeans_backend
-        self.kmeans_max_iter = kmeans_max_iter
-        self.ls_lambda = ls_lambda
-        self.seed = seed
-        self.device = device
+    def __init__(self, **settings: Any) -> None:
+        names = parameter_names()
+        unknown = [name for name in settings if name not in names]
+        if unknown:
+            raise TypeError(f"ImprintClassifier has no setting {unknown[0]!r}; valid: {', '.join(names)} (a plug-in "
+                            "stage's settings exist once its module is imported)")
+        defaults = SETTINGS.defaults()
+        for name in names:
+            setattr(self, name, settings.get(name, defaults[name]))
+
+    def __getattr__(self, name: str) -> Any:
+        """A setting declared after this object was made (a plug-in imported later) has its default."""
+        if name in SETTINGS:
+            return SETTINGS[name].default
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        return sorted(parameter_names())
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ImprintClassifier:
+        """A classifier configured as the published method `name` (see ``imprint.presets``), with any
+        settings overridden, e.g. ``from_preset("gda", seed=1)``."""
+        from imprint.presets import preset_settings
+
+        return cls(**{**preset_settings(name), **overrides})
+
+    @staticmethod
+    def settings_help() -> str:
+        """Every setting, its default, what it accepts and which stages use it."""
+        lines = []
+        for name in parameter_names():
+            setting, users = SETTINGS[name], SETTINGS.users(name)
+            used = f" [{', '.join(f'{k} {s}' for k, s in users)}]" if users else ""
+            lines.append(f"{name} = {setting.default!r}: {setting.help}; {setting.allowed()}{used}")
+        return "\n".join(lines)
 
     # ------------------------------------------------------------------ settings
-    def _check_settings(self) -> None:
-        for stage in (self.norm_pre, self.norm_post, self.norm_inf):
-            NORMS.entry(stage)
-        GENERATORS.entry(self.generation)
-        AGGREGATIONS.entry(self.aggregation)
-        METRICS.entry(self.metric)
-        if self.k == "auto":
-            if self.generation != "kmeans":
-                raise ValueError(f"k='auto' chooses k-means proxies per class; use generation='kmeans' "
-                                 f"(got {self.generation!r}) or an integer k")
-        else:
-            check_positive_int(self.k, "k")
-        check_positive_int(self.m, "m")
-        check_positive_int(self.kmeans_max_iter, "kmeans_max_iter")
-        if self.m != 1 and self.aggregation != "mnn":
-            raise ValueError(f"m={self.m} is only used by aggregation='mnn'; got aggregation={self.aggregation!r}")
-        check_choice(self.mnn_weights, "mnn_weights", MNN_WEIGHTINGS)
-        check_choice(self.quantile_reference, "quantile_reference", QUANTILE_REFERENCES)
-        check_choice(self.kmeans_backend, "kmeans_backend", KMEANS_BACKENDS)
-        if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-            raise ValueError(f"temperature must be a number > 0; got {self.temperature!r}")
-        if not (isinstance(self.ls_lambda, (int, float)) and self.ls_lambda >= 0):
-            raise ValueError(f"ls_lambda must be a number >= 0; got {self.ls_lambda!r}")
-        if not isinstance(self.seed, (int, np.integer)) or isinstance(self.seed, bool):
-            raise ValueError(f"seed must be an integer; got {self.seed!r}")
-        resolve_device(self.device)
+    def _params(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in parameter_names()}
 
-    def _generation_options(self) -> GenerationOptions:
-        return GenerationOptions(seed=int(self.seed), max_iter=self.kmeans_max_iter,
-                                 kmeans_backend=self.kmeans_backend, ls_lambda=float(self.ls_lambda))
+    def _check_settings(self) -> None:
+        """Every value valid, none set for a stage that is not chosen, and the combinations that cannot work."""
+        if self.k == AUTO and self.generation in GENERATORS and \
+                not GENERATORS.entry(self.generation).traits.get("auto_k"):
+            raise ValueError(f"k='auto' chooses k-means proxies per class; use generation='kmeans' "
+                             f"(got {self.generation!r}) or an integer k")
+        SETTINGS.check(self._params())
+        if self.aggregation == "mnn" and self.mnn_weights == "distance" and \
+                not METRICS.get(self.metric).has_distance:
+            raise ValueError(f"mnn_weights='distance' needs a metric with distances; metric={self.metric!r} has none: "
+                             "use mnn_weights='uniform'")
+        if self.reject is not None and self.is_oracle:
+            raise ValueError(f"reject needs an imprinted classifier; generation={self.generation!r} is an oracle "
+                             "baseline (it uses statistics of all classes at once), not meant for deployment")
+        resolve_device(self.device)
 
     @property
     def is_oracle(self) -> bool:
         """True for generators that use cross-class statistics (upper-bound baselines, not imprinting)."""
         return GENERATORS.entry(self.generation).oracle
 
+    def _resolved(self) -> dict[str, Any]:
+        """The settings with every "auto" replaced by the value chosen at fit time."""
+        return {**self._params(), **getattr(self, "tuned_", {})}
+
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any, *, encoder_id: str | None = None, text_embeddings: Any = None,
             text_labels: Any = None) -> ImprintClassifier:
         """Imprint proxies for every class in y from the embeddings X; returns self.
 
-        `encoder_id` records which encoder produced X, so a saved classifier is used with the same one.
-        `text_embeddings` with `text_labels` (zero-shot prompts from a CLIP text tower) join the support
-        set as extra samples of their classes: a class can be imprinted from text alone (X may then
+        `encoder_id` records which encoder produced X (arrays from ``imprint``'s own embedding functions carry
+        it already), so a saved classifier is used with the same one and queries from another encoder are
+        refused. `text_embeddings` with `text_labels` (zero-shot prompts from a CLIP text tower) join the
+        support set as extra samples of their classes: a class can be imprinted from text alone (X may then
         have no rows for it, or no rows at all) and improves with every image added.
         """
         self._check_settings()
+        encoder_id = encoder_id or getattr(X, "encoder_id", None)
         if text_embeddings is None:
             X_checked = check_embeddings(X)
             y = check_labels(y, len(X_checked))
             validate_data(self, X, reset=True, skip_check_array=True)
         else:
             X_checked, y = self._join_text(X, y, text_embeddings, text_labels)
-            self.n_features_in_ = X_checked.shape[1]
         classes, codes = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"needs at least 2 classes to imprint a classifier; got 1 class ({classes[0]!r})")
-        self.device_ = resolve_device(self.device)
         self.n_features_in_ = X_checked.shape[1]
-        self.norm_pre_ = make_norm(self.norm_pre, reference=self.quantile_reference)
-        self.norm_post_ = make_norm(self.norm_post, reference=self.quantile_reference)
-        self.norm_inf_ = make_norm(self.norm_inf, reference=self.quantile_reference)
-        if self.k == "auto":
+        self.device_ = resolve_device(self.device)
+        self.tuned_ = self._tune(X_checked, codes)
+        if self.k == AUTO and "k" in SETTINGS.active(self._params()):
             self.proxy_ratio_ = self._cross_validated_ratio(X_checked, codes)
+        settings = self._resolved()
+        self.norm_pre_, self.norm_post_, self.norm_inf_ = (make_norm(settings[p], settings) for p in NORM_POINTS)
         support, groups = self._sorted_support(X_checked, codes)
         self.norm_inf_.fit(support)  # queries live where the support embeddings live
-        proxies, counts = self._imprint(support, groups, fit=True)
+        with torch.no_grad():  # not inference_mode: fitted state must stay usable in autograd code
+            normed = self.norm_pre_.fit_transform(support, groups)
+            del support
+            counts = torch.bincount(groups, minlength=len(classes))
+            proxies, proxy_counts = self._generate(normed, counts, fit=True)
+            metric = make_metric(self.metric, settings).fit(normed, counts.to(normed.device), proxies,
+                                                            proxy_counts.to(proxies.device))
         self.classes_ = classes
-        self._set_proxies(proxies, counts)
+        self._install(metric)
         self.encoder_id_ = encoder_id
+        if self.reject is not None:
+            self._fit_rejection(np.array(X_checked, dtype=np.float32), codes.astype(np.int64))
         return self
+
+    # ------------------------------------------------------------------ open set
+    def _unknown_label(self) -> Any:
+        """The label of rejected queries: the setting, or 'unknown' / -1 to match the classes' type."""
+        if self.unknown_label != AUTO:
+            return self.unknown_label
+        return -1 if self.classes_.dtype.kind in "iuf" else "unknown"
+
+    def _fit_rejection(self, X: np.ndarray, codes: np.ndarray) -> None:
+        """Fit the rejection score on the support set and calibrate its threshold (and the conformal sets) on
+        scores of support samples from models that did not see them."""
+        label = self._unknown_label()
+        if label in set(self.classes_.tolist()):
+            raise ValueError(f"unknown_label {label!r} is also a class; set unknown_label to a value no class has")
+        settings = self._resolved()
+        self.support_, self.support_codes_ = X, codes  # kept: recalibration when classes are added or removed
+        X_t, codes_t = torch.from_numpy(X).to(self.device_), torch.from_numpy(codes).to(self.device_)
+        self.rejector_ = make_rejector(self.reject, settings).fit(X_t, codes_t, self.model_)
+        fold_scores, self.calibration_margins_ = self._cross_fitted(X, codes)
+        scores = self.rejector_.leave_one_out_scores(X_t, codes_t, self.model_) if self.rejector_.leave_one_out \
+            else fold_scores
+        self.calibration_scores_ = np.asarray(scores.cpu().numpy() if hasattr(scores, "cpu") else scores,
+                                              dtype=np.float64)
+        self.threshold_ = threshold(self.calibration_scores_[np.isfinite(self.calibration_scores_)],
+                                    float(self.reject_rate))
+        if not np.isfinite(self.threshold_):
+            warnings.warn(f"{len(codes)} support samples are too few to reject at most {self.reject_rate} of known "
+                          f"images (it needs at least {minimum_samples(float(self.reject_rate))}); nothing will be "
+                          "rejected", stacklevel=3)
+
+    def _cross_fitted(self, X: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rejection scores and true-class margins of every support sample from fold models fitted without it."""
+        counts = np.bincount(codes)
+        n_folds = int(min(CALIBRATION_FOLDS, max(2, counts.max())))
+        folds = stratified_folds(codes, n_folds, int(self.seed))
+        scores, margins = np.full(len(codes), np.inf), np.full(len(codes), np.inf)
+        fixed = dict(self.tuned_)
+        if self.k == AUTO and "k" in SETTINGS.active(self._params()):
+            fixed["k"] = max(1, int(round(self.proxy_ratio_ * np.median(counts) * (n_folds - 1) / n_folds)))
+        for f in range(n_folds):
+            train, test = folds != f, folds == f
+            present = np.unique(codes[train])
+            if len(present) < 2 or not test.any():
+                continue
+            fold = clone(self).set_params(reject=None, **fixed).fit(X[train], codes[train])
+            class_scores = fold.decision_function(X[test])
+            column = np.searchsorted(present, codes[test])
+            column = np.where(np.isin(codes[test], present), column, -1)
+            margins[test] = true_margins(class_scores, column)
+            if not self.rejector_.leave_one_out:
+                fold_codes = np.searchsorted(present, codes[train])
+                rejector = make_rejector(self.reject, self._resolved()).fit(
+                    torch.from_numpy(X[train]).to(self.device_), torch.from_numpy(fold_codes).to(self.device_),
+                    fold.model_)
+                with torch.inference_mode():
+                    scores[test] = rejector.score(torch.from_numpy(X[test]).to(self.device_),
+                                                  torch.from_numpy(class_scores).to(self.device_),
+                                                  fold.model_).double().cpu().numpy()
+        return scores, margins
+
+    def score_unknown(self, X: Any) -> np.ndarray:
+        """One score per query, higher meaning more likely of none of the classes (needs ``reject``)."""
+        self._need_rejection("score_unknown")
+        X = self._checked_queries(X)
+        out = np.empty(len(X), dtype=np.float64)
+        for positions, block in self._blocks(X):
+            class_scores = self.model_(block) if self.rejector_.uses_class_scores else None
+            out[positions] = self.rejector_.score(block, class_scores, self.model_)[
+                :positions.stop - positions.start].double().cpu().numpy()
+        return out
+
+    def predict_set(self, X: Any, alpha: float = 0.1) -> np.ndarray:
+        """Conformal label sets: a boolean (n_queries, n_classes) array, columns in ``classes_`` order, whose
+        sets hold the true class of a known-class query with probability at least 1 - alpha (calibrated on the
+        support set: fit with ``reject``, or call ``calibrate`` with held-out labelled embeddings)."""
+        check_is_fitted(self)
+        if getattr(self, "calibration_margins_", None) is None:
+            raise ValueError("predict_set needs conformal calibration: fit with reject=... (e.g. 'max_score') or "
+                             "call calibrate(X, y) with held-out labelled embeddings first")
+        if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
+            raise ValueError(f"alpha must be a number between 0 and 1 (exclusive); got {alpha!r}")
+        return prediction_sets(self.decision_function(X), self.calibration_margins_, float(alpha))
+
+    def calibrate(self, X: Any, y: Any) -> ImprintClassifier:
+        """Split-conformal calibration on held-out labelled embeddings of the known classes (not used for
+        fitting): the rejection threshold (with ``reject``) and the prediction sets then come from them."""
+        check_is_fitted(self)
+        X = self._checked_queries(X)
+        y = check_labels(y, len(X))
+        unknown = sorted(set(np.asarray(y).tolist()) - set(self.classes_.tolist()))
+        if unknown:
+            raise ValueError(f"calibration labels must be known classes; {unknown[0]!r} is not one")
+        columns = np.searchsorted(self.classes_, y)
+        from imprint.openset.conformal import margins as true_margins
+
+        self.calibration_margins_ = true_margins(self.decision_function(X), columns)
+        if self.reject is not None:
+            self.calibration_scores_ = self.score_unknown(X)
+            self.threshold_ = threshold(self.calibration_scores_, float(self.reject_rate))
+        return self
+
+    def _need_rejection(self, what: str) -> None:
+        check_is_fitted(self)
+        if self.reject is None:
+            raise ValueError(f"{what} needs a rejection score: set reject= one of {', '.join(REJECTORS.names())}")
+
+    def _tune(self, X: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
+        """Values for the settings left at "auto", chosen by cross-validation on the support set."""
+        names = auto_settings(self._params(), SETTINGS.active(self._params()))
+        if not names:
+            return {}
+        fixed_k = {"k": 20} if self.k == AUTO else {}  # folds do not search k again
+
+        def score(values: dict[str, Any], train: np.ndarray, test: np.ndarray) -> float:
+            fold = clone(self).set_params(**values, **fixed_k).fit(X[train], codes[train])
+            return float((fold.predict(X[test]) == codes[test]).mean())
+
+        chosen, self.tuning_scores_ = tune(names, codes, X.shape[1], score, seed=int(self.seed))
+        return chosen
 
     def _cross_validated_ratio(self, X: np.ndarray, codes: np.ndarray) -> float:
         """Proxies per support sample for k='auto', by 2-fold cross-validation of this very pipeline."""
+        tuned = getattr(self, "tuned_", {})
+
         def score(k: int, train: np.ndarray, test: np.ndarray) -> float:
-            fold = clone(self).set_params(k=k).fit(X[train], codes[train])
+            fold = clone(self).set_params(k=k, **tuned).fit(X[train], codes[train])
             return float((fold.predict(X[test]) == codes[test]).mean())
 
         return proxy_ratio(codes, score, seed=int(self.seed))
+
+    def _generate(self, normed: torch.Tensor, counts: torch.Tensor, fit: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """GEN then norm_post on class-sorted, normalised support rows (`counts` rows per class)."""
+        settings = self._resolved()
+        if settings.get("k") == AUTO:  # new classes added later get the ratio without the spread weighting
+            settings["k"] = per_class_k(normed, counts, self.proxy_ratio_) if fit else \
+                torch.round(self.proxy_ratio_ * counts.double()).long().clamp_min(1)
+        proxies, proxy_counts = generate(self.generation, normed, counts.to(normed.device),
+                                         generation_options(self.generation, settings))
+        proxy_groups = torch.repeat_interleave(torch.arange(len(proxy_counts), device=proxies.device),
+                                               proxy_counts.to(proxies.device))
+        proxies = self.norm_post_.fit_transform(proxies, proxy_groups) if fit else self.norm_post_(proxies)
+        if proxies.data_ptr() == normed.data_ptr() or not proxies.is_contiguous():
+            proxies = proxies.clone()  # e.g. 'all' on unit-norm input: the classifier must own its proxies
+        return proxies.float(), proxy_counts.cpu().long()
 
     @staticmethod
     def _join_text(X: Any, y: Any, text_embeddings: Any, text_labels: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -187,37 +359,21 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         support = torch.from_numpy(X[order]).to(self.device_)
         return support, torch.from_numpy(codes[order].astype(np.int64)).to(self.device_)
 
-    def _imprint(self, support: torch.Tensor, groups: torch.Tensor, fit: bool) -> tuple[np.ndarray, np.ndarray]:
-        """norm_pre -> generation -> norm_post on class-sorted support rows with class codes `groups`."""
-        counts = torch.bincount(groups)
-        with torch.no_grad():  # not inference_mode: fitted norm state must stay usable in autograd code
-            normed = self.norm_pre_.fit_transform(support, groups) if fit else self.norm_pre_(support)
-            k = self.k
-            if k == "auto":  # new classes added later get the ratio without the spread weighting
-                k = per_class_k(normed, counts, self.proxy_ratio_) if fit else \
-                    torch.round(self.proxy_ratio_ * counts.double()).long().clamp_min(1)
-            proxies, proxy_counts = generate(self.generation, normed, counts.to(normed.device), k,
-                                             self._generation_options())
-            proxy_groups = torch.repeat_interleave(torch.arange(len(proxy_counts), device=proxies.device),
-                                                   proxy_counts.to(proxies.device))
-            proxies = self.norm_post_.fit_transform(proxies, proxy_groups) if fit else self.norm_post_(proxies)
-        out = proxies.float().cpu().numpy()
-        if support.device.type == "cpu" and np.shares_memory(out, support.numpy()):
-            out = out.copy()  # e.g. 'all' on unit-norm input: the classifier must own its proxies
-        return out, proxy_counts.cpu().numpy()
-
-    def _set_proxies(self, proxies: np.ndarray, counts: np.ndarray) -> None:
-        self.proxies_ = np.ascontiguousarray(proxies, dtype=np.float32)
-        self.proxy_counts_ = np.asarray(counts, dtype=np.int64)
+    def _install(self, metric: Any) -> None:
+        """Make the fitted metric (holding the proxies) the classifier's, with its aggregation and model."""
+        self.metric_ = metric
+        self.proxies_ = metric.proxies.detach().cpu().numpy()
+        self.proxy_counts_ = metric.proxy_counts.cpu().numpy().astype(np.int64)
         self.proxy_labels_ = np.repeat(self.classes_, self.proxy_counts_)
-        aggregation = make_aggregation(self.aggregation, torch.from_numpy(self.proxy_counts_), m=self.m,
-                                       weighting=self.mnn_weights, metric=self.metric)
-        self.model_ = ImprintedModel(torch.from_numpy(self.proxies_), self.norm_inf_, self.metric,
-                                     aggregation).to(self.device_).eval()
+        aggregation = make_aggregation(self.aggregation, torch.from_numpy(self.proxy_counts_), self._resolved(),
+                                       to_distance=metric.to_distance)
+        self.model_ = ImprintedModel(self.norm_inf_, metric, aggregation, self.classes_.tolist()).to(
+            self.device_).eval()
 
     # ------------------------------------------------------------------ incremental
     def add_classes(self, X: Any, y: Any) -> ImprintClassifier:
-        """Imprint new classes with the fitted normalisations, leaving existing classes' proxies untouched."""
+        """Imprint new classes with the fitted normalisations and settings. Existing classes keep their proxies;
+        a metric with shared statistics (mahalanobis, ridge) updates them exactly, as a refit on the union would."""
         check_is_fitted(self)
         if self.is_oracle:
             raise ValueError(f"add_classes is not available for oracle generation {self.generation!r}: "
@@ -229,13 +385,30 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         if clash:
             raise ValueError(f"class {clash[0]!r} is already imprinted; remove_classes([{clash[0]!r}]) first")
         support, groups = self._sorted_support(X, codes)
-        proxies, counts = self._imprint(support, groups, fit=False)
-        self._merge(np.concatenate([self.classes_, new_classes]),
-                    np.concatenate([self.proxies_, proxies]), np.concatenate([self.proxy_counts_, counts]))
+        with torch.no_grad():
+            normed = self.norm_pre_(support)
+            counts = torch.bincount(groups, minlength=len(new_classes))
+            proxies, proxy_counts = self._generate(normed, counts, fit=False)
+        classes = np.concatenate([self.classes_, new_classes])
+        order = np.argsort(classes, kind="stable")
+        all_proxies = torch.cat([self.metric_.proxies, proxies.to(self.metric_.proxies.device)])
+        all_counts = torch.cat([self.metric_.proxy_counts.cpu(), proxy_counts])
+        rows = self._class_rows(all_counts, order)
+        new = torch.from_numpy(order >= len(self.classes_))
+        with torch.no_grad():
+            metric = self.metric_.extend(normed, counts.to(normed.device), all_proxies[rows.to(all_proxies.device)],
+                                         all_counts[torch.from_numpy(order)], new)
+        self.classes_ = classes[order]
+        self._install(metric)
+        if self.reject is not None:
+            old_labels = classes[:len(order) - len(new_classes)][self.support_codes_]
+            labels = np.concatenate([old_labels, new_classes[codes]])
+            self._fit_rejection(np.concatenate([self.support_, X]), np.searchsorted(self.classes_, labels))
         return self
 
     def remove_classes(self, labels: Iterable[Hashable]) -> ImprintClassifier:
-        """Drop the proxies of the given classes; the others are untouched."""
+        """Drop the given classes; the others keep their proxies (metrics that pool statistics over all
+        classes cannot lose a class exactly and say so)."""
         check_is_fitted(self)
         labels = list(labels)
         known = self.classes_.tolist()
@@ -246,60 +419,89 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         if keep.sum() < 2:
             raise ValueError(f"removing {len(labels)} of {len(known)} classes would leave fewer than 2; "
                              "fit a new classifier instead")
-        owner = np.repeat(np.arange(len(self.classes_)), self.proxy_counts_)
-        self._merge(self.classes_[keep], self.proxies_[keep[owner]], self.proxy_counts_[keep])
+        counts = self.metric_.proxy_counts.cpu()
+        rows = self._class_rows(counts, np.flatnonzero(keep))
+        proxies = self.metric_.proxies[rows.to(self.metric_.proxies.device)]
+        metric = self.metric_.restrict(torch.from_numpy(keep), proxies, counts[torch.from_numpy(keep)])
+        old_classes = self.classes_
+        self.classes_ = self.classes_[keep]
+        self._install(metric)
+        if self.reject is not None:
+            rows = keep[self.support_codes_]
+            self._fit_rejection(self.support_[rows], np.searchsorted(self.classes_,
+                                                                     old_classes[self.support_codes_[rows]]))
         return self
 
-    def _merge(self, classes: np.ndarray, proxies: np.ndarray, counts: np.ndarray) -> None:
-        """Install classes with their proxies, reordered so classes_ stays sorted."""
-        order = np.argsort(classes, kind="stable")
-        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-        rows = np.concatenate([np.arange(starts[c], starts[c] + counts[c]) for c in order])
-        self.classes_ = classes[order]
-        self._set_proxies(proxies[rows], counts[order])
+    @staticmethod
+    def _class_rows(counts: torch.Tensor, classes: np.ndarray) -> torch.Tensor:
+        """Proxy rows of the given classes, in that order."""
+        starts = torch.cumsum(counts, 0) - counts
+        return torch.cat([torch.arange(int(starts[c]), int(starts[c] + counts[c])) for c in classes])
 
     # ------------------------------------------------------------------ prediction
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Class scores, shape (n_samples, n_classes), computed in memory-bounded chunks of queries."""
-        X = self._checked_queries(X)
-        out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
-        for rows, scores in self._score_chunks(X):
-            out[rows] = scores.cpu().numpy()
-        return out
-
     def _checked_queries(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
+        source = getattr(X, "encoder_id", None)
+        if source is not None and self.encoder_id_ is not None and source != self.encoder_id_:
+            raise ValueError(f"these embeddings come from {source} but the classifier was fitted on {self.encoder_id_}"
+                             " embeddings; embed the queries with the encoder the classifier was fitted with")
         X = check_embeddings(X, n_features=self.n_features_in_)
         validate_data(self, X, reset=False, skip_check_array=True)
         return X
 
-    def _score_blocks(self, X: np.ndarray) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Proxy scores of consecutive fixed-shape blocks of queries (see ``imprint.blocks``): at most
-        256 MiB at a time, and each query's scores independent of the batch it came in."""
-        rows = block_rows(len(self.proxies_), self.n_features_in_)
+    def _blocks(self, X: np.ndarray) -> Iterator[tuple[slice, torch.Tensor]]:
+        """Consecutive fixed-shape blocks of queries (see ``imprint.blocks``): memory-bounded, and each
+        query's scores independent of the batch it came in."""
+        rows = block_rows(len(self.proxies_) + getattr(self.metric_, "scratch_per_query", 0),
+                          self.n_features_in_)
         with torch.inference_mode():
             for positions, block in query_blocks(X, rows, self.device_):
-                yield positions, self.model_.proxy_scores(block)[:positions.stop - positions.start]
+                yield positions, block
 
-    def _score_chunks(self, X: np.ndarray) -> Iterator[tuple[slice, torch.Tensor]]:
-        """Class scores of consecutive blocks of queries."""
-        for positions, scores in self._score_blocks(X):
-            yield positions, self.model_.aggregation(scores)
+    def _class_score_blocks(self, X: np.ndarray) -> Iterator[tuple[slice, torch.Tensor]]:
+        for positions, block in self._blocks(X):
+            yield positions, self.model_(block)[:positions.stop - positions.start]
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """Class scores, shape (n_samples, n_classes), computed in memory-bounded blocks of queries."""
+        X = self._checked_queries(X)
+        out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
+        for positions, scores in self._class_score_blocks(X):
+            out[positions] = scores.cpu().numpy()
+        return out
 
     def predict(self, X: Any) -> np.ndarray:
         """The class with the highest score for each query; class scores are never all held at once.
         With `max` that is the class of the best proxy (proxies are grouped by class in class order, so
         ties go to the first class, as with the class scores)."""
         X = self._checked_queries(X)
+        if self.reject is not None:
+            return self._predict_open(X)
         best = np.empty(len(X), dtype=np.int64)
-        if self.aggregation == "max":
-            owner = torch.from_numpy(np.repeat(np.arange(len(self.classes_)), self.proxy_counts_)).to(self.device_)
-            for positions, scores in self._score_blocks(X):
+        model = self.model_
+        owner = torch.from_numpy(np.repeat(np.arange(len(self.classes_)), self.proxy_counts_)).to(self.device_)
+        for positions, block in self._blocks(X):
+            scores = model.ranking_scores(block)[:positions.stop - positions.start]
+            if self.aggregation == "max":
                 best[positions] = owner[scores.argmax(dim=1)].cpu().numpy()
-        else:
-            for positions, scores in self._score_chunks(X):
-                best[positions] = scores.argmax(dim=1).cpu().numpy()
+            else:
+                best[positions] = model.aggregation(scores).argmax(dim=1).cpu().numpy()
         return self.classes_[best]
+
+    def _predict_open(self, X: np.ndarray) -> np.ndarray:
+        """Labels, with ``unknown_label`` where the rejection score is above the calibrated threshold."""
+        best = np.empty(len(X), dtype=np.int64)
+        rejected = np.empty(len(X), dtype=bool)
+        for positions, block in self._blocks(X):
+            n = positions.stop - positions.start
+            class_scores = self.model_(block)
+            best[positions] = class_scores[:n].argmax(dim=1).cpu().numpy()
+            unknown = self.rejector_.score(block, class_scores, self.model_)[:n] > self.threshold_
+            rejected[positions] = unknown.cpu().numpy()
+        label = self._unknown_label()
+        out = self.classes_[best].astype(np.result_type(self.classes_.dtype, np.asarray(label).dtype))
+        out[rejected] = label
+        return out
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Softmax of the class scores divided by `temperature`."""
@@ -309,36 +511,148 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         return probs / probs.sum(axis=1, keepdims=True)
 
     def to_torch(self) -> ImprintedModel:
-        """An ``nn.Module`` (CPU, eval mode) giving the same class scores as ``decision_function``."""
+        """An ``nn.Module`` (CPU, eval mode) giving the same class scores as ``decision_function``; its
+        ``classes`` attribute names the class of each output column."""
         check_is_fitted(self)
         return copy.deepcopy(self.model_).to("cpu").eval()
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
         """Write the fitted classifier to a safetensors file (arrays + JSON metadata), atomically."""
-        from imprint.persistence import save_classifier
-
         check_is_fitted(self)
-        save_classifier(self, path)
+        tensors = {"proxies": self.proxies_, "proxy_counts": self.proxy_counts_}
+        stages = {}
+        parts = {point: norm_states(getattr(self, f"{point}_")) for point in NORM_POINTS}
+        parts["metric"] = [(self.metric_.options(), self.metric_.tensors())]
+        if self.reject is not None:
+            parts["reject"] = [(self.rejector_.options(), self.rejector_.tensors())]
+            tensors.update({"support": self.support_, "support_codes": self.support_codes_,
+                            "calibration.scores": self.calibration_scores_,
+                            "calibration.margins": self.calibration_margins_})
+        for slot, states in parts.items():
+            stages[slot] = []
+            for i, (options, arrays) in enumerate(states):
+                stages[slot].append({"options": _json_ready(options, slot), "tensors": sorted(arrays)})
+                tensors.update({f"{slot}.{i}.{name}": value.detach().cpu().numpy() for name, value in arrays.items()})
+        settings = {name: value for name, value in self.get_params().items() if name != "device"}
+        meta = {"settings": _json_ready(settings, "settings"), "tuned": _json_ready(self.tuned_, "tuned"),
+                "classes": [_json_label(c) for c in self.classes_], "embedding_dim": int(self.n_features_in_),
+                "encoder": self.encoder_id_, "proxy_ratio": getattr(self, "proxy_ratio_", None),
+                "stages": stages, "plugins": self._plugins(), "active": SETTINGS.active(self._params()),
+                "threshold": getattr(self, "threshold_", None)}
+        write_classifier(path, meta, tensors)
+
+    def _plugins(self) -> dict[str, str]:
+        """Modules outside imprint that define the stages this classifier uses, by setting."""
+        out = {}
+        for slot, registry in SETTINGS.slots.items():
+            value = getattr(self, slot)
+            if value is None:
+                continue
+            names = value.split("+") if SETTINGS[slot].chain else [value]
+            modules = [registry.entry(n).module for n in names if not registry.entry(n).builtin]
+            if modules:
+                out[slot] = modules[0]
+        return out
 
     @classmethod
     def load(cls, path: str | os.PathLike, expected_dim: int | None = None,
              device: str = "auto") -> ImprintClassifier:
-        """Read a classifier written by ``save``; `expected_dim` checks the embedding width."""
-        from imprint.persistence import load_classifier
+        """Read a classifier written by ``save``; `expected_dim` checks the embedding width. The file names
+        its stages and never runs code: a stage from a plug-in needs its module imported first."""
+        meta, tensors = read_classifier(path)
+        try:
+            return cls._from_file(path, meta, tensors, expected_dim, device)
+        except ClassifierFileError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+            raise ClassifierFileError(f"{path} is an incomplete or inconsistent classifier file ({exc})") from None
 
-        return load_classifier(path, expected_dim=expected_dim, device=device)
+    @classmethod
+    def _from_file(cls, path: Any, meta: dict, arrays: dict[str, np.ndarray], expected_dim: int | None,
+                   device: str) -> ImprintClassifier:
+        settings = meta["settings"]
+        tensors = {name: torch.from_numpy(np.array(value)) for name, value in arrays.items()}
+        for slot, registry in SETTINGS.slots.items():
+            value = settings.get(slot, SETTINGS[slot].default)
+            for name in (value.split("+") if SETTINGS[slot].chain and value else [value]):
+                if value is not None and name not in registry:
+                    module = meta.get("plugins", {}).get(slot)
+                    hint = (f"import {module} before loading (command line: --plugin {module})" if module else
+                            "it is not a stage of this imprint version")
+                    raise ClassifierFileError(f"{path} uses {slot} {name!r}, which is not registered here: {hint}")
+        proxies = tensors["proxies"].float()
+        counts = tensors["proxy_counts"].long()
+        classes = np.asarray(meta["classes"])
+        dim = int(meta["embedding_dim"])
+        if proxies.ndim != 2 or int(counts.sum()) != len(proxies) or len(counts) != len(classes) or \
+                (counts < 1).any() or len(np.unique(classes)) != len(classes):
+            raise ClassifierFileError(f"{path} is inconsistent: {tuple(proxies.shape)} proxies, {len(classes)} "
+                                      f"classes, {int(counts.sum())} proxies counted")
+        if not torch.isfinite(proxies).all():
+            raise ClassifierFileError(f"{path} holds non-finite proxies; refit")
+        if expected_dim is not None and dim != expected_dim:
+            raise ClassifierFileError(f"{path} was fitted on {dim}-dimensional embeddings but {expected_dim} were "
+                                      "expected; use the encoder it was fitted with")
+        clf = cls(**dict(settings, device=device))
+        clf._check_settings()
+        clf.tuned_ = dict(meta.get("tuned") or {})
+        if meta.get("proxy_ratio") is not None:
+            clf.proxy_ratio_ = float(meta["proxy_ratio"])
+        clf.device_ = resolve_device(device)
+        clf.classes_ = classes
+        clf.n_features_in_ = dim
+        clf.encoder_id_ = meta.get("encoder")
 
-    def _restore(self, classes: np.ndarray, proxies: np.ndarray, counts: np.ndarray, norms: dict[str, Norm],
-                 encoder_id: str | None, proxy_ratio: float | None = None) -> ImprintClassifier:
-        """Install a fitted state read from disk."""
-        self._check_settings()
-        if proxy_ratio is not None:
-            self.proxy_ratio_ = proxy_ratio
-        self.device_ = resolve_device(self.device)
-        self.classes_ = classes
-        self.n_features_in_ = proxies.shape[1]
-        self.norm_pre_, self.norm_post_, self.norm_inf_ = norms["pre"], norms["post"], norms["inf"]
-        self._set_proxies(proxies, counts)
-        self.encoder_id_ = encoder_id
-        return self
+        def arrays_np(name: str, dtype: type) -> np.ndarray:
+            return np.asarray(arrays[name], dtype=dtype)
+
+        def states(slot: str) -> list[tuple[dict, dict[str, torch.Tensor]]]:
+            return [(part["options"], {name: tensors[f"{slot}.{i}.{name}"] for name in part["tensors"]})
+                    for i, part in enumerate(meta["stages"][slot])]
+
+        clf.norm_pre_, clf.norm_post_, clf.norm_inf_ = (restore_norm(settings[p], states(p)) for p in NORM_POINTS)
+        (options, saved), = states("metric")
+        metric = restore_metric(settings.get("metric", "dot"), options, saved, proxies.to(clf.device_), counts)
+        if metric.proxies.shape[1] != (clf.norm_inf_.output_dim or dim):
+            raise ClassifierFileError(f"{path} is inconsistent: proxies of width {metric.proxies.shape[1]} for "
+                                      f"{dim}-dimensional embeddings")
+        clf._install(metric)
+        if clf.reject is not None:
+            (options, saved), = states("reject")
+            clf.rejector_ = REJECTORS.get(clf.reject).restore(options, {k: v.to(clf.device_) for k, v in saved.items()})
+            clf.support_, clf.support_codes_ = arrays_np("support", np.float32), arrays_np("support_codes", np.int64)
+            clf.calibration_scores_ = arrays_np("calibration.scores", np.float64)
+            clf.calibration_margins_ = arrays_np("calibration.margins", np.float64)
+            clf.threshold_ = float(meta["threshold"]) if meta.get("threshold") is not None else float("inf")
+        return clf
+
+
+def _json_label(label: object) -> object:
+    value = label.item() if isinstance(label, np.generic) else label
+    if not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"class label {label!r} ({type(label).__name__}) cannot be saved; "
+                         "use str, int, float or bool labels")
+    return value
+
+
+def _json_ready(values: dict[str, Any], what: str) -> dict[str, Any]:
+    out = {}
+    for name, value in values.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"{what} {name}={value!r} cannot be saved; use plain numbers or words")
+        out[name] = value
+    return out
+
+
+def _refresh_signature() -> None:
+    """Keep the classifier's signature (what scikit-learn and help() read) equal to the declared settings."""
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=SETTINGS[name].default)
+                   for name in parameter_names()]
+    ImprintClassifier.__init__.__signature__ = inspect.Signature(parameters)
+
+
+_refresh_signature()
+SETTINGS.on_change(_refresh_signature)

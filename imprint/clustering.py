@@ -231,3 +231,24 @@ def faiss_kmeans(X: Tensor, counts: Tensor, k: int | Tensor, seed: int = 0, max_
         inertia.append(float(km.index.search(points, 1)[0].sum()))
     centroids = torch.from_numpy(np.concatenate(pieces)).to(X.device)
     return Clusters(centroids, k_per_class, torch.tensor(inertia, dtype=torch.float64))
+
+
+def nearest_own_centroid(X: Tensor, counts: Tensor, centroids: Tensor, centroid_counts: Tensor) -> Tensor:
+    """Index into `centroids` of each row's nearest centroid of its own class (X and centroids both
+    class-sorted), computed class by class in padded buckets: never a rows x all-centroids matrix."""
+    centroid_counts = centroid_counts.to(counts.device)
+    if bool((centroid_counts == 1).all()):
+        return torch.repeat_interleave(torch.arange(len(counts), device=X.device), counts.to(X.device))
+    out = torch.empty(len(X), dtype=torch.long, device=X.device)
+    starts, centroid_starts = class_starts(counts), class_starts(centroid_counts)
+    sizes, ks = counts.cpu().numpy(), centroid_counts.cpu().numpy()
+    for kv in np.unique(ks[sizes > 0]):
+        for bucket in size_buckets(np.flatnonzero((ks == kv) & (sizes > 0)), sizes, X.shape[1]):
+            P, mask = gather_padded(X, starts, counts, bucket)
+            C, _ = gather_padded(centroids, centroid_starts, centroid_counts, bucket)
+            nearest = _sq_dists(P, torch.linalg.vector_norm(P, dim=2).square_(), C,
+                                (C * C).sum(-1)).argmin(dim=2)
+            cls = torch.as_tensor(bucket, device=X.device)
+            rows = starts.to(X.device)[cls][:, None] + torch.arange(mask.shape[1], device=X.device)
+            out[rows[mask]] = (centroid_starts.to(X.device)[cls][:, None] + nearest)[mask]
+    return out

@@ -27,7 +27,7 @@ class EncodeBatch:
         from imprint.embed import ImageFiles, collate_decoded
 
         files = ImageFiles([Path(path) for path in batch["path"]], self.encoder.transform)
-        pixels, good, _ = collate_decoded([files[i] for i in range(len(files))])
+        pixels, good, _, _ = collate_decoded([files[i] for i in range(len(files))])
         ok = np.zeros(len(files), dtype=bool)
         ok[good] = True
         vectors = np.zeros((len(files), self.encoder.embedding_dim), dtype=np.float32)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from imprint.cache import EmbeddingCache, encoder_namespace
-from imprint.data.folder import load_rgb
+from imprint.data.folder import UnreadableImage, load_rgb
+from imprint.embedded import tagged
 from imprint.encoders.base import Encoder
 from imprint.store import EmbeddingStore
 
@@ -29,10 +30,17 @@ class Embedded:
     ok: np.ndarray  # (n_paths,) bool
     failed: list[Path]
     encoded: int  # images run through the encoder (not served from the cache)
+    reasons: dict[Path, str] = field(default_factory=dict)  # why each failed image failed
+
+    def describe_failures(self, limit: int = 5) -> str:
+        """'N unreadable image(s): path (why), ...' naming at most `limit` of them."""
+        named = ", ".join(f"{path} ({self.reasons.get(path, 'unreadable')})" for path in self.failed[:limit])
+        more = f" and {len(self.failed) - limit} more" if len(self.failed) > limit else ""
+        return f"{len(self.failed)} unreadable image(s): {named}{more}"
 
 
 class ImageFiles(Dataset):
-    """Decoded, preprocessed image files; an unreadable file gives a placeholder flagged as failed."""
+    """Decoded, preprocessed image files; an unreadable file gives a placeholder and the reason it failed."""
 
     def __init__(self, paths: Sequence[Path], transform) -> None:
         self.paths, self.transform = list(paths), transform
@@ -42,16 +50,19 @@ class ImageFiles(Dataset):
 
     def __getitem__(self, index: int):
         try:
-            return self.transform(load_rgb(self.paths[index])), index, True
-        except Exception:  # corrupt, truncated or not really an image: reported by path afterwards
-            return torch.zeros(3, 1, 1), index, False
+            return self.transform(load_rgb(self.paths[index])), index, None
+        except UnreadableImage as exc:  # reported by path and reason afterwards
+            return torch.zeros(3, 1, 1), index, str(exc)
+        except Exception as exc:  # anything else the decoder or the transform raises
+            return torch.zeros(3, 1, 1), index, f"cannot be decoded ({type(exc).__name__}: {exc})"
 
 
 def collate_decoded(items):
-    """(pixels of the decoded images or None, their positions, positions that failed)."""
-    good = [item for item in items if item[2]]
+    """(pixels of the decoded images or None, their positions, positions that failed, why each failed)."""
+    good = [item for item in items if item[2] is None]
     pixels = torch.stack([item[0] for item in good]) if good else None
-    return pixels, [item[1] for item in good], [item[1] for item in items if not item[2]]
+    bad = [item for item in items if item[2] is not None]
+    return pixels, [item[1] for item in good], [item[1] for item in bad], [item[2] for item in bad]
 
 
 def default_workers(device: torch.device | None = None) -> int:
@@ -66,16 +77,16 @@ def default_workers(device: torch.device | None = None) -> int:
 
 def iter_embedded(encoder: Encoder, paths: Sequence[Path], *, batch_size: int = 64, workers: int | None = None,
                   progress: bool = True,
-                  desc: str = "embedding") -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per batch: (positions in `paths` that decoded, their embeddings, positions that did not)."""
+                  desc: str = "embedding") -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
+    """Per batch: (positions in `paths` that decoded, their embeddings, positions that did not, why)."""
     workers = default_workers(encoder.device) if workers is None else workers
     loader = DataLoader(ImageFiles(paths, encoder.transform), batch_size=batch_size, num_workers=workers,
                         collate_fn=collate_decoded, pin_memory=encoder.device.type == "cuda", persistent_workers=False)
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
-        for pixels, good, bad in loader:
+        for pixels, good, bad, reasons in loader:
             vectors = encoder.encode_batch(pixels) if pixels is not None else \
                 np.zeros((0, encoder.embedding_dim), dtype=np.float32)
-            yield np.asarray(good, dtype=np.int64), vectors, np.asarray(bad, dtype=np.int64)
+            yield np.asarray(good, dtype=np.int64), vectors, np.asarray(bad, dtype=np.int64), reasons
             bar.update(len(good) + len(bad))
 
 
@@ -93,19 +104,21 @@ def embed_paths(encoder: Encoder, paths: Sequence[Path], *, cache: EmbeddingCach
     todo = np.flatnonzero(~found)
     ok = found.copy()
     failed: list[int] = []
+    reasons: dict[Path, str] = {}
     if len(todo):
-        for good, vectors, bad in iter_embedded(encoder, [paths[i] for i in todo], batch_size=batch_size,
-                                                workers=workers, progress=progress):
+        for good, vectors, bad, why in iter_embedded(encoder, [paths[i] for i in todo], batch_size=batch_size,
+                                                     workers=workers, progress=progress):
             failed.extend(todo[bad].tolist())
+            reasons.update(zip([paths[i] for i in todo[bad]], why))
             rows = todo[good]
             out[rows], ok[rows] = vectors, True
             if cache is not None and len(rows):
                 cache.put_many(namespace, [paths[i] for i in rows], vectors)
-    failed_paths = [paths[i] for i in sorted(failed)]
-    if strict and failed_paths:
-        raise UnreadableImagesError(f"{len(failed_paths)} unreadable image(s): "
-                                    f"{', '.join(map(str, failed_paths))}")
-    return Embedded(out[ok], ok, failed_paths, int(len(todo) - len(failed)))
+    result = Embedded(tagged(out[ok], encoder.id), ok, [paths[i] for i in sorted(failed)],
+                      int(len(todo) - len(failed)), reasons)
+    if strict and result.failed:
+        raise UnreadableImagesError(result.describe_failures() + "; fix or remove them, or drop --strict")
+    return result
 
 
 def embed_into_store(encoder: Encoder, store: EmbeddingStore, *, batch_size: int = 64, workers: int | None = None,
@@ -114,8 +127,8 @@ def embed_into_store(encoder: Encoder, store: EmbeddingStore, *, batch_size: int
     pending = store.pending()
     paths = [Path(store.paths[i]) for i in pending]
     done = 0
-    for good, vectors, bad in iter_embedded(encoder, paths, batch_size=batch_size, workers=workers,
-                                            progress=progress):
+    for good, vectors, bad, _ in iter_embedded(encoder, paths, batch_size=batch_size, workers=workers,
+                                               progress=progress):
         if len(good):
             store.write(pending[good], vectors)
         if len(bad):

@@ -4,29 +4,37 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from imprint.stages.aggregation import Aggregation
-from imprint.stages.metric import METRICS, squared_norms
+from imprint.stages.metric import Metric
 from imprint.stages.norm import Norm
 
 
 class ImprintedModel(nn.Module):
-    """norm_inf -> scores against every proxy (one matrix product) -> per-class aggregation.
+    """norm_inf -> scores against every proxy (the metric) -> per-class aggregation.
 
     ``forward(embeddings)`` returns (n, n_classes) class scores, identical to
-    ``ImprintClassifier.decision_function``. Embed it in an app after your encoder.
+    ``ImprintClassifier.decision_function``; ``classes`` lists the class of each column. Embed it in an
+    app after your encoder.
     """
 
-    def __init__(self, proxies: Tensor, norm_inf: Norm, metric: str, aggregation: Aggregation) -> None:
+    def __init__(self, norm_inf: Norm, metric: Metric, aggregation: Aggregation, classes: list) -> None:
         super().__init__()
         self.norm_inf = norm_inf
-        self.aggregation = aggregation
         self.metric = metric
-        self._score = METRICS.get(metric)
-        self.register_buffer("proxies", proxies)
-        self.register_buffer("proxy_sq_norms", squared_norms(proxies).to(proxies.dtype))
+        self.aggregation = aggregation
+        self.classes = list(classes)
+
+    @property
+    def proxies(self) -> Tensor:
+        return self.metric.proxies
 
     def proxy_scores(self, embeddings: Tensor) -> Tensor:
         """(n, n_proxies) scores of normalised queries against every proxy."""
-        return self._score(self.norm_inf(embeddings.to(self.proxies.dtype)), self.proxies, self.proxy_sq_norms)
+        return self.metric(self.norm_inf(embeddings.to(self.metric.proxies.dtype)))
+
+    def ranking_scores(self, embeddings: Tensor) -> Tensor:
+        """Proxy scores up to a per-query constant where the aggregation allows it (enough for the argmax)."""
+        queries = self.norm_inf(embeddings.to(self.metric.proxies.dtype))
+        return self.metric.ranking(queries) if self.aggregation.shift_invariant else self.metric(queries)
 
     def forward(self, embeddings: Tensor) -> Tensor:
         return self.aggregation(self.proxy_scores(embeddings))

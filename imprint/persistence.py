@@ -1,109 +1,93 @@
-"""Saving and loading classifiers: safetensors arrays + JSON metadata in one file, no pickle."""
+"""Classifier files: safetensors arrays + JSON metadata in one file, no pickle, checked when read.
+
+The file names its stages (a word per slot, with their options and fitted arrays); it never holds code.
+Loading looks each stage up in the registries, so a stage from a plug-in needs its module imported first;
+a missing one is named in a one-line error. A SHA-256 of the arrays is stored and verified, so a file
+altered on disk is refused rather than used. Version 1 files (imprint 0.1) are read and upgraded.
+"""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from safetensors import safe_open
-from safetensors.torch import save as safetensors_bytes
+from safetensors.numpy import save as safetensors_bytes
 
 from imprint.atomic import atomic_write_bytes
-from imprint.stages.norm import NORMS, Norm
-
-if TYPE_CHECKING:
-    from imprint.classifier import ImprintClassifier
 
 FORMAT = "imprint-classifier"
-FORMAT_VERSION = 1
-NORM_POINTS = ("pre", "post", "inf")
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 class ClassifierFileError(ValueError):
-    """A classifier file that cannot be used: corrupt, truncated, foreign, too new or the wrong width."""
+    """A classifier file that cannot be used: corrupt, truncated, altered, foreign, too new or the wrong width."""
 
 
-def _json_label(label: object) -> object:
-    value = label.item() if isinstance(label, np.generic) else label
-    if not isinstance(value, (str, int, float, bool)):
-        raise ValueError(f"class label {label!r} ({type(label).__name__}) cannot be saved; "
-                         "use str, int, float or bool labels")
-    return value
+def tensors_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the names, types, shapes and bytes of the arrays, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
-def save_classifier(clf: ImprintClassifier, path: str | os.PathLike) -> Path:
-    """Serialise a fitted classifier to `path` (written atomically)."""
-    norms = {point: getattr(clf, f"norm_{point}_") for point in NORM_POINTS}
-    tensors = {"proxies": torch.from_numpy(clf.proxies_), "proxy_counts": torch.from_numpy(clf.proxy_counts_)}
-    for point, norm in norms.items():
-        for name, value in norm.tensors().items():
-            tensors[f"norm_{point}.{name}"] = value.detach().cpu().contiguous()
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "settings": clf.get_params(),
-        "classes": [_json_label(c) for c in clf.classes_],
-        "embedding_dim": int(clf.n_features_in_),
-        "encoder": clf.encoder_id_,
-        "norms": {point: norm.options() for point, norm in norms.items()},
-        "proxy_ratio": getattr(clf, "proxy_ratio_", None),
-    }
-    return atomic_write_bytes(path, safetensors_bytes(tensors, metadata={"imprint": json.dumps(meta)}))
+def write_classifier(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
+    """Write `meta` (JSON) and `arrays` to `path` atomically, with the format, version and digest added."""
+    arrays = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
+    header = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta, "sha256": tensors_digest(arrays)}
+    return atomic_write_bytes(path, safetensors_bytes(arrays, metadata={"imprint": json.dumps(header)}))
 
 
-def read_metadata(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+def read_classifier(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     """Metadata and arrays of a classifier file, or a ClassifierFileError naming what is wrong."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"classifier file not found: {path}")
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:
             header = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except Exception as exc:  # safetensors raises several types for damaged files
-        raise ClassifierFileError(f"{path} is not a readable classifier file (corrupt or truncated): {exc}") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ClassifierFileError(f"{path} is not a readable classifier file (corrupt or truncated): {reason}") \
+            from None
     try:
         meta = json.loads(header["imprint"])
         assert meta["format"] == FORMAT
     except Exception:
         raise ClassifierFileError(f"{path} is a safetensors file but not an imprint classifier") from None
     version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ClassifierFileError(f"{path} has classifier format version {version}; this imprint reads version "
-                                  f"{FORMAT_VERSION}: use the imprint release that wrote it, or refit")
-    return meta, tensors
+    if version not in READABLE_VERSIONS:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise ClassifierFileError(f"{path} has classifier format version {version}; this imprint reads versions "
+                                  f"{', '.join(map(str, READABLE_VERSIONS))}"
+                                  + (": upgrade imprint (pip install -U imprint) or refit" if newer else ": refit"))
+    if version >= 2 and meta.get("sha256") != tensors_digest(tensors):
+        raise ClassifierFileError(f"{path} has been altered or damaged since it was written (its arrays do not match "
+                                  "their checksum); refit or restore the file from a copy")
+    return (upgrade_v1(meta, tensors) if version == 1 else (meta, tensors))
 
 
-def load_classifier(path: str | os.PathLike, expected_dim: int | None = None,
-                    device: str = "auto") -> ImprintClassifier:
-    """Rebuild a fitted ImprintClassifier from `path`."""
-    from imprint.classifier import ImprintClassifier
-
-    meta, tensors = read_metadata(path)
-    try:
-        proxies = tensors["proxies"].numpy()
-        counts = tensors["proxy_counts"].numpy()
-        classes = np.asarray(meta["classes"])
-        dim = int(meta["embedding_dim"])
-        norms = {point: _rebuild_norm(meta["settings"][f"norm_{point}"], meta["norms"][point], point, tensors)
-                 for point in NORM_POINTS}
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ClassifierFileError(f"{path} is an incomplete classifier file (missing {exc})") from None
-    if proxies.ndim != 2 or proxies.shape[1] != dim or counts.sum() != len(proxies) or len(counts) != len(classes):
-        raise ClassifierFileError(f"{path} is inconsistent: {proxies.shape} proxies, {len(classes)} classes, "
-                                  f"embedding dimension {dim}")
-    if expected_dim is not None and dim != expected_dim:
-        raise ClassifierFileError(f"{path} was fitted on {dim}-dimensional embeddings but {expected_dim} were "
-                                  "expected; use the encoder it was fitted with")
-    settings = dict(meta["settings"], device=device)
-    return ImprintClassifier(**settings)._restore(classes, proxies, counts, norms, meta.get("encoder"),
-                                                      meta.get("proxy_ratio"))
-
-
-def _rebuild_norm(name: str, options: dict, point: str, tensors: dict[str, torch.Tensor]) -> Norm:
-    prefix = f"norm_{point}."
-    state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
-    return NORMS.get(name)(**options, **state)
+def upgrade_v1(meta: dict, tensors: dict[str, np.ndarray]) -> tuple[dict, dict[str, np.ndarray]]:
+    """A version-1 file (stateless metrics, one NORM per point) in the version-2 layout."""
+    stages = {}
+    for point in ("pre", "post", "inf"):
+        prefix = f"norm_{point}."
+        state = {key[len(prefix):]: value for key, value in tensors.items() if key.startswith(prefix)}
+        options = dict(meta["norms"][point])
+        if "reference" in options:
+            options["quantile_reference"] = options.pop("reference")
+        stages[f"norm_{point}"] = [{"options": options, "tensors": sorted(state)}]
+        for name in list(tensors):
+            if name.startswith(prefix):
+                tensors[f"norm_{point}.0.{name[len(prefix):]}"] = tensors.pop(name)
+    stages["metric"] = [{"options": {}, "tensors": []}]
+    upgraded = {key: meta[key] for key in ("classes", "embedding_dim", "encoder", "settings")}
+    return {**upgraded, "format_version": 1, "stages": stages, "tuned": {},
+            "proxy_ratio": meta.get("proxy_ratio"), "plugins": {}}, tensors

@@ -56,7 +56,7 @@ def test_damaged_entries_are_recomputed_and_no_temp_files_remain(tmp_path, encod
     paths = sorted((EXAMPLES / "bag").iterdir())[:2]
     cache = EmbeddingCache(tmp_path / "cache")
     embed_paths(encoder, paths, cache=cache, workers=0, progress=False)
-    entries = list((tmp_path / "cache").rglob("*.npy"))
+    entries = list((tmp_path / "cache").rglob("*.emb"))
     assert len(entries) == 2 and not list((tmp_path / "cache").rglob("*.tmp"))
     entries[0].write_bytes(entries[0].read_bytes()[:30])  # as if a writer died mid-file without atomicity
     assert embed_paths(encoder, paths, cache=cache, workers=0, progress=False).encoded == 1

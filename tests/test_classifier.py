@@ -136,9 +136,9 @@ def reference_scores(clf, X):
 
 def test_chunked_prediction_equals_the_matrix_product(mixture, monkeypatch):
     X, y = mixture
-    for generation in ("kmeans", "all"):  # equal and unequal proxy counts
+    for settings in (dict(generation="kmeans", k=8), dict(generation="all")):  # equal and unequal proxy counts
         rows = np.concatenate([np.flatnonzero(y == c)[: 30 + 10 * c] for c in range(6)])
-        clf = ImprintClassifier(generation=generation, k=8).fit(X[rows], y[rows])
+        clf = ImprintClassifier(**settings).fit(X[rows], y[rows])
         whole = clf.decision_function(X)
         monkeypatch.setattr(blocks, "CHUNK_BYTES", 4 * len(clf.proxies_) * 7)  # blocks of 4 queries
         np.testing.assert_allclose(clf.decision_function(X), whole, rtol=0, atol=1e-6)

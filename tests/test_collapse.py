@@ -157,4 +157,4 @@ def test_collapse_command_on_an_embeddings_file(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["n_classes"] == 4 and report["nc1"] == pytest.approx(nc1(X, y), rel=1e-6)
     assert main(["collapse", str(tmp_path / "missing.npz")]) == 2
-    assert "no such folder or embeddings file" in capsys.readouterr().err
+    assert "embeddings file not found" in capsys.readouterr().err

@@ -15,20 +15,24 @@ BASE = {"datasets": ["mnist5k"]}
 
 
 @pytest.mark.parametrize("change, expected", [
-    ({"norm_pree": "l2"}, "top level: unknown key 'norm_pree'; valid keys: name, encoders, datasets"),
+    ({"norm_pree": "l2"}, "top level: unknown key 'norm_pree'; valid keys: name, plugins, protocol, encoders"),
+    ({"norm_pree": "l2"}, "did you mean 'norm_pre'?"),
     ({"variants": [{"generation": "kmean"}]},
      "variants[0].generation: unknown generation 'kmean'; valid: all, fps, kls, kmeans, kmedoids, ls, mean"),
-    ({"variants": [{"name": "x", "k_": 3}]}, "variants[0]: unknown key 'k_'; valid keys: name, norm_pre"),
+    ({"variants": [{"name": "x", "k_": 3}]}, "variants[0]: unknown key 'k_'; valid keys: name, preset, generation"),
+    ({"variants": [{"preset": "gdaa"}]}, "variants[0].preset: unknown preset 'gdaa'; valid: qi, hosoda"),
     ({"datasets": ["mnist"]}, "datasets[0]: unknown dataset 'mnist'; valid: digits, fashion_mnist, mnist5k"),
     ({"datasets": [{"name": "digits", "tests": 3}]}, "datasets[0]: unknown key 'tests'; valid keys: name, folder"),
     ({"datasets": [{"name": "digits", "folder": "x"}]}, "exactly one of 'name' (built-in) or 'folder'"),
-    ({"k": [5, 0]}, "k: k must be a positive integer or 'auto'; got 0"),
-    ({"m": "three"}, "m: m must be a positive integer; got 'three'"),
+    ({"k": [5, 0]}, "k: k must be an integer >= 1, or 'auto'; got 0"),
+    ({"m": "three"}, "m: m must be an integer >= 1; got 'three'"),
+    ({"shrinkage": 2}, "shrinkage: shrinkage must be a number >= 0 and <= 1, or one of ledoit_wolf, oas, gda"),
     ({"shots": ["al"]}, "shots: shots must be a positive integer or 'all'; got 'al'"),
     ({"task_splits": ["evens"]}, "task_splits: unknown task split 'evens'; valid: all, even, first3, odd"),
     ({"task_splits": [[3]]}, "a list of >= 2 class indices or names; got [3]"),
-    ({"norm_inf": "L2"}, "norm_inf: unknown normalisation 'L2'; valid: l2, none, quantile"),
-    ({"aggregation": ["max", "knn"]}, "aggregation: unknown aggregation 'knn'; valid: max, mean, mnn"),
+    ({"norm_inf": "L2"}, "norm_inf: unknown normalisation 'L2'; valid: center, l2, none, quantile, random_relu"),
+    ({"norm_inf": "center+l3"}, "norm_inf: unknown normalisation 'l3'; valid: center, l2"),
+    ({"aggregation": ["max", "knn"]}, "aggregation: unknown aggregation 'knn'; valid: max, mean, mnn, sum"),
     ({"baselines": ["svm"]}, "baselines: unknown baseline 'svm'; valid: linear_probe"),
     ({"seeds": [-1]}, "seeds: seeds must be integers >= 0; got -1"),
     ({"datasets": [{"name": "digits", "val_per_class": 0}], "baselines": ["linear_probe"]},
@@ -69,7 +73,7 @@ def test_scalars_become_axes_and_variants_inherit_the_top_level():
     cells = expand(config).cells
     assert [c.variant for c in cells] == ["km", "qi"]
     assert cells[0].method["k"] == 5 and cells[0].method["norm_pre"] == "none"
-    assert cells[1].method["generation"] == "mean" and cells[1].method["norm_pre"] == "l2"
+    assert cells[1].method["generation"] == "kmeans" and cells[1].method["norm_pre"] == "l2"  # the classifier's default
 
 
 def test_expansion_drops_settings_the_stages_ignore():
@@ -79,10 +83,11 @@ def test_expansion_drops_settings_the_stages_ignore():
     labels = sorted({c.variant for c in expansion.cells})
     # mean and all ignore k; m only matters for mnn: 3 generators -> (1 + 2 + 1) x (max + 2 mnn) variants
     assert len(labels) == 12
-    assert "l2/mean/l2/l2/max" in labels and "l2/kmeans k=20/l2/l2/3-nn" in labels
+    assert "l2/mean/l2/l2/max" in labels and "l2/kmeans k=20/l2/l2/mnn m=3" in labels
     assert len(expansion.cells) == 12 * 2
     assert sum(expansion.dropped.values()) == 3 * 2 * 2 * 2 * 2 - 24  # generation x k x aggregation x m x seeds
-    assert "24 cells, 24 distinct runs (dropped 24" in expansion.summary()
+    assert "24 cells (1 group x 12 variants x 2 seeds); left out: 24 combinations that differ only in settings" \
+        in expansion.summary()
     mean_cell = next(c for c in expansion.cells if c.variant == "l2/mean/l2/l2/max")
     assert "k" not in mean_cell.method and "m" not in mean_cell.method
 
@@ -95,6 +100,10 @@ def test_k_is_capped_at_the_shots_and_capped_variants_share_one_run():
     assert [c.variant for c in at_three] == ["km (k=5)", "km (k=20)"]
     assert {c.method["k"] for c in at_three} == {3} and len({c.key for c in at_three}) == 1
     assert len(expansion.runs) == 3
+    unnamed = expand(parse_config({**BASE, "shots": [1, 3, "all"], "generation": "kmeans", "k": [2, 5]}))
+    assert {c.variant for c in unnamed.cells} == {"l2/kmeans k=2/l2/l2/max", "l2/kmeans k=5/l2/l2/max"}
+    assert {(c.shots, c.requested["k"], c.method["k"]) for c in unnamed.cells} == {
+        (1, 2, 1), (1, 5, 1), (3, 2, 2), (3, 5, 3), ("all", 2, 2), ("all", 5, 5)}  # named as asked, run as capped
     with_shots_above_pool = parse_config({"datasets": [{"name": "digits", "support_per_class": 10}],
                                           "shots": [5, 50]})
     assert expand(with_shots_above_pool).dropped["with shots above support_per_class"] == 1
@@ -110,7 +119,7 @@ def test_the_cell_key_ignores_the_display_name_but_not_the_data():
 def test_baselines_join_every_group():
     config = parse_config({**BASE, "task_splits": ["even", "odd"], "baselines": "linear_probe"})
     cells = expand(config).cells
-    assert [c.variant for c in cells] == ["l2/mean/l2/l2/max", "linear probe"] * 2
+    assert [c.variant for c in cells] == ["l2/kmeans k=20/l2/l2/max", "linear probe"] * 2
 
 
 def _toy_data() -> EmbeddedDataset:
@@ -159,4 +168,4 @@ def test_a_named_variant_is_not_split_by_an_axis_its_stages_ignore():
                                                               {"name": "1-NN", "generation": "all"}]})
     expansion = expand(config)
     assert [c.variant for c in expansion.cells] == ["km (k=5)", "km (k=20)", "1-NN"]
-    assert expansion.dropped["duplicates (differing only in settings their stages ignore)"] == 1
+    assert expansion.dropped["combinations that differ only in settings their stages ignore"] == 1

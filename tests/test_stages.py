@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from imprint import ImprintClassifier, UnknownStageError
-from imprint.stages import AGGREGATIONS, GENERATORS, NORMS, GenerationOptions, generate, make_norm
+from imprint.stages import AGGREGATIONS, GENERATORS, METRICS, NORMS, generate, make_norm
 
 
 def sorted_by_class(X, y):
@@ -14,10 +14,11 @@ def sorted_by_class(X, y):
     return torch.from_numpy(X[order]), torch.from_numpy(np.bincount(y[order]))
 
 
-def test_registries_name_every_stage_of_the_paper():
-    assert set(NORMS.names()) == {"none", "l2", "quantile"}
+def test_registries_name_every_stage_of_the_paper_and_the_heads_beyond_it():
+    assert {"none", "l2", "quantile", "center", "tukey", "random_relu"} <= set(NORMS.names())
     assert {"mean", "kmeans", "all", "kmedoids", "random", "fps", "ls", "kls"} <= set(GENERATORS.names())
-    assert set(AGGREGATIONS.names()) == {"max", "mean", "mnn"}
+    assert {"max", "mean", "mnn", "sum"} <= set(AGGREGATIONS.names())
+    assert {"dot", "euclidean", "mahalanobis", "fecam", "ridge", "kernel"} <= set(METRICS.names())
     assert [name for name in GENERATORS.names() if GENERATORS.entry(name).oracle] == ["kls", "ls"]
 
 
@@ -105,7 +106,7 @@ def test_quantile_rows_share_one_value_multiset(mixture, reference):
     X, y = mixture
     Xs, counts = sorted_by_class(X, y)
     groups = torch.repeat_interleave(torch.arange(len(counts)), counts)
-    norm = make_norm("quantile", reference=reference)
+    norm = make_norm("quantile", {"quantile_reference": reference})
     out = norm.fit_transform(Xs, groups).numpy()
     rows = np.sort(out, axis=1)
     if reference == "pooled":
@@ -134,10 +135,10 @@ def test_sampling_generators_pick_real_samples(mixture):
     Xs, counts = sorted_by_class(X, y)
     rows = {tuple(r) for r in Xs.numpy()}
     for name in ("random", "fps", "kmedoids"):
-        proxies, proxy_counts = generate(name, Xs, counts, 5, GenerationOptions(seed=3))
+        proxies, proxy_counts = generate(name, Xs, counts, {"k": 5, "seed": 3})
         assert proxy_counts.tolist() == [5] * 6
         assert all(tuple(p) in rows for p in proxies.numpy()), name
-        again, _ = generate(name, Xs, counts, 5, GenerationOptions(seed=3))
+        again, _ = generate(name, Xs, counts, {"k": 5, "seed": 3})
         assert torch.equal(proxies, again), f"{name} is not deterministic for a fixed seed"
 
 
@@ -146,7 +147,7 @@ def test_fps_spreads_proxies_more_than_random(mixture):
     Xs, counts = sorted_by_class(X, y)
 
     def min_gap(name):
-        proxies, _ = generate(name, Xs, counts, 6, GenerationOptions(seed=0))
+        proxies, _ = generate(name, Xs, counts, {"k": 6, "seed": 0})
         p = proxies.numpy().reshape(6, 6, -1)
         d = np.linalg.norm(p[:, :, None] - p[:, None, :], axis=-1) + np.eye(6) * 1e9
         return d.min(axis=(1, 2)).mean()
@@ -158,7 +159,7 @@ def test_ls_oracle_matches_its_closed_form(mixture):
     X, y = mixture
     Xs, counts = sorted_by_class(X, y)
     lam = 1e-2
-    proxies, _ = generate("ls", Xs, counts, 1, GenerationOptions(ls_lambda=lam))
+    proxies, _ = generate("ls", Xs, counts, {"ls_lambda": lam})
     data = Xs.numpy().astype(np.float64)
     mu = data.mean(0)
     sigma_t = np.cov(data.T, bias=True)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -61,6 +61,11 @@ def scan_folder(root: str | Path, min_classes: int = 2) -> ImageFolder:
     if empty:
         warnings.warn(f"{len(empty)} class folder(s) with no images skipped: {', '.join(empty)}", stacklevel=2)
     if not paths:
+        loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                 and not p.name.startswith(".")]
+        if loose:
+            raise FolderError(f"{root} holds {len(loose)} image(s) but no class sub-folders; put each class's "
+                              f"images in its own folder: {root}/<class>/<image>")
         raise FolderError(f"no images found in {root}; expected {root}/<class>/<image> with extensions "
                           f"{', '.join(sorted(IMAGE_EXTENSIONS))}")
     if len(names) < min_classes:
@@ -69,16 +74,49 @@ def scan_folder(root: str | Path, min_classes: int = 2) -> ImageFolder:
     return ImageFolder(root, paths, np.asarray(labels, dtype=np.int64), names, empty)
 
 
+class UnreadableImage(ValueError):
+    """An image file that cannot be decoded; the message says why in a few words."""
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Deep greyscale (16-bit, 32-bit, float) scaled into 0..255; Pillow's own conversion would clip it
+    (a 16-bit value of 60000 becomes 255: a white image)."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16"):
+        values = values / 257.0
+    elif image.mode == "F" and values.size and values.min() >= 0.0 and values.max() <= 1.0:
+        values = values * 255.0
+    elif values.size and (values.min() < 0.0 or values.max() > 255.0):
+        low, high = values.min(), values.max()
+        values = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
 def load_rgb(path: Path) -> Image.Image:
-    """Decode an image fully, apply its EXIF orientation and convert grey/palette/RGBA to RGB."""
-    with Image.open(path) as image:
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        if image.mode in ("RGBA", "LA", "P"):
-            image = image.convert("RGBA")
-            background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(background, image)
-        return image.convert("RGB")
+    """Decode an image fully (the first frame of an animation), apply its EXIF orientation and convert it to
+    8-bit RGB: grey, palette, CMYK and deep (16-bit, float) images included, transparency on white. Images
+    beyond Pillow's pixel limit (decompression bombs) are refused, not decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise UnreadableImage(f"refused: more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS} "
+                              f"(a decompression bomb?): {exc}") from None
+    except UnidentifiedImageError:
+        raise UnreadableImage("not an image Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or damaged data
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UnreadableImage(f"damaged or truncated ({reason})") from None
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        image = _to_8bit(image)
+    if image.mode in ("RGBA", "LA", "P", "PA", "La", "RGBa"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
 
 
 def _shuffled_by_class(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -88,14 +126,6 @@ def _shuffled_by_class(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.nd
     counts = np.bincount(labels)
     rank = np.arange(len(labels)) - np.repeat(np.cumsum(counts) - counts, counts)
     return order, rank, counts
-
-
-def ranked_by_class(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of `labels` in a random order (one permutation from `rng`) grouped by class, and each
-    one's rank within its class: taking rank < n keeps n random rows of every class."""
-    order = rng.permutation(len(labels))
-    order = order[np.argsort(labels[order], kind="stable")]
-    return order, np.arange(len(order)) - np.searchsorted(labels[order], labels[order], side="left")
 
 
 def split_support_test(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

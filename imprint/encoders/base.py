@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from imprint.embedded import Embeddings, tagged
+
 
 class Encoder(ABC):
     """A frozen image model that turns preprocessed images into float32 embeddings."""
@@ -41,14 +43,15 @@ class Encoder(ABC):
                   for part in pixels.split(self.cpu_micro_batch)]
         return torch.cat(pieces).cpu().numpy()
 
-    def encode_images(self, images: Sequence[Image.Image | np.ndarray], batch_size: int = 64) -> np.ndarray:
-        """Embeddings of PIL images or uint8 arrays (grey or RGB, converted to RGB), in batches."""
+    def encode_images(self, images: Sequence[Image.Image | np.ndarray], batch_size: int = 64) -> Embeddings:
+        """Embeddings of PIL images or uint8 arrays (grey or RGB, converted to RGB), in batches, tagged with
+        this encoder's id."""
         out = np.empty((len(images), self.embedding_dim), dtype=np.float32)
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             pixels = torch.stack([self.transform(_as_rgb(image)) for image in chunk])
             out[start:start + len(chunk)] = self.encode_batch(pixels)
-        return out
+        return tagged(out, self.id)
 
 
 def _as_rgb(image: Image.Image | np.ndarray) -> Image.Image:

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import torch
 
+from imprint.devices import resolve_device
 from imprint.encoders.base import Encoder
 from imprint.encoders.timm_backend import EncoderError, TimmEncoder
 from imprint.registry import Registry
@@ -32,8 +33,6 @@ def _open_clip(spec: str, device: torch.device) -> Encoder:
 
 def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device = "auto") -> Encoder:
     """Build the encoder named `encoder_id` ('backend:model...', see each backend) on `device`."""
-    from imprint.classifier import resolve_device
-
     spec = ALIASES.get(encoder_id, encoder_id)
     backend, sep, rest = spec.partition(":")
     if not sep or not rest:

@@ -83,3 +83,14 @@ class OpenClipEncoder(Encoder):
         emb /= np.linalg.norm(emb, axis=2, keepdims=True)
         mean = emb.mean(axis=1)
         return mean / np.linalg.norm(mean, axis=1, keepdims=True)
+
+
+def class_name_proxies(encoder: Encoder, class_names: Sequence[str], templates_file: str | Path | None = None
+                       ) -> np.ndarray:
+    """Zero-shot text embeddings of class names (folder names: '_' and '-' read as spaces), one per class."""
+    if not hasattr(encoder, "text_proxies"):
+        raise EncoderError(f"--zero-shot needs an encoder with a text tower (open_clip:MODEL/TAG); {encoder.id} "
+                           "has none")
+    templates = read_templates(templates_file) if templates_file else DEFAULT_TEMPLATES
+    readable = [name.replace("_", " ").replace("-", " ") for name in class_names]
+    return encoder.text_proxies(readable, templates)

@@ -1,31 +1,43 @@
 """Grid configuration: a YAML file of list-valued axes, validated on load with one-line errors.
 
-Every axis accepts one value or a list. Method axes at the top level form one variant (their cartesian
-product); ``variants`` lists named variants instead, each inheriting the top-level method axes it
-does not set. Unknown keys and values are errors that name them and list the valid choices.
+Every axis accepts one value or a list. The method axes are the classifier's settings, derived from their
+declarations (``imprint.settings``), so a stage added to imprint or imported from a plug-in (``plugins:
+[module]``) is a valid axis with its own settings. Method axes at the top level form one variant (their
+cartesian product); ``variants`` lists named variants instead, each inheriting the top-level method axes it
+does not set, optionally starting from a published method (``preset: gda``). Unknown keys and values are
+errors that name them and list the valid choices.
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
+from imprint.classifier import parameter_names
 from imprint.data.builtin import DATASETS
 from imprint.data.tasks import TASK_SPLITS
 from imprint.encoders import DEFAULT_ENCODER
-from imprint.registry import Registry
-from imprint.stages import AGGREGATIONS, GENERATORS, METRICS, NORMS
-from imprint.stages.aggregation import MNN_WEIGHTINGS
-from imprint.stages.norm import QUANTILE_REFERENCES
+from imprint.presets import PRESETS
+from imprint.registry import did_you_mean
+from imprint.settings import SETTINGS
 
 BASELINES = ("linear_probe",)
+PROTOCOLS = ("closed_set", "open_set")
+NOT_AXES = ("seed", "device")  # the grid's `seeds` axis seeds each cell; `device` is a run setting
 
 
 class ConfigError(ValueError):
     """A grid config that cannot be used; the message names the file, the key and the fix."""
+
+
+def method_axes() -> list[str]:
+    """The classifier settings a grid can vary."""
+    return [name for name in parameter_names() if name not in NOT_AXES]
 
 
 def _as_list(value: Any) -> Any:
@@ -35,13 +47,6 @@ def _as_list(value: Any) -> Any:
 def _each(check: Callable[[Any], Any]) -> BeforeValidator:
     """Wrap a scalar into a list, then check every element."""
     return BeforeValidator(lambda value: [check(item) for item in _as_list(value)])
-
-
-def _name_in(registry: Registry) -> Callable[[Any], str]:
-    def check(value: Any) -> str:
-        registry.entry(value)  # raises "unknown <kind> 'x'; valid: ..."
-        return value
-    return check
 
 
 def _word_in(kind: str, words: tuple[str, ...]) -> Callable[[Any], str]:
@@ -93,7 +98,8 @@ def _forbid_unknown_keys(model: type[BaseModel], data: Any) -> Any:
     if isinstance(data, dict):
         unknown = [key for key in data if key not in model.model_fields]
         if unknown:
-            raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(model.model_fields)}")
+            raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(model.model_fields)}"
+                             f"{did_you_mean(unknown[0], list(model.model_fields))}")
     return data
 
 
@@ -137,62 +143,53 @@ class DatasetSpec(_Strict):
         return self.name if self.name is not None else Path(self.folder).name
 
 
-Axis = list
+def _setting_check(name: str) -> Callable[[Any], Any]:
+    setting = SETTINGS[name]
 
-NormAxis = Annotated[Axis[str], _each(_name_in(NORMS))]
-GenerationAxis = Annotated[Axis[str], _each(_name_in(GENERATORS))]
-KAxis = Annotated[Axis[Any], _each(_positive_int("k", also=("auto",)))]
-AggregationAxis = Annotated[Axis[str], _each(_name_in(AGGREGATIONS))]
-MAxis = Annotated[Axis[int], _each(_positive_int("m"))]
-WeightsAxis = Annotated[Axis[str], _each(_word_in("mnn_weights", MNN_WEIGHTINGS))]
-MetricAxis = Annotated[Axis[str], _each(_name_in(METRICS))]
-ReferenceAxis = Annotated[Axis[str], _each(_word_in("quantile_reference", QUANTILE_REFERENCES))]
-METHOD_DEFAULTS = {"norm_pre": ["l2"], "generation": ["mean"], "k": [20], "norm_post": ["l2"], "norm_inf": ["l2"],
-                   "aggregation": ["max"], "m": [1], "mnn_weights": ["uniform"], "metric": ["dot"],
-                   "quantile_reference": ["pooled"]}
+    def check(value: Any) -> Any:
+        return setting.check(value)
+    return check
 
 
-class VariantSpec(_Strict):
-    """A named variant; method axes it leaves out come from the top level of the config."""
-
-    name: str | None = None
-    norm_pre: NormAxis | None = None
-    generation: GenerationAxis | None = None
-    k: KAxis | None = None
-    norm_post: NormAxis | None = None
-    norm_inf: NormAxis | None = None
-    aggregation: AggregationAxis | None = None
-    m: MAxis | None = None
-    mnn_weights: WeightsAxis | None = None
-    metric: MetricAxis | None = None
-    quantile_reference: ReferenceAxis | None = None
+def _preset(value: Any) -> str:
+    if value not in PRESETS:
+        raise ValueError(f"unknown preset {value!r}; valid: {', '.join(PRESETS)}")
+    return value
 
 
-class GridConfig(_Strict):
+@lru_cache(maxsize=8)
+def _models(axes: tuple[str, ...]) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(VariantSpec, GridConfig) for the current set of settings (plug-ins add axes)."""
+    axis_types = {name: Annotated[list[Any], _each(_setting_check(name))] for name in axes}
+    variant = create_model(
+        "VariantSpec", __base__=_Strict, __doc__="A named variant; method axes it leaves out come from its preset, "
+        "else the top level of the config.",
+        name=(str | None, None), preset=(Annotated[str, BeforeValidator(_preset)] | None, None),
+        **{name: (kind | None, None) for name, kind in axis_types.items()})
+    grid = create_model(
+        "GridConfig", __base__=_GridBase,
+        variants=(list[variant] | None, None),
+        **{name: (kind, [SETTINGS[name].default]) for name, kind in axis_types.items()})
+    return variant, grid
+
+
+class _GridBase(_Strict):
     """The whole grid: data axes, method axes or variants, baselines and run settings."""
 
     name: str = "grid"
-    encoders: Annotated[Axis[str], _each(_encoder_id)] = [DEFAULT_ENCODER]
-    datasets: Annotated[Axis[DatasetSpec], BeforeValidator(_as_list)]
-    task_splits: Annotated[Axis[Any], _each(_task)] = ["all"]
-    shots: Annotated[Axis[Any], _each(_positive_int("shots", also=("all",)))] = ["all"]
-    seeds: Annotated[Axis[int], _each(_seed)] = [0]
-    norm_pre: NormAxis = METHOD_DEFAULTS["norm_pre"]
-    generation: GenerationAxis = METHOD_DEFAULTS["generation"]
-    k: KAxis = METHOD_DEFAULTS["k"]
-    norm_post: NormAxis = METHOD_DEFAULTS["norm_post"]
-    norm_inf: NormAxis = METHOD_DEFAULTS["norm_inf"]
-    aggregation: AggregationAxis = METHOD_DEFAULTS["aggregation"]
-    m: MAxis = METHOD_DEFAULTS["m"]
-    mnn_weights: WeightsAxis = METHOD_DEFAULTS["mnn_weights"]
-    metric: MetricAxis = METHOD_DEFAULTS["metric"]
-    quantile_reference: ReferenceAxis = METHOD_DEFAULTS["quantile_reference"]
-    variants: list[VariantSpec] | None = None
-    baselines: Annotated[Axis[str], _each(_word_in("baseline", BASELINES))] = []
+    plugins: list[str] = []
+    protocol: Annotated[str, BeforeValidator(_word_in("protocol", PROTOCOLS))] = "closed_set"
+    encoders: Annotated[list[str], _each(_encoder_id)] = [DEFAULT_ENCODER]
+    datasets: Annotated[list[DatasetSpec], BeforeValidator(_as_list)]
+    unknown_datasets: Annotated[list[DatasetSpec], BeforeValidator(_as_list)] = []
+    task_splits: Annotated[list[Any], _each(_task)] = ["all"]
+    shots: Annotated[list[Any], _each(_positive_int("shots", also=("all",)))] = ["all"]
+    seeds: Annotated[list[int], _each(_seed)] = [0]
+    baselines: Annotated[list[str], _each(_word_in("baseline", BASELINES))] = []
     device: str = "cpu"
 
     @model_validator(mode="after")
-    def _consistent(self) -> GridConfig:
+    def _consistent(self) -> Any:
         if not self.datasets:
             raise ValueError("'datasets' is empty; name at least one built-in dataset or image folder")
         if self.variants is not None and not self.variants:
@@ -200,7 +197,12 @@ class GridConfig(_Strict):
         if "linear_probe" in self.baselines and any(d.val_per_class == 0 for d in self.datasets):
             raise ValueError("the linear_probe baseline chooses its regularisation on validation images; "
                              "set val_per_class >= 1 for every dataset")
+        if self.unknown_datasets and self.protocol != "open_set":
+            raise ValueError("'unknown_datasets' are for protocol: open_set")
         return self
+
+
+GridBase = _GridBase  # for type hints: the model class itself is built per set of settings by _models()
 
 
 def _location(loc: tuple) -> str:
@@ -222,24 +224,43 @@ def _one_line(error: ValidationError) -> str:
     return f"{where}: {message}"
 
 
-def parse_config(data: Any, source: str = "config") -> GridConfig:
+def import_plugins(modules: list[str], source: str = "config") -> None:
+    """Import plug-in modules that register stages; a missing one is a one-line error."""
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ConfigError(f"{source}: plug-in module {module!r} cannot be imported ({exc}); install it or put "
+                              "it on PYTHONPATH") from None
+
+
+def parse_config(data: Any, source: str = "config") -> Any:
     """Validate a config mapping; any problem is a ConfigError naming `source`, the key and the fix."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a grid config is a mapping of keys (encoders, datasets, ...); "
                           f"got {type(data).__name__}")
+    plugins = data.get("plugins", [])
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"{source}: plugins: a list of module names; got {plugins!r}")
+    import_plugins(plugins, source)
+    _, grid = _models(tuple(method_axes()))
     try:
-        return GridConfig.model_validate(data)
+        return grid.model_validate(data)
     except ValidationError as error:
         raise ConfigError(f"{source}: {_one_line(error)}") from None
 
 
-def load_config(path: str | Path) -> GridConfig:
+def load_config(path: str | Path) -> Any:
     """Read and validate a YAML grid config."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"grid config not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a folder; give the grid's YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file; a grid config is YAML") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""

@@ -42,7 +42,10 @@ class LinearProbe:
 
 
 def support_collapse(X: np.ndarray, y: np.ndarray) -> dict[str, float]:
-    """NC1 and CDNV of the L2-normalised support set (scale-free, so encoders compare)."""
+    """NC1 and CDNV of the L2-normalised support set (scale-free, so encoders compare); undefined (NaN) when a
+    class has a single sample, as there is no within-class spread to measure."""
+    if np.bincount(y).min() < 2:
+        return {"nc1": float("nan"), "cdnv": float("nan")}
     stats = CollapseStats.from_arrays(_unit(X), y)
     return {"nc1": float(nc1(stats)), "cdnv": float(cdnv(stats))}
 
@@ -71,8 +74,10 @@ def evaluate_cell(cell: Cell, data: EmbeddedDataset) -> dict[str, Any]:
     collapse = _collapse_of_support.get(cell.support_key)
     if collapse is None:
         collapse = _collapse_of_support[cell.support_key] = support_collapse(Xs, ys)
+    used = {"k_used": cell.method["k"]} if "k" in cell.method else {}  # k as run (capped at the shots)
+    tuned = {f"{name}_tuned": value for name, value in getattr(model, "tuned_", {}).items()}
     return {"key": cell.key, "encoder": cell.encoder, "dataset": cell.dataset.label, "task": task_name(cell.task),
-            "shots": cell.shots, "seed": cell.seed, **cell.method,
+            "shots": cell.shots, "seed": cell.seed, **cell.requested, **used, **tuned,
             "accuracy": float((predicted == yt).mean()),
             "macro_f1": float(f1_score(yt, predicted, average="macro", labels=np.unique(ys), zero_division=0)),
             "val_accuracy": val_accuracy, "fit_time_s": fit_time, "predict_time_s": predict_time,

@@ -8,16 +8,27 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from imprint.classifier import SLOT_NAMES
 from imprint.data.tasks import task_name
-from imprint.grid.config import METHOD_DEFAULTS, DatasetSpec, GridConfig
-from imprint.stages import GENERATORS
+from imprint.grid.config import DatasetSpec, GridBase, method_axes
+from imprint.presets import preset_settings
+from imprint.settings import CHAIN, SETTINGS
 
-PROTOCOL_VERSION = 1  # bump when a cell's evaluation changes, so stored results are not reused
+PROTOCOL_VERSION = 2  # bump when a cell's evaluation changes, so stored results are not reused
+DUPLICATE = "combinations that differ only in settings their stages ignore"
+ABOVE_POOL = "with shots above support_per_class"
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One imprint-and-evaluate run: data (encoder, dataset, task, shots, seed) and a method."""
+    """One imprint-and-evaluate run: data (encoder, dataset, task, shots, seed) and a method.
+
+    `method` holds the settings that run (those the chosen stages use, k capped at the shots); `requested`
+    the settings the variant names, which the reports show and rank by."""
 
     encoder: str
     dataset: DatasetSpec
@@ -26,16 +37,18 @@ class Cell:
     seed: int
     variant: str
     method: dict[str, Any] = field(hash=False)
+    requested: dict[str, Any] = field(hash=False, default_factory=dict)
+    protocol: str = "closed_set"
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the result (the variant's display name does not)."""
-        return {"protocol": PROTOCOL_VERSION, "encoder": self.encoder, "dataset": self.dataset.model_dump(),
-                "task": list(self.task) if isinstance(self.task, tuple) else self.task, "shots": self.shots,
-                "seed": self.seed, "method": self.method}
+        return {"protocol": PROTOCOL_VERSION, "evaluation": self.protocol, "encoder": self.encoder,
+                "dataset": self.dataset.model_dump(), "task": list(self.task) if isinstance(self.task, tuple)
+                else self.task, "shots": self.shots, "seed": self.seed, "method": self.method}
 
     @property
     def key(self) -> str:
-        text = json.dumps(self.identity(), sort_keys=True)
+        text = json.dumps(self.identity(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:20]
 
     @property
@@ -55,8 +68,8 @@ class Cell:
 
 @dataclass
 class Expansion:
-    """The cells to report (each variant in each group) and why others were dropped. Cells whose settings
-    coincide after canonicalisation (e.g. k capped at the shots) share one run, stored once by key."""
+    """The cells to report (each variant in each group and seed) and why combinations were left out. Cells
+    whose settings coincide once k is capped at the shots share one run, stored once by key."""
 
     cells: list[Cell]
     dropped: Counter = field(default_factory=Counter)
@@ -67,43 +80,70 @@ class Expansion:
         return list({cell.key: cell for cell in reversed(self.cells)}.values())[::-1]
 
     def summary(self) -> str:
-        reasons = "; ".join(f"{n} {why}" for why, n in self.dropped.most_common())
-        text = f"{len(self.cells)} cells, {len(self.runs)} distinct runs"
-        return text + (f" (dropped {sum(self.dropped.values())}: {reasons})" if reasons else "")
+        groups = len({cell.group for cell in self.cells})
+        variants = len({cell.variant for cell in self.cells})
+        seeds = len({cell.seed for cell in self.cells})
+        text = f"{len(self.cells)} cells ({plural(groups, 'group')} x {plural(variants, 'variant')} x " \
+               f"{plural(seeds, 'seed')})"
+        shared = len(self.cells) - len(self.runs)
+        if shared:
+            text += f", {len(self.runs)} runs ({shared} cells share a run: k capped at the shots gives the same method)"
+        left_out = "; ".join(f"{n} {why}" for why, n in self.dropped.most_common())
+        return text + (f"; left out: {left_out}" if left_out else "")
+
+
+def active_method(method: dict[str, Any]) -> dict[str, Any]:
+    """Only the settings the chosen stages use (in declaration order)."""
+    active = set(SETTINGS.active(method))
+    return {name: value for name, value in method.items() if name in active}
 
 
 def canonical_method(method: dict[str, Any], shots: int | str, dataset: DatasetSpec) -> dict[str, Any]:
     """The settings that matter for this cell: ones its stages ignore removed, k capped at the shots."""
-    method = dict(method)
+    method = active_method(method)
     pool = dataset.support_per_class if shots == "all" else shots
-    if GENERATORS.entry(method["generation"]).traits.get("ignores_k"):
-        method.pop("k")
-    elif method["k"] != "auto" and method["k"] > pool:
+    if isinstance(method.get("k"), int) and method["k"] > pool:
         method["k"] = pool
-    if method["aggregation"] != "mnn":
-        method.pop("m")
-        method.pop("mnn_weights")
-    if "quantile" not in (method["norm_pre"], method["norm_post"], method["norm_inf"]):
-        method.pop("quantile_reference")
     return method
 
 
-def _variant_blocks(config: GridConfig) -> list[tuple[str | None, dict[str, list]]]:
-    top = {axis: getattr(config, axis) for axis in METHOD_DEFAULTS}
-    if config.variants is None:
-        return [(None, top)]
-    return [(v.name, {axis: getattr(v, axis) or top[axis] for axis in METHOD_DEFAULTS}) for v in config.variants]
+def _own_settings(slot: str, value: str, names: list[str]) -> list[str]:
+    """Which of `names` the stage(s) chosen for `slot` declare."""
+    kind, stages = SETTINGS.slots[slot].kind, set(str(value).split(CHAIN))
+    return [name for name in names if any(k == kind and stage in stages for k, stage in SETTINGS.users(name))]
 
 
 def method_label(method: dict[str, Any]) -> str:
-    """NORM_pre / GEN / NORM_post / NORM_inf / AGG, the paper's way of naming a configuration."""
-    gen = method["generation"] + (f" k={method['k']}" if "k" in method else "")
-    agg = f"{method['m']}-nn" if method["aggregation"] == "mnn" else method["aggregation"]
-    metric = "" if method["metric"] == "dot" else f" {method['metric']}"
-    return f"{method['norm_pre']}/{gen}/{method['norm_post']}/{method['norm_inf']}/{agg}{metric}"
+    """NORM_pre / GEN / NORM_post / NORM_inf / AGG (metric), the paper's way of naming a configuration, with
+    each stage's own settings beside it (k and m always, the others where they differ from their default)."""
+    method = active_method(method)
+    names, shown = [n for n in method if n not in SLOT_NAMES], set()
+
+    def part(slot: str) -> str:
+        own = [name for name in _own_settings(slot, method[slot], names) if name not in shown]
+        shown.update(own)
+        extras = [f"{name}={method[name]}" for name in own if SETTINGS[name].shown or
+                  method[name] != SETTINGS[name].default]
+        return " ".join([str(method[slot]), *extras])
+
+    text = "/".join(part(slot) for slot in ("norm_pre", "generation", "norm_post", "norm_inf", "aggregation"))
+    metric = part("metric")
+    return text if metric == "dot" else f"{text} {metric}"
 
 
-def expand(config: GridConfig) -> Expansion:
+def _variant_blocks(config: GridBase) -> list[tuple[str | None, dict[str, list]]]:
+    top = {axis: getattr(config, axis) for axis in method_axes()}
+    if config.variants is None:
+        return [(None, top)]
+    blocks = []
+    for variant in config.variants:
+        preset = {axis: [value] for axis, value in preset_settings(variant.preset).items()} if variant.preset else {}
+        axes = {axis: getattr(variant, axis) or preset.get(axis) or top[axis] for axis in method_axes()}
+        blocks.append((variant.name or variant.preset, axes))
+    return blocks
+
+
+def expand(config: GridBase) -> Expansion:
     """Every (encoder, dataset, task, shots, seed, variant) cell, minus duplicates and invalid ones."""
     methods: list[tuple[str | None, dict, list[str]]] = []
     for name, axes in _variant_blocks(config):
@@ -115,21 +155,22 @@ def expand(config: GridConfig) -> Expansion:
     data_axes = itertools.product(config.encoders, config.datasets, config.task_splits, config.shots, config.seeds)
     for encoder, dataset, task, shots, seed in data_axes:
         if shots != "all" and shots > dataset.support_per_class:
-            expansion.dropped["with shots above support_per_class"] += len(methods) + len(config.baselines)
+            expansion.dropped[ABOVE_POOL] += len(methods) + len(config.baselines)
             continue
         for name, raw, varying in methods:
-            method = canonical_method(raw, shots, dataset)
-            label = method_label(method) if name is None else name
-            shown = [axis for axis in varying if axis in method]  # not the axes this cell's stages ignore
+            requested = active_method(raw)
+            label = method_label(raw) if name is None else name
+            shown = [axis for axis in varying if axis in requested]
             if name is not None and shown:
                 label += " (" + ", ".join(f"{axis}={raw[axis]}" for axis in shown) + ")"
-            cell = Cell(encoder, dataset, task, shots, seed, label, method)
+            cell = Cell(encoder, dataset, task, shots, seed, label, canonical_method(raw, shots, dataset), requested,
+                        config.protocol)
             if (cell.key, label) in seen:
-                expansion.dropped["duplicates (differing only in settings their stages ignore)"] += 1
+                expansion.dropped[DUPLICATE] += 1
                 continue
             seen.add((cell.key, label))
             expansion.cells.append(cell)
         for baseline in config.baselines:
             expansion.cells.append(Cell(encoder, dataset, task, shots, seed, baseline.replace("_", " "),
-                                        {"baseline": baseline}))
+                                        {"baseline": baseline}, {"baseline": baseline}, config.protocol))
     return expansion

@@ -15,10 +15,10 @@ import numpy as np
 from imprint.atomic import atomic_write_bytes
 from imprint.cache import EmbeddingCache, array_key, encoder_namespace
 from imprint.data.builtin import DATASETS, load_dataset
-from imprint.data.folder import ranked_by_class
 from imprint.data.tasks import resolve_task
 from imprint.encoders.base import Encoder
 from imprint.grid.config import DatasetSpec
+from imprint.sampling import ranked_by_class
 
 DATA_SEED = 0  # which images form the pool and the test set: fixed, so embeddings are computed once
 

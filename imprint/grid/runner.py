@@ -12,9 +12,12 @@ import hashlib
 import json
 import multiprocessing
 import os
+import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,7 @@ from tqdm.auto import tqdm
 from imprint.atomic import atomic_write_bytes
 from imprint.cache import EmbeddingCache
 from imprint.data.tasks import resolve_task
-from imprint.grid.config import GridConfig
+from imprint.grid.config import GridBase, import_plugins
 from imprint.grid.evaluate import evaluate_cell
 from imprint.grid.expand import Cell, expand
 from imprint.grid.protocol import EmbeddedDataset, embed_dataset
@@ -68,6 +71,12 @@ def one_thread() -> Iterator[None]:
 _loaded: dict[Path, EmbeddedDataset] = {}
 
 
+def _worker_start(plugins: list[str]) -> None:
+    """Worker initialiser: Ctrl-C is the parent's to handle (it stops the grid cleanly); plug-ins registered."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    import_plugins(plugins)
+
+
 def _evaluate_from_file(cell: Cell, data_file: Path) -> dict[str, Any]:
     """Worker entry point: load (once per process) the embeddings a cell needs, then evaluate it."""
     if data_file not in _loaded:
@@ -81,7 +90,30 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def run_grid(config: GridConfig, out: str | Path, *, workers: int | None = None,
+class _Progress:
+    """A progress bar whose time estimate starts after the first cells (worker start-up is not a cell's cost)."""
+
+    def __init__(self, total: int, warmup: int, enabled: bool) -> None:
+        self.bar = tqdm(total=total, desc="cells", unit="cell", disable=not enabled,
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]")
+        self.warmup, self.started = max(1, warmup), None
+
+    def update(self) -> None:
+        self.bar.update()
+        done = self.bar.n
+        if done == self.warmup:
+            self.started = time.monotonic()
+        elif self.started is not None and done > self.warmup:
+            per_cell = (time.monotonic() - self.started) / (done - self.warmup)
+            left = per_cell * (self.bar.total - done)
+            self.bar.set_postfix_str(f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left",
+                                     refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_grid(config: GridBase, out: str | Path, *, workers: int | None = None,
              cache: EmbeddingCache | None = None, progress: bool = True,
              log: Callable[[str], None] = print) -> GridRun:
     """Run every cell of `config` not already finished in `out`; returns what was planned, skipped and run."""
@@ -90,17 +122,24 @@ def run_grid(config: GridConfig, out: str | Path, *, workers: int | None = None,
     runs = expansion.runs
     _write_json(out / "config.json", config.model_dump(mode="json"))
     _write_json(out / "manifest.json", {"name": config.name,
-                                        "cells": [{"key": c.key, "variant": c.variant} for c in expansion.cells]})
+                                        "cells": [{"key": c.key, "variant": c.variant, "requested": c.requested}
+                                                  for c in expansion.cells]})
     todo = [c for c in runs if not (out / "cells" / f"{c.key}.json").is_file()]
     log(f"grid {config.name}: {expansion.summary()}; {len(runs) - len(todo)} already done, {len(todo)} to run")
     failures: list[str] = []
     lock = threading.Lock()
-    bar = tqdm(total=len(todo), desc="cells", unit="cell", disable=not progress)
+    workers = min(workers or default_workers(), max(1, len(todo)))
+    bar = _Progress(len(todo), workers, progress)
 
     def finished(cell: Cell, future: Future) -> None:
         if future.cancelled():  # interrupted before it started: a rerun will run it
             return
-        error = future.exception()
+        try:
+            error = future.exception()
+        except CancelledError:
+            return
+        if isinstance(error, (KeyboardInterrupt, BrokenProcessPool)):  # stopped, not failed: a rerun runs it
+            return
         with lock:
             if error is None:
                 _write_json(out / "cells" / f"{cell.key}.json", future.result())
@@ -110,8 +149,8 @@ def run_grid(config: GridConfig, out: str | Path, *, workers: int | None = None,
                 _write_json(out / "failed" / f"{cell.key}.json", {"cell": cell.identity(), "error": str(error)})
             bar.update()
 
-    workers = min(workers or default_workers(), max(1, len(todo)))
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) if workers > 1 else None
+    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
+                               initargs=(list(config.plugins),)) if workers > 1 else None
     submitted: list[Future] = []
     encoders: dict[str, Any] = {}
     try:
@@ -147,7 +186,7 @@ def _by_data(out: Path, cells: list[Cell]) -> list[tuple[Path, list[Cell]]]:
     return list(groups.items())
 
 
-def _prepare(cell: Cell, data_file: Path, config: GridConfig, cache: EmbeddingCache | None,
+def _prepare(cell: Cell, data_file: Path, config: GridBase, cache: EmbeddingCache | None,
              encoders: dict[str, Any], log: Callable[[str], None]) -> None:
     """Embed the cell's dataset (through the cache) and save it for the workers; `encoders` keeps the
     current encoder loaded between datasets."""

@@ -13,7 +13,7 @@ import pandas as pd
 
 from imprint.atomic import atomic_write_bytes
 
-FAMILY = ["norm_pre", "generation", "norm_post", "norm_inf", "aggregation", "m", "metric"]
+FAMILY = ["norm_pre", "generation", "norm_post", "norm_inf", "aggregation", "m", "metric"]  # what a k-curve shares
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
@@ -30,12 +30,14 @@ def _family_label(row: pd.Series) -> str:
 
 
 def accuracy_vs_k(per_group: pd.DataFrame, path: Path) -> Path | None:
-    """Mean accuracy against k, one line per variant family with >= 2 values of k, over the groups that
-    have the most values of k (k capped at few shots would otherwise mix different groups); k="auto"
-    is drawn as a dashed level over the same groups."""
+    """Mean accuracy against k, one line per variant family with >= 2 values of k, over the groups where the
+    family ran every k uncapped (k capped at few shots would flatten the curve); k="auto" is drawn as a dashed
+    level over the same groups."""
     if "k" not in per_group:
         return None
     rows = per_group.dropna(subset=["k"]).copy()
+    if "k_used" in rows:
+        rows = rows[(rows["k"] == "auto") | (rows["k_used"].astype(str) == rows["k"].astype(str))]
     columns = [c for c in FAMILY if c in rows]
     rows[columns] = rows[columns].fillna("")
     lines, levels = {}, {}

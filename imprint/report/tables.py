@@ -30,8 +30,8 @@ def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
         path = out / "cells" / f"{entry['key']}.json"
         if entry["key"] not in runs and path.is_file():
             runs[entry["key"]] = json.loads(path.read_text())
-        if entry["key"] in runs:
-            rows.append({"variant": entry["variant"], **runs[entry["key"]]})
+        if entry["key"] in runs:  # a run shared by capped variants is shown with each one's own settings
+            rows.append({"variant": entry["variant"], **runs[entry["key"]], **entry.get("requested", {})})
     frame = pd.DataFrame(rows)
     if len(frame):
         frame["shots"] = frame["shots"].astype(str)
@@ -41,17 +41,22 @@ def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
 
 def per_group(results: pd.DataFrame) -> pd.DataFrame:
     """Median over seeds of every (group, variant): the paper's per-group figure."""
+    measured = [c for c in MEASURED if c in results]
     settings = [c for c in results.columns if c not in GROUP + ["variant", "key", "seed", "n_support", "n_test"]
-                + MEASURED]
+                + measured]
     frame = results.copy()
     frame[settings] = frame[settings].astype(object).where(frame[settings].notna(), None)
-    medians = frame.groupby(GROUP + ["variant"], sort=False, dropna=False)[MEASURED].median().reset_index()
+    medians = frame.groupby(GROUP + ["variant"], sort=False, dropna=False)[measured].median().reset_index()
     first = frame.groupby(GROUP + ["variant"], sort=False, dropna=False)[settings].first().reset_index()
     return medians.merge(first, on=GROUP + ["variant"])
 
 
 def _pct(value: float) -> str:
-    return "" if pd.isna(value) else f"{100 * value:.2f}"
+    return "n/a" if pd.isna(value) else f"{100 * value:.2f}"
+
+
+def _number(value: float, digits: int = 3) -> str:
+    return "n/a" if pd.isna(value) else f"{value:.{digits}f}"
 
 
 def _markdown(frame: pd.DataFrame) -> str:
@@ -60,33 +65,44 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _span(counts: pd.Series, noun: str) -> str:
+    low, high = int(counts.min()), int(counts.max())
+    return f"{low} {noun}{'s' if low != 1 else ''}" if low == high else f"{low} to {high} {noun}s"
+
+
 def summarize(results: pd.DataFrame, groups: pd.DataFrame, planned: int, name: str) -> tuple[str, dict]:
     """summary.md text from the results and their `per_group` medians, and what the figures need
-    (variant names, ranks, cliques)."""
+    (variant names, ranks, cliques). Variants are compared only over the groups where every one of them ran."""
     variants = list(dict.fromkeys(groups["variant"]))
-    table = groups.pivot_table(index=GROUP, columns="variant", values="accuracy", sort=False)[variants]
+    table = groups.pivot_table(index=GROUP, columns="variant", values="accuracy", sort=False, dropna=False)
+    table = table.reindex(columns=variants)
     complete = table.dropna()
     scores = complete.to_numpy()
     ranks = average_ranks(scores) if len(complete) else np.full(len(variants), np.nan)
     comparison: Comparison | None = compare(scores) if len(complete) else None
+    in_complete = groups.set_index(GROUP).index.isin(complete.index)
+    compared = groups[in_complete]
     seeds = results.groupby(GROUP + ["variant"]).size()
+    missing = len(table) - len(complete)
     lines = [f"# Grid report: {name}", "",
-             (f"{len(results)} of {planned} cells finished. {len(table)} groups (encoder x dataset x task x shots), "
-              f"{len(complete)} with every variant; {seeds.min()}-{seeds.max()} seed(s) per group, median per group. "
-              "Accuracy on held-out test images; nothing is tuned on them."), "",
-             "## Variants (sorted by average rank over complete groups; 1 = best)", ""]
+             f"{len(results)} of {planned} cells finished: {len(table)} groups (encoder x dataset x task x shots), "
+             f"{len(variants)} variants, {_span(seeds, 'seed')} per group and variant (median over seeds). "
+             f"Variants are compared over the {len(complete)} group(s) where every variant ran"
+             + (f"; {missing} group(s) lack a variant and are left out of the comparison." if missing else ".")
+             + " Accuracy on held-out test images; nothing is tuned on them.", "",
+             "## Variants (sorted by average rank over the compared groups; 1 = best)", ""]
     timing = groups.groupby("variant", sort=False)[["fit_time_s", "predict_time_s"]].median()
     rows = pd.DataFrame({
         "variant": variants,
-        "mean accuracy %": [_pct(complete[v].mean()) for v in variants],
-        "average rank": [f"{r:.2f}" for r in ranks],
-        "mean macro-F1 %": [_pct(groups.loc[groups["variant"] == v, "macro_f1"].mean()) for v in variants],
-        "fit ms (median)": [f"{1000 * timing.loc[v, 'fit_time_s']:.1f}" for v in variants],
-        "predict ms (median)": [f"{1000 * timing.loc[v, 'predict_time_s']:.1f}" for v in variants],
-    }).iloc[np.argsort(ranks, kind="stable")]
+        "mean accuracy %": [_pct(complete[v].mean()) if len(complete) else "n/a" for v in variants],
+        "average rank": [_number(r, 2) for r in ranks],
+        "mean macro-F1 %": [_pct(compared.loc[compared["variant"] == v, "macro_f1"].mean()) for v in variants],
+        "fit ms (median)": [_number(1000 * timing.loc[v, "fit_time_s"], 1) for v in variants],
+        "predict ms (median)": [_number(1000 * timing.loc[v, "predict_time_s"], 1) for v in variants],
+    }).iloc[np.argsort(np.nan_to_num(ranks, nan=np.inf), kind="stable")]
     lines += [_markdown(rows), ""]
     if comparison is None:
-        lines.append(f"No Friedman test or critical-difference diagram: they need >= {MIN_GROUPS} complete groups "
+        lines.append(f"No Friedman test or critical-difference diagram: they need >= {MIN_GROUPS} compared groups "
                      f"and >= 3 variants (have {len(complete)} and {len(variants)}).")
     else:
         lines.append(f"Friedman test over {len(complete)} groups and {len(variants)} variants: "
@@ -94,8 +110,9 @@ def summarize(results: pd.DataFrame, groups: pd.DataFrame, planned: int, name: s
                      "Critical-difference diagram: cd_diagram.png (pairwise Wilcoxon signed-rank tests, "
                      "Holm-corrected, alpha 0.05).")
     collapse = groups.groupby(GROUP, sort=False)[["nc1", "cdnv"]].median()
-    wide = table.map(_pct).join(collapse.map(lambda v: f"{v:.3f}")).reset_index()
-    lines += ["", "## Per group: accuracy % (median over seeds), NC1 and CDNV of the L2-normalised support set",
+    wide = table.map(_pct).join(collapse.map(_number)).reset_index()
+    lines += ["", "## Per group: accuracy % (median over seeds), NC1 and CDNV of the L2-normalised support set "
+              "(n/a: a class has one support image, so there is no spread to measure)",
               "", _markdown(wide[GROUP + ["nc1", "cdnv"] + variants]), ""]
     figures = {"variants": variants, "ranks": ranks,
                "cliques": comparison.cliques(ranks) if comparison is not None else None}

@@ -5,21 +5,29 @@ Proxies are stored grouped by class (class 0's proxies first, then class 1's, ..
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
 from imprint.registry import Registry
-from imprint.stages.metric import scores_to_distances
-from imprint.validation import check_choice
+from imprint.settings import Setting
 
 AGGREGATIONS: Registry[type[Aggregation]] = Registry("aggregation")
 MNN_WEIGHTINGS = ("uniform", "distance")
+
+M = Setting("m", int, 1, "mnn: how many nearest proxies vote", low=1, shown=True)
+MNN_WEIGHTS = Setting("mnn_weights", str, "uniform", "mnn: uniform votes or inverse-distance weights",
+                      choices=MNN_WEIGHTINGS)
 
 
 class Aggregation(nn.Module):
     """Base class holding the proxy-to-class layout."""
 
-    def __init__(self, proxy_counts: Tensor, m: int = 1, weighting: str = "uniform", metric: str = "dot") -> None:
+    #: whether adding the same constant to all of a query's proxy scores leaves its class ranking unchanged
+    shift_invariant = True
+
+    def __init__(self, proxy_counts: Tensor, **options: object) -> None:
         super().__init__()
         counts = torch.as_tensor(proxy_counts, dtype=torch.long)
         self.register_buffer("proxy_counts", counts)
@@ -34,7 +42,7 @@ class _SegmentReduce(Aggregation):
     def forward(self, scores: Tensor) -> Tensor:
         if self.equal_counts:  # the fast path: a reshape, no gather
             blocks = scores.view(scores.shape[0], self.n_classes, -1)
-            return blocks.amax(dim=2) if self.reduce == "max" else blocks.mean(dim=2)
+            return {"max": blocks.amax, "mean": blocks.mean, "sum": blocks.sum}[self.reduce](dim=2)
         lengths = self.proxy_counts.to(scores.device).expand(scores.shape[0], -1).contiguous()
         return torch.segment_reduce(scores, self.reduce, lengths=lengths, axis=1)
 
@@ -53,19 +61,31 @@ class MeanAggregation(_SegmentReduce):
     reduce = "mean"
 
 
-@AGGREGATIONS.register("mnn")
+@AGGREGATIONS.register("sum")
+class SumAggregation(_SegmentReduce):
+    """Class score = sum of its proxies' scores (Tip-Adapter's cache logits with the kernel metric)."""
+
+    reduce = "sum"
+    shift_invariant = False  # classes with more proxies gain more from a shift
+
+
+@AGGREGATIONS.register("mnn", settings=[M, MNN_WEIGHTS])
 class MNNAggregation(Aggregation):
     """The m nearest proxies vote; class score = share of the (optionally distance-weighted) votes.
 
-    ``weighting="uniform"`` gives each neighbour 1/m; ``"distance"`` weights by inverse distance
-    (sqrt(-score) for the euclidean metric, 1 - score, the cosine distance, for dot) and normalises
-    the weights to sum to 1. Tied classes resolve to the first class, as scikit-learn does.
+    ``mnn_weights="uniform"`` gives each neighbour 1/m; ``"distance"`` weights by inverse distance (as the
+    metric turns scores into distances: cosine distance for dot, the distance itself for euclidean and
+    mahalanobis) and normalises the weights to sum to 1. Tied classes resolve to the first class, as
+    scikit-learn does.
     """
 
-    def __init__(self, proxy_counts: Tensor, m: int = 1, weighting: str = "uniform", metric: str = "dot") -> None:
+    def __init__(self, proxy_counts: Tensor, m: int = 1, mnn_weights: str = "uniform",
+                 to_distance: Callable[[Tensor], Tensor] | None = None, **options: object) -> None:
         super().__init__(proxy_counts)
-        self.m, self.metric = m, metric
-        self.weighting = check_choice(weighting, "mnn_weights", MNN_WEIGHTINGS)
+        self.m = m
+        self.weighting = MNN_WEIGHTS.check(mnn_weights)
+        self.to_distance = to_distance
+        self.shift_invariant = self.weighting == "uniform"
 
     def forward(self, scores: Tensor) -> Tensor:
         top_scores, top_index = scores.topk(min(self.m, scores.shape[1]), dim=1)
@@ -76,12 +96,15 @@ class MNNAggregation(Aggregation):
         if self.weighting == "uniform":
             weights = torch.ones_like(top_scores)
         else:
-            weights = 1.0 / (scores_to_distances(top_scores, self.metric) + 1e-12)
+            weights = 1.0 / (self.to_distance(top_scores) + 1e-12)
         weights = weights / weights.sum(dim=1, keepdim=True)
         out = torch.zeros(top_scores.shape[0], self.n_classes, dtype=top_scores.dtype, device=top_scores.device)
         return out.scatter_add_(1, self.proxy_class.to(top_index.device)[top_index], weights)
 
 
-def make_aggregation(name: str, proxy_counts: Tensor, **options: object) -> Aggregation:
-    """Build the AGG stage registered as `name` for the given proxy layout."""
-    return AGGREGATIONS.get(name)(proxy_counts, **options)
+def make_aggregation(name: str, proxy_counts: Tensor, settings: dict[str, object],
+                     to_distance: Callable[[Tensor], Tensor] | None = None) -> Aggregation:
+    """Build the AGG stage registered as `name` for the given proxy layout, with the settings it declares."""
+    entry = AGGREGATIONS.entry(name)
+    own = {s.name: settings[s.name] for s in entry.settings if s.name in settings}
+    return entry.impl(proxy_counts, to_distance=to_distance, **own)

@@ -1,15 +1,15 @@
 """GEN stages: turn each class's (normalised) support embeddings into proxies.
 
 Every generator takes class-sorted embeddings ``X`` (class 0's rows first), the number of rows per
-class ``counts`` and the requested proxies per class ``k``, and returns the proxies, also grouped by
-class, with their per-class counts. A class with fewer samples than k uses all of its samples.
-Generators registered with ``oracle=True`` use cross-class statistics: they are upper-bound
-baselines, not imprinting.
+class ``counts`` and its settings (``k`` proxies per class, one number or one per class, and the others
+it declares, plus ``seed``), and returns the proxies, also grouped by class, with their per-class counts.
+A class with fewer samples than k uses all of its samples. Generators registered with ``oracle=True`` use
+cross-class statistics: they are upper-bound baselines, not imprinting.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,21 +17,18 @@ from torch import Tensor
 
 from imprint.clustering import batched_kmeans, class_starts, faiss_kmeans, gather_padded, size_buckets
 from imprint.registry import Registry
+from imprint.settings import Setting
 
-
-@dataclass(frozen=True)
-class GenerationOptions:
-    """Settings shared by the generators (each uses the ones it needs)."""
-
-    seed: int = 0
-    max_iter: int = 100
-    kmeans_backend: str = "batched"
-    ls_lambda: float = 1e-4
-
-
-Generator = Callable[[Tensor, Tensor, int, GenerationOptions], tuple[Tensor, Tensor]]
+Generator = Callable[[Tensor, Tensor, dict[str, Any]], tuple[Tensor, Tensor]]
 GENERATORS: Registry[Generator] = Registry("generation")
 KMEANS_BACKENDS = ("batched", "faiss")
+
+K = Setting("k", int, 20, "proxies per class (a class with fewer samples uses all of them); auto (kmeans): "
+            "chosen on the support set", low=1, auto=True, shown=True)
+KMEANS_BACKEND = Setting("kmeans_backend", str, "batched", "batched (all classes at once, torch) or faiss "
+                         "(per-class FAISS k-means)", choices=KMEANS_BACKENDS)
+KMEANS_MAX_ITER = Setting("kmeans_max_iter", int, 100, "Lloyd iterations of k-means at most", low=1)
+LS_LAMBDA = Setting("ls_lambda", float, 1e-4, "ridge term of the ls/kls oracles", low=0.0)
 
 ROW_CHUNK = 1 << 16
 
@@ -50,47 +47,50 @@ def class_means(X: Tensor, counts: Tensor) -> Tensor:
     return _class_sums(X, counts) / counts.to(X.device, torch.float64)[:, None]
 
 
-@GENERATORS.register("mean", ignores_k=True)
-def mean_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
+@GENERATORS.register("mean", one_per_class=True)
+def mean_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """One proxy per class: the class mean (Qi et al. 2018); k is ignored."""
     return class_means(X, counts).to(X.dtype), torch.ones_like(counts)
 
 
-@GENERATORS.register("all", ignores_k=True)
-def all_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
+@GENERATORS.register("all")
+def all_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """Every support sample is a proxy (k = n_c); k is ignored."""
     return X, counts
 
 
-@GENERATORS.register("kmeans")
-def kmeans_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
+@GENERATORS.register("kmeans", settings=[K, KMEANS_BACKEND, KMEANS_MAX_ITER], auto_k=True)
+def kmeans_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """k-means centroids per class (seeded k-means++; batched over classes or per-class FAISS)."""
-    if options.kmeans_backend == "faiss":
-        clusters = faiss_kmeans(X, counts, k, options.seed, options.max_iter)
+    k, seed, max_iter = options["k"], options.get("seed", 0), options.get("kmeans_max_iter", 100)
+    if options.get("kmeans_backend", "batched") == "faiss":
+        clusters = faiss_kmeans(X, counts, k, seed, max_iter)
     else:
-        clusters = batched_kmeans(X, counts, k, options.seed, options.max_iter, with_inertia=False)
+        clusters = batched_kmeans(X, counts, k, seed, max_iter, with_inertia=False)
     return clusters.centroids, clusters.counts
 
 
-@GENERATORS.register("random")
-def random_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
+@GENERATORS.register("random", settings=[K])
+def random_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """k support samples per class drawn at random without replacement (seeded)."""
+    k = options["k"]
     codes = torch.repeat_interleave(torch.arange(len(counts)), counts.cpu())
-    gen = torch.Generator().manual_seed(options.seed)
+    gen = torch.Generator().manual_seed(options.get("seed", 0))
     order = torch.argsort(codes.double() + torch.rand(len(codes), generator=gen, dtype=torch.float64))
     rank = torch.arange(len(codes)) - class_starts(counts.cpu())[codes]
     keep = order[rank < k]  # within each class, the first k of a random order
     return X[keep.to(X.device)], counts.clamp(max=k)
 
 
-@GENERATORS.register("fps")
-def farthest_point_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
+@GENERATORS.register("fps", settings=[K])
+def farthest_point_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """Farthest-point sampling per class from a random first sample: k well-spread samples."""
+    k = options["k"]
     starts = class_starts(counts)
     k_per_class = counts.clamp(max=k)
     out = torch.empty(int(k_per_class.sum()), X.shape[1], dtype=X.dtype, device=X.device)
     out_starts = class_starts(k_per_class).tolist()
-    gen = torch.Generator().manual_seed(options.seed)
+    gen = torch.Generator().manual_seed(options.get("seed", 0))
     sizes = counts.cpu().numpy()
     for bucket in size_buckets(np.arange(len(sizes)), sizes, X.shape[1]):
         P, mask = gather_padded(X, starts, counts, bucket)
@@ -109,12 +109,13 @@ def farthest_point_proxies(X: Tensor, counts: Tensor, k: int, options: Generatio
     return out, k_per_class
 
 
-@GENERATORS.register("kmedoids")
-def kmedoids_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
+@GENERATORS.register("kmedoids", settings=[K])
+def kmedoids_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """k-medoids (FasterPAM, from the maintained `kmedoids` package) per class; O(n_c^2) memory."""
     import kmedoids
     from sklearn.metrics import pairwise_distances
 
+    k = options["k"]
     data = X.detach().cpu().numpy()
     pieces = []
     for start, n in zip(class_starts(counts).tolist(), counts.tolist()):
@@ -123,7 +124,7 @@ def kmedoids_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptio
             pieces.append(points)
             continue
         dissimilarity = pairwise_distances(points.astype(np.float64), metric="euclidean")
-        result = kmedoids.fasterpam(dissimilarity, k, random_state=options.seed, n_cpu=1)
+        result = kmedoids.fasterpam(dissimilarity, k, random_state=options.get("seed", 0), n_cpu=1)
         pieces.append(points[np.sort(np.asarray(result.medoids))])
     return torch.from_numpy(np.concatenate(pieces)).to(X.device), counts.clamp(max=k)
 
@@ -138,20 +139,28 @@ def _least_squares(X: Tensor, targets: Tensor, ls_lambda: float) -> Tensor:
     return torch.linalg.solve(A, targets.T).T / targets.shape[0]
 
 
-@GENERATORS.register("ls", oracle=True, ignores_k=True)
-def least_squares_proxies(X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
+@GENERATORS.register("ls", oracle=True, one_per_class=True, settings=[LS_LAMBDA])
+def least_squares_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """Oracle: least-squares classifier W = (1/C) M (Sigma_T + mu mu^T + lambda I)^-1 (uses all classes)."""
-    return _least_squares(X, class_means(X, counts), options.ls_lambda).to(X.dtype), torch.ones_like(counts)
+    return _least_squares(X, class_means(X, counts), options.get("ls_lambda", 1e-4)).to(X.dtype), \
+        torch.ones_like(counts)
 
 
-@GENERATORS.register("kls", oracle=True)
-def cluster_least_squares_proxies(X: Tensor, counts: Tensor, k: int,
-                                  options: GenerationOptions) -> tuple[Tensor, Tensor]:
+@GENERATORS.register("kls", oracle=True, settings=[K, LS_LAMBDA])
+def cluster_least_squares_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """Oracle: least squares over the k-means clusters of every class, regrouped by class."""
-    centroids, k_counts = kmeans_proxies(X, counts, k, options)
-    return _least_squares(X, centroids.double(), options.ls_lambda).to(X.dtype), k_counts
+    centroids, k_counts = kmeans_proxies(X, counts, options)
+    return _least_squares(X, centroids.double(), options.get("ls_lambda", 1e-4)).to(X.dtype), k_counts
 
 
-def generate(name: str, X: Tensor, counts: Tensor, k: int, options: GenerationOptions) -> tuple[Tensor, Tensor]:
-    """Run the GEN stage registered as `name`."""
-    return GENERATORS.get(name)(X, counts, k, options)
+def generation_options(name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings generator `name` declares, taken from `settings`, plus the seed."""
+    own = {s.name: settings[s.name] for s in GENERATORS.entry(name).settings if s.name in settings}
+    return {**own, "seed": settings.get("seed", 0)}
+
+
+def generate(name: str, X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
+    """Run the GEN stage registered as `name` with its settings (see ``generation_options``)."""
+    if isinstance(options.get("k"), str):
+        raise ValueError("k='auto' is resolved by the classifier before generation")
+    return GENERATORS.get(name)(X, counts, options)

@@ -1,31 +1,41 @@
-"""Score metrics: how a query is compared with a proxy (higher is closer)."""
+"""Metrics (heads): how a query is scored against each proxy, higher is closer.
+
+A metric is an ``nn.Module`` fitted on the normalised support set and the proxies; ``forward`` gives the
+(n_queries, n_proxies) scores the aggregation reduces per class. Beyond the inner product and the
+Euclidean distance of the IMPRINT paper, the strongest closed-form heads are metrics too, so each one
+composes with every generator, normalisation and aggregation:
+
+- ``mahalanobis``: GDA / LDA (Wang et al., ICLR 2024): a shared within-class covariance, shrunk; scores are
+  -1/2 the squared Mahalanobis distance to each proxy (+ log prior), i.e. linear logits w'x + b plus a
+  per-query term. With ``generation="mean"`` it is GDA; with k-means proxies, a mixture with shared covariance.
+- ``fecam``: FeCAM (Goswami et al., NeurIPS 2023): one shrunk covariance per class (or its diagonal).
+- ``ridge``: ridge regression onto one-hot proxy targets, (G + lambda I)^-1 Q; with ``random_relu`` features,
+  RanPAC (McDonnell et al., NeurIPS 2023).
+- ``kernel``: Tip-Adapter's cache affinity exp(-beta (1 - cos)) (Zhang et al., ECCV 2022); with ``all``
+  proxies and ``sum`` aggregation, Tip-Adapter's training-free cache logits.
+
+Residuals for covariances are taken about each sample's nearest proxy of its own class (its class mean for
+one proxy per class). Metrics that keep sufficient statistics add classes exactly (``extend``).
+"""
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from imprint.clustering import class_starts, nearest_own_centroid
 from imprint.registry import Registry
+from imprint.settings import AUTO, Setting
+from imprint.stages.covariance import SHRINKAGE, Scatter, precision, shrunk_covariance
 
+METRICS: Registry[type[Metric]] = Registry("metric")
 SQ_NORM_BLOCK = 8192  # rows per block for squared norms (32 MiB of float64 at d=512)
-
-MetricFn = Callable[[Tensor, Tensor, Tensor], Tensor]
-METRICS: Registry[MetricFn] = Registry("metric")
+PRIORS = ("uniform", "empirical")
 
 
-@METRICS.register("dot")
-def dot_scores(queries: Tensor, proxies: Tensor, proxy_sq_norms: Tensor) -> Tensor:
-    """Inner product <x, w> (cosine similarity when both sides are L2-normalised)."""
-    return queries @ proxies.T
-
-
-@METRICS.register("euclidean")
-def neg_sq_euclidean_scores(queries: Tensor, proxies: Tensor, proxy_sq_norms: Tensor) -> Tensor:
-    """Negative squared Euclidean distance -||x - w||^2, via one matrix product."""
-    scores = queries @ proxies.T
-    scores.mul_(2.0).sub_(proxy_sq_norms).sub_((queries * queries).sum(dim=1, keepdim=True))
-    return scores.clamp_(max=0.0)
+class NotIncrementalError(ValueError):
+    """A metric whose fitted statistics cannot lose (or gain) classes exactly."""
 
 
 def squared_norms(X: Tensor) -> Tensor:
@@ -33,8 +43,387 @@ def squared_norms(X: Tensor) -> Tensor:
     return torch.cat([block.double().square_().sum(1) for block in X.split(SQ_NORM_BLOCK)])
 
 
-def scores_to_distances(scores: Tensor, metric: str) -> Tensor:
-    """Turn scores back into non-negative distances for distance-weighted voting."""
-    if metric == "euclidean":
+def class_of_proxy(proxy_counts: Tensor) -> Tensor:
+    """Class index of every proxy (proxies are grouped by class)."""
+    return torch.repeat_interleave(torch.arange(len(proxy_counts), device=proxy_counts.device), proxy_counts)
+
+
+class Metric(nn.Module):
+    """Base class: scores of queries against stored proxies. Stateless metrics only hold the proxies."""
+
+    #: whether ``ranking`` may drop a per-query constant from ``forward`` (true for the distances)
+    has_query_term = False
+    #: whether scores turn into distances for distance-weighted voting
+    has_distance = True
+    #: floats of scratch memory a query needs besides its proxy scores
+    scratch_per_query = 0
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.register_buffer("proxies", None)
+        self.register_buffer("proxy_counts", None)
+
+    def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
+        self.proxies, self.proxy_counts = proxies, proxy_counts.to(torch.long)
+
+    def fit(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Metric:
+        """Learn from the class-sorted normalised support set (`counts` rows per class) and the proxies."""
+        self.set_proxies(proxies, proxy_counts)
+        return self
+
+    def extend(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
+               new: Tensor) -> Metric:
+        """Add classes: `support`/`counts` are the new classes' rows; `proxies`/`proxy_counts` are all
+        classes' after the merge and `new` marks which classes are the new ones."""
+        self.set_proxies(proxies, proxy_counts)
+        return self
+
+    def restrict(self, keep: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Metric:
+        """Drop the classes not in the boolean mask `keep`."""
+        self.set_proxies(proxies, proxy_counts)
+        return self
+
+    def forward(self, queries: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def ranking(self, queries: Tensor) -> Tensor:
+        """Scores up to a per-query constant (enough to rank proxies); cheaper for some metrics."""
+        return self(queries)
+
+    def to_distance(self, scores: Tensor) -> Tensor:
+        """Non-negative distances from scores, for distance-weighted voting (cosine distance by default)."""
+        return (1.0 - scores).clamp_min(0.0)
+
+    def options(self) -> dict[str, Any]:
+        return {}
+
+    def tensors(self) -> dict[str, Tensor]:
+        """Fitted state to save (the proxies are saved by the classifier)."""
+        return {}
+
+
+@METRICS.register("dot")
+class DotMetric(Metric):
+    """Inner product <x, w> (cosine similarity when both sides are L2-normalised)."""
+
+    def forward(self, queries: Tensor) -> Tensor:
+        return queries @ self.proxies.T
+
+
+@METRICS.register("euclidean")
+class EuclideanMetric(Metric):
+    """Negative squared Euclidean distance -||x - w||^2, via one matrix product."""
+
+    has_query_term = True
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__()
+        self.register_buffer("sq_norms", None)
+
+    def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
+        super().set_proxies(proxies, proxy_counts)
+        self.sq_norms = squared_norms(proxies).to(proxies.dtype)
+
+    def ranking(self, queries: Tensor) -> Tensor:
+        return torch.addmm(self.sq_norms, queries, self.proxies.T, beta=-1.0, alpha=2.0)
+
+    def forward(self, queries: Tensor) -> Tensor:
+        scores = self.ranking(queries)
+        return scores.sub_((queries * queries).sum(dim=1, keepdim=True)).clamp_(max=0.0)
+
+    def to_distance(self, scores: Tensor) -> Tensor:
         return (-scores).clamp_min(0.0).sqrt()
-    return (1.0 - scores).clamp_min(0.0)  # cosine distance when rows are unit-norm
+
+
+def _residual_scatter(support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Tensor:
+    """Residual of every support row from its nearest proxy of its own class."""
+    nearest = nearest_own_centroid(support, counts, proxies.to(support.dtype), proxy_counts)
+    return support - proxies.to(support.dtype)[nearest]
+
+
+PRIOR = Setting("prior", str, "uniform", "class prior added as log prior to the scores: uniform (every class "
+                "equal) or empirical (support frequencies, as in LDA)", choices=PRIORS)
+
+
+def _log_prior(counts: Tensor, prior: str, dtype: torch.dtype) -> Tensor:
+    if prior == "uniform":
+        return torch.zeros(len(counts), dtype=dtype, device=counts.device)
+    return (counts.double() / counts.sum()).log().to(dtype)
+
+
+@METRICS.register("mahalanobis", settings=[SHRINKAGE, PRIOR])
+class MahalanobisMetric(Metric):
+    """GDA / LDA: -1/2 (x - w)' P (x - w) + log prior with one shared, shrunk within-class precision P."""
+
+    has_query_term = True
+
+    def __init__(self, shrinkage: float | str = "ledoit_wolf", prior: str = "uniform", outer: Tensor | None = None,
+                 stats: Tensor | None = None, class_counts: Tensor | None = None, **options: Any) -> None:
+        super().__init__()
+        if shrinkage == AUTO:
+            raise ValueError("shrinkage='auto' is resolved by the classifier before the stage is built")
+        self.shrinkage, self.prior = shrinkage, prior
+        self.scatter = Scatter.from_tensors(outer, stats) if outer is not None else None
+        self.class_counts = class_counts
+        for name in ("precision_matrix", "weights", "bias"):
+            self.register_buffer(name, None)
+
+    def fit(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> MahalanobisMetric:
+        self.scatter = Scatter.of(_residual_scatter(support, counts, proxies, proxy_counts), len(proxies))
+        self.class_counts = counts.detach().cpu().long()
+        self.set_proxies(proxies, proxy_counts)
+        return self
+
+    def extend(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
+               new: Tensor) -> MahalanobisMetric:
+        new_proxies = proxies[new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]]
+        self.scatter = self.scatter + Scatter.of(
+            _residual_scatter(support, counts, new_proxies, proxy_counts[new]), len(new_proxies))
+        merged = torch.empty(len(new), dtype=torch.long)
+        merged[new.cpu()] = counts.cpu().long()
+        merged[~new.cpu()] = self.class_counts
+        self.class_counts = merged
+        self.set_proxies(proxies, proxy_counts)
+        return self
+
+    def restrict(self, keep: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Metric:
+        raise NotIncrementalError("metric='mahalanobis' shares one covariance over all classes and keeps only its "
+                                  "sum, so a class cannot be taken out exactly; fit again on the remaining classes")
+
+    def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
+        super().set_proxies(proxies, proxy_counts)
+        covariance, self.shrinkage_used = shrunk_covariance(self.scatter, self.shrinkage)
+        P = precision(covariance.to(proxies.device))
+        W = proxies.double() @ P
+        prior = _log_prior(self.class_counts.to(proxies.device), self.prior, torch.float64)
+        self.precision_matrix = P.to(proxies.dtype)
+        self.weights = W.to(proxies.dtype)
+        self.bias = (-0.5 * (W * proxies.double()).sum(1) + prior[class_of_proxy(proxy_counts.to(proxies.device))]
+                     ).to(proxies.dtype)
+
+    def ranking(self, queries: Tensor) -> Tensor:
+        return torch.addmm(self.bias, queries, self.weights.T)
+
+    def forward(self, queries: Tensor) -> Tensor:
+        query_term = ((queries @ self.precision_matrix) * queries).sum(dim=1, keepdim=True)
+        return self.ranking(queries).sub_(0.5 * query_term)
+
+    def to_distance(self, scores: Tensor) -> Tensor:
+        return (-2.0 * scores).clamp_min(0.0).sqrt()
+
+    def options(self) -> dict[str, Any]:
+        return {"shrinkage": self.shrinkage, "prior": self.prior}
+
+    def tensors(self) -> dict[str, Tensor]:
+        tensors = self.scatter.tensors()
+        return {"outer": tensors["outer"], "stats": tensors["counts"], "class_counts": self.class_counts}
+
+
+FECAM_DIAGONAL = Setting("fecam_diagonal", bool, False, "fecam: keep only the diagonal of each class covariance "
+                         "(for few shots; O(K d) memory and time instead of O(K d^2))")
+
+
+@METRICS.register("fecam", settings=[SHRINKAGE, PRIOR, FECAM_DIAGONAL])
+class FeCAMMetric(Metric):
+    """FeCAM: -(x - w)' P_c (x - w) with a shrunk covariance per class (or its diagonal); O(K d^2) memory."""
+
+    def __init__(self, shrinkage: float | str = "ledoit_wolf", prior: str = "uniform", fecam_diagonal: bool = False,
+                 precisions: Tensor | None = None, class_counts: Tensor | None = None, **options: Any) -> None:
+        super().__init__()
+        if shrinkage == AUTO:
+            raise ValueError("shrinkage='auto' is resolved by the classifier before the stage is built")
+        self.shrinkage, self.prior, self.diagonal = shrinkage, prior, bool(fecam_diagonal)
+        self.class_counts = class_counts
+        for name in ("weights", "bias", "owner"):
+            self.register_buffer(name, None)
+        self.register_buffer("precisions", precisions)
+
+    @property
+    def scratch_per_query(self) -> int:
+        if self.diagonal or self.precisions is None:
+            return 0
+        return int(self.precisions.shape[0] * self.precisions.shape[1])
+
+    def _class_precisions(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Tensor:
+        residuals = _residual_scatter(support, counts, proxies, proxy_counts)
+        out = []
+        for start, n, k in zip(class_starts(counts).tolist(), counts.tolist(), proxy_counts.tolist()):
+            stats = Scatter.of(residuals[start:start + n], k)
+            covariance, _ = shrunk_covariance(stats, self.shrinkage)
+            if self.diagonal:
+                out.append(1.0 / torch.diagonal(covariance).clamp_min(1e-12 * float(torch.diagonal(covariance).max())
+                                                                       + 1e-300))
+            else:
+                out.append(precision(covariance))
+        return torch.stack(out).to(proxies.dtype)
+
+    def fit(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> FeCAMMetric:
+        self.precisions = self._class_precisions(support, counts, proxies, proxy_counts)
+        self.class_counts = counts.detach().cpu().long()
+        self.set_proxies(proxies, proxy_counts)
+        return self
+
+    def extend(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
+               new: Tensor) -> FeCAMMetric:
+        new_proxies = proxies[new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]]
+        added = self._class_precisions(support, counts, new_proxies, proxy_counts[new])
+        precisions = torch.empty((len(new), *added.shape[1:]), dtype=added.dtype, device=added.device)
+        precisions[new.to(added.device)] = added
+        precisions[~new.to(added.device)] = self.precisions.to(added.device)
+        merged = torch.empty(len(new), dtype=torch.long)
+        merged[new.cpu()] = counts.cpu().long()
+        merged[~new.cpu()] = self.class_counts
+        self.precisions, self.class_counts = precisions, merged
+        self.set_proxies(proxies, proxy_counts)
+        return self
+
+    def restrict(self, keep: Tensor, proxies: Tensor, proxy_counts: Tensor) -> FeCAMMetric:
+        self.precisions = self.precisions[keep.to(self.precisions.device)]
+        self.class_counts = self.class_counts[keep.cpu()]
+        self.set_proxies(proxies, proxy_counts)
+        return self
+
+    def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
+        super().set_proxies(proxies, proxy_counts)
+        owner = class_of_proxy(proxy_counts.to(proxies.device))
+        P = self.precisions.to(proxies.device)
+        if self.diagonal:
+            self.weights = P[owner] * proxies  # P_c w
+        else:
+            self.weights = torch.bmm(P[owner], proxies[:, :, None])[:, :, 0]
+        prior = _log_prior(self.class_counts.to(proxies.device), self.prior, proxies.dtype)
+        self.bias = -(self.weights * proxies).sum(1) + prior[owner]  # -w' P_c w + log prior
+        self.owner = owner
+
+    def forward(self, queries: Tensor) -> Tensor:
+        P = self.precisions.to(queries.device, queries.dtype)
+        if self.diagonal:
+            quadratic = (queries * queries) @ P.T  # (n, K): x' P_c x
+        else:  # (K, n, d) in one batched product
+            quadratic = (torch.matmul(queries, P) * queries).sum(-1).T
+        scores = torch.addmm(self.bias, queries, self.weights.T, alpha=2.0)
+        return scores.sub_(quadratic[:, self.owner])
+
+    def to_distance(self, scores: Tensor) -> Tensor:
+        return (-scores).clamp_min(0.0).sqrt()
+
+    def options(self) -> dict[str, Any]:
+        return {"shrinkage": self.shrinkage, "prior": self.prior, "fecam_diagonal": self.diagonal}
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {"precisions": self.precisions, "class_counts": self.class_counts}
+
+
+def _lambda_candidates(**_: object) -> list[float]:
+    return [1e-3, 1e-2, 1e-1, 1.0, 10.0]
+
+
+RIDGE_LAMBDA = Setting("ridge_lambda", float, AUTO, "ridge: regularisation, relative to the mean eigenvalue of the "
+                       "Gram matrix (so it does not depend on the embedding scale); auto: chosen by "
+                       "cross-validation on the support set", low=0.0, open_low=True, auto=True,
+                       tunable=_lambda_candidates)
+
+
+@METRICS.register("ridge", settings=[RIDGE_LAMBDA])
+class RidgeMetric(Metric):
+    """Ridge regression onto one-hot proxy targets: scores x' (G + lambda tr(G)/d I)^-1 Q with G = sum x x'
+    and Q_j the sum of the rows nearest to proxy j (RanPAC with random_relu features)."""
+
+    has_distance = False
+
+    def __init__(self, ridge_lambda: float | str = 1.0, gram: Tensor | None = None, targets: Tensor | None = None,
+                 **options: Any) -> None:
+        super().__init__()
+        if ridge_lambda == AUTO:
+            raise ValueError("ridge_lambda='auto' is resolved by the classifier before the stage is built")
+        self.ridge_lambda = float(ridge_lambda)
+        self.gram, self.targets = gram, targets
+        self.register_buffer("weights", None)
+
+    def _sums(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> tuple[Tensor, Tensor]:
+        nearest = nearest_own_centroid(support, counts, proxies.to(support.dtype), proxy_counts)
+        gram = Scatter.of(support, 0).outer
+        targets = torch.zeros(len(proxies), support.shape[1], dtype=torch.float64, device=support.device)
+        targets.index_add_(0, nearest, support.double())
+        return gram, targets
+
+    def fit(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> RidgeMetric:
+        self.gram, self.targets = self._sums(support, counts, proxies, proxy_counts)
+        self.set_proxies(proxies, proxy_counts)
+        return self
+
+    def extend(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
+               new: Tensor) -> RidgeMetric:
+        is_new = new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]
+        gram, targets = self._sums(support, counts, proxies[is_new], proxy_counts[new])
+        merged = torch.empty(len(proxies), self.targets.shape[1], dtype=torch.float64, device=targets.device)
+        merged[is_new.to(targets.device)] = targets
+        merged[~is_new.to(targets.device)] = self.targets.to(targets.device)
+        self.gram, self.targets = self.gram + gram.to(self.gram.device), merged
+        self.set_proxies(proxies, proxy_counts)
+        return self
+
+    def restrict(self, keep: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Metric:
+        raise NotIncrementalError("metric='ridge' keeps one Gram matrix over all samples, so a class cannot be "
+                                  "taken out exactly; fit again on the remaining classes")
+
+    def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
+        super().set_proxies(proxies, proxy_counts)
+        d = self.gram.shape[0]
+        scale = max(float(torch.diagonal(self.gram).sum()) / d, 1e-300)
+        A = self.gram + self.ridge_lambda * scale * torch.eye(d, dtype=torch.float64, device=self.gram.device)
+        solution = torch.linalg.solve(A, self.targets.T.to(A.device))  # d x p
+        self.weights = solution.T.to(proxies.device, proxies.dtype).contiguous()
+
+    def forward(self, queries: Tensor) -> Tensor:
+        return queries @ self.weights.T
+
+    def options(self) -> dict[str, Any]:
+        return {"ridge_lambda": self.ridge_lambda}
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {"gram": self.gram, "targets": self.targets}
+
+
+def _beta_candidates(**_: object) -> list[float]:
+    return [1.0, 3.0, 5.5, 8.0, 12.0, 20.0]
+
+
+KERNEL_BETA = Setting("beta", float, AUTO, "kernel: sharpness of exp(-beta (1 - cos)) (Tip-Adapter's beta); auto: "
+                      "chosen by cross-validation on the support set", low=0.0, open_low=True, auto=True,
+                      tunable=_beta_candidates)
+
+
+@METRICS.register("kernel", settings=[KERNEL_BETA])
+class KernelMetric(Metric):
+    """Tip-Adapter's cache affinity exp(-beta (1 - <x, w>)) (use L2-normalised queries and proxies)."""
+
+    def __init__(self, beta: float | str = 5.5, **options: Any) -> None:
+        super().__init__()
+        if beta == AUTO:
+            raise ValueError("beta='auto' is resolved by the classifier before the stage is built")
+        self.beta = float(beta)
+
+    def forward(self, queries: Tensor) -> Tensor:
+        scores = queries @ self.proxies.T
+        return scores.sub_(1.0).mul_(self.beta).exp_()
+
+    def to_distance(self, scores: Tensor) -> Tensor:
+        return (-torch.log(scores.clamp_min(1e-30)) / self.beta).clamp_min(0.0)
+
+    def options(self) -> dict[str, Any]:
+        return {"beta": self.beta}
+
+
+def make_metric(name: str, settings: dict[str, Any]) -> Metric:
+    """Build the metric registered as `name` with the settings it declares."""
+    entry = METRICS.entry(name)
+    return entry.impl(**{s.name: settings[s.name] for s in entry.settings if s.name in settings})
+
+
+def restore_metric(name: str, options: dict[str, Any], tensors: dict[str, Tensor], proxies: Tensor,
+                   proxy_counts: Tensor) -> Metric:
+    """Rebuild a fitted metric from its saved options and tensors and the proxies."""
+    metric = METRICS.get(name)(**options, **tensors)
+    metric.set_proxies(proxies, proxy_counts)
+    return metric

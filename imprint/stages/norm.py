@@ -1,7 +1,8 @@
 """NORM stages: applied to support embeddings (norm_pre), generated weights (norm_post) and queries (norm_inf).
 
-Each stage is an ``nn.Module``: ``fit_transform`` learns what it needs from a fitting set (only
-``quantile`` learns anything), ``forward`` applies the fitted stage to new rows.
+Each stage is an ``nn.Module``: ``fit_transform`` learns what it needs from a fitting set, ``forward``
+applies the fitted stage to new rows. Stages chain with '+': ``center+l2`` subtracts the support mean and
+then L2-normalises (SimpleShot's CL2N). A stage is rebuilt from disk as ``cls(**options(), **tensors())``.
 """
 from __future__ import annotations
 
@@ -10,22 +11,23 @@ import torch
 from torch import Tensor, nn
 
 from imprint.registry import Registry
-from imprint.validation import check_choice
+from imprint.settings import AUTO, CHAIN, Setting
 
 NORMS: Registry[type[Norm]] = Registry("normalisation")
 UNIT_TOLERANCE = 1e-6  # rows this close to unit norm are left as they are by l2
 QUANTILE_REFERENCES = ("pooled", "sequential")
+ROW_BLOCK = 1 << 15  # rows per block when a stage accumulates statistics
 
 
 class Norm(nn.Module):
-    """Base class: a row-wise normalisation with optional fitted state."""
+    """Base class: a row-wise transformation with optional fitted state."""
 
     def __init__(self, **options: object) -> None:
         super().__init__()
 
     def fit_transform(self, X: Tensor, groups: Tensor | None = None) -> Tensor:
         """Fit on X (rows grouped by class code `groups`, sorted) and return X transformed."""
-        return self(X)
+        return self.fit(X)(X)
 
     def fit(self, X: Tensor) -> Norm:
         """Learn the fitted state from X (stateless stages learn nothing)."""
@@ -38,6 +40,11 @@ class Norm(nn.Module):
     def tensors(self) -> dict[str, Tensor]:
         """Fitted arrays needed to rebuild this stage."""
         return {}
+
+    @property
+    def output_dim(self) -> int | None:
+        """Width of the output when it differs from the input's (a projection), else None."""
+        return None
 
 
 @NORMS.register("none")
@@ -61,13 +68,62 @@ class L2Norm(Norm):
         return torch.where(unit, X, X / norms.clamp_min(1e-12))  # faster than F.normalize
 
 
+@NORMS.register("center")
+class CenterNorm(Norm):
+    """Subtract the mean of the fitting set (the support embeddings): with l2 after it, SimpleShot's CL2N.
+    As norm_inf it subtracts the same support mean from queries."""
+
+    def __init__(self, mean: Tensor | None = None, **options: object) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean)
+
+    def fit(self, X: Tensor) -> CenterNorm:
+        total = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
+        for block in X.split(ROW_BLOCK):  # float64 sums, no float64 copy of X
+            total += block.double().sum(0)
+        self.mean = (total / max(1, len(X))).to(X.dtype)
+        return self
+
+    def forward(self, X: Tensor) -> Tensor:
+        if self.mean is None:
+            raise RuntimeError("center normalisation used before it was fitted")
+        return X - self.mean.to(X.device, X.dtype)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {} if self.mean is None else {"mean": self.mean}
+
+
+TUKEY_POWER = Setting("tukey_power", float, 0.5, "exponent of the tukey power transform sign(x)|x|^p",
+                      low=0.0, open_low=True, high=1.0)
+
+
+@NORMS.register("tukey", settings=[TUKEY_POWER])
+class TukeyNorm(Norm):
+    """Tukey's power transform sign(x) |x|^p (p = tukey_power): makes skewed features more Gaussian (FeCAM)."""
+
+    def __init__(self, tukey_power: float = 0.5, **options: object) -> None:
+        super().__init__()
+        self.power = float(tukey_power)
+
+    def forward(self, X: Tensor) -> Tensor:
+        return X.sign() * X.abs().pow(self.power)
+
+    def options(self) -> dict[str, object]:
+        return {"tukey_power": self.power}
+
+
 def _quantile_grid(values: np.ndarray, d: int) -> np.ndarray:
     """The d quantiles Q((i + 0.5) / d), i = 0..d-1, of `values` (float64 for accuracy)."""
     probs = (np.arange(d, dtype=np.float64) + 0.5) / d
     return np.quantile(values.astype(np.float64, copy=False).ravel(), probs).astype(np.float32)
 
 
-@NORMS.register("quantile")
+QUANTILE_REFERENCE = Setting("quantile_reference", str, "pooled",
+                             "reference of quantile NORM: pooled (order-independent) or sequential (the paper's)",
+                             choices=QUANTILE_REFERENCES)
+
+
+@NORMS.register("quantile", settings=[QUANTILE_REFERENCE])
 class QuantileNorm(Norm):
     """Replace each row's entries, in rank order, by the quantiles of a reference distribution.
 
@@ -78,9 +134,9 @@ class QuantileNorm(Norm):
     After fitting, new rows (queries, classes added later) use the pooled reference of the fitted rows.
     """
 
-    def __init__(self, reference: str = "pooled", values: Tensor | None = None, **options: object) -> None:
+    def __init__(self, quantile_reference: str = "pooled", values: Tensor | None = None, **options: object) -> None:
         super().__init__()
-        self.reference = check_choice(reference, "quantile_reference", QUANTILE_REFERENCES)
+        self.reference = QUANTILE_REFERENCE.check(quantile_reference)
         self.register_buffer("values", values)
 
     def _map(self, X: Tensor, sorted_values: Tensor) -> Tensor:
@@ -111,12 +167,113 @@ class QuantileNorm(Norm):
         return self._map(X, self.values)
 
     def options(self) -> dict[str, object]:
-        return {"reference": self.reference}
+        return {"quantile_reference": self.reference}
 
     def tensors(self) -> dict[str, Tensor]:
         return {} if self.values is None else {"values": self.values}
 
 
-def make_norm(name: str, **options: object) -> Norm:
-    """Build the NORM stage registered as `name`."""
-    return NORMS.get(name)(**options)
+def _projection_candidates(n_samples: int, n_features: int, **_: object) -> list[int]:
+    return sorted({min(4096, max(256, factor * n_features)) for factor in (1, 2, 4)})
+
+
+PROJECTION_DIM = Setting("projection_dim", int, AUTO,
+                         "width of the random_relu projection (RanPAC's M); auto: chosen by cross-validation "
+                         "among 1x, 2x and 4x the embedding width (at most 4096)",
+                         low=1, auto=True, tunable=_projection_candidates)
+
+
+@NORMS.register("random_relu", settings=[PROJECTION_DIM])
+class RandomReLU(Norm):
+    """RanPAC's random projection: ReLU(x W) with W a fixed Gaussian d x M matrix (seeded by `seed`)."""
+
+    def __init__(self, projection_dim: int | str = AUTO, seed: int = 0, weight: Tensor | None = None,
+                 **options: object) -> None:
+        super().__init__()
+        if projection_dim == AUTO and weight is None:
+            raise ValueError("projection_dim='auto' is resolved by the classifier before the stage is built")
+        self.projection_dim = int(weight.shape[1]) if weight is not None else int(projection_dim)
+        self.seed = int(seed)
+        self.register_buffer("weight", weight)
+
+    def fit(self, X: Tensor) -> RandomReLU:
+        gen = torch.Generator().manual_seed(self.seed)
+        self.weight = torch.randn(X.shape[1], self.projection_dim, generator=gen).to(X.device, X.dtype)
+        return self
+
+    def forward(self, X: Tensor) -> Tensor:
+        if self.weight is None:
+            raise RuntimeError("random_relu used before it was fitted")
+        return torch.relu(X @ self.weight.to(X.device, X.dtype))
+
+    def options(self) -> dict[str, object]:
+        return {"projection_dim": self.projection_dim, "seed": self.seed}
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {} if self.weight is None else {"weight": self.weight}
+
+    @property
+    def output_dim(self) -> int:
+        return self.projection_dim
+
+
+class NormChain(Norm):
+    """Several NORM stages applied in order (``center+l2``); each part is fitted on the previous one's output."""
+
+    def __init__(self, parts: list[Norm]) -> None:
+        super().__init__()
+        self.parts = nn.ModuleList(parts)
+
+    def fit_transform(self, X: Tensor, groups: Tensor | None = None) -> Tensor:
+        for part in self.parts:
+            X = part.fit_transform(X, groups)
+        return X
+
+    def fit(self, X: Tensor) -> NormChain:
+        for i, part in enumerate(self.parts):
+            if i == len(self.parts) - 1:
+                part.fit(X)
+            else:
+                X = part.fit_transform(X)
+        return self
+
+    def forward(self, X: Tensor) -> Tensor:
+        for part in self.parts:
+            X = part(X)
+        return X
+
+    @property
+    def output_dim(self) -> int | None:
+        dims = [p.output_dim for p in self.parts if p.output_dim is not None]
+        return dims[-1] if dims else None
+
+
+def norm_parts(name: str) -> list[str]:
+    """The stage names of a NORM value ('center+l2' -> ['center', 'l2'])."""
+    return name.split(CHAIN)
+
+
+def make_norm(name: str, settings: dict[str, object] | None = None) -> Norm:
+    """Build the NORM stage (or chain) `name`, each part given the settings it declares (and the seed)."""
+    settings = settings or {}
+    parts = []
+    for part in norm_parts(name):
+        entry = NORMS.entry(part)
+        own = {s.name: settings[s.name] for s in entry.settings if s.name in settings}
+        parts.append(entry.impl(**own, seed=settings.get("seed", 0)))
+    return parts[0] if len(parts) == 1 else NormChain(parts)
+
+
+def norm_states(norm: Norm) -> list[tuple[dict[str, object], dict[str, Tensor]]]:
+    """(options, tensors) of each part of a fitted NORM stage, for saving."""
+    parts = norm.parts if isinstance(norm, NormChain) else [norm]
+    return [(part.options(), part.tensors()) for part in parts]
+
+
+def restore_norm(name: str, states: list[tuple[dict[str, object], dict[str, Tensor]]]) -> Norm:
+    """Rebuild a fitted NORM stage from what ``norm_states`` returned."""
+    names = norm_parts(name)
+    if len(states) != len(names):
+        raise ValueError(f"normalisation {name!r} has {len(names)} part(s) but {len(states)} saved state(s)")
+    parts = [NORMS.get(part)(**options, **tensors) for part, (options, tensors) in zip(names, states)]
+    return parts[0] if len(parts) == 1 else NormChain(parts)

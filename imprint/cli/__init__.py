@@ -1,0 +1,69 @@
+"""The ``imprint`` command line: a thin shell over library calls (see ``imprint.cli.commands``).
+
+Nothing heavy is imported before ``main`` runs, so Ctrl-C at any moment, start-up included, ends with one
+line, and quick commands (info, presets, the top-level help) start in a fraction of a second.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    for stream in (sys.stdout, sys.stderr):  # names from any file system print, never crash the output
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:
+        print("imprint: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _run(argv: list[str]) -> int:
+    from imprint.cli.parser import HEAVY, build_parser, command_in, plugins_in, print_error
+
+    try:
+        _import_plugins(plugins_in(argv))
+        from imprint.cli.commands import COMMANDS
+
+        heavy = command_in(argv, list(COMMANDS)) in HEAVY
+        args = build_parser(COMMANDS, heavy=heavy).parse_args(argv)
+        args.run(args)
+    except SystemExit as exit_:  # argparse: --help (0) or a usage error already printed (2)
+        return int(exit_.code or 0)
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        print_error(_message(exc))
+        return 2
+    return 0
+
+
+def _import_plugins(modules: list[str]) -> None:
+    import importlib
+
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise ValueError(f"--plugin {module}: cannot import it ({exc}); install it or put it on PYTHONPATH") \
+                from None
+
+
+def _is_user_error(exc: Exception) -> bool:
+    """User mistakes and environment problems (bad input, missing files, full disks) get one line."""
+    from imprint.cli.commands import CLIError
+
+    return isinstance(exc, (CLIError, ValueError, OSError))
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, FileNotFoundError) and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or exc}: {exc.filename} (nothing was overwritten)"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,0 +1,6 @@
+"""python -m imprint.cli"""
+import sys
+
+from imprint.cli import main
+
+sys.exit(main())

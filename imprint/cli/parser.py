@@ -1,0 +1,201 @@
+"""The ``imprint`` argument parser. Classifier flags are derived from the declared settings (``imprint.settings``),
+so every stage's settings, plug-ins' included, are flags with their own help, and a typo is one line."""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (no usage block) with a pointer to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"imprint: error: {message} (see: {self.prog} --help)\n")
+
+
+def _setting_type(name: str) -> Callable[[str], Any]:
+    from imprint.settings import SETTINGS
+
+    def parse(text: str) -> Any:
+        try:
+            return SETTINGS[name].parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = name
+    return parse
+
+
+def add_setting_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ("device", "seed")) -> None:
+    """One flag per classifier setting (default: the preset's, else the classifier's), grouped by the stage
+    that uses it."""
+    from imprint.classifier import parameter_names
+    from imprint.settings import SETTINGS
+
+    parser.add_argument("--preset", default=None,
+                        help="start from a published method (see: imprint presets); flags below override it")
+    group = parser.add_argument_group("classifier settings (ImprintClassifier; auto: chosen on the support set)")
+    for name in parameter_names():
+        if name in skip:
+            continue
+        setting = SETTINGS[name]
+        users = SETTINGS.users(name)
+        used_by = f" [{'/'.join(sorted({f'{kind} {stage}' for kind, stage in users}))}]" if users else ""
+        help_text = f"{setting.help}; {setting.allowed()} (default: {setting.default}){used_by}"
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=_setting_type(name), default=None,
+                           metavar=name.upper(), help=help_text.replace("%", "%%"))
+
+
+def add_encoding_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", default=None,
+                        help="encoder id, e.g. timm:tf_efficientnet_lite0 (default), lite1, lite2, "
+                             "open_clip:ViT-B-32/laion2b_s34b_b79k")
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="image decoding processes (default: chosen for the machine)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for the encoder (default: the cores not busy with other work)")
+    parser.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")
+    parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    parser.add_argument("--strict", action="store_true", help="unreadable images are an error, not a warning")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _plugin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first: its stages and settings become available (repeatable)")
+
+
+HEAVY = ("fit", "fewshot")  # commands whose flags come from the stage registries (importing torch)
+
+
+def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heavy: bool = True) -> Parser:
+    """The parser; `commands` maps each subcommand name to the function that runs it. With `heavy` false the
+    settings-derived flags of fit and fewshot are left out, so quick commands (info, presets, report, cache,
+    the top-level help) start without importing torch."""
+    parser = Parser(prog="imprint", description="Training-free classifiers from the embeddings of a frozen image "
+                    "model (weight imprinting and closed-form heads). "
+                    "Start with: imprint fit FOLDER -o clf.safetensors")
+    _plugin_option(parser)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    def command(name: str, help_text: str, **kwargs: Any) -> Parser:
+        p = sub.add_parser(name, help=help_text, description=help_text, **kwargs)
+        _plugin_option(p)
+        p.set_defaults(run=commands[name])
+        return p
+
+    p = command("fit", "imprint a classifier from an image folder (DIR/<class>/<image>), a store or an "
+                       "embeddings file from 'imprint embed'", epilog=_stages_epilog() if heavy else None,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", help="image folder DIR/<class>/<image>, store folder or FILE.npz from 'imprint embed'")
+    p.add_argument("-o", "--output", required=True, help="classifier file to write (.safetensors)")
+    p.add_argument("--shots", type=int, default=None, help="use N images per class (few-shot)")
+    p.add_argument("--test-fraction", type=float, default=None,
+                   help="hold out this share of every class and report accuracy on it")
+    p.add_argument("--test-dir", default=None, help="a second labelled folder to evaluate on")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the few-shot draw and the classifier")
+    p.add_argument("--zero-shot", action="store_true", help="add text proxies per class from its folder name "
+                   "(CLIP encoders); empty class folders are then imprinted from text alone")
+    p.add_argument("--templates", default=None, help="prompt templates file, one per line with {} for the name")
+    add_encoding_options(p)
+    if heavy:
+        add_setting_options(p)
+
+    p = command("predict", "predict images or folders of images with a saved classifier")
+    p.add_argument("classifier")
+    p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("-o", "--output", default=None, help="write the predictions to this file (CSV, or JSON for .json)")
+    p.add_argument("--top-k", type=int, default=3, help="alternatives listed per image")
+    p.add_argument("--format", choices=("auto", "table", "csv", "json"), default="auto",
+                   help="auto: a table on a terminal, CSV when piped or written to a file")
+    add_encoding_options(p)
+
+    p = command("eval", "accuracy, chance level, macro-F1 and a per-class table on a labelled folder")
+    p.add_argument("classifier")
+    p.add_argument("folder")
+    p.add_argument("--confusion", default=None, help="write a confusion-matrix picture (PNG)")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+    add_encoding_options(p)
+
+    p = command("embed", "embed an image folder (DIR/<class>/<image>) into FILE.npz or a memory-mapped store "
+                         "folder (resumable)")
+    p.add_argument("folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="FILE.npz (in memory), or a folder: memory-mapped store, written as it goes; rerun to resume")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="ray: Ray Data map_batches with encoder actors (store output only)")
+    p.add_argument("--actors", type=int, default=None, help="Ray encoder actors (default: one per GPU, else 1)")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    add_encoding_options(p)
+
+    p = command("info", "describe a saved classifier (no model is loaded)")
+    p.add_argument("classifier")
+    p.add_argument("--json", action="store_true")
+
+    p = command("presets", "list the published methods that --preset and from_preset() name")
+    p.add_argument("--json", action="store_true")
+
+    p = command("collapse", "neural-collapse report of a labelled folder, store or embeddings file")
+    p.add_argument("source", help="image folder, store folder or FILE.npz from 'imprint embed'")
+    p.add_argument("--json", action="store_true")
+    add_encoding_options(p)
+
+    p = command("fewshot", "n-way k-shot episodes: mean accuracy and its 95 percent confidence interval")
+    p.add_argument("source", help="image folder, store folder or FILE.npz from 'imprint embed'")
+    p.add_argument("--ways", type=int, default=5)
+    p.add_argument("--shots", type=int, default=1)
+    p.add_argument("--queries", type=int, default=15, help="query images per class and episode")
+    p.add_argument("--episodes", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0)
+    add_encoding_options(p)
+    if heavy:
+        add_setting_options(p)
+
+    p = command("grid", "run a YAML grid of variants x encoders x datasets x tasks (resumable)")
+    p.add_argument("config", help="YAML grid config (see configs/)")
+    p.add_argument("--out", required=True, help="results folder; a rerun skips the cells already there")
+    p.add_argument("--workers", type=int, default=None, help="parallel processes for the cells (default: cores)")
+    p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = command("report", "write results.csv, summary.md and figures of a grid folder")
+    p.add_argument("folder")
+
+    p = command("cache", "inspect or clear the embedding cache")
+    p.add_argument("action", choices=("info", "clear"))
+    p.add_argument("--cache-dir", default=None)
+    return parser
+
+
+def _stages_epilog() -> str:
+    from imprint.stages import AGGREGATIONS, GENERATORS, METRICS, NORMS
+
+    return "stages:\n\n" + "\n\n".join(
+        f"{title}:\n" + "\n".join("  " + line for line in registry.describe().splitlines())
+        for title, registry in (("generation", GENERATORS), ("normalisation (chain with +, e.g. center+l2)", NORMS),
+                                ("metric (head)", METRICS), ("aggregation", AGGREGATIONS)))
+
+
+def command_in(argv: list[str], names: list[str]) -> str | None:
+    """The subcommand named in `argv` (the first word that is one), if any."""
+    return next((arg for arg in argv if arg in names), None)
+
+
+def plugins_in(argv: list[str]) -> list[str]:
+    """The --plugin modules named anywhere in `argv` (they must be imported before the parser is built)."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg == "--plugin" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith("--plugin="):
+            found.append(arg.split("=", 1)[1])
+    return found
+
+
+def print_error(message: str) -> None:
+    print(f"imprint: error: {message}", file=sys.stderr)

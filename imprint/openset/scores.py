@@ -1,0 +1,217 @@
+"""Rejection scores: how unlike the known classes a query is (higher = more likely unknown).
+
+Each score is a registered stage (``reject=NAME``) fitted on the support set; it sees the raw support
+embeddings with their classes and the fitted classifier, so it works with every generator, aggregation
+and head. See shared/design/open-set.md for the definitions.
+
+- ``max_score``: minus the best class score.
+- ``energy``: minus T log sum exp(class scores / T), T the classifier's temperature.
+- ``knn``: minus the cosine similarity to the k-th nearest support sample in the classifier's query space
+  (Sun et al. 2022), an exact search in fixed blocks (FAISS's brute force, batch-invariant).
+- ``mahalanobis``: Mahalanobis++ (Mueller and Hein 2025): the smallest squared Mahalanobis distance of the
+  L2-normalised embedding to a class mean, with one shared Ledoit-Wolf covariance.
+- ``neco``: NECO (Ammar et al. 2024): one minus the share of the (centred, L2-normalised) embedding's norm
+  inside the principal subspace of the support set, where neural collapse puts the known classes.
+
+Calibration needs the scores of support samples as a model that never saw them would give: leave one out
+where that is exact and cheap (knn: each sample against the others), else from the classifier's cross-fitted
+fold models.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from imprint.registry import Registry
+from imprint.settings import AUTO, Setting
+from imprint.stages.covariance import Scatter, precision, shrunk_covariance
+
+REJECTORS: Registry[type[Rejector]] = Registry("reject")
+
+REJECT_RATE = Setting("reject_rate", float, 0.05, "share of known-class images that may be rejected as unknown "
+                      "(a conformal threshold on the support set keeps the rate at most this, in expectation)",
+                      low=0.0, high=1.0, open_low=True, open_high=True)
+UNKNOWN_LABEL = Setting("unknown_label", object, AUTO, "label predicted for rejected queries; auto: 'unknown' for "
+                        "string classes, -1 for integer classes", auto=True)
+COMMON = [REJECT_RATE, UNKNOWN_LABEL]
+
+
+def _unit(X: Tensor) -> Tensor:
+    return X / torch.linalg.vector_norm(X, dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class Rejector:
+    """Base class: fitted on the support set; ``score`` gives one unknown-score per query."""
+
+    #: needs the class scores of the queries (else only the embeddings)
+    uses_class_scores = False
+    #: its calibration scores come from leave-one-out on the full support set (else from fold models)
+    leave_one_out = False
+
+    def __init__(self, **options: Any) -> None:
+        self.options_ = {}
+
+    def fit(self, X: Tensor, codes: Tensor, model: Any) -> Rejector:
+        """Learn from raw support embeddings X (class codes `codes`) and the fitted ImprintedModel."""
+        return self
+
+    def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
+        raise NotImplementedError
+
+    def leave_one_out_scores(self, X: Tensor, codes: Tensor, model: Any) -> Tensor:
+        raise NotImplementedError
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.options_)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {}
+
+    @classmethod
+    def restore(cls, options: dict[str, Any], tensors: dict[str, Tensor]) -> Rejector:
+        rejector = cls(**options)
+        rejector.load_tensors(tensors)
+        return rejector
+
+    def load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        for name, value in tensors.items():
+            setattr(self, name, value)
+
+
+@REJECTORS.register("max_score", settings=COMMON)
+class MaxScore(Rejector):
+    """Minus the best class score (for cosine heads: one minus the best cosine)."""
+
+    uses_class_scores = True
+
+    def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
+        return -class_scores.max(dim=1).values
+
+
+@REJECTORS.register("energy", settings=COMMON)
+class Energy(Rejector):
+    """Minus the free energy T log sum exp(scores / T) of the class scores (T: the classifier's temperature)."""
+
+    uses_class_scores = True
+
+    def __init__(self, temperature: float = 0.01, **options: Any) -> None:
+        super().__init__()
+        self.temperature = float(temperature)
+        self.options_ = {"temperature": self.temperature}
+
+    def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
+        return -self.temperature * torch.logsumexp(class_scores.double() / self.temperature, dim=1)
+
+
+KNN_K = Setting("knn_k", int, AUTO, "knn: which nearest support sample's similarity scores a query; auto: "
+                "min(50, half the smallest class's size), at least 1", low=1, auto=True)
+
+
+@REJECTORS.register("knn", settings=[*COMMON, KNN_K])
+class KNN(Rejector):
+    """Minus the cosine similarity to the k-th nearest support sample in the classifier's query space."""
+
+    leave_one_out = True
+
+    def __init__(self, knn_k: int | str = AUTO, **options: Any) -> None:
+        super().__init__()
+        self.k = knn_k
+        self.support: Tensor | None = None
+
+    def fit(self, X: Tensor, codes: Tensor, model: Any) -> KNN:
+        with torch.no_grad():
+            self.support = _unit(model.norm_inf(X.to(model.proxies.dtype))).contiguous()
+        if self.k == AUTO:
+            self.k = max(1, min(50, int(torch.bincount(codes).min()) // 2))
+        self.k = min(int(self.k), len(self.support))
+        self.options_ = {"knn_k": self.k}
+        return self
+
+    def _kth(self, queries: Tensor, k: int) -> Tensor:
+        from imprint.search import kth_similarity
+
+        return kth_similarity(queries, self.support, k)
+
+    def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
+        return -self._kth(_unit(model.norm_inf(queries.to(model.proxies.dtype))), self.k)
+
+    def leave_one_out_scores(self, X: Tensor, codes: Tensor, model: Any) -> Tensor:
+        """Each support sample against the others: its own row (similarity 1) is the nearest, so take k + 1."""
+        return -self._kth(self.support, min(self.k + 1, len(self.support)))
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {"support": self.support}
+
+
+@REJECTORS.register("mahalanobis", settings=COMMON)
+class MahalanobisPlusPlus(Rejector):
+    """Smallest squared Mahalanobis distance of the L2-normalised embedding to a class mean (shared, shrunk
+    Ledoit-Wolf covariance): Mahalanobis++."""
+
+    leave_one_out = False
+
+    def fit(self, X: Tensor, codes: Tensor, model: Any) -> MahalanobisPlusPlus:
+        Z = _unit(X.double())
+        counts = torch.bincount(codes)
+        means = torch.zeros(len(counts), Z.shape[1], dtype=torch.float64, device=Z.device).index_add_(0, codes, Z)
+        self.means = means / counts[:, None]
+        covariance, _ = shrunk_covariance(Scatter.of(Z - self.means[codes], len(counts)), "ledoit_wolf")
+        self.precision = precision(covariance)
+        self.counts = counts.double()
+        return self
+
+    def _distances(self, Z: Tensor) -> Tensor:
+        Z = Z.double()
+        ZP = Z @ self.precision
+        return ((ZP * Z).sum(1, keepdim=True) - 2 * ZP @ self.means.T
+                + ((self.means @ self.precision) * self.means).sum(1)).clamp_min(0.0)
+
+    def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
+        return self._distances(_unit(queries.double())).min(dim=1).values
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {"means": self.means, "precision": self.precision, "counts": self.counts}
+
+
+NECO_DIM = Setting("neco_dim", int, AUTO, "neco: dimension of the principal subspace; auto: the fewest principal "
+                   "directions holding 90% of the support set's variance", low=1, auto=True)
+
+
+@REJECTORS.register("neco", settings=[*COMMON, NECO_DIM])
+class NECO(Rejector):
+    """One minus the share of the centred, L2-normalised embedding's norm in the support set's principal
+    subspace."""
+
+    def __init__(self, neco_dim: int | str = AUTO, **options: Any) -> None:
+        super().__init__()
+        self.dim = neco_dim
+
+    def fit(self, X: Tensor, codes: Tensor, model: Any) -> NECO:
+        Z = _unit(X.double())
+        self.center = Z.mean(0)
+        _, singular, vectors = torch.linalg.svd(Z - self.center, full_matrices=False)
+        if self.dim == AUTO:
+            share = torch.cumsum(singular ** 2, 0) / (singular ** 2).sum().clamp_min(1e-300)
+            self.dim = int(torch.searchsorted(share, torch.tensor(0.9, dtype=share.dtype))) + 1
+        self.dim = min(int(self.dim), vectors.shape[0])
+        self.basis = vectors[:self.dim].T.contiguous()
+        self.options_ = {"neco_dim": self.dim}
+        return self
+
+    def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
+        Z = _unit(queries.double()) - self.center
+        inside = torch.linalg.vector_norm(Z @ self.basis, dim=1)
+        return 1.0 - inside / torch.linalg.vector_norm(Z, dim=1).clamp_min(1e-12)
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {"center": self.center, "basis": self.basis}
+
+
+def make_rejector(name: str, settings: dict[str, Any]) -> Rejector:
+    """Build the rejection score `name` with the settings it declares (and the temperature for energy)."""
+    entry = REJECTORS.entry(name)
+    own = {s.name: settings[s.name] for s in entry.settings if s.name in settings and s.name not in
+           ("reject_rate", "unknown_label")}
+    return entry.impl(**own, temperature=settings.get("temperature", 0.01))

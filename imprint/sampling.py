@@ -1,0 +1,20 @@
+"""Seeded within-class sampling: one helper behind every split, few-shot draw and cross-validation fold."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def ranked_by_class(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of `labels` in a random order (one permutation from `rng`) grouped by class, and each
+    one's rank within its class: taking rank < n keeps n random rows of every class."""
+    order = rng.permutation(len(labels))
+    order = order[np.argsort(labels[order], kind="stable")]
+    return order, np.arange(len(order)) - np.searchsorted(labels[order], labels[order], side="left")
+
+
+def stratified_folds(codes: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold number of every row: each class's rows dealt round-robin over the folds in a seeded random order."""
+    order, rank = ranked_by_class(codes, np.random.default_rng(seed))
+    folds = np.empty(len(codes), dtype=np.int64)
+    folds[order] = rank % n_folds
+    return folds
