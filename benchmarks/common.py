@@ -48,35 +48,39 @@ def _rss_mib() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def _reset_peak() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux), so the peak of the run is not the setup's."""
-    try:
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _peak_mib() -> float:
+def _anon_mib() -> float:
+    """Anonymous resident memory (copies, not pages of memory-mapped files), where the system reports it."""
     try:
         with open("/proc/self/status") as handle:
-            return next(int(line.split()[1]) for line in handle if line.startswith("VmHWM")) / 1024
+            return next(int(line.split()[1]) for line in handle if line.startswith("RssAnon")) / 1024
     except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return _rss_mib()
 
 
 def _child(setup, run, repeat, queue) -> None:
+    import threading
+
     state = setup()
-    before = _rss_mib()
-    _reset_peak()
+    before = _anon_mib()
+    peak = [before]
+    done = threading.Event()
+
+    def sample() -> None:  # the peak of anonymous memory, sampled every 5 ms
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], _anon_mib())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     best, result = timed(lambda: run(state), repeat)
-    queue.put((best, _peak_mib() - before, result if isinstance(result, (int, float)) else None))
+    done.set()
+    sampler.join()
+    peak[0] = max(peak[0], _anon_mib())
+    queue.put((best, peak[0] - before, result if isinstance(result, (int, float)) else None))
 
 
 def run_isolated(setup: Callable[[], object], run: Callable[[object], object],
                  repeat: int = 1) -> tuple[float, float, float | None]:
-    """(best seconds, peak extra MiB, numeric result) of run(setup()) in a fresh process.
+    """(best seconds, peak extra anonymous MiB, numeric result) of run(setup()) in a fresh process.
 
     A fresh process per method keeps memory peaks and the thread pools of different libraries
     (OpenMP in scikit-learn and faiss, torch's own) from disturbing each other.

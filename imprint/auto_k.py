@@ -19,6 +19,7 @@ import torch
 from imprint.sampling import ranked_by_class
 from imprint.stages.generation import class_means
 from imprint.stages.metric import squared_norms
+from imprint.support import Support
 
 LADDER = (1, 2, 3, 5, 10, 20, 50, 100)
 REPEATS = 2  # random half-splits averaged, to steady the choice
@@ -49,18 +50,20 @@ def proxy_ratio(codes: np.ndarray, score: Callable[[int, np.ndarray, np.ndarray]
     return chosen / max(half, 1.0)
 
 
-def spread_ratios(X: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Per class: mean squared distance to its mean over the squared distance to the nearest other mean."""
-    groups = torch.repeat_interleave(torch.arange(len(counts), device=X.device), counts.to(X.device))
-    means = class_means(X, counts)  # float64, streamed: no float64 copy of the support set
-    sizes = counts.to(X.device, torch.float64)
-    within = torch.zeros(len(counts), dtype=torch.float64, device=X.device).index_add_(
-        0, groups, squared_norms(X)) / sizes - means.square().sum(1)  # E||x||^2 - ||mu||^2
+def spread_ratios(X: torch.Tensor | Support, counts: torch.Tensor) -> torch.Tensor:
+    """Per class: mean squared distance to its mean over the squared distance to the nearest other mean
+    (sums streamed block by block: no float64 copy of the support set)."""
+    support = X if isinstance(X, Support) else Support.of_sorted(X, counts)
+    means = class_means(support, counts)
+    squares = torch.zeros(len(counts), dtype=torch.float64, device=means.device)
+    for codes, block in support.blocks():
+        squares.index_add_(0, codes.to(means.device), squared_norms(block).to(means.device))
+    within = squares / counts.to(means.device, torch.float64) - means.square().sum(1)  # E||x||^2 - ||mu||^2
     gaps = torch.cdist(means, means).square().fill_diagonal_(torch.inf).min(1).values
     return (within / gaps.clamp_min(1e-12)).cpu()
 
 
-def per_class_k(X: torch.Tensor, counts: torch.Tensor, ratio: float) -> torch.Tensor:
+def per_class_k(X: torch.Tensor | Support, counts: torch.Tensor, ratio: float) -> torch.Tensor:
     """k_c = ratio x n_c x (spread_c / mean spread), at least 1 and at most n_c."""
     spread = spread_ratios(X, counts) if len(counts) > 1 else torch.ones(len(counts), dtype=torch.float64)
     weight = spread / spread.mean().clamp_min(1e-12)

@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from imprint.auto_k import per_class_k, proxy_ratio
-from imprint.blocks import block_rows, query_blocks, tensor_view
+from imprint.blocks import block_rows, query_blocks
 from imprint.devices import resolve_device
 from imprint.model import ImprintedModel
 from imprint.openset import REJECTORS, make_rejector, minimum_samples, prediction_sets, threshold
@@ -40,6 +40,7 @@ from imprint.stages import (
     restore_metric,
     restore_norm,
 )
+from imprint.support import Support
 from imprint.tuning import auto_settings, tune
 from imprint.validation import check_embeddings, check_labels
 
@@ -65,7 +66,7 @@ for _setting in (*SLOTS, *GENERAL):
     SETTINGS.declare(_setting)
 SLOT_NAMES = tuple(s.name for s in SLOTS)
 NORM_POINTS = ("norm_pre", "norm_post", "norm_inf")
-CALIBRATION_FOLDS = 5  # cross-fitted calibration: every support sample scored by a model that did not see it
+CALIBRATION_FOLDS = 10  # cross-fitted calibration: every support sample scored by a model that did not see it
 
 
 def parameter_names() -> list[str]:
@@ -168,7 +169,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self._check_settings()
         encoder_id = encoder_id or getattr(X, "encoder_id", None)
         if text_embeddings is None:
-            X_checked = check_embeddings(X)
+            X_checked = check_embeddings(X, keep_dtype=True)  # floats as given: read in blocks, never copied
             y = check_labels(y, len(X_checked))
             validate_data(self, X, reset=True, skip_check_array=True)
         else:
@@ -183,15 +184,16 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             self.proxy_ratio_ = self._cross_validated_ratio(X_checked, codes)
         settings = self._resolved()
         self.norm_pre_, self.norm_post_, self.norm_inf_ = (make_norm(settings[p], settings) for p in NORM_POINTS)
-        support, groups = self._sorted_support(X_checked, codes)
-        self.norm_inf_.fit(support)  # queries live where the support embeddings live
+        raw = Support(X_checked, codes, len(classes), self.device_)
         with torch.no_grad():  # not inference_mode: fitted state must stay usable in autograd code
-            normed = self.norm_pre_.fit_transform(support, groups)
-            del support
-            counts = torch.bincount(groups, minlength=len(classes))
-            proxies, proxy_counts = self._generate(normed, counts, fit=True)
-            metric = make_metric(self.metric, settings).fit(normed, counts.to(normed.device), proxies,
+            normed = self._fit_norms(raw)
+            proxies, proxy_counts = self._generate(normed, raw.counts, fit=True)
+            metric = make_metric(self.metric, settings).fit(normed, raw.counts, proxies,
                                                             proxy_counts.to(proxies.device))
+            proxies = metric.proxies
+            if isinstance(X_checked, np.ndarray) and proxies.device.type == "cpu" and \
+                    np.may_share_memory(proxies.numpy(), X_checked):  # e.g. 'all' on unit-norm float32 input
+                metric.set_proxies(proxies.clone(), metric.proxy_counts)
         self.classes_ = classes
         self._install(metric)
         self.encoder_id_ = encoder_id
@@ -242,7 +244,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             present = np.unique(codes[train])
             if len(present) < 2 or not test.any():
                 continue
-            fold = clone(self).set_params(reject=None, **fixed).fit(X[train], codes[train])
+            fold = self._classifying_clone(**fixed).fit(X[train], codes[train])
             class_scores = fold.decision_function(X[test])
             column = np.searchsorted(present, codes[test])
             column = np.where(np.isin(codes[test], present), column, -1)
@@ -304,6 +306,13 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         if self.reject is None:
             raise ValueError(f"{what} needs a rejection score: set reject= one of {', '.join(REJECTORS.names())}")
 
+    def _classifying_clone(self, **params: Any) -> ImprintClassifier:
+        """A copy with the same settings (and `params`) that only classifies: no rejection score, no calibration
+        (for the models fitted inside cross-validation)."""
+        reset = {} if self.reject is None else \
+            {"reject": None, **{s.name: s.default for s in REJECTORS.entry(self.reject).settings}}
+        return clone(self).set_params(**reset, **params)
+
     def _tune(self, X: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
         """Values for the settings left at "auto", chosen by cross-validation on the support set."""
         names = auto_settings(self._params(), SETTINGS.active(self._params()))
@@ -312,7 +321,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         fixed_k = {"k": 20} if self.k == AUTO else {}  # folds do not search k again
 
         def score(values: dict[str, Any], train: np.ndarray, test: np.ndarray) -> float:
-            fold = clone(self).set_params(**values, **fixed_k).fit(X[train], codes[train])
+            fold = self._classifying_clone(**values, **fixed_k).fit(X[train], codes[train])
             return float((fold.predict(X[test]) == codes[test]).mean())
 
         chosen, self.tuning_scores_ = tune(names, codes, X.shape[1], score, seed=int(self.seed))
@@ -323,24 +332,39 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         tuned = getattr(self, "tuned_", {})
 
         def score(k: int, train: np.ndarray, test: np.ndarray) -> float:
-            fold = clone(self).set_params(k=k, **tuned).fit(X[train], codes[train])
+            fold = self._classifying_clone(k=k, **tuned).fit(X[train], codes[train])
             return float((fold.predict(X[test]) == codes[test]).mean())
 
         return proxy_ratio(codes, score, seed=int(self.seed))
 
-    def _generate(self, normed: torch.Tensor, counts: torch.Tensor, fit: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """GEN then norm_post on class-sorted, normalised support rows (`counts` rows per class)."""
+    def _fit_norms(self, raw: Support) -> Support:
+        """Fit norm_inf (queries live where the support embeddings live) and norm_pre on the support set, block by
+        block; the normalised support set is then read through norm_pre, never held whole. A stage that needs
+        every value at once (quantile) gets the class-sorted set materialised once."""
+        if self.norm_inf_.streamable:
+            self.norm_inf_.fit_stream(raw.raw_blocks)
+        else:
+            self.norm_inf_.fit(raw.materialize())
+        if self.norm_pre_.streamable:
+            self.norm_pre_.fit_stream(raw.raw_blocks)
+            return raw.with_transform(self.norm_pre_)
+        groups = torch.repeat_interleave(torch.arange(len(raw.counts)), raw.counts).to(self.device_)
+        return Support.of_sorted(self.norm_pre_.fit_transform(raw.materialize(), groups), raw.counts)
+
+    def _generate(self, normed: Support, counts: torch.Tensor, fit: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """GEN then norm_post on the normalised support rows (`counts` rows per class)."""
         settings = self._resolved()
         if settings.get("k") == AUTO:  # new classes added later get the ratio without the spread weighting
             settings["k"] = per_class_k(normed, counts, self.proxy_ratio_) if fit else \
                 torch.round(self.proxy_ratio_ * counts.double()).long().clamp_min(1)
-        proxies, proxy_counts = generate(self.generation, normed, counts.to(normed.device),
+        data = normed if GENERATORS.entry(self.generation).traits.get("streaming") else normed.materialize()
+        proxies, proxy_counts = generate(self.generation, data, counts.to(self.device_),
                                          generation_options(self.generation, settings))
         proxy_groups = torch.repeat_interleave(torch.arange(len(proxy_counts), device=proxies.device),
                                                proxy_counts.to(proxies.device))
         proxies = self.norm_post_.fit_transform(proxies, proxy_groups) if fit else self.norm_post_(proxies)
-        if proxies.data_ptr() == normed.data_ptr() or not proxies.is_contiguous():
-            proxies = proxies.clone()  # e.g. 'all' on unit-norm input: the classifier must own its proxies
+        if not proxies.is_contiguous() or isinstance(data, torch.Tensor) and proxies.data_ptr() == data.data_ptr():
+            proxies = proxies.clone()  # e.g. 'all': the classifier must own its proxies
         return proxies.float(), proxy_counts.cpu().long()
 
     @staticmethod
@@ -351,13 +375,6 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             return text, labels
         images = check_embeddings(X, n_features=text.shape[1], owner="the text embeddings")
         return np.concatenate([images, text]), np.concatenate([check_labels(y, len(images)), labels])
-
-    def _sorted_support(self, X: np.ndarray, codes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        if np.all(codes[:-1] <= codes[1:]):  # already grouped by class: no copy
-            return tensor_view(X).to(self.device_), torch.from_numpy(codes.astype(np.int64)).to(self.device_)
-        order = np.argsort(codes, kind="stable")
-        support = torch.from_numpy(X[order]).to(self.device_)
-        return support, torch.from_numpy(codes[order].astype(np.int64)).to(self.device_)
 
     def _install(self, metric: Any) -> None:
         """Make the fitted metric (holding the proxies) the classifier's, with its aggregation and model."""
@@ -378,16 +395,15 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         if self.is_oracle:
             raise ValueError(f"add_classes is not available for oracle generation {self.generation!r}: "
                              "it uses statistics of all classes; refit instead")
-        X = check_embeddings(X, n_features=self.n_features_in_)
+        X = check_embeddings(X, n_features=self.n_features_in_, keep_dtype=True)
         y = check_labels(y, len(X))
         new_classes, codes = np.unique(y, return_inverse=True)
         clash = [c for c in new_classes.tolist() if c in set(self.classes_.tolist())]
         if clash:
             raise ValueError(f"class {clash[0]!r} is already imprinted; remove_classes([{clash[0]!r}]) first")
-        support, groups = self._sorted_support(X, codes)
         with torch.no_grad():
-            normed = self.norm_pre_(support)
-            counts = torch.bincount(groups, minlength=len(new_classes))
+            normed = Support(X, codes, len(new_classes), self.device_, transform=self.norm_pre_)
+            counts = normed.counts
             proxies, proxy_counts = self._generate(normed, counts, fit=False)
         classes = np.concatenate([self.classes_, new_classes])
         order = np.argsort(classes, kind="stable")
@@ -396,7 +412,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         rows = self._class_rows(all_counts, order)
         new = torch.from_numpy(order >= len(self.classes_))
         with torch.no_grad():
-            metric = self.metric_.extend(normed, counts.to(normed.device), all_proxies[rows.to(all_proxies.device)],
+            metric = self.metric_.extend(normed, counts, all_proxies[rows.to(all_proxies.device)],
                                          all_counts[torch.from_numpy(order)], new)
         self.classes_ = classes[order]
         self._install(metric)

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from imprint.support import Support
+
 BUCKET_ELEMENTS = 1 << 25  # padded floats per bucket (128 MiB at float32)
 SEED_DIMS = 64  # width of the random projection used for seeding wide embeddings
 SHIFT_BLOCK = 256  # classes per block when measuring how far the centres moved
@@ -181,45 +183,51 @@ def capped_k(counts: Tensor, k: int | Tensor) -> Tensor:
     return torch.minimum(counts, torch.as_tensor(k, dtype=counts.dtype, device=counts.device).expand_as(counts))
 
 
-def batched_kmeans(X: Tensor, counts: Tensor, k: int | Tensor, seed: int = 0, max_iter: int = 100,
+def _as_support(X: Tensor | Support, counts: Tensor) -> Support:
+    return X if isinstance(X, Support) else Support.of_sorted(X, counts)
+
+
+def batched_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: int = 0, max_iter: int = 100,
                    tol: float = 1e-4, with_inertia: bool = True) -> Clusters:
-    """k-means with k_c = min(k_c, n_c) centroids for every class of class-sorted X (k: one or per class).
+    """k-means with k_c = min(k_c, n_c) centroids for every class (k: one or per class) of class-sorted X or of a
+    Support (read one bucket of classes at a time: the support set is never copied whole).
 
     A class with at most k_c samples keeps all of them as centroids (documented, never an error).
     Classes are batched by equal k and similar size. `with_inertia` adds a final pass for the
     within-cluster sums of squares.
     """
-    starts = class_starts(counts)
+    support = _as_support(X, counts)
+    device, dim = support.device, support.dim
     k_per_class = capped_k(counts, torch.as_tensor(k).to(counts.device))
-    out = torch.empty(int(k_per_class.sum()), X.shape[1], dtype=X.dtype, device=X.device)
+    sizes, ks = counts.cpu().numpy(), k_per_class.cpu().numpy()
+    small = np.flatnonzero(sizes <= ks)  # these classes keep every sample, in order
+    kept = support.rows_of(small)
+    out = torch.empty(int(k_per_class.sum()), dim, dtype=kept.dtype, device=device)
     out_starts = class_starts(k_per_class)
     inertia = torch.zeros(len(counts), dtype=torch.float64)
-    sizes, ks = counts.cpu().numpy(), k_per_class.cpu().numpy()
-    small = (counts <= k_per_class).to(X.device)  # these classes keep every sample, in order
-    kept = X[torch.repeat_interleave(small, counts.to(X.device))]
-    out[torch.repeat_interleave(small, k_per_class.to(X.device))] = kept
-    gen = torch.Generator(device=X.device if X.device.type == "cuda" else "cpu").manual_seed(seed)
+    out[torch.repeat_interleave(torch.from_numpy(sizes <= ks), k_per_class.cpu()).to(device)] = kept
+    gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed)
     for kv in np.unique(ks[sizes > ks]):
-        for bucket in size_buckets(np.flatnonzero((sizes > ks) & (ks == kv)), sizes, X.shape[1]):
-            P, mask = gather_padded(X, starts, counts, bucket)
-            rows = out_starts[torch.as_tensor(bucket)].to(X.device)[:, None] + torch.arange(int(kv), device=X.device)
+        for bucket in size_buckets(np.flatnonzero((sizes > ks) & (ks == kv)), sizes, dim):
+            P, mask = support.padded(bucket)
+            rows = out_starts[torch.as_tensor(bucket)].to(device)[:, None] + torch.arange(int(kv), device=device)
             bucket_inertia = _kmeans_bucket(P, mask, int(kv), gen, max_iter, tol, out, rows, with_inertia)
             if with_inertia:
                 inertia[torch.as_tensor(bucket)] = bucket_inertia.cpu()
     return Clusters(out, k_per_class, inertia if with_inertia else None)
 
 
-def faiss_kmeans(X: Tensor, counts: Tensor, k: int | Tensor, seed: int = 0, max_iter: int = 100) -> Clusters:
+def faiss_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: int = 0,
+                 max_iter: int = 100) -> Clusters:
     """Per-class FAISS k-means (GPU when faiss has one): no subsampling, no warnings, k capped at n_c."""
     import faiss
 
-    data = X.detach().cpu().numpy()
-    starts = class_starts(counts).tolist()
+    support = _as_support(X, counts)
     use_gpu = faiss.get_num_gpus() > 0
     k_per_class = capped_k(counts, torch.as_tensor(k).to(counts.device))
     pieces, inertia = [], []
-    for start, n, kc in zip(starts, counts.tolist(), k_per_class.tolist()):
-        points = data[start:start + n]
+    for c, (n, kc) in enumerate(zip(counts.tolist(), k_per_class.tolist())):
+        points = np.ascontiguousarray(support.rows_of(np.array([c])).detach().cpu().numpy(), dtype=np.float32)
         if n <= kc:
             pieces.append(points)
             inertia.append(0.0)
@@ -229,26 +237,26 @@ def faiss_kmeans(X: Tensor, counts: Tensor, k: int | Tensor, seed: int = 0, max_
         km.train(points)
         pieces.append(km.centroids)
         inertia.append(float(km.index.search(points, 1)[0].sum()))
-    centroids = torch.from_numpy(np.concatenate(pieces)).to(X.device)
+    centroids = torch.from_numpy(np.concatenate(pieces)).to(support.device)
     return Clusters(centroids, k_per_class, torch.tensor(inertia, dtype=torch.float64))
 
 
-def nearest_own_centroid(X: Tensor, counts: Tensor, centroids: Tensor, centroid_counts: Tensor) -> Tensor:
-    """Index into `centroids` of each row's nearest centroid of its own class (X and centroids both
-    class-sorted), computed class by class in padded buckets: never a rows x all-centroids matrix."""
-    centroid_counts = centroid_counts.to(counts.device)
-    if bool((centroid_counts == 1).all()):
-        return torch.repeat_interleave(torch.arange(len(counts), device=X.device), counts.to(X.device))
-    out = torch.empty(len(X), dtype=torch.long, device=X.device)
-    starts, centroid_starts = class_starts(counts), class_starts(centroid_counts)
-    sizes, ks = counts.cpu().numpy(), centroid_counts.cpu().numpy()
-    for kv in np.unique(ks[sizes > 0]):
-        for bucket in size_buckets(np.flatnonzero((ks == kv) & (sizes > 0)), sizes, X.shape[1]):
-            P, mask = gather_padded(X, starts, counts, bucket)
-            C, _ = gather_padded(centroids, centroid_starts, centroid_counts, bucket)
-            nearest = _sq_dists(P, torch.linalg.vector_norm(P, dim=2).square_(), C,
-                                (C * C).sum(-1)).argmin(dim=2)
-            cls = torch.as_tensor(bucket, device=X.device)
-            rows = starts.to(X.device)[cls][:, None] + torch.arange(mask.shape[1], device=X.device)
-            out[rows[mask]] = (centroid_starts.to(X.device)[cls][:, None] + nearest)[mask]
-    return out
+def nearest_own_centroid(support: Support, centroids: Tensor, centroid_counts: Tensor) -> Iterator[
+        tuple[np.ndarray, Tensor, Tensor]]:
+    """Per bucket of classes: (classes, their rows as a padded (B, n, d) block with its mask, index into
+    `centroids` of each row's nearest centroid of its own class). Class by class: never a rows x all-centroids
+    matrix, and the support set is read one bucket at a time."""
+    counts = support.counts_np
+    ks = centroid_counts.cpu().numpy()
+    centroid_starts = class_starts(centroid_counts.cpu())
+    for kv in np.unique(ks[counts > 0]):
+        for bucket in size_buckets(np.flatnonzero((ks == kv) & (counts > 0)), counts, centroids.shape[1]):
+            P, mask = support.padded(bucket)
+            offsets = centroid_starts[torch.as_tensor(bucket)].to(P.device)[:, None]
+            if kv == 1:
+                nearest = offsets.expand(-1, P.shape[1])
+            else:
+                C = centroids.to(P.device, P.dtype)[offsets + torch.arange(int(kv), device=P.device)]
+                nearest = offsets + _sq_dists(P, torch.linalg.vector_norm(P, dim=2).square_(), C,
+                                              (C * C).sum(-1)).argmin(dim=2)
+            yield bucket, (P, mask), nearest

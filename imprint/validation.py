@@ -7,10 +7,15 @@ import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
+FINITE_BLOCK = 1 << 16  # rows per block of the finiteness check
+
 
 def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
-                     owner: str = "ImprintClassifier") -> np.ndarray:
-    """Return X as a C-contiguous float32 2-D array, or raise a ValueError that says what is wrong."""
+                     owner: str = "ImprintClassifier", keep_dtype: bool = False) -> np.ndarray:
+    """Return X as a C-contiguous float32 2-D array, or raise a ValueError that says what is wrong.
+
+    With `keep_dtype`, a floating array (float16/32/64, memory-mapped or not) is returned as it is, not copied:
+    the classifier reads it in blocks."""
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
         raise TypeError(f"{name} is a sparse matrix; {owner} needs dense embeddings: pass {name}.toarray()")
     if hasattr(X, "detach"):  # torch tensor
@@ -42,9 +47,13 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
             f"X has {arr.shape[1]} features, but {owner} is expecting {n_features} features as input; "
             "embed the queries with the encoder the classifier was fitted with"
         )
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf, reported below
-        out = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.isfinite(out.sum(axis=1, dtype=np.float64))  # NaN/inf propagate; no N x d mask in memory
+    if keep_dtype and arr.dtype.kind == "f":
+        out = arr  # read in blocks later: no copy of a large (or memory-mapped) set
+    else:
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf, reported below
+            out = np.ascontiguousarray(arr, dtype=np.float32)
+    finite = np.concatenate([_finite_rows(out[start:start + FINITE_BLOCK])
+                             for start in range(0, len(out), FINITE_BLOCK)])
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise ValueError(
@@ -52,6 +61,16 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
             f"first at row {bad[0]}; drop or fix those embeddings"
         )
     return out
+
+
+def _finite_rows(block: np.ndarray) -> np.ndarray:
+    """Rows with no NaN or infinity that also fit in float32 (NaN/inf propagate into the row sums: no mask of
+    the whole block is needed)."""
+    finite = np.isfinite(block.sum(axis=1, dtype=np.float64))
+    if block.dtype.itemsize > 4:
+        with np.errstate(invalid="ignore"):
+            finite &= np.abs(block).max(axis=1) <= np.finfo(np.float32).max
+    return finite
 
 
 def check_labels(y: Any, n_samples: int) -> np.ndarray:

@@ -161,23 +161,55 @@ def evaluate(clf: Any, X: np.ndarray, y: np.ndarray) -> Evaluation:
 
 @dataclass
 class Prediction:
-    """One image's predicted class, its probability and the top alternatives as (class, probability)."""
+    """One image's predicted class (the unknown label when rejected), its probability, the top alternatives as
+    (class, probability) and, for a classifier with a rejection score, that score (higher: more likely unknown)."""
 
     path: Path
     label: Any
     probability: float
     top: list[tuple[Any, float]]
+    unknown_score: float | None = None
 
 
 def predictions(clf: Any, paths: Sequence[Path], X: np.ndarray, top_k: int) -> list[Prediction]:
-    """Top-k classes (by predict_proba) of every embedded image."""
+    """Top-k classes (by predict_proba) of every embedded image, with rejection where the classifier has it."""
     if not len(X):
         return []
     proba = clf.predict_proba(X)
+    labels = clf.predict(X)
+    unknown = clf.score_unknown(X) if getattr(clf, "reject", None) is not None else [None] * len(X)
     order = np.argsort(-proba, axis=1, kind="stable")[:, :min(top_k, len(clf.classes_))]
-    return [Prediction(Path(path), clf.classes_[ranks[0]], float(row[ranks[0]]),
-                       [(clf.classes_[r], float(row[r])) for r in ranks])
-            for path, ranks, row in zip(paths, order, proba)]
+    return [Prediction(Path(path), label, float(row[ranks[0]]), [(clf.classes_[r], float(row[r])) for r in ranks],
+                       None if score is None else float(score))
+            for path, ranks, row, label, score in zip(paths, order, proba, labels, unknown)]
+
+
+@dataclass
+class OpenSetEvaluation:
+    """How a classifier with a rejection score treats known-class and unknown images."""
+
+    target_rate: float
+    known_rejected: float
+    unknown_rejected: float
+    auroc: float
+    fpr95: float
+    accepted_accuracy: float
+    n_known: int
+    n_unknown: int
+
+
+def evaluate_open_set(clf: Any, X_known: np.ndarray, y_known: np.ndarray, X_unknown: np.ndarray) -> OpenSetEvaluation:
+    """Rejection of known-class images (against the target rate) and of unknown ones, AUROC and FPR at 95% TPR
+    of the rejection score, and the accuracy of the known images that were accepted."""
+    from imprint.openset.metrics import auroc, fpr_at_tpr
+
+    known_scores, unknown_scores = clf.score_unknown(X_known), clf.score_unknown(X_unknown)
+    predicted = clf.predict(X_known)
+    accepted = known_scores <= clf.threshold_
+    accuracy = float((predicted[accepted] == y_known[accepted]).mean()) if accepted.any() else float("nan")
+    return OpenSetEvaluation(float(clf.reject_rate), float((~accepted).mean()),
+                             float((unknown_scores > clf.threshold_).mean()), auroc(known_scores, unknown_scores),
+                             fpr_at_tpr(known_scores, unknown_scores), accuracy, len(X_known), len(X_unknown))
 
 
 def confusion_png(evaluation: Evaluation, classes: Sequence[Any], title: str) -> bytes:

@@ -165,7 +165,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
         evaluate_folder(clf, args.test_dir, args, holder["run"])
 
 
-def evaluate_folder(clf, folder: str, args: argparse.Namespace, run) -> None:
+def evaluate_folder(clf, folder: str, args: argparse.Namespace, run) -> dict[str, Any]:
     from imprint.workflow import confusion_png, evaluate, open_source
 
     with warnings_as_messages():
@@ -179,24 +179,53 @@ def evaluate_folder(clf, folder: str, args: argparse.Namespace, run) -> None:
              f"{', '.join(map(str, unknown))}")
     X, ok = source.embed(np.flatnonzero(known))
     evaluation = evaluate(clf, X, source.labels[known][ok])
-    if getattr(args, "format", "text") == "json":
-        sys.stdout.write(json_text({"accuracy": evaluation.accuracy, "chance": evaluation.chance,
-                                    "macro_f1": evaluation.macro_f1, "images": len(evaluation.labels),
-                                    "per_class": [dict(zip(("class", "precision", "recall", "f1", "images"), row))
-                                                  for row in zip(evaluation.classes, evaluation.precision,
-                                                                 evaluation.recall, evaluation.f1,
-                                                                 evaluation.support)]}))
-    else:
+    payload = {"accuracy": evaluation.accuracy, "chance": evaluation.chance, "macro_f1": evaluation.macro_f1,
+               "images": len(evaluation.labels),
+               "per_class": [dict(zip(("class", "precision", "recall", "f1", "images"), row))
+                             for row in zip(evaluation.classes, evaluation.precision, evaluation.recall,
+                                            evaluation.f1, evaluation.support)]}
+    if getattr(args, "format", "text") != "json":
         report_evaluation(evaluation, "test", per_class=True)
     if getattr(args, "confusion", None):
         write_file(args.confusion, confusion_png(evaluation, evaluation.classes, f"{Path(folder).name}: "
                                                  f"{Path(args.classifier).name}"))
-        say(f"confusion matrix -> {args.confusion}")
+        print(f"confusion matrix -> {args.confusion}", file=sys.stderr)
+    return payload
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     clf, run = load_for_images(args)
-    evaluate_folder(clf, args.folder, args, run)
+    if args.unknown and clf.reject is None:
+        raise CLIError(f"--unknown scores rejection, but {args.classifier} has none: fit with --reject "
+                       "(e.g. --reject mahalanobis --reject-rate 0.05)")
+    payload = evaluate_folder(clf, args.folder, args, run)
+    if args.unknown:
+        payload["open_set"] = evaluate_unknown(clf, args, run)
+    if args.format == "json":
+        sys.stdout.write(json_text(payload))
+
+
+def evaluate_unknown(clf, args: argparse.Namespace, run) -> dict[str, Any]:
+    """Open-set metrics: the labelled folder's images as known, every image under --unknown as unknown."""
+    from imprint.data.folder import list_images
+    from imprint.workflow import evaluate_open_set, open_source
+
+    with warnings_as_messages():
+        source = open_source(args.folder, folder_embedder=run, min_classes=1)
+    known = np.flatnonzero(np.isin(source.labels, clf.classes_))
+    X_known, ok = source.embed(known)
+    unknown_paths = list_images(Path(args.unknown))
+    if not unknown_paths:
+        raise CLIError(f"no images found in {args.unknown}")
+    X_unknown, _ = run(unknown_paths)
+    result = evaluate_open_set(clf, X_known, source.labels[known][ok], X_unknown)
+    if args.format == "json":
+        return dict(result.__dict__)
+    say(f"\nopen set ({clf.reject}, target rate {percent(result.target_rate)}): known images rejected "
+        f"{percent(result.known_rejected)} of {result.n_known}; unknown images rejected "
+        f"{percent(result.unknown_rejected)} of {result.n_unknown}; AUROC {result.auroc:.4f}; FPR at 95% TPR "
+        f"{percent(result.fpr95)}; accuracy of the accepted known images {percent(result.accepted_accuracy)}")
+    return dict(result.__dict__)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -214,21 +243,25 @@ def cmd_predict(args: argparse.Namespace) -> None:
         raise CLIError(f"no images found in {', '.join(args.paths)}")
     X, ok = run(paths)
     found = predictions(clf, [p for p, k in zip(paths, ok) if k], X, args.top_k)
-    header = ["path", "label", "score", "top_k"]
-    rows = [[str(p.path), p.label, p.probability, ";".join(f"{c}:{s:.4f}" for c, s in p.top)] for p in found]
+    open_set = clf.reject is not None
+    header = ["path", "label", "score", "top_k"] + (["unknown_score"] if open_set else [])
+    rows = [[str(p.path), p.label, p.probability, ";".join(f"{c}:{s:.4f}" for c, s in p.top)]
+            + ([p.unknown_score] if open_set else []) for p in found]
     fmt = args.format
     if fmt == "auto":
         fmt = "json" if args.output and args.output.endswith(".json") else \
             "csv" if args.output or not sys.stdout.isatty() else "table"
     if fmt == "json":
         text = json_text([{"path": str(p.path), "label": p.label, "score": p.probability,
-                           "top_k": [{"label": c, "score": s} for c, s in p.top]} for p in found])
+                           "top_k": [{"label": c, "score": s} for c, s in p.top],
+                           **({"unknown_score": p.unknown_score} if open_set else {})} for p in found])
     elif fmt == "csv":
         text = csv_text(rows, header)
     else:
         text = table([[p.path.name, p.label, percent(p.probability),
-                       ", ".join(f"{c} {percent(s)}" for c, s in p.top[1:])] for p in found],
-                     ["image", "class", "probability", "next best"]) + "\n"
+                       ", ".join(f"{c} {percent(s)}" for c, s in p.top[1:])]
+                       + ([f"{p.unknown_score:.4g}"] if open_set else []) for p in found],
+                     ["image", "class", "probability", "next best"] + (["unknown score"] if open_set else [])) + "\n"
     if args.output:
         write_file(args.output, text.encode())
         print(f"predicted {len(found)} image(s) -> {args.output}", file=sys.stderr)

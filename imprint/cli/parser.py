@@ -118,6 +118,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     p.add_argument("classifier")
     p.add_argument("folder")
     p.add_argument("--confusion", default=None, help="write a confusion-matrix picture (PNG)")
+    p.add_argument("--unknown", default=None, metavar="FOLDER",
+                   help="images of none of the classes: report open-set metrics (needs a classifier with --reject)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     add_encoding_options(p)
 

@@ -80,6 +80,28 @@ def digits(split: str = "all") -> ArrayDataset:
     return ArrayDataset("digits", images, bunch.target.astype(np.int64), DIGIT_CLASSES)
 
 
+def _textile_folder() -> Path:
+    try:
+        import conformal_clip_data
+    except ImportError:
+        raise DatasetUnavailable("the textile images come with the conformal-clip-data package: "
+                                 "pip install conformal-clip-data") from None
+    return Path(conformal_clip_data.textile_simulated_root())
+
+
+@DATASETS.register("textile", folder=_textile_folder)
+def textile(split: str = "all") -> ArrayDataset:
+    """Simulated RGB textile images (250 x 250) from PyPI's conformal-clip-data: nominal (1000), local (500) and
+    global (500) defects; an image folder, embedded from its files (one split: all)."""
+    raise DatasetUnavailable("textile is an image folder; it is embedded from its files (see folder_of)")
+
+
+def folder_of(name: str) -> Path | None:
+    """The image folder of a folder-backed built-in dataset (e.g. textile), or None for array datasets."""
+    locate = DATASETS.entry(name).traits.get("folder")
+    return locate() if locate is not None else None
+
+
 def load_dataset(name: str, split: str | None = None) -> ArrayDataset:
     """The built-in dataset registered as `name` (its default split unless `split` is given).
     A dataset registered with a `test_split` trait has a separate official test split."""

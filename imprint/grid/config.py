@@ -27,7 +27,7 @@ from imprint.registry import did_you_mean
 from imprint.settings import SETTINGS
 
 BASELINES = ("linear_probe",)
-PROTOCOLS = ("closed_set", "open_set")
+PROTOCOLS = ("closed_set", "open_set", "incremental")
 NOT_AXES = ("seed", "device")  # the grid's `seeds` axis seeds each cell; `device` is a run setting
 
 
@@ -185,6 +185,7 @@ class _GridBase(_Strict):
     task_splits: Annotated[list[Any], _each(_task)] = ["all"]
     shots: Annotated[list[Any], _each(_positive_int("shots", also=("all",)))] = ["all"]
     seeds: Annotated[list[int], _each(_seed)] = [0]
+    steps: Annotated[list[int], _each(_positive_int("steps"))] = [2]
     baselines: Annotated[list[str], _each(_word_in("baseline", BASELINES))] = []
     device: str = "cpu"
 
@@ -199,6 +200,16 @@ class _GridBase(_Strict):
                              "set val_per_class >= 1 for every dataset")
         if self.unknown_datasets and self.protocol != "open_set":
             raise ValueError("'unknown_datasets' are for protocol: open_set")
+        if self.protocol == "incremental" and self.baselines:
+            raise ValueError("protocol incremental adds classes to a fitted classifier; the linear_probe baseline "
+                             "cannot: leave 'baselines' out")
+        if self.protocol == "open_set":
+            for variant in self.variants or [None]:
+                values = (variant.reject if variant is not None else None) or self.reject
+                if None in values:
+                    name = variant.name or variant.preset if variant is not None else "the top-level variant"
+                    raise ValueError(f"protocol open_set scores rejection: set reject (e.g. [max_score, mahalanobis]) "
+                                     f"at the top level or in every variant; {name} has none")
         return self
 
 

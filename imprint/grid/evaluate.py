@@ -13,6 +13,7 @@ from imprint.collapse import CollapseStats, cdnv, nc1
 from imprint.data.tasks import task_name
 from imprint.grid.expand import Cell
 from imprint.grid.protocol import EmbeddedDataset, split
+from imprint.openset.metrics import auroc, fpr_at_tpr
 
 PROBE_C = (0.01, 0.1, 1.0, 10.0, 100.0)  # inverse regularisation strengths tried on validation data
 
@@ -56,20 +57,28 @@ _collapse_of_support: dict[tuple, dict[str, float]] = {}
 
 
 def evaluate_cell(cell: Cell, data: EmbeddedDataset) -> dict[str, Any]:
-    """One results row: the cell's settings, accuracy, macro-F1, validation accuracy, fit and predict times."""
+    """One results row: the cell's settings, accuracy, macro-F1, validation accuracy, fit and predict times,
+    and for the open-set protocol the rejection metrics."""
     rows = split(data, cell.dataset, cell.task, cell.shots, cell.seed)
     Xs, ys = data.X[rows.support], rows.labels[rows.support]
     Xv, yv = data.X[rows.val], rows.labels[rows.val]
     Xt, yt = data.X[rows.test], rows.labels[rows.test]
     start = time.perf_counter()
+    incremental = {}
     if "baseline" in cell.method:
         model = LinearProbe(seed=cell.seed).fit(Xs, ys, Xv, yv)
+    elif cell.protocol == "incremental":
+        model, incremental = fit_incrementally(cell, Xs, ys, Xt, yt)
     else:
         model = ImprintClassifier(**cell.method, seed=cell.seed, device="cpu").fit(Xs, ys)
     fit_time = time.perf_counter() - start
     start = time.perf_counter()
     predicted = model.predict(Xt)
     predict_time = time.perf_counter() - start
+    open_set = {}
+    if cell.protocol == "open_set" and getattr(model, "reject", None) is not None:
+        open_set = open_set_metrics(model, Xt, predicted, data.X[rows.near], data.far)
+        predicted = model.classes_[model.decision_function(Xt).argmax(1)]  # closed-set accuracy below
     val_accuracy = float((model.predict(Xv) == yv).mean()) if len(yv) else float("nan")
     collapse = _collapse_of_support.get(cell.support_key)
     if collapse is None:
@@ -82,4 +91,45 @@ def evaluate_cell(cell: Cell, data: EmbeddedDataset) -> dict[str, Any]:
             "macro_f1": float(f1_score(yt, predicted, average="macro", labels=np.unique(ys), zero_division=0)),
             "val_accuracy": val_accuracy, "fit_time_s": fit_time, "predict_time_s": predict_time,
             "n_classes": len(np.unique(ys)), "n_support": len(ys), "n_test": len(yt),
-            **collapse}
+            **collapse, **open_set, **incremental}
+
+
+def fit_incrementally(cell: Cell, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray,
+                      yt: np.ndarray) -> tuple[ImprintClassifier, dict[str, float]]:
+    """Classes arrive in `cell.steps` steps (the task's classes in a seeded random order, split as evenly as
+    possible): fit on the first step's classes, add each next step's with add_classes, and after every step
+    score the test images of the classes seen so far. Returns the final classifier and the mean of the
+    step accuracies (the last step's is the cell's accuracy), as SimpleCIL and RanPAC report."""
+    classes = np.random.default_rng(cell.seed).permutation(np.unique(ys))
+    arrivals = np.array_split(classes, min(cell.steps, len(classes) // 2))
+    model, accuracies = None, []
+    for step, arriving in enumerate(arrivals):
+        rows = np.isin(ys, arriving)
+        if model is None:
+            model = ImprintClassifier(**cell.method, seed=cell.seed, device="cpu").fit(Xs[rows], ys[rows])
+        else:
+            model.add_classes(Xs[rows], ys[rows])
+        seen = np.isin(yt, np.concatenate(arrivals[:step + 1]))
+        accuracies.append(float((model.predict(Xt[seen]) == yt[seen]).mean()))
+    return model, {"average_accuracy": float(np.mean(accuracies)), "first_step_accuracy": accuracies[0]}
+
+
+def open_set_metrics(model: ImprintClassifier, known: np.ndarray, known_predicted: np.ndarray, near: np.ndarray,
+                     far: np.ndarray | None) -> dict[str, float]:
+    """Realised rejection of known test images (against the target rate), accuracy of the accepted ones, and
+    AUROC, FPR at 95% TPR and rejection rate for near (the dataset's other classes) and far (other datasets)
+    unknown images."""
+    label = model._unknown_label()
+    rejected = known_predicted == label
+    known_scores = model.score_unknown(known)
+    out = {"target_rate": float(model.reject_rate), "known_rejected": float(rejected.mean()),
+           "n_near": len(near), "n_far": 0 if far is None else len(far)}
+    for name, unknown in (("near", near), ("far", far)):
+        if unknown is None or not len(unknown):
+            out.update({f"auroc_{name}": float("nan"), f"fpr95_{name}": float("nan"),
+                        f"unknown_rejected_{name}": float("nan")})
+            continue
+        scores = model.score_unknown(unknown)
+        out.update({f"auroc_{name}": auroc(known_scores, scores), f"fpr95_{name}": fpr_at_tpr(known_scores, scores),
+                    f"unknown_rejected_{name}": float((scores > model.threshold_).mean())})
+    return out

@@ -39,12 +39,14 @@ class Cell:
     method: dict[str, Any] = field(hash=False)
     requested: dict[str, Any] = field(hash=False, default_factory=dict)
     protocol: str = "closed_set"
+    steps: int = 1  # class-incremental protocol: the task's classes arrive in this many steps
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the result (the variant's display name does not)."""
         return {"protocol": PROTOCOL_VERSION, "evaluation": self.protocol, "encoder": self.encoder,
                 "dataset": self.dataset.model_dump(), "task": list(self.task) if isinstance(self.task, tuple)
-                else self.task, "shots": self.shots, "seed": self.seed, "method": self.method}
+                else self.task, "shots": self.shots, "seed": self.seed, "method": self.method,
+                **({"steps": self.steps} if self.steps > 1 else {})}
 
     @property
     def key(self) -> str:
@@ -62,8 +64,10 @@ class Cell:
 
     @property
     def group(self) -> tuple[str, str, str, str]:
-        """The (encoder, dataset, task, shots) group that variants are ranked within."""
-        return self.encoder, self.dataset.label, task_name(self.task), str(self.shots)
+        """The (encoder, dataset, task, shots) group that variants are ranked within (the task names its steps
+        when classes arrive in several)."""
+        task = task_name(self.task) + (f" in {self.steps} steps" if self.steps > 1 else "")
+        return self.encoder, self.dataset.label, task, str(self.shots)
 
 
 @dataclass
@@ -128,7 +132,8 @@ def method_label(method: dict[str, Any]) -> str:
 
     text = "/".join(part(slot) for slot in ("norm_pre", "generation", "norm_post", "norm_inf", "aggregation"))
     metric = part("metric")
-    return text if metric == "dot" else f"{text} {metric}"
+    text = text if metric == "dot" else f"{text} {metric}"
+    return text if method.get("reject") is None else f"{text} reject={part('reject')}"
 
 
 def _variant_blocks(config: GridBase) -> list[tuple[str | None, dict[str, list]]]:
@@ -152,8 +157,10 @@ def expand(config: GridBase) -> Expansion:
             methods.append((name, dict(zip(axes, values)), varying))
     expansion = Expansion([])
     seen: set[tuple[str, str]] = set()
-    data_axes = itertools.product(config.encoders, config.datasets, config.task_splits, config.shots, config.seeds)
-    for encoder, dataset, task, shots, seed in data_axes:
+    steps_axis = config.steps if config.protocol == "incremental" else [1]
+    data_axes = itertools.product(config.encoders, config.datasets, config.task_splits, steps_axis, config.shots,
+                                  config.seeds)
+    for encoder, dataset, task, steps, shots, seed in data_axes:
         if shots != "all" and shots > dataset.support_per_class:
             expansion.dropped[ABOVE_POOL] += len(methods) + len(config.baselines)
             continue
@@ -164,7 +171,7 @@ def expand(config: GridBase) -> Expansion:
             if name is not None and shown:
                 label += " (" + ", ".join(f"{axis}={raw[axis]}" for axis in shown) + ")"
             cell = Cell(encoder, dataset, task, shots, seed, label, canonical_method(raw, shots, dataset), requested,
-                        config.protocol)
+                        config.protocol, steps)
             if (cell.key, label) in seen:
                 expansion.dropped[DUPLICATE] += 1
                 continue
@@ -172,5 +179,5 @@ def expand(config: GridBase) -> Expansion:
             expansion.cells.append(cell)
         for baseline in config.baselines:
             expansion.cells.append(Cell(encoder, dataset, task, shots, seed, baseline.replace("_", " "),
-                                        {"baseline": baseline}, {"baseline": baseline}, config.protocol))
+                                        {"baseline": baseline}, {"baseline": baseline}, config.protocol, steps))
     return expansion

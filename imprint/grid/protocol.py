@@ -14,7 +14,7 @@ import numpy as np
 
 from imprint.atomic import atomic_write_bytes
 from imprint.cache import EmbeddingCache, array_key, encoder_namespace
-from imprint.data.builtin import DATASETS, load_dataset
+from imprint.data.builtin import DATASETS, folder_of, load_dataset
 from imprint.data.tasks import resolve_task
 from imprint.encoders.base import Encoder
 from imprint.grid.config import DatasetSpec
@@ -29,22 +29,26 @@ class ProtocolError(ValueError):
 
 @dataclass
 class EmbeddedDataset:
-    """Embeddings of a dataset's pool and test images, with integer labels into class_names."""
+    """Embeddings of a dataset's pool and test images, with integer labels into class_names; for the open-set
+    protocol also the test images of other datasets (`far`), unknown to every task of this one."""
 
     X: np.ndarray
     y: np.ndarray
     is_test: np.ndarray
     class_names: list[str]
+    far: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
-        np.savez(buffer, X=self.X, y=self.y, is_test=self.is_test, class_names=np.asarray(self.class_names))
+        far = {} if self.far is None else {"far": self.far}
+        np.savez(buffer, X=self.X, y=self.y, is_test=self.is_test, class_names=np.asarray(self.class_names), **far)
         atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> EmbeddedDataset:
         with np.load(path, allow_pickle=False) as data:
-            return cls(data["X"], data["y"], data["is_test"], data["class_names"].tolist())
+            return cls(data["X"], data["y"], data["is_test"], data["class_names"].tolist(),
+                       data["far"] if "far" in data else None)
 
 
 def _draw(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -80,6 +84,8 @@ def _pool_and_test(spec: DatasetSpec, labels: np.ndarray, class_names: list[str]
 
 
 def _embed_array(encoder: Encoder, images: np.ndarray, cache: EmbeddingCache | None) -> np.ndarray:
+    if not len(images):
+        return np.zeros((0, encoder.embedding_dim), dtype=np.float32)
     namespace, key = encoder_namespace(encoder), array_key(images)
     stored = cache.get_array(namespace, key) if cache is not None else None
     if stored is not None and stored.shape == (len(images), encoder.embedding_dim):
@@ -90,14 +96,19 @@ def _embed_array(encoder: Encoder, images: np.ndarray, cache: EmbeddingCache | N
     return embeddings
 
 
-def embed_dataset(encoder: Encoder, spec: DatasetSpec, cache: EmbeddingCache | None) -> EmbeddedDataset:
-    """Embed the pool and test images of `spec` with `encoder`, reusing the embedding cache."""
-    if spec.name is not None:
+def embed_dataset(encoder: Encoder, spec: DatasetSpec, cache: EmbeddingCache | None,
+                  test_only: bool = False) -> EmbeddedDataset:
+    """Embed the pool and test images of `spec` with `encoder` (only the test images with `test_only`),
+    reusing the embedding cache."""
+    folder = spec.folder if spec.name is None else folder_of(spec.name)
+    if folder is None:
         data = load_dataset(spec.name)
         test_split = DATASETS.entry(spec.name).traits.get("test_split")
         test_data = load_dataset(spec.name, test_split) if test_split else None
         pool, test = _pool_and_test(spec, data.labels, list(data.class_names),
                                     test_data.labels if test_data is not None else None)
+        if test_only:
+            pool = pool[:0]
         source = test_data if test_data is not None else data
         X = np.concatenate([_embed_array(encoder, data.images[pool], cache),
                             _embed_array(encoder, source.images[test], cache)])
@@ -107,12 +118,19 @@ def embed_dataset(encoder: Encoder, spec: DatasetSpec, cache: EmbeddingCache | N
     from imprint.data.folder import scan_folder
     from imprint.embed import embed_paths
 
-    folder = scan_folder(spec.folder)
-    pool, test = _pool_and_test(spec, folder.labels, folder.class_names, None)
-    rows = np.concatenate([pool, test])
-    result = embed_paths(encoder, [folder.paths[i] for i in rows], cache=cache, progress=False, strict=True)
-    is_test = np.repeat([False, True], [len(pool), len(test)])
-    return EmbeddedDataset(result.embeddings, folder.labels[rows], is_test, folder.class_names)
+    images = scan_folder(folder)
+    pool, test = _pool_and_test(spec, images.labels, images.class_names, None)
+    rows = np.concatenate([pool[:0] if test_only else pool, test])
+    result = embed_paths(encoder, [images.paths[i] for i in rows], cache=cache, progress=False, strict=True)
+    is_test = np.repeat([False, True], [len(rows) - len(test), len(test)])
+    return EmbeddedDataset(np.asarray(result.embeddings), images.labels[rows], is_test, images.class_names)
+
+
+def unknown_test_images(encoder: Encoder, specs: list[DatasetSpec], cache: EmbeddingCache | None) -> np.ndarray:
+    """The test embeddings of other datasets, pooled: images of none of a task's classes (far out of distribution)."""
+    parts = [embed_dataset(encoder, spec, cache, test_only=True) for spec in specs]
+    return np.concatenate([part.X[part.is_test] for part in parts]) if parts else \
+        np.zeros((0, encoder.embedding_dim), dtype=np.float32)
 
 
 @dataclass
@@ -123,6 +141,7 @@ class Split:
     val: np.ndarray
     test: np.ndarray
     labels: np.ndarray  # task label of every row of the dataset (-1 outside the task)
+    near: np.ndarray  # test rows of the dataset's other classes: unknown to this task (near out of distribution)
 
 
 def split(data: EmbeddedDataset, spec: DatasetSpec, task, shots: int | str, seed: int) -> Split:
@@ -138,4 +157,4 @@ def split(data: EmbeddedDataset, spec: DatasetSpec, task, shots: int | str, seed
     limit = np.inf if shots == "all" else spec.val_per_class + shots
     support = order[(rank >= spec.val_per_class) & (rank < limit)]
     test = np.flatnonzero((labels >= 0) & data.is_test)
-    return Split(support, val, test, labels)
+    return Split(support, val, test, labels, np.flatnonzero((labels < 0) & data.is_test))

@@ -33,7 +33,7 @@ from imprint.data.tasks import resolve_task
 from imprint.grid.config import GridBase, import_plugins
 from imprint.grid.evaluate import evaluate_cell
 from imprint.grid.expand import Cell, expand
-from imprint.grid.protocol import EmbeddedDataset, embed_dataset
+from imprint.grid.protocol import EmbeddedDataset, embed_dataset, unknown_test_images
 
 
 class GridError(ValueError):
@@ -51,8 +51,9 @@ def _write_json(path: Path, payload: Any) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=1, default=str) + "\n").encode())
 
 
-def _data_file(out: Path, cell: Cell) -> Path:
-    text = json.dumps([cell.encoder, cell.dataset.model_dump()], sort_keys=True)
+def _data_file(out: Path, cell: Cell, config: GridBase) -> Path:
+    far = [d.model_dump() for d in _far_datasets(cell, config)]
+    text = json.dumps([cell.encoder, cell.dataset.model_dump()] + ([far] if far else []), sort_keys=True)
     return out / "embeddings" / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
 
 
@@ -154,7 +155,7 @@ def run_grid(config: GridBase, out: str | Path, *, workers: int | None = None,
     submitted: list[Future] = []
     encoders: dict[str, Any] = {}
     try:
-        for data_file, group in _by_data(out, todo):
+        for data_file, group in _by_data(out, todo, config):
             if not data_file.is_file():
                 _prepare(group[0], data_file, config, cache, encoders, log)
             for cell in group:
@@ -179,10 +180,17 @@ def run_grid(config: GridBase, out: str | Path, *, workers: int | None = None,
     return GridRun(len(runs), len(runs) - len(todo), len(todo))
 
 
-def _by_data(out: Path, cells: list[Cell]) -> list[tuple[Path, list[Cell]]]:
+def _far_datasets(cell: Cell, config: GridBase) -> list:
+    """For the open-set protocol: the other datasets whose test images are unknown to this cell's tasks."""
+    if config.protocol != "open_set":
+        return []
+    return [d for d in config.unknown_datasets if d.label != cell.dataset.label]
+
+
+def _by_data(out: Path, cells: list[Cell], config: GridBase) -> list[tuple[Path, list[Cell]]]:
     groups: dict[Path, list[Cell]] = {}
     for cell in cells:
-        groups.setdefault(_data_file(out, cell), []).append(cell)
+        groups.setdefault(_data_file(out, cell, config), []).append(cell)
     return list(groups.items())
 
 
@@ -197,6 +205,10 @@ def _prepare(cell: Cell, data_file: Path, config: GridBase, cache: EmbeddingCach
         encoders[cell.encoder] = create_encoder(cell.encoder, device=config.device)
     log(f"embeddings of {cell.dataset.label} with {cell.encoder} (from the cache where there)")
     data = embed_dataset(encoders[cell.encoder], cell.dataset, cache)
+    far = _far_datasets(cell, config)
+    if far:
+        log(f"unknown test images of {', '.join(d.label for d in far)} with {cell.encoder}")
+        data.far = unknown_test_images(encoders[cell.encoder], far, cache)
     for task in config.task_splits:  # a task naming a missing class fails here, before its cells run
         resolve_task(task, data.class_names, cell.dataset.label)
     data.save(data_file)

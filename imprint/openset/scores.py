@@ -105,8 +105,9 @@ class Energy(Rejector):
         return -self.temperature * torch.logsumexp(class_scores.double() / self.temperature, dim=1)
 
 
-KNN_K = Setting("knn_k", int, AUTO, "knn: which nearest support sample's similarity scores a query; auto: "
-                "min(50, half the smallest class's size), at least 1", low=1, auto=True)
+KNN_K = Setting("knn_k", int, AUTO, "knn: which nearest support sample's similarity scores a query; auto: a tenth "
+                "of the smallest class's size, from 1 to 50 (a k beyond a class's modes blurs known and unknown)",
+                low=1, auto=True)
 
 
 @REJECTORS.register("knn", settings=[*COMMON, KNN_K])
@@ -124,7 +125,7 @@ class KNN(Rejector):
         with torch.no_grad():
             self.support = _unit(model.norm_inf(X.to(model.proxies.dtype))).contiguous()
         if self.k == AUTO:
-            self.k = max(1, min(50, int(torch.bincount(codes).min()) // 2))
+            self.k = max(1, min(50, int(torch.bincount(codes).min()) // 10))
         self.k = min(int(self.k), len(self.support))
         self.options_ = {"knn_k": self.k}
         return self
@@ -191,12 +192,14 @@ class NECO(Rejector):
     def fit(self, X: Tensor, codes: Tensor, model: Any) -> NECO:
         Z = _unit(X.double())
         self.center = Z.mean(0)
-        _, singular, vectors = torch.linalg.svd(Z - self.center, full_matrices=False)
+        centred = Z - self.center
+        variance, directions = torch.linalg.eigh(centred.T @ centred)  # ascending: the principal ones last
+        variance, directions = variance.flip(0).clamp_min(0.0), directions.flip(1)
         if self.dim == AUTO:
-            share = torch.cumsum(singular ** 2, 0) / (singular ** 2).sum().clamp_min(1e-300)
+            share = torch.cumsum(variance, 0) / variance.sum().clamp_min(1e-300)
             self.dim = int(torch.searchsorted(share, torch.tensor(0.9, dtype=share.dtype))) + 1
-        self.dim = min(int(self.dim), vectors.shape[0])
-        self.basis = vectors[:self.dim].T.contiguous()
+        self.dim = min(int(self.dim), directions.shape[1])
+        self.basis = directions[:, :self.dim].contiguous()
         self.options_ = {"neco_dim": self.dim}
         return self
 

@@ -10,7 +10,12 @@ import pandas as pd
 from imprint.report.stats import MIN_GROUPS, Comparison, average_ranks, compare
 
 GROUP = ["encoder", "dataset", "task", "shots"]
-MEASURED = ["accuracy", "macro_f1", "val_accuracy", "fit_time_s", "predict_time_s", "nc1", "cdnv", "shots_per_class"]
+MEASURED = ["accuracy", "macro_f1", "val_accuracy", "fit_time_s", "predict_time_s", "nc1", "cdnv", "shots_per_class",
+            "target_rate", "known_rejected", "auroc_near", "fpr95_near", "unknown_rejected_near", "auroc_far",
+            "fpr95_far", "unknown_rejected_far", "average_accuracy", "first_step_accuracy"]
+OPEN_SET = [("known_rejected", "known rejected %"), ("target_rate", "target %"), ("auroc_near", "AUROC near %"),
+            ("fpr95_near", "FPR95 near %"), ("auroc_far", "AUROC far %"), ("fpr95_far", "FPR95 far %"),
+            ("unknown_rejected_near", "near rejected %"), ("unknown_rejected_far", "far rejected %")]
 
 
 class ReportError(ValueError):
@@ -65,6 +70,15 @@ def _markdown(frame: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _open_set_table(compared: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    means = compared.groupby("variant", sort=False)[[c for c, _ in OPEN_SET if c in compared]].mean()
+    rows = {"variant": variants}
+    for column, title in OPEN_SET:
+        if column in means:
+            rows[title] = [_pct(means.loc[v, column]) if v in means.index else "n/a" for v in variants]
+    return pd.DataFrame(rows)
+
+
 def _span(counts: pd.Series, noun: str) -> str:
     low, high = int(counts.min()), int(counts.max())
     return f"{low} {noun}{'s' if low != 1 else ''}" if low == high else f"{low} to {high} {noun}s"
@@ -109,6 +123,21 @@ def summarize(results: pd.DataFrame, groups: pd.DataFrame, planned: int, name: s
                      f"chi2 = {comparison.friedman_statistic:.2f}, p = {comparison.friedman_p:.3g}. "
                      "Critical-difference diagram: cd_diagram.png (pairwise Wilcoxon signed-rank tests, "
                      "Holm-corrected, alpha 0.05).")
+    if "average_accuracy" in groups:
+        means = compared.groupby("variant", sort=False)[["accuracy", "average_accuracy"]].mean()
+        table_ = pd.DataFrame({"variant": variants,
+                               "last-step accuracy %": [_pct(means.loc[v, "accuracy"]) for v in variants],
+                               "average accuracy over steps %": [_pct(means.loc[v, "average_accuracy"])
+                                                                 for v in variants]})
+        lines += ["", "## Class-incremental (mean over the compared groups)", "", _markdown(table_), "",
+                  "Classes arrive in the steps the task names; after each step the classifier is scored on the test "
+                  "images of every class seen so far."]
+    if "known_rejected" in groups:
+        lines += ["", "## Open set (mean over the compared groups; rejection at the conformal threshold set on the "
+                  "support set alone)", "", _markdown(_open_set_table(compared, variants)), "",
+                  "known rejected: share of known-class test images called unknown, against the target rate; near: "
+                  "the dataset's other classes; far: the other datasets' test images; FPR95: unknown images "
+                  "accepted when 95% of known ones are."]
     collapse = groups.groupby(GROUP, sort=False)[["nc1", "cdnv"]].median()
     wide = table.map(_pct).join(collapse.map(_number)).reset_index()
     lines += ["", "## Per group: accuracy % (median over seeds), NC1 and CDNV of the L2-normalised support set "

@@ -101,8 +101,16 @@ def shrunk_covariance(stats: Scatter, shrinkage: float | str) -> tuple[Tensor, f
 
 
 def precision(covariance: Tensor) -> Tensor:
-    """Inverse of a symmetric positive semi-definite matrix by eigendecomposition, eigenvalues floored at
-    1e-9 of the largest so the inverse is always finite (float64)."""
+    """Inverse of a symmetric positive semi-definite matrix (float64): by Cholesky when the matrix is well
+    conditioned (a shrunk covariance), else by eigendecomposition with eigenvalues floored at 1e-9 of the
+    largest, so the inverse is always finite."""
+    diagonal = torch.diagonal(covariance)
+    if float(diagonal.min()) > 1e-6 * float(diagonal.max()):
+        factor, info = torch.linalg.cholesky_ex(covariance)
+        if int(info) == 0:
+            inverse = torch.cholesky_inverse(factor).contiguous()  # row-major, as when read back from a file
+            if torch.isfinite(inverse).all():
+                return inverse
     values, vectors = torch.linalg.eigh(covariance)
     floor = max(float(values.max()), 1e-300) * 1e-9
-    return (vectors / values.clamp_min(floor)) @ vectors.T
+    return ((vectors / values.clamp_min(floor)) @ vectors.T).contiguous()

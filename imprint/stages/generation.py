@@ -1,10 +1,11 @@
 """GEN stages: turn each class's (normalised) support embeddings into proxies.
 
-Every generator takes class-sorted embeddings ``X`` (class 0's rows first), the number of rows per
-class ``counts`` and its settings (``k`` proxies per class, one number or one per class, and the others
-it declares, plus ``seed``), and returns the proxies, also grouped by class, with their per-class counts.
-A class with fewer samples than k uses all of its samples. Generators registered with ``oracle=True`` use
-cross-class statistics: they are upper-bound baselines, not imprinting.
+Every generator takes class-sorted embeddings ``X`` (class 0's rows first; a generator registered with
+``streaming=True`` gets an ``imprint.support.Support`` instead, to read one block or bucket of classes at a
+time), the number of rows per class ``counts`` and its settings (``k`` proxies per class, one number or one
+per class, and the others it declares, plus ``seed``), and returns the proxies, also grouped by class, with
+their per-class counts. A class with fewer samples than k uses all of its samples. Generators registered
+with ``oracle=True`` use cross-class statistics: they are upper-bound baselines, not imprinting.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from torch import Tensor
 from imprint.clustering import batched_kmeans, class_starts, faiss_kmeans, gather_padded, size_buckets
 from imprint.registry import Registry
 from imprint.settings import Setting
+from imprint.support import Support
 
 Generator = Callable[[Tensor, Tensor, dict[str, Any]], tuple[Tensor, Tensor]]
 GENERATORS: Registry[Generator] = Registry("generation")
@@ -33,24 +35,22 @@ LS_LAMBDA = Setting("ls_lambda", float, 1e-4, "ridge term of the ls/kls oracles"
 ROW_CHUNK = 1 << 16
 
 
-def _class_sums(X: Tensor, counts: Tensor) -> Tensor:
-    """Per-class sums accumulated in float64, streamed over row chunks."""
-    codes = torch.repeat_interleave(torch.arange(len(counts), device=X.device), counts.to(X.device))
-    sums = torch.zeros(len(counts), X.shape[1], dtype=torch.float64, device=X.device)
-    for start in range(0, X.shape[0], ROW_CHUNK):
-        sums.index_add_(0, codes[start:start + ROW_CHUNK], X[start:start + ROW_CHUNK].double())
-    return sums
+def class_means(X: Tensor | Support, counts: Tensor) -> Tensor:
+    """Class means (float64) of class-sorted X or of a Support, accumulated block by block (labels in any
+    order: each block is scattered into its classes' sums, nothing is sorted or copied whole)."""
+    support = X if isinstance(X, Support) else Support.of_sorted(X, counts)
+    sums = None
+    for codes, block in support.blocks(ROW_CHUNK):
+        if sums is None:
+            sums = torch.zeros(len(counts), block.shape[1], dtype=torch.float64, device=block.device)
+        sums.index_add_(0, codes.to(block.device), block.double())
+    return sums / counts.to(sums.device, torch.float64)[:, None]
 
 
-def class_means(X: Tensor, counts: Tensor) -> Tensor:
-    """Class means (float64) of class-sorted X."""
-    return _class_sums(X, counts) / counts.to(X.device, torch.float64)[:, None]
-
-
-@GENERATORS.register("mean", one_per_class=True)
-def mean_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
+@GENERATORS.register("mean", one_per_class=True, streaming=True)
+def mean_proxies(X: Support, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """One proxy per class: the class mean (Qi et al. 2018); k is ignored."""
-    return class_means(X, counts).to(X.dtype), torch.ones_like(counts)
+    return class_means(X, counts).float(), torch.ones_like(counts)
 
 
 @GENERATORS.register("all")
@@ -59,8 +59,8 @@ def all_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Ten
     return X, counts
 
 
-@GENERATORS.register("kmeans", settings=[K, KMEANS_BACKEND, KMEANS_MAX_ITER], auto_k=True)
-def kmeans_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
+@GENERATORS.register("kmeans", settings=[K, KMEANS_BACKEND, KMEANS_MAX_ITER], auto_k=True, streaming=True)
+def kmeans_proxies(X: Support | Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """k-means centroids per class (seeded k-means++; batched over classes or per-class FAISS)."""
     k, seed, max_iter = options["k"], options.get("seed", 0), options.get("kmeans_max_iter", 100)
     if options.get("kmeans_backend", "batched") == "faiss":

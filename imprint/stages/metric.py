@@ -24,10 +24,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from imprint.clustering import class_starts, nearest_own_centroid
+from imprint.clustering import nearest_own_centroid
 from imprint.registry import Registry
 from imprint.settings import AUTO, Setting
 from imprint.stages.covariance import SHRINKAGE, Scatter, precision, shrunk_covariance
+from imprint.support import Support
 
 METRICS: Registry[type[Metric]] = Registry("metric")
 SQ_NORM_BLOCK = 8192  # rows per block for squared norms (32 MiB of float64 at d=512)
@@ -66,12 +67,13 @@ class Metric(nn.Module):
     def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
         self.proxies, self.proxy_counts = proxies, proxy_counts.to(torch.long)
 
-    def fit(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Metric:
-        """Learn from the class-sorted normalised support set (`counts` rows per class) and the proxies."""
+    def fit(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Metric:
+        """Learn from the normalised support set (read through `support`, ``imprint.support``; `counts` rows per
+        class) and the proxies."""
         self.set_proxies(proxies, proxy_counts)
         return self
 
-    def extend(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
+    def extend(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
                new: Tensor) -> Metric:
         """Add classes: `support`/`counts` are the new classes' rows; `proxies`/`proxy_counts` are all
         classes' after the merge and `new` marks which classes are the new ones."""
@@ -135,10 +137,20 @@ class EuclideanMetric(Metric):
         return (-scores).clamp_min(0.0).sqrt()
 
 
-def _residual_scatter(support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Tensor:
-    """Residual of every support row from its nearest proxy of its own class."""
-    nearest = nearest_own_centroid(support, counts, proxies.to(support.dtype), proxy_counts)
-    return support - proxies.to(support.dtype)[nearest]
+def residual_statistics(support: Support, proxies: Tensor, proxy_counts: Tensor,
+                        per_class: bool = False) -> Scatter | dict[int, Scatter]:
+    """Scatter of the residuals of the support rows from their nearest proxy of their own class, pooled over
+    all classes (or one per class), read one bucket of classes at a time."""
+    pooled, classes = None, {}
+    for bucket, (P, mask), nearest in nearest_own_centroid(support, proxies, proxy_counts):
+        residuals = P - proxies.to(P.device, P.dtype)[nearest]
+        if per_class:
+            for b, c in enumerate(bucket.tolist()):
+                classes[c] = Scatter.of(residuals[b][mask[b]], int(proxy_counts[c]))
+        else:
+            part = Scatter.of(residuals[mask], int(proxy_counts[torch.as_tensor(bucket)].sum()))
+            pooled = part if pooled is None else pooled + part
+    return classes if per_class else pooled
 
 
 PRIOR = Setting("prior", str, "uniform", "class prior added as log prior to the scores: uniform (every class "
@@ -168,17 +180,16 @@ class MahalanobisMetric(Metric):
         for name in ("precision_matrix", "weights", "bias"):
             self.register_buffer(name, None)
 
-    def fit(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> MahalanobisMetric:
-        self.scatter = Scatter.of(_residual_scatter(support, counts, proxies, proxy_counts), len(proxies))
+    def fit(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> MahalanobisMetric:
+        self.scatter = residual_statistics(support, proxies, proxy_counts)
         self.class_counts = counts.detach().cpu().long()
         self.set_proxies(proxies, proxy_counts)
         return self
 
-    def extend(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
+    def extend(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
                new: Tensor) -> MahalanobisMetric:
         new_proxies = proxies[new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]]
-        self.scatter = self.scatter + Scatter.of(
-            _residual_scatter(support, counts, new_proxies, proxy_counts[new]), len(new_proxies))
+        self.scatter = self.scatter + residual_statistics(support, new_proxies, proxy_counts[new])
         merged = torch.empty(len(new), dtype=torch.long)
         merged[new.cpu()] = counts.cpu().long()
         merged[~new.cpu()] = self.class_counts
@@ -244,12 +255,11 @@ class FeCAMMetric(Metric):
             return 0
         return int(self.precisions.shape[0] * self.precisions.shape[1])
 
-    def _class_precisions(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Tensor:
-        residuals = _residual_scatter(support, counts, proxies, proxy_counts)
+    def _class_precisions(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Tensor:
+        statistics = residual_statistics(support, proxies, proxy_counts, per_class=True)
         out = []
-        for start, n, k in zip(class_starts(counts).tolist(), counts.tolist(), proxy_counts.tolist()):
-            stats = Scatter.of(residuals[start:start + n], k)
-            covariance, _ = shrunk_covariance(stats, self.shrinkage)
+        for c in range(len(counts)):
+            covariance, _ = shrunk_covariance(statistics[c], self.shrinkage)
             if self.diagonal:
                 out.append(1.0 / torch.diagonal(covariance).clamp_min(1e-12 * float(torch.diagonal(covariance).max())
                                                                        + 1e-300))
@@ -257,13 +267,13 @@ class FeCAMMetric(Metric):
                 out.append(precision(covariance))
         return torch.stack(out).to(proxies.dtype)
 
-    def fit(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> FeCAMMetric:
+    def fit(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> FeCAMMetric:
         self.precisions = self._class_precisions(support, counts, proxies, proxy_counts)
         self.class_counts = counts.detach().cpu().long()
         self.set_proxies(proxies, proxy_counts)
         return self
 
-    def extend(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
+    def extend(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
                new: Tensor) -> FeCAMMetric:
         new_proxies = proxies[new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]]
         added = self._class_precisions(support, counts, new_proxies, proxy_counts[new])
@@ -340,22 +350,27 @@ class RidgeMetric(Metric):
         self.gram, self.targets = gram, targets
         self.register_buffer("weights", None)
 
-    def _sums(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> tuple[Tensor, Tensor]:
-        nearest = nearest_own_centroid(support, counts, proxies.to(support.dtype), proxy_counts)
-        gram = Scatter.of(support, 0).outer
-        targets = torch.zeros(len(proxies), support.shape[1], dtype=torch.float64, device=support.device)
-        targets.index_add_(0, nearest, support.double())
+    @staticmethod
+    def _sums(support: Support, proxies: Tensor, proxy_counts: Tensor) -> tuple[Tensor, Tensor]:
+        """The Gram matrix of all rows and, per proxy, the sum of the rows nearest to it (its one-hot target)."""
+        gram = None
+        for _, block in support.blocks():
+            part = Scatter.of(block, 0).outer
+            gram = part if gram is None else gram + part
+        targets = torch.zeros(len(proxies), proxies.shape[1], dtype=torch.float64, device=gram.device)
+        for _, (P, mask), nearest in nearest_own_centroid(support, proxies, proxy_counts):
+            targets.index_add_(0, nearest[mask].to(gram.device), P[mask].double().to(gram.device))
         return gram, targets
 
-    def fit(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> RidgeMetric:
-        self.gram, self.targets = self._sums(support, counts, proxies, proxy_counts)
+    def fit(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> RidgeMetric:
+        self.gram, self.targets = self._sums(support, proxies, proxy_counts)
         self.set_proxies(proxies, proxy_counts)
         return self
 
-    def extend(self, support: Tensor, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
+    def extend(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
                new: Tensor) -> RidgeMetric:
         is_new = new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]
-        gram, targets = self._sums(support, counts, proxies[is_new], proxy_counts[new])
+        gram, targets = self._sums(support, proxies[is_new], proxy_counts[new])
         merged = torch.empty(len(proxies), self.targets.shape[1], dtype=torch.float64, device=targets.device)
         merged[is_new.to(targets.device)] = targets
         merged[~is_new.to(targets.device)] = self.targets.to(targets.device)

@@ -6,6 +6,8 @@ then L2-normalises (SimpleShot's CL2N). A stage is rebuilt from disk as ``cls(**
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -22,8 +24,16 @@ ROW_BLOCK = 1 << 15  # rows per block when a stage accumulates statistics
 class Norm(nn.Module):
     """Base class: a row-wise transformation with optional fitted state."""
 
+    #: whether the stage can be fitted from rows given block by block (``fit_stream``)
+    streamable = True
+
     def __init__(self, **options: object) -> None:
         super().__init__()
+
+    def fit_stream(self, blocks: Callable[[], Iterable[Tensor]]) -> Norm:
+        """Fit from the rows given block by block (``blocks()`` starts a new pass); stateless stages learn
+        nothing, and only stages with ``streamable`` true are called this way."""
+        return self
 
     def fit_transform(self, X: Tensor, groups: Tensor | None = None) -> Tensor:
         """Fit on X (rows grouped by class code `groups`, sorted) and return X transformed."""
@@ -78,10 +88,15 @@ class CenterNorm(Norm):
         self.register_buffer("mean", mean)
 
     def fit(self, X: Tensor) -> CenterNorm:
-        total = torch.zeros(X.shape[1], dtype=torch.float64, device=X.device)
-        for block in X.split(ROW_BLOCK):  # float64 sums, no float64 copy of X
-            total += block.double().sum(0)
-        self.mean = (total / max(1, len(X))).to(X.dtype)
+        return self.fit_stream(lambda: X.split(ROW_BLOCK))
+
+    def fit_stream(self, blocks: Callable[[], Iterable[Tensor]]) -> CenterNorm:
+        total, n, dtype = None, 0, torch.float32
+        for block in blocks():  # float64 sums, never a float64 copy of the rows
+            part = block.double().sum(0)
+            total = part if total is None else total + part
+            n, dtype = n + len(block), block.dtype
+        self.mean = (total / max(1, n)).to(dtype)
         return self
 
     def forward(self, X: Tensor) -> Tensor:
@@ -133,6 +148,8 @@ class QuantileNorm(Norm):
     later class is mapped onto the values of all classes before it (order-dependent, O(C N d)).
     After fitting, new rows (queries, classes added later) use the pooled reference of the fitted rows.
     """
+
+    streamable = False  # its reference is the quantiles of every value of the fitting set
 
     def __init__(self, quantile_reference: str = "pooled", values: Tensor | None = None, **options: object) -> None:
         super().__init__()
@@ -201,6 +218,9 @@ class RandomReLU(Norm):
         self.weight = torch.randn(X.shape[1], self.projection_dim, generator=gen).to(X.device, X.dtype)
         return self
 
+    def fit_stream(self, blocks: Callable[[], Iterable[Tensor]]) -> RandomReLU:
+        return self.fit(next(iter(blocks()))[:1])
+
     def forward(self, X: Tensor) -> Tensor:
         if self.weight is None:
             raise RuntimeError("random_relu used before it was fitted")
@@ -241,6 +261,23 @@ class NormChain(Norm):
         for part in self.parts:
             X = part(X)
         return X
+
+    @property
+    def streamable(self) -> bool:
+        return all(part.streamable for part in self.parts)
+
+    def fit_stream(self, blocks: Callable[[], Iterable[Tensor]]) -> NormChain:
+        for i, part in enumerate(self.parts):  # one pass per part, through the parts fitted before it
+            before = self.parts[:i]
+
+            def through(parts: nn.ModuleList = before) -> Iterable[Tensor]:
+                for block in blocks():
+                    for fitted in parts:
+                        block = fitted(block)
+                    yield block
+
+            part.fit_stream(through)
+        return self
 
     @property
     def output_dim(self) -> int | None:

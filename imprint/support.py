@@ -1,0 +1,113 @@
+"""The support set as the user passed it, read in blocks and normalised on the fly: never a copy of all of it.
+
+Real support sets are raw encoder outputs (not unit-norm), float32 or float16, often memory-mapped, with
+labels in any order. ``Support`` keeps the array as it is plus the order that groups it by class (one int64
+per row), and hands out what each stage needs, one bounded piece at a time: consecutive row blocks (for
+sums, Gram matrices and fitted norms), the rows of a few classes (for per-class generators), or padded
+buckets of classes (for batched k-means). Every piece is converted to float32 and passed through the
+NORM_pre stage as it is read, so the normalised set never exists as a whole.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from imprint.blocks import tensor_view
+
+ROW_BLOCK = 1 << 16  # rows per streamed block (128 MiB of float32 at 512 dims)
+
+
+class Support:
+    """Class-grouped access to support embeddings `raw` (N x d: a numpy array of any float dtype, memory-mapped
+    or not, or a tensor) with class codes 0..K-1."""
+
+    def __init__(self, raw: np.ndarray | Tensor, codes: np.ndarray, n_classes: int, device: torch.device,
+                 transform: Callable[[Tensor], Tensor] | None = None) -> None:
+        self.raw, self.device = raw, device
+        self.codes = np.ascontiguousarray(codes, dtype=np.int64)
+        self.counts_np = np.bincount(self.codes, minlength=n_classes)
+        self.counts = torch.from_numpy(self.counts_np)
+        self.order = None if bool(np.all(self.codes[:-1] <= self.codes[1:])) else \
+            np.argsort(self.codes, kind="stable")
+        self.starts = np.concatenate([[0], np.cumsum(self.counts_np)[:-1]]).astype(np.int64)
+        self.transform = transform
+
+    def with_transform(self, transform: Callable[[Tensor], Tensor] | None) -> Support:
+        """The same rows seen through another NORM stage."""
+        other = object.__new__(Support)
+        other.__dict__.update(self.__dict__)
+        other.transform = transform
+        return other
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+    @classmethod
+    def of_sorted(cls, X: Tensor, counts: Tensor) -> Support:
+        """A class-sorted tensor (counts rows per class) seen as a Support."""
+        codes = np.repeat(np.arange(len(counts)), counts.cpu().numpy())
+        return cls(X, codes, len(counts), X.device)
+
+    @property
+    def dim(self) -> int:
+        return int(self._load(slice(0, 1)).shape[1])
+
+    def _load(self, rows: np.ndarray | slice) -> Tensor:
+        """Raw rows as float32 on the device (no copy for float32 rows already there), then NORM_pre."""
+        if isinstance(self.raw, Tensor):
+            block = self.raw[rows if isinstance(rows, slice) else torch.from_numpy(rows).to(self.raw.device)]
+            block = block.to(self.device, torch.float32)
+        else:
+            part = self.raw[rows]
+            block = tensor_view(part) if part.dtype == np.float32 and part.flags.c_contiguous else \
+                torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
+            block = block.to(self.device)
+        return self.transform(block) if self.transform is not None else block
+
+    def raw_blocks(self, rows: int = ROW_BLOCK) -> Iterator[Tensor]:
+        """Consecutive blocks of raw rows (float32, before NORM_pre), for fitting the NORM stages."""
+        plain = self.with_transform(None)
+        for _, block in plain.blocks(rows):
+            yield block
+
+    def blocks(self, rows: int = ROW_BLOCK) -> Iterator[tuple[Tensor, Tensor]]:
+        """(class codes, normalised rows) of consecutive blocks in storage order."""
+        for start in range(0, len(self.codes), rows):
+            stop = min(start + rows, len(self.codes))
+            yield torch.from_numpy(self.codes[start:stop]).to(self.device), self._load(slice(start, stop))
+
+    def class_indices(self, classes: np.ndarray) -> np.ndarray:
+        """Positions in `raw` of the rows of `classes`, class by class (each class's rows in storage order)."""
+        if not len(classes):
+            return np.zeros(0, dtype=np.int64)
+        spans = [np.arange(self.starts[c], self.starts[c] + self.counts_np[c]) for c in classes]
+        positions = np.concatenate(spans)
+        return positions if self.order is None else self.order[positions]
+
+    def rows_of(self, classes: np.ndarray) -> Tensor:
+        """The normalised rows of `classes`, concatenated in the given class order."""
+        classes = np.asarray(classes, dtype=np.int64)
+        if self.order is None and len(classes) and bool(np.all(np.diff(classes) == 1)):  # a contiguous slice
+            first = self.starts[classes[0]]
+            return self._load(slice(first, first + int(self.counts_np[classes].sum())))
+        return self._load(self.class_indices(classes))
+
+    def padded(self, classes: np.ndarray) -> tuple[Tensor, Tensor]:
+        """The given classes as a (B, n_max, d) zero-padded block of normalised rows, plus a validity mask."""
+        classes = np.asarray(classes, dtype=np.int64)
+        rows = self.rows_of(classes)
+        n = torch.from_numpy(self.counts_np[classes]).to(rows.device)
+        width = int(n.max())
+        mask = torch.arange(width, device=rows.device)[None, :] < n[:, None]
+        if bool((n == width).all()):
+            return rows.view(len(classes), width, rows.shape[1]), mask
+        out = torch.zeros(len(classes), width, rows.shape[1], dtype=rows.dtype, device=rows.device)
+        out[mask] = rows
+        return out, mask
+
+    def materialize(self) -> Tensor:
+        """All normalised rows, grouped by class (a copy: for stages that need the whole set at once)."""
+        return self.rows_of(np.arange(len(self.counts_np)))
