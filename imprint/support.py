@@ -17,7 +17,8 @@ from torch import Tensor
 
 from imprint.blocks import tensor_view
 
-ROW_BLOCK = 1 << 16  # rows per streamed block (128 MiB of float32 at 512 dims)
+BLOCK_BYTES = 1 << 25  # a streamed block holds at most 32 MiB of float32 rows (16,384 rows at 512 dims)
+MAX_BLOCK_BYTES = 1 << 27  # blocks may grow to 128 MiB where a per-block cost must be spread (class sums)
 
 
 class Support:
@@ -27,6 +28,7 @@ class Support:
     def __init__(self, raw: np.ndarray | Tensor, codes: np.ndarray, n_classes: int, device: torch.device,
                  transform: Callable[[Tensor], Tensor] | None = None) -> None:
         self.raw, self.device = raw, device
+        self._rows = raw if isinstance(raw, Tensor) else tensor_view(raw)  # shares raw's memory: no copy
         self.codes = np.ascontiguousarray(codes, dtype=np.int64)
         self.counts_np = np.bincount(self.codes, minlength=n_classes)
         self.counts = torch.from_numpy(self.counts_np)
@@ -55,26 +57,51 @@ class Support:
     def dim(self) -> int:
         return int(self._load(slice(0, 1)).shape[1])
 
-    def _load(self, rows: np.ndarray | slice) -> Tensor:
-        """Raw rows as float32 on the device (no copy for float32 rows already there), then NORM_pre."""
-        if isinstance(self.raw, Tensor):
-            block = self.raw[rows if isinstance(rows, slice) else torch.from_numpy(rows).to(self.raw.device)]
-            block = block.to(self.device, torch.float32)
+    def _raw_rows(self, rows: np.ndarray | slice) -> Tensor:
+        """Raw rows as float32 on the device: a view for float32 slices, else one gather (torch's, parallel)
+        and one conversion (torch converts float16/float64 several times faster than numpy)."""
+        if isinstance(rows, slice):
+            block = self._rows[rows]
         else:
-            part = self.raw[rows]
-            block = tensor_view(part) if part.dtype == np.float32 and part.flags.c_contiguous else \
-                torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))
-            block = block.to(self.device)
+            block = self._rows.index_select(0, torch.from_numpy(rows).to(self._rows.device))
+        return block.to(self.device, torch.float32)
+
+    def _load(self, rows: np.ndarray | slice) -> Tensor:
+        """Raw rows through NORM_pre."""
+        block = self._raw_rows(rows)
         return self.transform(block) if self.transform is not None else block
 
-    def raw_blocks(self, rows: int = ROW_BLOCK) -> Iterator[Tensor]:
+    def scaled_blocks(self, rows: int | None = None) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+        """(class codes, rows, per-row factor or None): where NORM_pre only rescales rows (l2, none), the raw
+        rows and the factors that normalise them, so a consumer can fold the scaling into its own pass;
+        otherwise the normalised rows and None."""
+        rows = rows or self.block_rows()
+        scale = getattr(self.transform, "row_scale", None)
+        for start in range(0, len(self.codes), rows):
+            stop = min(start + rows, len(self.codes))
+            codes = torch.from_numpy(self.codes[start:stop]).to(self.device)
+            if self.transform is None:
+                yield codes, self._raw_rows(slice(start, stop)), None
+            elif scale is not None:
+                block = self._raw_rows(slice(start, stop))
+                yield codes, block, scale(block)
+            else:
+                yield codes, self._load(slice(start, stop)), None
+
+    def raw_blocks(self, rows: int | None = None) -> Iterator[Tensor]:
         """Consecutive blocks of raw rows (float32, before NORM_pre), for fitting the NORM stages."""
         plain = self.with_transform(None)
         for _, block in plain.blocks(rows):
             yield block
 
-    def blocks(self, rows: int = ROW_BLOCK) -> Iterator[tuple[Tensor, Tensor]]:
+    def block_rows(self, at_least: int = 0) -> int:
+        """Rows per block: BLOCK_BYTES of float32 raw rows, or `at_least` up to MAX_BLOCK_BYTES."""
+        width = 4 * int(self.raw.shape[1])
+        return max(256, BLOCK_BYTES // width, min(at_least, MAX_BLOCK_BYTES // width))
+
+    def blocks(self, rows: int | None = None) -> Iterator[tuple[Tensor, Tensor]]:
         """(class codes, normalised rows) of consecutive blocks in storage order."""
+        rows = rows or self.block_rows()
         for start in range(0, len(self.codes), rows):
             stop = min(start + rows, len(self.codes))
             yield torch.from_numpy(self.codes[start:stop]).to(self.device), self._load(slice(start, stop))
