@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from imprint.auto_k import per_class_k, proxy_ratio
-from imprint.blocks import block_rows, query_blocks
+from imprint.blocks import block_rows, query_blocks, tensor_view
 from imprint.devices import resolve_device
 from imprint.model import ImprintedModel
 from imprint.openset import REJECTORS, make_rejector, minimum_samples, prediction_sets, threshold
@@ -320,12 +320,32 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             return {}
         fixed_k = {"k": 20} if self.k == AUTO else {}  # folds do not search k again
 
-        def score(values: dict[str, Any], train: np.ndarray, test: np.ndarray) -> float:
-            fold = self._classifying_clone(**values, **fixed_k).fit(X[train], codes[train])
-            return float((fold.predict(X[test]) == codes[test]).mean())
+        def score(name: str, values: list[Any], chosen: dict[str, Any], train: np.ndarray,
+                  test: np.ndarray) -> list[float]:
+            fold = self._classifying_clone(**{**chosen, name: values[0]}, **fixed_k).fit(X[train], codes[train])
+            truth = codes[test]
+            predicted = fold._candidate_predictions(name, values, X[test])  # every candidate from this one fit
+            if predicted is not None:
+                return [float((fold.classes_[p] == truth).mean()) for p in predicted]
+            folds = [fold] + [self._classifying_clone(**{**chosen, name: value}, **fixed_k).fit(X[train], codes[train])
+                              for value in values[1:]]
+            return [float((model.predict(X[test]) == truth).mean()) for model in folds]
 
         chosen, self.tuning_scores_ = tune(names, codes, X.shape[1], score, seed=int(self.seed))
         return chosen
+
+    def _candidate_predictions(self, name: str, values: list[Any], X: np.ndarray) -> list[np.ndarray] | None:
+        """Class indices predicted for X under each value of setting `name`, from this one fit, where the metric
+        can score them all at once (a decomposition or a Gram matrix reused); None where it cannot."""
+        out: list[list[np.ndarray]] = []
+        with torch.inference_mode():
+            for start in range(0, len(X), 4096):
+                block = tensor_view(np.asarray(X[start:start + 4096])).to(self.device_, torch.float32)
+                scores = self.metric_.candidate_scores(name, values, self.model_.norm_inf(block))
+                if scores is None:
+                    return None
+                out.append([self.model_.aggregation(s.to(block.dtype)).argmax(dim=1).cpu().numpy() for s in scores])
+        return [np.concatenate([part[i] for part in out]) for i in range(len(values))]
 
     def _cross_validated_ratio(self, X: np.ndarray, codes: np.ndarray) -> float:
         """Proxies per support sample for k='auto', by 2-fold cross-validation of this very pipeline."""

@@ -49,6 +49,10 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "McDonnell, Gong, Parvaneh, Abbasnejad, van den Hengel. RanPAC. NeurIPS 2023",
            dict(norm_pre="l2+random_relu", generation="mean", norm_post="none", norm_inf="l2+random_relu",
                 metric="ridge", ridge_lambda="auto", projection_dim="auto", aggregation="max")),
+    Preset("tukey_gda", "FeCAM's Tukey power transform before GDA's shared, shrunk covariance (a combination "
+           "of published parts, not a published method)", "imprint: Tukey (FeCAM, NeurIPS 2023) + GDA (ICLR 2024)",
+           dict(norm_pre="tukey+l2", generation="mean", norm_post="none", norm_inf="tukey+l2", metric="mahalanobis",
+                shrinkage="auto", aggregation="max", temperature=1.0)),
     Preset("tip_adapter", "every support sample in a cache, exp(-beta (1 - cos)) summed per class",
            "Zhang et al. Tip-Adapter: training-free adaption of CLIP. ECCV 2022",
            dict(norm_pre="l2", generation="all", norm_post="l2", norm_inf="l2", metric="kernel", beta="auto",

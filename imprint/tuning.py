@@ -31,12 +31,17 @@ def provisional(name: str, n_samples: int, n_features: int, n_classes: int) -> A
     return values[len(values) // 2]
 
 
-def tune(names: list[str], codes: np.ndarray, n_features: int, score: Callable[[dict[str, Any], np.ndarray,
-         np.ndarray], float], seed: int = 0) -> tuple[dict[str, Any], dict[str, list[float]]]:
+Scorer = Callable[[str, list[Any], dict[str, Any], np.ndarray, np.ndarray], list[float]]
+
+
+def tune(names: list[str], codes: np.ndarray, n_features: int, score: Scorer,
+         seed: int = 0) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """Values for the settings `names` (all at "auto") and the mean cross-validated accuracy of every candidate.
 
-    `score(values, train_mask, test_mask)` fits with the given setting values on the train rows and returns
-    the accuracy on the test rows. With fewer than two samples in some class, nothing can be held out: the
+    `score(name, candidates, values, train_mask, test_mask)` fits with the given setting values (`name` taking
+    each of `candidates` in turn) on the train rows and returns the accuracy of each on the test rows: one call
+    per fold, so a stage that can score all candidates from one fit (a covariance decomposed once, a Gram
+    matrix computed once) does. With fewer than two samples in some class, nothing can be held out: the
     settings take their middle candidate and a warning says so.
     """
     shape = dict(n_samples=len(codes), n_features=n_features, n_classes=int(codes.max()) + 1)
@@ -49,12 +54,10 @@ def tune(names: list[str], codes: np.ndarray, n_features: int, score: Callable[[
     folds = stratified_folds(codes, min(FOLDS, smallest), seed)
     trace: dict[str, list[float]] = {}
     for name in names:
-        accuracies = []
-        for value in candidates(name, **shape):
-            values = {**chosen, name: value}
-            accuracies.append(float(np.mean([score(values, folds != f, folds == f) for f in np.unique(folds)])))
-        chosen[name] = candidates(name, **shape)[int(np.argmax(accuracies))]
-        trace[name] = accuracies
+        values = candidates(name, **shape)
+        accuracies = np.mean([score(name, values, chosen, folds != f, folds == f) for f in np.unique(folds)], axis=0)
+        chosen[name] = values[int(np.argmax(accuracies))]
+        trace[name] = [float(a) for a in accuracies]
     return chosen, trace
 
 

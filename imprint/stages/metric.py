@@ -96,6 +96,11 @@ class Metric(nn.Module):
         """Non-negative distances from scores, for distance-weighted voting (cosine distance by default)."""
         return (1.0 - scores).clamp_min(0.0)
 
+    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
+        """The (n, n_proxies) scores of normalised queries under each value of setting `name`, from this one fit
+        (for cross-validation), where the metric can reuse its statistics; None where it cannot."""
+        return None
+
     def options(self) -> dict[str, Any]:
         return {}
 
@@ -222,6 +227,15 @@ class MahalanobisMetric(Metric):
     def to_distance(self, scores: Tensor) -> Tensor:
         return (-2.0 * scores).clamp_min(0.0).sqrt()
 
+    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
+        """Every shrinkage from one eigendecomposition of the pooled covariance."""
+        if name != "shrinkage":
+            return None
+        owner = class_of_proxy(self.proxy_counts.to(self.proxies.device))
+        prior = _log_prior(self.class_counts.to(self.proxies.device), self.prior, torch.float64)[owner]
+        return [-0.5 * quadratic + prior for quadratic in
+                _shrunk_quadratics(self.scatter, values, queries, self.proxies)]
+
     def options(self) -> dict[str, Any]:
         return {"shrinkage": self.shrinkage, "prior": self.prior}
 
@@ -257,6 +271,7 @@ class FeCAMMetric(Metric):
 
     def _class_precisions(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Tensor:
         statistics = residual_statistics(support, proxies, proxy_counts, per_class=True)
+        self.statistics = [statistics[c] for c in range(len(counts))]  # kept for candidate_scores, not saved
         out = []
         for c in range(len(counts)):
             covariance, _ = shrunk_covariance(statistics[c], self.shrinkage)
@@ -316,6 +331,20 @@ class FeCAMMetric(Metric):
 
     def to_distance(self, scores: Tensor) -> Tensor:
         return (-scores).clamp_min(0.0).sqrt()
+
+    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
+        """Every shrinkage from one eigendecomposition per class covariance."""
+        if name != "shrinkage" or getattr(self, "statistics", None) is None or self.diagonal:
+            return None
+        owner = class_of_proxy(self.proxy_counts.to(self.proxies.device))
+        prior = _log_prior(self.class_counts.to(self.proxies.device), self.prior, torch.float64)
+        out = [torch.empty(len(queries), len(self.proxies), dtype=torch.float64, device=queries.device)
+               for _ in values]
+        for c, statistics in enumerate(self.statistics):
+            columns = torch.nonzero(owner == c)[:, 0]
+            for i, quadratic in enumerate(_shrunk_quadratics(statistics, values, queries, self.proxies[columns])):
+                out[i][:, columns] = -quadratic + prior[c]
+        return out
 
     def options(self) -> dict[str, Any]:
         return {"shrinkage": self.shrinkage, "prior": self.prior, "fecam_diagonal": self.diagonal}
@@ -386,12 +415,19 @@ class RidgeMetric(Metric):
         super().set_proxies(proxies, proxy_counts)
         d = self.gram.shape[0]
         scale = max(float(torch.diagonal(self.gram).sum()) / d, 1e-300)
-        A = self.gram + self.ridge_lambda * scale * torch.eye(d, dtype=torch.float64, device=self.gram.device)
-        solution = torch.linalg.solve(A, self.targets.T.to(A.device))  # d x p
+        solution = _ridge_solve(self.gram, self.targets, self.ridge_lambda * scale)  # d x p
         self.weights = solution.T.to(proxies.device, proxies.dtype).contiguous()
 
     def forward(self, queries: Tensor) -> Tensor:
         return queries @ self.weights.T
+
+    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
+        """Every lambda from the one Gram matrix (a solve each, not a refit)."""
+        if name != "ridge_lambda":
+            return None
+        scale = max(float(torch.diagonal(self.gram).sum()) / self.gram.shape[0], 1e-300)
+        return [queries.double() @ _ridge_solve(self.gram, self.targets, float(value) * scale).to(queries.device)
+                for value in values]
 
     def options(self) -> dict[str, Any]:
         return {"ridge_lambda": self.ridge_lambda}
@@ -400,8 +436,17 @@ class RidgeMetric(Metric):
         return {"gram": self.gram, "targets": self.targets}
 
 
+def _ridge_solve(gram: Tensor, targets: Tensor, ridge: float) -> Tensor:
+    """(G + ridge I)^-1 Q' by Cholesky (G + ridge I is positive definite; twice the speed of a general solve),
+    falling back to a least-squares solve if the factorisation fails numerically."""
+    A = gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
+    factor, info = torch.linalg.cholesky_ex(A)
+    rhs = targets.T.to(A.device, A.dtype)
+    return torch.cholesky_solve(rhs, factor) if int(info) == 0 else torch.linalg.lstsq(A, rhs).solution
+
+
 def _beta_candidates(**_: object) -> list[float]:
-    return [1.0, 3.0, 5.5, 8.0, 12.0, 20.0]
+    return [1.0, 3.0, 5.5, 10.0, 20.0, 50.0, 100.0, 200.0]
 
 
 KERNEL_BETA = Setting("beta", float, AUTO, "kernel: sharpness of exp(-beta (1 - cos)) (Tip-Adapter's beta); auto: "
@@ -423,11 +468,37 @@ class KernelMetric(Metric):
         scores = queries @ self.proxies.T
         return scores.sub_(1.0).mul_(self.beta).exp_()
 
+    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
+        """Every beta from one matrix of cosines."""
+        if name != "beta":
+            return None
+        cosines = queries @ self.proxies.T - 1.0
+        return [(cosines * float(value)).exp() for value in values]
+
     def to_distance(self, scores: Tensor) -> Tensor:
         return (-torch.log(scores.clamp_min(1e-30)) / self.beta).clamp_min(0.0)
 
     def options(self) -> dict[str, Any]:
         return {"beta": self.beta}
+
+
+def _shrunk_quadratics(statistics: Scatter, values: list[Any], queries: Tensor, proxies: Tensor) -> list[Tensor]:
+    """(x - w)' P_a (x - w) for every query x, proxy w and shrinkage value a, P_a the inverse of the shrunk
+    covariance of `statistics`: one eigendecomposition, then a product per value (float64)."""
+    from imprint.stages.covariance import shrinkage_amount
+
+    d = statistics.outer.shape[0]
+    S = statistics.outer / max(1, statistics.n - statistics.means)
+    mu = float(torch.diagonal(S).sum()) / d
+    values_, vectors = torch.linalg.eigh(S)
+    U, V = queries.double() @ vectors.to(queries.device), proxies.double() @ vectors.to(queries.device)
+    out = []
+    for value in values:
+        a = shrinkage_amount(statistics, value)
+        spectrum = (1.0 - a) * values_ + a * mu if mu > 0 else torch.ones_like(values_)
+        inverse = 1.0 / spectrum.clamp_min(max(float(spectrum.max()), 1e-300) * 1e-9).to(queries.device)
+        out.append(((U * U) @ inverse)[:, None] - 2.0 * (U * inverse) @ V.T + ((V * V) @ inverse)[None, :])
+    return out
 
 
 def make_metric(name: str, settings: dict[str, Any]) -> Metric:

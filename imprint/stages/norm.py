@@ -199,12 +199,12 @@ class QuantileNorm(Norm):
 
 
 def _projection_candidates(n_samples: int, n_features: int, **_: object) -> list[int]:
-    return sorted({min(4096, max(256, factor * n_features)) for factor in (1, 2, 4)})
+    return sorted({min(4096, max(256, factor * n_features)) for factor in (2, 4)})
 
 
 PROJECTION_DIM = Setting("projection_dim", int, AUTO,
                          "width of the random_relu projection (RanPAC's M); auto: chosen by cross-validation "
-                         "among 1x, 2x and 4x the embedding width (at most 4096)",
+                         "between 2x and 4x the embedding width (at most 4096)",
                          low=1, auto=True, tunable=_projection_candidates)
 
 
