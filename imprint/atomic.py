@@ -26,22 +26,37 @@ def _umask() -> int:
     return mask
 
 
+class WriteError(OSError):
+    """A file that could not be written (disk full, read-only folder, ...); any earlier version is unchanged."""
+
+    def __str__(self) -> str:
+        return (f"cannot write {self.filename}: {self.strerror}; any earlier version of it is unchanged "
+                "(free some space or choose a writable place)")
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`."""
+    """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`. On failure the
+    temporary file is removed, the earlier `path` (if any) is untouched, and a WriteError says so."""
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"cannot write to {target}: it is a directory; give a file name")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    tmp = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as handle:
             os.fchmod(handle.fileno(), 0o666 & ~_umask())
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, target)
+    except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise WriteError(exc.errno, exc.strerror or str(exc), str(target)) from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
     return target
 

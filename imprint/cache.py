@@ -70,7 +70,7 @@ class EmbeddingCache:
     def _entry(self, namespace: str, path: Path) -> Path:
         stat = path.stat()
         ident = f"{path.resolve()}\n{stat.st_size}\n{stat.st_mtime_ns}"
-        key = hashlib.sha256(ident.encode()).hexdigest()
+        key = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()  # any file name
         return self.root / namespace / key[:2] / f"{key[2:]}{SUFFIX}"
 
     @staticmethod

@@ -76,31 +76,38 @@ def small_folder(tmp_path: Path) -> Path:
     return root
 
 
-def test_an_interrupted_embed_resumes_and_matches_an_uninterrupted_one(small_folder: Path, tmp_path: Path):
-    out = tmp_path / "store"
-    command = [sys.executable, "-m", "imprint.cli", "embed", str(small_folder), "-o", str(out), "--batch-size", "4",
-               "--quiet", "--device", "cpu"]
+def _kill_when(out: Path, command: list[str], rows: int) -> None:
+    """Start `command` and SIGKILL it once `rows` rows of the store are embedded (or it finishes)."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            if (np.load(out / "state.npy", mmap_mode="r") == EMBEDDED).sum() >= 8:
+            if (np.load(out / "state.npy", mmap_mode="r") == EMBEDDED).sum() >= rows:
                 break
         except (OSError, ValueError):
             pass
-        time.sleep(0.05)
+        time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    state = np.load(out / "state.npy")
-    assert (state == EMBEDDED).sum() >= 8 and (state == PENDING).any(), "the embed was not stopped mid-way"
 
+
+def test_an_embed_killed_at_random_points_resumes_to_the_same_store_bit_for_bit(small_folder: Path, tmp_path: Path):
+    out = tmp_path / "store"
+    command = [sys.executable, "-m", "imprint.cli", "embed", str(small_folder), "-o", str(out), "--batch-size", "4",
+               "--quiet", "--device", "cpu"]
+    rng = np.random.default_rng()
+    for rows in sorted(rng.integers(4, 36, size=3)):  # SIGKILL three times, at random points
+        _kill_when(out, command, int(rows))
+    state = np.load(out / "state.npy")
+    assert (state == PENDING).any(), "the embed was not stopped before the end"
     resumed = subprocess.run(command, capture_output=True, text=True, check=True)
     assert f"resuming: {int((state != PENDING).sum())} of 41 images already embedded" in resumed.stdout
     assert "skipped 1 unreadable image(s)" in resumed.stderr and "broken.png" in resumed.stderr
     assert main(["embed", str(small_folder), "-o", str(tmp_path / "once"), "--quiet", "--device", "cpu"]) == 0
     a, b = EmbeddingStore.open(out), EmbeddingStore.open(tmp_path / "once")
-    np.testing.assert_allclose(np.asarray(a.embeddings), np.asarray(b.embeddings), atol=1e-5)
-    assert a.unreadable() == b.unreadable() and a.labelled()[1].tolist() == b.labelled()[1].tolist()
+    np.testing.assert_array_equal(np.asarray(a.embeddings), np.asarray(b.embeddings))  # bit for bit
+    np.testing.assert_array_equal(np.asarray(a.state), np.asarray(b.state))
+    assert a.paths == b.paths and a.labelled()[1].tolist() == b.labelled()[1].tolist()
 
 
 def test_collapse_and_fewshot_read_a_store(small_folder: Path, tmp_path: Path, capsys):

@@ -62,8 +62,8 @@ def _is_user_error(exc: Exception) -> bool:
 
 
 def _message(exc: Exception) -> str:
-    if isinstance(exc, FileNotFoundError) and exc.filename:
-        return f"{exc.strerror}: {exc.filename}"
-    if isinstance(exc, OSError) and exc.filename:
-        return f"{exc.strerror or exc}: {exc.filename} (nothing was overwritten)"
+    from imprint.atomic import WriteError
+
+    if isinstance(exc, OSError) and exc.filename and not isinstance(exc, WriteError):
+        return f"{exc.strerror or exc}: {exc.filename}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -35,12 +35,20 @@ class Encoder(ABC):
 
     @torch.inference_mode()
     def encode_batch(self, pixels: Tensor) -> np.ndarray:
-        """Embeddings (float32, n x embedding_dim) of a batch of preprocessed images."""
+        """Embeddings (float32, n x embedding_dim) of a batch of preprocessed images. On the CPU every image goes
+        through a micro-batch of exactly `cpu_micro_batch` images (the last one zero-padded), so its embedding
+        is bit for bit the same whatever batch it came in (a lone image would otherwise take another kernel:
+        measured up to 1.2e-6 apart) and a resumed store equals an uninterrupted one."""
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.float16):
                 return self._forward(pixels.to(self.device, non_blocking=True)).float().cpu().numpy()
-        pieces = [self._forward(part.to(self.device).contiguous(memory_format=torch.channels_last)).float()
-                  for part in pixels.split(self.cpu_micro_batch)]
+        pieces = []
+        for part in pixels.split(self.cpu_micro_batch):
+            n = len(part)
+            if n < self.cpu_micro_batch:
+                part = torch.cat([part, part.new_zeros((self.cpu_micro_batch - n, *part.shape[1:]))])
+            pieces.append(self._forward(part.to(self.device).contiguous(memory_format=torch.channels_last))[:n]
+                          .float())
         return torch.cat(pieces).cpu().numpy()
 
     def encode_images(self, images: Sequence[Image.Image | np.ndarray], batch_size: int = 64) -> Embeddings:
