@@ -220,7 +220,11 @@ def batched_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: i
 def faiss_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: int = 0,
                  max_iter: int = 100) -> Clusters:
     """Per-class FAISS k-means (GPU when faiss has one): no subsampling, no warnings, k capped at n_c."""
-    import faiss
+    try:
+        import faiss
+    except ImportError:
+        raise ValueError("kmeans_backend='faiss' needs FAISS: pip install faiss-cpu (or the GPU build, see the "
+                         "README), or use kmeans_backend='batched'") from None
 
     support = _as_support(X, counts)
     use_gpu = faiss.get_num_gpus() > 0
