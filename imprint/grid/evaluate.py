@@ -77,7 +77,7 @@ def evaluate_cell(cell: Cell, data: EmbeddedDataset) -> dict[str, Any]:
     predict_time = time.perf_counter() - start
     open_set = {}
     if cell.protocol == "open_set" and getattr(model, "reject", None) is not None:
-        open_set = open_set_metrics(model, Xt, predicted, data.X[rows.near], data.far)
+        open_set = open_set_metrics(model, Xt, yt, predicted, data.X[rows.near], data.far)
         predicted = model.classes_[model.decision_function(Xt).argmax(1)]  # closed-set accuracy below
     val_accuracy = float((model.predict(Xv) == yv).mean()) if len(yv) else float("nan")
     collapse = _collapse_of_support.get(cell.support_key)
@@ -114,15 +114,18 @@ def fit_incrementally(cell: Cell, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray
     return model, {"average_accuracy": float(np.mean(accuracies)), "first_step_accuracy": accuracies[0]}
 
 
-def open_set_metrics(model: ImprintClassifier, known: np.ndarray, known_predicted: np.ndarray, near: np.ndarray,
-                     far: np.ndarray | None) -> dict[str, float]:
-    """Realised rejection of known test images (against the target rate), accuracy of the accepted ones, and
-    AUROC, FPR at 95% TPR and rejection rate for near (the dataset's other classes) and far (other datasets)
-    unknown images."""
+def open_set_metrics(model: ImprintClassifier, known: np.ndarray, known_labels: np.ndarray,
+                     known_predicted: np.ndarray, near: np.ndarray, far: np.ndarray | None) -> dict[str, float]:
+    """Realised rejection of known test images (against the target rate), coverage and size of the conformal
+    label sets at the same rate, and AUROC, FPR at 95% TPR and rejection rate for near (the dataset's other
+    classes) and far (other datasets) unknown images."""
     label = model._unknown_label()
     rejected = known_predicted == label
     known_scores = model.score_unknown(known)
+    sets = model.predict_set(known, float(model.reject_rate))  # conformal sets at alpha = the target rate
+    truth = np.searchsorted(model.classes_, known_labels)
     out = {"target_rate": float(model.reject_rate), "known_rejected": float(rejected.mean()),
+           "set_coverage": float(sets[np.arange(len(sets)), truth].mean()), "set_size": float(sets.sum(1).mean()),
            "n_near": len(near), "n_far": 0 if far is None else len(far)}
     for name, unknown in (("near", near), ("far", far)):
         if unknown is None or not len(unknown):

@@ -11,9 +11,11 @@ from imprint.report.stats import MIN_GROUPS, Comparison, average_ranks, compare
 
 GROUP = ["encoder", "dataset", "task", "shots"]
 MEASURED = ["accuracy", "macro_f1", "val_accuracy", "fit_time_s", "predict_time_s", "nc1", "cdnv", "shots_per_class",
-            "target_rate", "known_rejected", "auroc_near", "fpr95_near", "unknown_rejected_near", "auroc_far",
-            "fpr95_far", "unknown_rejected_far", "average_accuracy", "first_step_accuracy"]
-OPEN_SET = [("known_rejected", "known rejected %"), ("target_rate", "target %"), ("auroc_near", "AUROC near %"),
+            "target_rate", "known_rejected", "set_coverage", "set_size", "auroc_near", "fpr95_near",
+            "unknown_rejected_near", "auroc_far", "fpr95_far", "unknown_rejected_far", "average_accuracy",
+            "first_step_accuracy"]
+OPEN_SET = [("known_rejected", "known rejected %"), ("target_rate", "target %"),
+            ("set_coverage", "set coverage %"), ("auroc_near", "AUROC near %"),
             ("fpr95_near", "FPR95 near %"), ("auroc_far", "AUROC far %"), ("fpr95_far", "FPR95 far %"),
             ("unknown_rejected_near", "near rejected %"), ("unknown_rejected_far", "far rejected %")]
 
@@ -135,7 +137,9 @@ def summarize(results: pd.DataFrame, groups: pd.DataFrame, planned: int, name: s
     if "known_rejected" in groups:
         lines += ["", "## Open set (mean over the compared groups; rejection at the conformal threshold set on the "
                   "support set alone)", "", _markdown(_open_set_table(compared, variants)), "",
-                  "known rejected: share of known-class test images called unknown, against the target rate; near: "
+                  "known rejected: share of known-class test images called unknown, against the target rate; set "
+                  "coverage: share of known-class test images whose conformal label set (at alpha = the target "
+                  "rate) holds their class; near: "
                   "the dataset's other classes; far: the other datasets' test images; FPR95: unknown images "
                   "accepted when 95% of known ones are."]
     collapse = groups.groupby(GROUP, sort=False)[["nc1", "cdnv"]].median()
