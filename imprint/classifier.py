@@ -265,8 +265,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self._need_rejection("score_unknown")
         X = self._checked_queries(X)
         out = np.empty(len(X), dtype=np.float64)
-        for positions, block in self._blocks(X):
-            class_scores = self.model_(block) if self.rejector_.uses_class_scores else None
+        for positions, block, buffer in self._blocks(X):
+            class_scores = self.model_(block, out=buffer) if self.rejector_.uses_class_scores else None
             out[positions] = self.rejector_.score(block, class_scores, self.model_)[
                 :positions.stop - positions.start].double().cpu().numpy()
         return out
@@ -485,18 +485,20 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         validate_data(self, X, reset=False, skip_check_array=True)
         return X
 
-    def _blocks(self, X: np.ndarray) -> Iterator[tuple[slice, torch.Tensor]]:
+    def _blocks(self, X: np.ndarray) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
         """Consecutive fixed-shape blocks of queries (see ``imprint.blocks``): memory-bounded, and each
-        query's scores independent of the batch it came in."""
+        query's scores independent of the batch it came in; with each, a proxy-score buffer reused from block
+        to block (a fresh 80 MiB block per call would cost page faults)."""
         rows = block_rows(len(self.proxies_) + getattr(self.metric_, "scratch_per_query", 0),
                           self.n_features_in_)
         with torch.inference_mode():
+            buffer = torch.empty(rows, len(self.proxies_), dtype=torch.float32, device=self.device_)
             for positions, block in query_blocks(X, rows, self.device_):
-                yield positions, block
+                yield positions, block, buffer
 
     def _class_score_blocks(self, X: np.ndarray) -> Iterator[tuple[slice, torch.Tensor]]:
-        for positions, block in self._blocks(X):
-            yield positions, self.model_(block)[:positions.stop - positions.start]
+        for positions, block, buffer in self._blocks(X):
+            yield positions, self.model_(block, out=buffer)[:positions.stop - positions.start]
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Class scores, shape (n_samples, n_classes), computed in memory-bounded blocks of queries."""
@@ -516,8 +518,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         best = np.empty(len(X), dtype=np.int64)
         model = self.model_
         owner = torch.from_numpy(np.repeat(np.arange(len(self.classes_)), self.proxy_counts_)).to(self.device_)
-        for positions, block in self._blocks(X):
-            scores = model.ranking_scores(block)[:positions.stop - positions.start]
+        for positions, block, buffer in self._blocks(X):
+            scores = model.ranking_scores(block, out=buffer)[:positions.stop - positions.start]
             if self.aggregation == "max":
                 best[positions] = owner[scores.argmax(dim=1)].cpu().numpy()
             else:
@@ -528,9 +530,9 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         """Labels, with ``unknown_label`` where the rejection score is above the calibrated threshold."""
         best = np.empty(len(X), dtype=np.int64)
         rejected = np.empty(len(X), dtype=bool)
-        for positions, block in self._blocks(X):
+        for positions, block, buffer in self._blocks(X):
             n = positions.stop - positions.start
-            class_scores = self.model_(block)
+            class_scores = self.model_(block, out=buffer)
             best[positions] = class_scores[:n].argmax(dim=1).cpu().numpy()
             unknown = self.rejector_.score(block, class_scores, self.model_)[:n] > self.threshold_
             rejected[positions] = unknown.cpu().numpy()

@@ -27,14 +27,16 @@ class ImprintedModel(nn.Module):
     def proxies(self) -> Tensor:
         return self.metric.proxies
 
-    def proxy_scores(self, embeddings: Tensor) -> Tensor:
-        """(n, n_proxies) scores of normalised queries against every proxy."""
-        return self.metric(self.norm_inf(embeddings.to(self.metric.proxies.dtype)))
+    def proxy_scores(self, embeddings: Tensor, out: Tensor | None = None) -> Tensor:
+        """(n, n_proxies) scores of normalised queries against every proxy (written into `out` if given)."""
+        return self.metric(self.norm_inf(embeddings.to(self.metric.proxies.dtype)), out=out)
 
-    def ranking_scores(self, embeddings: Tensor) -> Tensor:
+    def ranking_scores(self, embeddings: Tensor, out: Tensor | None = None) -> Tensor:
         """Proxy scores up to a per-query constant where the aggregation allows it (enough for the argmax)."""
         queries = self.norm_inf(embeddings.to(self.metric.proxies.dtype))
-        return self.metric.ranking(queries) if self.aggregation.shift_invariant else self.metric(queries)
+        return self.metric.ranking(queries, out=out) if self.aggregation.shift_invariant else \
+            self.metric(queries, out=out)
 
-    def forward(self, embeddings: Tensor) -> Tensor:
-        return self.aggregation(self.proxy_scores(embeddings))
+    def forward(self, embeddings: Tensor, out: Tensor | None = None) -> Tensor:
+        """(n, n_classes) class scores; `out` is an optional (n, n_proxies) buffer for the proxy scores."""
+        return self.aggregation(self.proxy_scores(embeddings, out=out))

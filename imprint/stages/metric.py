@@ -85,12 +85,14 @@ class Metric(nn.Module):
         self.set_proxies(proxies, proxy_counts)
         return self
 
-    def forward(self, queries: Tensor) -> Tensor:
+    def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
+        """(n, n_proxies) scores; `out`, if given, is a buffer of that shape the metric may write into (a
+        prediction loop reuses it instead of allocating a new score block per block of queries)."""
         raise NotImplementedError
 
-    def ranking(self, queries: Tensor) -> Tensor:
+    def ranking(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
         """Scores up to a per-query constant (enough to rank proxies); cheaper for some metrics."""
-        return self(queries)
+        return self(queries, out=out)
 
     def to_distance(self, scores: Tensor) -> Tensor:
         """Non-negative distances from scores, for distance-weighted voting (cosine distance by default)."""
@@ -113,8 +115,8 @@ class Metric(nn.Module):
 class DotMetric(Metric):
     """Inner product <x, w> (cosine similarity when both sides are L2-normalised)."""
 
-    def forward(self, queries: Tensor) -> Tensor:
-        return queries @ self.proxies.T
+    def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
+        return torch.mm(queries, self.proxies.T, out=out) if out is not None else queries @ self.proxies.T
 
 
 @METRICS.register("euclidean")
@@ -131,11 +133,13 @@ class EuclideanMetric(Metric):
         super().set_proxies(proxies, proxy_counts)
         self.sq_norms = squared_norms(proxies).to(proxies.dtype)
 
-    def ranking(self, queries: Tensor) -> Tensor:
+    def ranking(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
+        if out is not None:
+            return torch.addmm(self.sq_norms, queries, self.proxies.T, beta=-1.0, alpha=2.0, out=out)
         return torch.addmm(self.sq_norms, queries, self.proxies.T, beta=-1.0, alpha=2.0)
 
-    def forward(self, queries: Tensor) -> Tensor:
-        scores = self.ranking(queries)
+    def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
+        scores = self.ranking(queries, out=out)
         return scores.sub_((queries * queries).sum(dim=1, keepdim=True)).clamp_(max=0.0)
 
     def to_distance(self, scores: Tensor) -> Tensor:
@@ -217,12 +221,14 @@ class MahalanobisMetric(Metric):
         self.bias = (-0.5 * (W * proxies.double()).sum(1) + prior[class_of_proxy(proxy_counts.to(proxies.device))]
                      ).to(proxies.dtype)
 
-    def ranking(self, queries: Tensor) -> Tensor:
+    def ranking(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
+        if out is not None:
+            return torch.addmm(self.bias, queries, self.weights.T, out=out)
         return torch.addmm(self.bias, queries, self.weights.T)
 
-    def forward(self, queries: Tensor) -> Tensor:
+    def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
         query_term = ((queries @ self.precision_matrix) * queries).sum(dim=1, keepdim=True)
-        return self.ranking(queries).sub_(0.5 * query_term)
+        return self.ranking(queries, out=out).sub_(0.5 * query_term)
 
     def to_distance(self, scores: Tensor) -> Tensor:
         return (-2.0 * scores).clamp_min(0.0).sqrt()
@@ -320,7 +326,7 @@ class FeCAMMetric(Metric):
         self.bias = -(self.weights * proxies).sum(1) + prior[owner]  # -w' P_c w + log prior
         self.owner = owner
 
-    def forward(self, queries: Tensor) -> Tensor:
+    def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
         P = self.precisions.to(queries.device, queries.dtype)
         if self.diagonal:
             quadratic = (queries * queries) @ P.T  # (n, K): x' P_c x
@@ -468,8 +474,8 @@ class RidgeMetric(Metric):
         solution, = self._solutions([self.ridge_lambda])  # d x p
         self.weights = solution.T.to(proxies.device, proxies.dtype).contiguous()
 
-    def forward(self, queries: Tensor) -> Tensor:
-        return queries @ self.weights.T
+    def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
+        return torch.mm(queries, self.weights.T, out=out) if out is not None else queries @ self.weights.T
 
     def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
         """Every lambda from the one Gram (or kernel) matrix: a solve each, not a refit."""
@@ -513,8 +519,8 @@ class KernelMetric(Metric):
             raise ValueError("beta='auto' is resolved by the classifier before the stage is built")
         self.beta = float(beta)
 
-    def forward(self, queries: Tensor) -> Tensor:
-        scores = queries @ self.proxies.T
+    def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
+        scores = torch.mm(queries, self.proxies.T, out=out) if out is not None else queries @ self.proxies.T
         return scores.sub_(1.0).mul_(self.beta).exp_()
 
     def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
