@@ -10,7 +10,6 @@ from sklearn.metrics import f1_score
 
 from imprint.classifier import ImprintClassifier
 from imprint.collapse import CollapseStats, cdnv, nc1
-from imprint.data.tasks import task_name
 from imprint.grid.expand import Cell
 from imprint.grid.protocol import EmbeddedDataset, split
 from imprint.openset.metrics import auroc, fpr_at_tpr
@@ -85,7 +84,7 @@ def evaluate_cell(cell: Cell, data: EmbeddedDataset) -> dict[str, Any]:
         collapse = _collapse_of_support[cell.support_key] = support_collapse(Xs, ys)
     used = {"k_used": cell.method["k"]} if "k" in cell.method else {}  # k as run (capped at the shots)
     tuned = {f"{name}_tuned": value for name, value in getattr(model, "tuned_", {}).items()}
-    return {"key": cell.key, "encoder": cell.encoder, "dataset": cell.dataset.label, "task": task_name(cell.task),
+    return {"key": cell.key, "encoder": cell.encoder, "dataset": cell.dataset.label, "task": cell.group[2],
             "shots": cell.shots, "seed": cell.seed, **cell.requested, **used, **tuned,
             "accuracy": float((predicted == yt).mean()),
             "macro_f1": float(f1_score(yt, predicted, average="macro", labels=np.unique(ys), zero_division=0)),
