@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,7 +26,18 @@ def mixture() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture(scope="session")
-def real_embeddings(request: pytest.FixtureRequest):
+def kept_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """A function name -> folder kept across test runs (pytest's cache), or kept for this run only when the cache
+    plug-in is off (``-p no:cacheprovider``)."""
+    def make(name: str) -> Path:
+        cache = getattr(request.config, "cache", None)
+        return Path(cache.mkdir(name)) if cache is not None else tmp_path_factory.mktemp(name)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def real_embeddings(kept_dir):
     """Embeddings of real images by the packaged pretrained EfficientNet-Lite0, cached across runs.
 
     Returns a function dataset_name -> (X_support, y_support, X_test, y_test) with 300 support and
@@ -37,7 +49,7 @@ def real_embeddings(request: pytest.FixtureRequest):
 
     memory: dict[str, tuple] = {}
     encoder = create_encoder(device="cpu")
-    cache_dir = request.config.cache.mkdir("imprint-embeddings")
+    cache_dir = kept_dir("imprint-embeddings")
 
     def load(name: str):
         if name not in memory:

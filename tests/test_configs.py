@@ -40,8 +40,8 @@ def reduced(config: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(request: pytest.FixtureRequest) -> Path:
-    return Path(request.config.cache.mkdir("imprint-grid-embeddings"))
+def cache_dir(kept_dir) -> Path:
+    return kept_dir("imprint-grid-embeddings")
 
 
 @pytest.mark.slow

@@ -38,9 +38,9 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def cache_dir(request: pytest.FixtureRequest) -> Path:
+def cache_dir(kept_dir) -> Path:
     """Embedding cache kept across test runs (real Lite0 embeddings of the example folder)."""
-    return Path(request.config.cache.mkdir("imprint-grid-embeddings"))
+    return kept_dir("imprint-grid-embeddings")
 
 
 @pytest.fixture(scope="module")

@@ -202,3 +202,27 @@ def test_degenerate_support_sets_give_finite_scores(preset):
             scores = clf.decision_function(inputs)
             assert np.isfinite(scores).all(), (preset, case)
             assert np.isfinite(clf.predict_proba(inputs)).all(), (preset, case)
+
+
+@pytest.mark.parametrize("metric, name, values, extra", [
+    ("mahalanobis", "shrinkage", ["ledoit_wolf", "oas", "gda", 0.05, 0.5], {}),
+    ("fecam", "shrinkage", ["ledoit_wolf", "oas", 0.05, 0.5], {}),
+    ("fecam", "shrinkage", [0.2, 0.8], {"generation": "kmeans", "k": 3}),
+    ("ridge", "ridge_lambda", [1e-3, 1e-1, 10.0], {}),
+    ("kernel", "beta", [1.0, 5.5, 20.0], {}),
+])
+def test_tuning_shortcut_scores_every_value_as_a_separate_fit_would(data, metric, name, values, extra):
+    """Cross-validation scores every candidate from one fit (one decomposition, one Gram matrix): those scores,
+    asked for block after block of queries, are the scores of a classifier fitted with that value."""
+    X, y = data
+    settings = {"generation": "mean", "metric": metric, "aggregation": "max", **extra}
+    first = ImprintClassifier(**settings, **{name: values[0]}).fit(X, y)
+    queries = first.model_.norm_inf(torch.as_tensor(X, dtype=torch.float32))
+    for block in (queries[:70], queries[70:]):  # the second block reuses what the first computed
+        shortcut = first.metric_.candidate_scores(name, values, block)
+        assert shortcut is not None and len(shortcut) == len(values)
+        for value, scores in zip(values, shortcut):
+            separate = ImprintClassifier(**settings, **{name: value}).fit(X, y)
+            expected = separate.metric_(block).double()
+            np.testing.assert_allclose(scores.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4 * float(
+                expected.abs().max()))

@@ -212,6 +212,7 @@ class MahalanobisMetric(Metric):
 
     def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
         super().set_proxies(proxies, proxy_counts)
+        self.spectrum = None  # of the pooled covariance, for candidate_scores
         covariance, self.shrinkage_used = shrunk_covariance(self.scatter, self.shrinkage)
         P = precision(covariance.to(proxies.device))
         W = proxies.double() @ P
@@ -239,8 +240,10 @@ class MahalanobisMetric(Metric):
             return None
         owner = class_of_proxy(self.proxy_counts.to(self.proxies.device))
         prior = _log_prior(self.class_counts.to(self.proxies.device), self.prior, torch.float64)[owner]
+        if self.spectrum is None:  # once per fit, not once per block of queries
+            self.spectrum = _spectrum(self.scatter)
         return [-0.5 * quadratic + prior for quadratic in
-                _shrunk_quadratics(self.scatter, values, queries, self.proxies)]
+                _shrunk_quadratics(self.scatter, self.spectrum, values, queries, self.proxies)]
 
     def options(self) -> dict[str, Any]:
         return {"shrinkage": self.shrinkage, "prior": self.prior}
@@ -278,6 +281,7 @@ class FeCAMMetric(Metric):
     def _class_precisions(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Tensor:
         statistics = residual_statistics(support, proxies, proxy_counts, per_class=True)
         self.statistics = [statistics[c] for c in range(len(counts))]  # kept for candidate_scores, not saved
+        self.spectra: list[tuple[Tensor, Tensor, float]] | None = None  # their eigendecompositions, when asked
         out = []
         for c in range(len(counts)):
             covariance, _ = shrunk_covariance(statistics[c], self.shrinkage)
@@ -346,9 +350,12 @@ class FeCAMMetric(Metric):
         prior = _log_prior(self.class_counts.to(self.proxies.device), self.prior, torch.float64)
         out = [torch.empty(len(queries), len(self.proxies), dtype=torch.float64, device=queries.device)
                for _ in values]
-        for c, statistics in enumerate(self.statistics):
+        if self.spectra is None:  # once per fit, not once per block of queries
+            self.spectra = [_spectrum(statistics) for statistics in self.statistics]
+        for c, (statistics, spectrum) in enumerate(zip(self.statistics, self.spectra)):
             columns = torch.nonzero(owner == c)[:, 0]
-            for i, quadratic in enumerate(_shrunk_quadratics(statistics, values, queries, self.proxies[columns])):
+            for i, quadratic in enumerate(_shrunk_quadratics(statistics, spectrum, values, queries,
+                                                             self.proxies[columns])):
                 out[i][:, columns] = -quadratic + prior[c]
         return out
 
@@ -468,6 +475,7 @@ class RidgeMetric(Metric):
 
     def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
         super().set_proxies(proxies, proxy_counts)
+        self.candidate_solutions: tuple[tuple[float, ...], list[Tensor]] | None = None
         if self._saved_weights is not None and self._saved_weights.shape[0] == len(proxies):
             self.weights, self._saved_weights = self._saved_weights.to(proxies.device, proxies.dtype), None
             return
@@ -481,8 +489,10 @@ class RidgeMetric(Metric):
         """Every lambda from the one Gram (or kernel) matrix: a solve each, not a refit."""
         if name != "ridge_lambda":
             return None
-        return [queries.double() @ solution.to(queries.device) for solution in self._solutions(
-            [float(value) for value in values])]
+        lambdas = tuple(float(value) for value in values)
+        if self.candidate_solutions is None or self.candidate_solutions[0] != lambdas:  # once per fit, not per block
+            self.candidate_solutions = (lambdas, self._solutions(list(lambdas)))
+        return [queries.double() @ solution.to(queries.device) for solution in self.candidate_solutions[1]]
 
     def options(self) -> dict[str, Any]:
         return {"ridge_lambda": self.ridge_lambda}
@@ -537,23 +547,37 @@ class KernelMetric(Metric):
         return {"beta": self.beta}
 
 
-def _shrunk_quadratics(statistics: Scatter, values: list[Any], queries: Tensor, proxies: Tensor) -> list[Tensor]:
-    """(x - w)' P_a (x - w) for every query x, proxy w and shrinkage value a, P_a the inverse of the shrunk
-    covariance of `statistics`: one eigendecomposition, then a product per value (float64)."""
-    from imprint.stages.covariance import shrinkage_amount
-
+def _spectrum(statistics: Scatter) -> tuple[Tensor, Tensor, float]:
+    """Eigenvalues and eigenvectors (float64) of the covariance of `statistics`, and its mean variance: every
+    shrinkage of it is a reweighting of the same eigenvectors."""
     d = statistics.outer.shape[0]
     S = statistics.outer / max(1, statistics.n - statistics.means)
-    mu = float(torch.diagonal(S).sum()) / d
-    values_, vectors = torch.linalg.eigh(S)
-    U, V = queries.double() @ vectors.to(queries.device), proxies.double() @ vectors.to(queries.device)
-    out = []
+    values, vectors = torch.linalg.eigh(S)
+    return values, vectors, float(torch.diagonal(S).sum()) / d
+
+
+def _shrunk_quadratics(statistics: Scatter, spectrum: tuple[Tensor, Tensor, float], values: list[Any],
+                       queries: Tensor, proxies: Tensor) -> list[Tensor]:
+    """(x - w)' P_a (x - w) for every query x, proxy w and shrinkage value a, P_a the inverse of the shrunk
+    covariance of `statistics` (whose `spectrum` is given). The queries are rotated once, in their own precision
+    (as prediction reads them: the one d x d product per query and class), then every value's quadratic x' P_a x
+    and cross term x' P_a w come from one float64 product each, for all values at once."""
+    from imprint.stages.covariance import shrinkage_amount
+
+    eigenvalues, vectors, mu = spectrum
+    vectors = vectors.to(queries.device)
+    U, V = (queries @ vectors.to(queries.dtype)).double(), proxies.double() @ vectors
+    inverses = []
     for value in values:
         a = shrinkage_amount(statistics, value)
-        spectrum = (1.0 - a) * values_ + a * mu if mu > 0 else torch.ones_like(values_)
-        inverse = 1.0 / spectrum.clamp_min(max(float(spectrum.max()), 1e-300) * 1e-9).to(queries.device)
-        out.append(((U * U) @ inverse)[:, None] - 2.0 * (U * inverse) @ V.T + ((V * V) @ inverse)[None, :])
-    return out
+        shrunk = (1.0 - a) * eigenvalues + a * mu if mu > 0 else torch.ones_like(eigenvalues)
+        inverses.append(1.0 / shrunk.clamp_min(max(float(shrunk.max()), 1e-300) * 1e-9))
+    inverse = torch.stack(inverses, dim=1).to(queries.device)  # d x values
+    query_terms = U.square() @ inverse  # n x values
+    proxy_terms = V.square() @ inverse  # p x values
+    cross = U @ (V.T[:, :, None] * inverse[:, None, :]).reshape(len(U.T), -1)  # n x (p * values)
+    cross = cross.view(len(U), len(V), len(values))
+    return [query_terms[:, i, None] - 2.0 * cross[:, :, i] + proxy_terms[None, :, i] for i in range(len(values))]
 
 
 def make_metric(name: str, settings: dict[str, Any]) -> Metric:
