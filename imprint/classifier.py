@@ -18,7 +18,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from imprint.auto_k import per_class_k, proxy_ratio
-from imprint.blocks import block_rows, query_blocks, tensor_view
+from imprint.blocks import CHUNK_BYTES, MIN_ROWS, block_rows, query_blocks, tensor_view
 from imprint.devices import resolve_device
 from imprint.model import ImprintedModel
 from imprint.openset import REJECTORS, make_rejector, minimum_samples, prediction_sets, threshold
@@ -336,16 +336,21 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
 
     def _candidate_predictions(self, name: str, values: list[Any], X: np.ndarray) -> list[np.ndarray] | None:
         """Class indices predicted for X under each value of setting `name`, from this one fit, where the metric
-        can score them all at once (a decomposition or a Gram matrix reused); None where it cannot."""
-        out: list[list[np.ndarray]] = []
-        with torch.inference_mode():
-            for start in range(0, len(X), 4096):
-                block = tensor_view(np.asarray(X[start:start + 4096])).to(self.device_, torch.float32)
+        can score them all at once (a decomposition or a Gram matrix reused); None where it cannot. Blocks of
+        queries are sized so that every value's float64 scores fit in CHUNK_BYTES (4096 rows at most)."""
+        per_row = 8 * len(self.proxies_) * (len(values) + 1)
+        rows = max(MIN_ROWS, min(4096, CHUNK_BYTES // per_row))
+        predicted = np.empty((len(values), len(X)), dtype=np.int64)  # copied into: no small tensor outlives its
+        with torch.inference_mode():                                    # block (heap fragmentation grew by GiBs)
+            for start in range(0, len(X), rows):
+                block = tensor_view(np.asarray(X[start:start + rows])).to(self.device_, torch.float32)
                 scores = self.metric_.candidate_scores(name, values, self.model_.norm_inf(block))
                 if scores is None:
                     return None
-                out.append([self.model_.aggregation(s.to(block.dtype)).argmax(dim=1).cpu().numpy() for s in scores])
-        return [np.concatenate([part[i] for part in out]) for i in range(len(values))]
+                for i, value_scores in enumerate(scores):
+                    predicted[i, start:start + len(block)] = \
+                        self.model_.aggregation(value_scores.to(block.dtype)).argmax(dim=1).cpu().numpy()
+        return list(predicted)
 
     def _cross_validated_ratio(self, X: np.ndarray, codes: np.ndarray) -> float:
         """Proxies per support sample for k='auto', by 2-fold cross-validation of this very pipeline."""

@@ -220,7 +220,9 @@ def test_tuning_shortcut_scores_every_value_as_a_separate_fit_would(data, metric
     queries = first.model_.norm_inf(torch.as_tensor(X, dtype=torch.float32))
     for block in (queries[:70], queries[70:]):  # the second block reuses what the first computed
         shortcut = first.metric_.candidate_scores(name, values, block)
-        assert shortcut is not None and len(shortcut) == len(values)
+        assert shortcut is not None
+        shortcut = list(shortcut)  # one value's scores at a time (a generator) or all at once
+        assert len(shortcut) == len(values)
         for value, scores in zip(values, shortcut):
             separate = ImprintClassifier(**settings, **{name: value}).fit(X, y)
             expected = separate.metric_(block).double()

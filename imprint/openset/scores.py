@@ -161,16 +161,21 @@ class MahalanobisPlusPlus(Rejector):
         covariance, _ = shrunk_covariance(Scatter.of(Z - self.means[codes], len(counts)), "ledoit_wolf")
         self.precision = precision(covariance)
         self.counts = counts.double()
+        self.cast = None  # the float32 copies _distances makes
         return self
 
     def _distances(self, Z: Tensor) -> Tensor:
-        Z = Z.double()
-        ZP = Z @ self.precision
-        return ((ZP * Z).sum(1, keepdim=True) - 2 * ZP @ self.means.T
-                + ((self.means @ self.precision) * self.means).sum(1)).clamp_min(0.0)
+        """(z - mu_c)' P (z - mu_c) for every row and class: the d x d product in the queries' precision (as the
+        classifier scores them; float64 would double the cost of rejection), the three terms summed in float64."""
+        if getattr(self, "cast", None) is None or self.cast[0].dtype != Z.dtype:  # once, not once per block
+            constant = ((self.means @ self.precision) * self.means).sum(1)
+            self.cast = (self.precision.to(Z.dtype), self.means.to(Z.dtype).T.contiguous(), constant)
+        precision_, means_t, constant = self.cast
+        ZP = Z @ precision_
+        return ((ZP * Z).sum(1, keepdim=True).double() - 2.0 * (ZP @ means_t).double() + constant).clamp_min(0.0)
 
     def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
-        return self._distances(_unit(queries.double())).min(dim=1).values
+        return self._distances(_unit(queries.float())).min(dim=1).values
 
     def tensors(self) -> dict[str, Tensor]:
         return {"means": self.means, "precision": self.precision, "counts": self.counts}
@@ -204,9 +209,9 @@ class NECO(Rejector):
         return self
 
     def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
-        Z = _unit(queries.double()) - self.center
-        inside = torch.linalg.vector_norm(Z @ self.basis, dim=1)
-        return 1.0 - inside / torch.linalg.vector_norm(Z, dim=1).clamp_min(1e-12)
+        Z = _unit(queries.float()) - self.center.float()  # the queries' precision, as the classifier scores them
+        inside = torch.linalg.vector_norm(Z @ self.basis.float(), dim=1).double()
+        return 1.0 - inside / torch.linalg.vector_norm(Z, dim=1).double().clamp_min(1e-12)
 
     def tensors(self) -> dict[str, Tensor]:
         return {"center": self.center, "basis": self.basis}

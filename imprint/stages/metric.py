@@ -19,6 +19,7 @@ one proxy per class). Metrics that keep sufficient statistics add classes exactl
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -98,9 +99,9 @@ class Metric(nn.Module):
         """Non-negative distances from scores, for distance-weighted voting (cosine distance by default)."""
         return (1.0 - scores).clamp_min(0.0)
 
-    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
-        """The (n, n_proxies) scores of normalised queries under each value of setting `name`, from this one fit
-        (for cross-validation), where the metric can reuse its statistics; None where it cannot."""
+    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> Iterable[Tensor] | None:
+        """The (n, n_proxies) scores of normalised queries under each value of setting `name`, in order, from
+        this one fit (for cross-validation), where the metric can reuse its statistics; None where it cannot."""
         return None
 
     def options(self) -> dict[str, Any]:
@@ -151,6 +152,12 @@ def residual_statistics(support: Support, proxies: Tensor, proxy_counts: Tensor,
     """Scatter of the residuals of the support rows from their nearest proxy of their own class, pooled over
     all classes (or one per class), read one bucket of classes at a time."""
     pooled, classes = None, {}
+    if not per_class and bool((proxy_counts == 1).all()):  # a class's proxy is its nearest: stream storage order
+        for codes, block in support.blocks():
+            part = Scatter.of(block - proxies.to(block.device, block.dtype)[codes], 0)
+            pooled = part if pooled is None else pooled + part
+        pooled.means = len(proxies)
+        return pooled
     for bucket, (P, mask), nearest in nearest_own_centroid(support, proxies, proxy_counts):
         residuals = P - proxies.to(P.device, P.dtype)[nearest]
         if per_class:
@@ -234,7 +241,7 @@ class MahalanobisMetric(Metric):
     def to_distance(self, scores: Tensor) -> Tensor:
         return (-2.0 * scores).clamp_min(0.0).sqrt()
 
-    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
+    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> Iterable[Tensor] | None:
         """Every shrinkage from one eigendecomposition of the pooled covariance."""
         if name != "shrinkage":
             return None
@@ -342,7 +349,7 @@ class FeCAMMetric(Metric):
     def to_distance(self, scores: Tensor) -> Tensor:
         return (-scores).clamp_min(0.0).sqrt()
 
-    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
+    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> Iterable[Tensor] | None:
         """Every shrinkage from one eigendecomposition per class covariance."""
         if name != "shrinkage" or getattr(self, "statistics", None) is None or self.diagonal:
             return None
@@ -426,13 +433,16 @@ class RidgeMetric(Metric):
             self.targets = torch.zeros(len(proxies), d, dtype=torch.float64, device=self.rows.device).index_add_(
                 0, self.assigned, self.rows.double())
             return
-        gram = None
-        for _, block in support.blocks():
-            part = Scatter.of(block, 0).outer
-            gram = part if gram is None else gram + part
-        targets = torch.zeros(len(proxies), d, dtype=torch.float64, device=gram.device)
-        for _, (P, mask), nearest in nearest_own_centroid(support, proxies, proxy_counts):
-            targets.index_add_(0, nearest[mask].to(gram.device), P[mask].double().to(gram.device))
+        one_proxy = bool((proxy_counts == 1).all())  # each row's target is its class's proxy: one pass will do
+        gram = torch.zeros(d, d, dtype=torch.float64, device=proxies.device)
+        targets = torch.zeros(len(proxies), d, dtype=torch.float64, device=proxies.device)
+        for codes, block in support.blocks():
+            gram += Scatter.of(block, 0).outer.to(gram.device)
+            if one_proxy:
+                targets.index_add_(0, codes.to(gram.device), block.double().to(gram.device))
+        if not one_proxy:
+            for _, (P, mask), nearest in nearest_own_centroid(support, proxies, proxy_counts):
+                targets.index_add_(0, nearest[mask].to(gram.device), P[mask].double().to(gram.device))
         self._gram, self.targets, self.rows, self.assigned = gram, targets, None, None
 
     def fit(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> RidgeMetric:
@@ -485,7 +495,7 @@ class RidgeMetric(Metric):
     def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
         return torch.mm(queries, self.weights.T, out=out) if out is not None else queries @ self.weights.T
 
-    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
+    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> Iterable[Tensor] | None:
         """Every lambda from the one Gram (or kernel) matrix: a solve each, not a refit."""
         if name != "ridge_lambda":
             return None
@@ -533,12 +543,13 @@ class KernelMetric(Metric):
         scores = torch.mm(queries, self.proxies.T, out=out) if out is not None else queries @ self.proxies.T
         return scores.sub_(1.0).mul_(self.beta).exp_()
 
-    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> list[Tensor] | None:
-        """Every beta from one matrix of cosines."""
+    def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> Iterable[Tensor] | None:
+        """Every beta from one matrix of cosines, one beta's scores at a time (there is a column per support
+        sample, so holding them all would take len(values) times the memory)."""
         if name != "beta":
             return None
         cosines = queries @ self.proxies.T - 1.0
-        return [(cosines * float(value)).exp() for value in values]
+        return ((cosines * float(value)).exp_() for value in values)
 
     def to_distance(self, scores: Tensor) -> Tensor:
         return (-torch.log(scores.clamp_min(1e-30)) / self.beta).clamp_min(0.0)
