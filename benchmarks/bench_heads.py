@@ -5,7 +5,7 @@ Fit: 100 classes x 500 samples x 512 dims (unit-norm sub-clustered classes, labe
 against k-means k=20's fit. Prediction: 20,000 queries, against class means' (`mean`, one proxy per class).
 Rejection: the same fit with each score (calibration included) and prediction with rejection, against the
 same classifier without it. Each measurement in a fresh process, best of `--repeat`.
-Run: python benchmarks/bench_heads.py [--quick]
+Run: python benchmarks/bench_heads.py [--quick] [--repeat N] [--parts heads rejection]
 """
 from __future__ import annotations
 
@@ -76,16 +76,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer classes and queries")
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--parts", nargs="+", choices=("heads", "rejection"), default=["heads", "rejection"])
     args = parser.parse_args()
     shape = (20, 200, 2000) if args.quick else (100, 500, 20_000)
     print(f"## Heads and rejection ({time.strftime('%Y-%m-%d')})\n\n" + environment() + "\n")
     print(f"{shape[0]} classes x {shape[1]} samples x 512 dims; {shape[2]:,} queries.\n")
+    if "heads" in args.parts:
+        heads(shape, args.repeat)
+    if "rejection" in args.parts:
+        rejection(shape, args.repeat)
+
+
+def heads(shape: tuple, repeat: int) -> None:
     print("| head | fit s | fit vs k-means k=20 | predict s | predict vs mean | fit peak extra MiB |")
     print("|---|---|---|---|---|---|")
     base_fit = base_predict = None
     for name, settings in HEADS.items():
-        fit_s, extra, _ = run_isolated(partial(data, *shape), partial(fit, settings=settings), args.repeat)
-        predict_s, _, _ = run_isolated(partial(fitted, shape, settings), predict, args.repeat)
+        fit_s, extra, _ = run_isolated(partial(data, *shape), partial(fit, settings=settings), repeat)
+        predict_s, _, _ = run_isolated(partial(fitted, shape, settings), predict, repeat)
         base_fit = base_fit or fit_s
         if base_predict is None and settings.get("generation") == "mean":
             base_predict = predict_s
@@ -93,16 +101,18 @@ def main() -> None:
         print(f"| {name} | {fit_s:.3f} | {fit_s / base_fit:.2f}x | {predict_s:.3f} | {ratio} | {extra:.0f} |",
               flush=True)
 
+
+def rejection(shape: tuple, repeat: int) -> None:
     print("\n| rejection score (k-means k=20) | fit s | fit vs without | predict s | predict vs without |")
     print("|---|---|---|---|---|")
     plain = dict(generation="kmeans", k=20)
-    fit_plain, _, _ = run_isolated(partial(data, *shape), partial(fit, settings=plain), args.repeat)
-    predict_plain, _, _ = run_isolated(partial(fitted, shape, plain), predict, args.repeat)
+    fit_plain, _, _ = run_isolated(partial(data, *shape), partial(fit, settings=plain), repeat)
+    predict_plain, _, _ = run_isolated(partial(fitted, shape, plain), predict, repeat)
     print(f"| none (baseline) | {fit_plain:.3f} | 1.00x | {predict_plain:.3f} | 1.00x |")
     for reject in ("max_score", "energy", "knn", "mahalanobis", "neco"):
         settings = dict(plain, reject=reject)
-        fit_s, _, _ = run_isolated(partial(data, *shape), partial(fit, settings=settings), args.repeat)
-        predict_s, _, _ = run_isolated(partial(fitted, shape, settings), predict, args.repeat)
+        fit_s, _, _ = run_isolated(partial(data, *shape), partial(fit, settings=settings), repeat)
+        predict_s, _, _ = run_isolated(partial(fitted, shape, settings), predict, repeat)
         print(f"| {reject} | {fit_s:.3f} | {fit_s / fit_plain:.2f}x | {predict_s:.3f} | "
               f"{predict_s / predict_plain:.2f}x |", flush=True)
 

@@ -521,24 +521,39 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         if self.reject is not None:
             return self._predict_open(X)
         best = np.empty(len(X), dtype=np.int64)
-        model = self.model_
-        owner = torch.from_numpy(np.repeat(np.arange(len(self.classes_)), self.proxy_counts_)).to(self.device_)
-        for positions, block, buffer in self._blocks(X):
-            scores = model.ranking_scores(block, out=buffer)[:positions.stop - positions.start]
-            if self.aggregation == "max":
-                best[positions] = owner[scores.argmax(dim=1)].cpu().numpy()
-            else:
-                best[positions] = model.aggregation(scores).argmax(dim=1).cpu().numpy()
-        return self.classes_[best]
-
-    def _predict_open(self, X: np.ndarray) -> np.ndarray:
-        """Labels, with ``unknown_label`` where the rejection score is above the calibrated threshold."""
-        best = np.empty(len(X), dtype=np.int64)
-        rejected = np.empty(len(X), dtype=bool)
+        owner = self._proxy_owner()
         for positions, block, buffer in self._blocks(X):
             n = positions.stop - positions.start
-            class_scores = self.model_(block, out=buffer)
-            best[positions] = class_scores[:n].argmax(dim=1).cpu().numpy()
+            best[positions] = self._best_in_block(block, buffer, owner)[:n].cpu().numpy()
+        return self.classes_[best]
+
+    def _proxy_owner(self) -> torch.Tensor:
+        """The class index of each proxy."""
+        return torch.from_numpy(np.repeat(np.arange(len(self.classes_)), self.proxy_counts_)).to(self.device_)
+
+    def _best_in_block(self, block: torch.Tensor, buffer: torch.Tensor | None, owner: torch.Tensor) -> torch.Tensor:
+        """Class index of the best score of each row of a block, from the ranking scores (no query-only
+        terms); with `max`, the class of the best proxy, so the class scores are never formed."""
+        scores = self.model_.ranking_scores(block, out=buffer)
+        if self.aggregation == "max":
+            return owner[scores.argmax(dim=1)]
+        return self.model_.aggregation(scores).argmax(dim=1)
+
+    def _predict_open(self, X: np.ndarray) -> np.ndarray:
+        """Labels, with ``unknown_label`` where the rejection score is above the calibrated threshold. A score
+        that reads the class scores gets them formed (and the label is their argmax); the others leave the
+        labels to the ranking scores, exactly as ``predict`` without rejection gives them."""
+        best = np.empty(len(X), dtype=np.int64)
+        rejected = np.empty(len(X), dtype=bool)
+        owner = self._proxy_owner()
+        for positions, block, buffer in self._blocks(X):
+            n = positions.stop - positions.start
+            if self.rejector_.uses_class_scores:
+                class_scores = self.model_(block, out=buffer)
+                best[positions] = class_scores[:n].argmax(dim=1).cpu().numpy()
+            else:
+                class_scores = None
+                best[positions] = self._best_in_block(block, buffer, owner)[:n].cpu().numpy()
             unknown = self.rejector_.score(block, class_scores, self.model_)[:n] > self.threshold_
             rejected[positions] = unknown.cpu().numpy()
         label = self._unknown_label()

@@ -40,6 +40,13 @@ def test_every_score_rejects_unknowns_and_keeps_its_state_on_disk(mixture, tmp_p
     assert (labels[known & ~fit_rows] == -1).mean() <= 0.25
     scores = clf.score_unknown(X)
     np.testing.assert_array_equal(labels == -1, scores > clf.threshold_)
+    closed = clf.set_params(reject=None).predict(X)  # the same fitted proxies, no rejection
+    clf.set_params(reject=reject)
+    accepted = labels != -1
+    if clf.rejector_.uses_class_scores:  # labels from the class scores' argmax
+        assert (labels[accepted] == closed[accepted]).mean() > 0.99
+    else:  # labels exactly as predict gives them without rejection
+        np.testing.assert_array_equal(labels[accepted], closed[accepted])
     path = tmp_path / "open.safetensors"
     clf.save(path)
     loaded = ImprintClassifier.load(path)
