@@ -52,6 +52,14 @@ def test_the_top_level_help_and_every_subcommand_help_run(capsys):
         assert code == 0 and out.startswith(f"usage: imprint {command}"), (command, err)
 
 
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly():
+    """`imprint presets | head`: when the reader has gone, the command exits 0 with nothing on stderr."""
+    command = f'"{sys.executable}" -m imprint.cli presets | true'  # `true` exits before a line is written
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
 def test_a_typo_is_one_line_naming_the_fix(capsys, tmp_path):
     code, out, err = run(capsys, "fit", EXAMPLES, "-o", tmp_path / "x", "--generation", "kmean")
     assert code == 2 and err.count("\n") == 1 and "did you mean 'kmeans'" in err and "usage" not in err

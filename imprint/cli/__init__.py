@@ -19,8 +19,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("imprint: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # the reader went away (`imprint presets | head`): stop quietly, as other tools do
+        _silence_stdout()
         return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so flushing it at exit does not raise again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests): nothing to flush there
+        pass
 
 
 def _run(argv: list[str]) -> int:
@@ -35,6 +47,8 @@ def _run(argv: list[str]) -> int:
         args.run(args)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error already printed (2)
         return int(exit_.code or 0)
+    except BrokenPipeError:
+        raise  # an OSError, but not the user's mistake: main() stops quietly
     except Exception as exc:
         if not _is_user_error(exc):
             raise
