@@ -33,7 +33,7 @@ def reduced(config: dict) -> dict:
     for key in ("datasets", "unknown_datasets"):
         for dataset in config.get(key, []):
             if "folder" in dataset:
-                dataset["folder"] = str(ROOT / dataset["folder"])
+                dataset["folder"] = str((ROOT / "configs" / dataset["folder"]).resolve())  # as load_config reads it
             dataset.update(support_per_class=16, val_per_class=min(dataset.get("val_per_class", 2), 2),
                            test_per_class=4)
     return config

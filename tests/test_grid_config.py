@@ -163,6 +163,16 @@ def test_configs_round_trip_through_yaml(tmp_path: Path):
     assert config.task_splits == [("coat", "bag")] and config.datasets[0].label == "fashion"
 
 
+def test_relative_image_folders_are_read_from_the_config_files_folder(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the repository root
+    config = load_config(Path(__file__).resolve().parent.parent / "configs" / "example_folder.yaml")
+    folder = Path(config.datasets[0].folder)
+    assert folder.is_absolute() and (folder / "coat").is_dir()
+    single = tmp_path / "one.yaml"
+    single.write_text(yaml.safe_dump({"datasets": {"folder": "imgs"}}))
+    assert load_config(single).datasets[0].folder == str(tmp_path / "imgs")
+
+
 def test_a_named_variant_is_not_split_by_an_axis_its_stages_ignore():
     config = parse_config({**BASE, "k": [5, 20], "variants": [{"name": "km", "generation": "kmeans"},
                                                               {"name": "1-NN", "generation": "all"}]})

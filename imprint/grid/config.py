@@ -276,4 +276,18 @@ def load_config(path: str | Path) -> Any:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}: {getattr(error, 'problem', error)}") from None
-    return parse_config(data, str(path))
+    return parse_config(_folders_from(data, path.parent), str(path))
+
+
+def _folders_from(data: Any, base: Path) -> Any:
+    """The config with each relative image folder read from `base` (the config file's folder), so a grid runs
+    the same from any working directory."""
+    if not isinstance(data, dict):
+        return data
+    for key in ("datasets", "unknown_datasets"):
+        value = data.get(key) or []
+        for dataset in value if isinstance(value, list) else [value]:
+            folder = dataset.get("folder") if isinstance(dataset, dict) else None
+            if isinstance(folder, str) and folder and not Path(folder).expanduser().is_absolute():
+                dataset["folder"] = str(base.absolute() / folder)
+    return data
