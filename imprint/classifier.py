@@ -40,6 +40,7 @@ from imprint.stages import (
     restore_metric,
     restore_norm,
 )
+from imprint.stages.metric import class_of_proxy
 from imprint.support import Support
 from imprint.tuning import auto_settings, tune
 from imprint.validation import check_embeddings, check_labels
@@ -528,8 +529,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[best]
 
     def _proxy_owner(self) -> torch.Tensor:
-        """The class index of each proxy."""
-        return torch.from_numpy(np.repeat(np.arange(len(self.classes_)), self.proxy_counts_)).to(self.device_)
+        """The class index of each proxy, on the classifier's device."""
+        return class_of_proxy(torch.from_numpy(self.proxy_counts_)).to(self.device_)
 
     def _best_in_block(self, block: torch.Tensor, buffer: torch.Tensor | None, owner: torch.Tensor) -> torch.Tensor:
         """Class index of the best score of each row of a block, from the ranking scores (no query-only

@@ -32,6 +32,15 @@ SHRINKAGE = Setting("shrinkage", float, AUTO, "covariance shrinkage towards a mu
                     tunable=_shrinkage_candidates)
 
 
+def second_moment(R: Tensor) -> Tensor:
+    """sum r r' over the rows of R (float64): each block's products in R's precision (float32: twice the speed of
+    float64), their sums in float64."""
+    outer = torch.zeros(R.shape[1], R.shape[1], dtype=torch.float64, device=R.device)
+    for block in R.split(ROW_BLOCK):
+        outer += (block.T @ block).double()
+    return outer
+
+
 @dataclass
 class Scatter:
     """Sufficient statistics of residuals: sum r r' (float64), sum ||r||^4, residual count, means removed."""
@@ -43,14 +52,13 @@ class Scatter:
 
     @classmethod
     def of(cls, R: Tensor, means: int) -> Scatter:
-        """Statistics of the residual rows R: each block's products in R's precision (float32: twice the
-        speed of float64), their sums in float64."""
-        outer = torch.zeros(R.shape[1], R.shape[1], dtype=torch.float64, device=R.device)
-        fourth = 0.0
-        for block in R.split(ROW_BLOCK):
-            outer += (block.T @ block).double()
-            fourth += float(block.double().square().sum(1).square().sum())
-        return cls(outer, fourth, len(R), means)
+        """Statistics of the residual rows R (the fourth moments summed in float64)."""
+        fourth = sum(float(block.double().square().sum(1).square().sum()) for block in R.split(ROW_BLOCK))
+        return cls(second_moment(R), fourth, len(R), means)
+
+    def covariance(self) -> Tensor:
+        """The unbiased covariance: the scatter over the residuals less the degrees of freedom of the means."""
+        return self.outer / max(1, self.n - self.means)
 
     def __add__(self, other: Scatter) -> Scatter:
         return Scatter(self.outer + other.outer.to(self.outer.device), self.fourth + other.fourth,
@@ -91,7 +99,7 @@ def shrinkage_amount(stats: Scatter, shrinkage: float | str) -> float:
 def shrunk_covariance(stats: Scatter, shrinkage: float | str) -> tuple[Tensor, float]:
     """The shrunk pooled covariance (float64) and the blend used. Degrees of freedom: residuals minus means."""
     d = stats.outer.shape[0]
-    S = stats.outer / max(1, stats.n - stats.means)
+    S = stats.covariance()
     a = shrinkage_amount(stats, shrinkage)
     mu = float(torch.diagonal(S).sum()) / d
     eye = torch.eye(d, dtype=torch.float64, device=S.device)

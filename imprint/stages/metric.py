@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from imprint.clustering import nearest_own_centroid
 from imprint.registry import Registry
 from imprint.settings import AUTO, Setting
-from imprint.stages.covariance import SHRINKAGE, Scatter, precision, shrunk_covariance
+from imprint.stages.covariance import SHRINKAGE, Scatter, precision, second_moment, shrunk_covariance
 from imprint.support import Support
 
 METRICS: Registry[type[Metric]] = Registry("metric")
@@ -413,7 +413,7 @@ class RidgeMetric(Metric):
     @property
     def gram(self) -> Tensor:
         if self._gram is None:
-            self._gram = Scatter.of(self.rows, 0).outer
+            self._gram = second_moment(self.rows)
         return self._gram
 
     @staticmethod
@@ -437,7 +437,7 @@ class RidgeMetric(Metric):
         gram = torch.zeros(d, d, dtype=torch.float64, device=proxies.device)
         targets = torch.zeros(len(proxies), d, dtype=torch.float64, device=proxies.device)
         for codes, block in support.blocks():
-            gram += Scatter.of(block, 0).outer.to(gram.device)
+            gram += second_moment(block).to(gram.device)
             if one_proxy:
                 targets.index_add_(0, codes.to(gram.device), block.double().to(gram.device))
         if not one_proxy:
@@ -561,10 +561,9 @@ class KernelMetric(Metric):
 def _spectrum(statistics: Scatter) -> tuple[Tensor, Tensor, float]:
     """Eigenvalues and eigenvectors (float64) of the covariance of `statistics`, and its mean variance: every
     shrinkage of it is a reweighting of the same eigenvectors."""
-    d = statistics.outer.shape[0]
-    S = statistics.outer / max(1, statistics.n - statistics.means)
+    S = statistics.covariance()
     values, vectors = torch.linalg.eigh(S)
-    return values, vectors, float(torch.diagonal(S).sum()) / d
+    return values, vectors, float(torch.diagonal(S).sum()) / S.shape[0]
 
 
 def _shrunk_quadratics(statistics: Scatter, spectrum: tuple[Tensor, Tensor, float], values: list[Any],
