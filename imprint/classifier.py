@@ -42,6 +42,7 @@ from imprint.stages import (
 )
 from imprint.stages.metric import class_of_proxy
 from imprint.support import Support
+from imprint.text_blend import SCALE_ROWS, TEXT_ALPHA, TextBlend, class_text_weights, spread_ratio, unit_rows
 from imprint.tuning import auto_settings, tune
 from imprint.validation import check_embeddings, check_labels
 
@@ -58,6 +59,7 @@ SLOTS = (
             "as unknown_label at reject_rate); none: every query gets a class", optional=True, stages=REJECTORS),
 )
 GENERAL = (
+    TEXT_ALPHA,
     Setting("temperature", float, 0.01, "softmax temperature of predict_proba (0.01 matches CLIP's logit scale)",
             low=0.0, open_low=True),
     Setting("seed", int, 0, "random seed of every random choice (k-means seeding, projections, folds)", low=0),
@@ -68,6 +70,8 @@ for _setting in (*SLOTS, *GENERAL):
 SLOT_NAMES = tuple(s.name for s in SLOTS)
 NORM_POINTS = ("norm_pre", "norm_post", "norm_inf")
 CALIBRATION_FOLDS = 10  # cross-fitted calibration: every support sample scored by a model that did not see it
+TEXT_ONLY_FIX = ("set text_alpha to none (--text-alpha none) so that text embeddings join the support set as samples "
+                 "and classes can come from text alone")
 
 
 def parameter_names() -> list[str]:
@@ -83,10 +87,12 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     The pipeline (IMPRINT, Westerhoff et al. 2025): ``norm_pre`` on support embeddings -> ``generation``
     of proxies per class -> ``norm_post`` on the proxies; queries get ``norm_inf``, are scored against every
     proxy by the ``metric`` (the head: inner product, Euclidean, GDA's shared Mahalanobis, FeCAM, ridge,
-    Tip-Adapter's kernel) and the scores are reduced per class by ``aggregation``. Every setting is keyword
-    only; ``ImprintClassifier.settings_help()`` lists them with their defaults and allowed values, and
-    ``ImprintClassifier.from_preset(name)`` builds a published method by name. Settings at ``"auto"`` are
-    chosen on the support set by cross-validation (``imprint.tuning``); the chosen values are in ``tuned_``.
+    Tip-Adapter's kernel) and the scores are reduced per class by ``aggregation``; with zero-shot text
+    embeddings (a CLIP text tower), ``text_alpha`` blends their cosines in (``imprint.text_blend``). Every
+    setting is keyword only; ``ImprintClassifier.settings_help()`` lists them with their defaults and allowed
+    values, and ``ImprintClassifier.from_preset(name)`` builds a published method by name. Settings at
+    ``"auto"`` are chosen on the support set by cross-validation (``imprint.tuning``); the chosen values are in
+    ``tuned_``.
     """
 
     def __init__(self, **settings: Any) -> None:
@@ -163,21 +169,34 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
 
         `encoder_id` records which encoder produced X (arrays from ``imprint``'s own embedding functions carry
         it already), so a saved classifier is used with the same one and queries from another encoder are
-        refused. `text_embeddings` with `text_labels` (zero-shot prompts from a CLIP text tower) join the
-        support set as extra samples of their classes: a class can be imprinted from text alone (X may then
-        have no rows for it, or no rows at all) and improves with every image added.
+        refused. `text_embeddings` with `text_labels` are zero-shot embeddings of class names (prompts) from a
+        CLIP text tower, one or several per class: their cosines with each query are added to the head's class
+        scores with weight `text_alpha` (every class needs images and text). With ``text_alpha=None`` they join
+        the support set as extra samples of their classes instead: a class can then be imprinted from text
+        alone (X may have no rows for it, or no rows at all) and improves with every image added.
         """
         self._check_settings()
         encoder_id = encoder_id or getattr(X, "encoder_id", None)
-        if text_embeddings is None:
+        blend = text_embeddings is not None and self.text_alpha is not None
+        if text_embeddings is not None and not blend:
+            X_checked, y = self._join_text(X, y, text_embeddings, text_labels)
+        else:
+            if blend and (X is None or len(X) == 0):
+                raise ValueError("the zero-shot blend (text_alpha) adds text scores to a head fitted on images, but "
+                                 f"no images were given: pass images of every class, or {TEXT_ONLY_FIX}")
             X_checked = check_embeddings(X, keep_dtype=True)  # floats as given: read in blocks, never copied
             y = check_labels(y, len(X_checked))
             validate_data(self, X, reset=True, skip_check_array=True)
-        else:
-            X_checked, y = self._join_text(X, y, text_embeddings, text_labels)
         classes, codes = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise ValueError(f"needs at least 2 classes to imprint a classifier; got 1 class ({classes[0]!r})")
+        if text_embeddings is None and self.text_alpha not in (None, AUTO):
+            raise ValueError(f"text_alpha={self.text_alpha!r} blends zero-shot text scores, but fit got no "
+                             "text_embeddings; pass text_embeddings and text_labels (imprint fit --zero-shot), "
+                             "or leave text_alpha at 'auto'")
+        self.text_weights_ = self._text_weights(classes, text_embeddings, text_labels, X_checked.shape[1]) \
+            if blend else None
+        self.text_scale_ = None
         self.n_features_in_ = X_checked.shape[1]
         self.device_ = resolve_device(self.device)
         self.tuned_ = self._tune(X_checked, codes)
@@ -197,6 +216,9 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
                 metric.set_proxies(proxies.clone(), metric.proxy_counts)
         self.classes_ = classes
         self._install(metric)
+        if self.text_weights_ is not None:
+            self.text_scale_ = self._measured_text_scale(X_checked)
+            self.model_.text = self._text_blend().to(self.device_)
         self.encoder_id_ = encoder_id
         if self.reject is not None:
             self._fit_rejection(np.array(X_checked, dtype=np.float32), codes.astype(np.int64))
@@ -245,7 +267,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             present = np.unique(codes[train])
             if len(present) < 2 or not test.any():
                 continue
-            fold = self._classifying_clone(**fixed).fit(X[train], codes[train])
+            fold = self._fold(X[train], codes[train], **fixed)
             class_scores = fold.decision_function(X[test])
             column = np.searchsorted(present, codes[test])
             column = np.where(np.isin(codes[test], present), column, -1)
@@ -314,43 +336,73 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             {"reject": None, **{s.name: s.default for s in REJECTORS.entry(self.reject).settings}}
         return clone(self).set_params(**reset, **params)
 
+    def _fold(self, X: np.ndarray, codes: np.ndarray, **params: Any) -> ImprintClassifier:
+        """A classifying clone fitted on rows of the support set (class indices as labels), with the class text
+        weights of the classes present when the classifier blends zero-shot scores."""
+        text = {}
+        if self.text_weights_ is not None:
+            present = np.unique(codes)
+            text = {"text_embeddings": self.text_weights_[present], "text_labels": present}
+        return self._classifying_clone(**params).fit(X, codes, **text)
+
     def _tune(self, X: np.ndarray, codes: np.ndarray) -> dict[str, Any]:
-        """Values for the settings left at "auto", chosen by cross-validation on the support set."""
-        names = auto_settings(self._params(), SETTINGS.active(self._params()))
-        if not names:
-            return {}
-        fixed_k = {"k": 20} if self.k == AUTO else {}  # folds do not search k again
+        """Values for the settings left at "auto", chosen by cross-validation on the support set. The head's
+        settings are chosen for the head alone (text_alpha=0), then the text blend's weight for that head, so
+        a chosen weight of 0 gives exactly the head a fit without text gives."""
+        names = [name for name in auto_settings(self._params(), SETTINGS.active(self._params()))
+                 if name != TEXT_ALPHA.name or self.text_weights_ is not None]
+        blend = [name for name in names if name == TEXT_ALPHA.name]
+        stages = [([name for name in names if name not in blend], {TEXT_ALPHA.name: 0.0} if blend else {}),
+                  (blend, {})]
+        fixed = {"k": 20} if self.k == AUTO else {}  # folds do not search k again
+        chosen: dict[str, Any] = {}
+        self.tuning_scores_ = {}
+        for group, held in stages:
+            if not group:
+                continue
 
-        def score(name: str, values: list[Any], chosen: dict[str, Any], train: np.ndarray,
-                  test: np.ndarray) -> list[float]:
-            fold = self._classifying_clone(**{**chosen, name: values[0]}, **fixed_k).fit(X[train], codes[train])
-            truth = codes[test]
-            predicted = fold._candidate_predictions(name, values, X[test])  # every candidate from this one fit
-            if predicted is not None:
-                return [float((fold.classes_[p] == truth).mean()) for p in predicted]
-            folds = [fold] + [self._classifying_clone(**{**chosen, name: value}, **fixed_k).fit(X[train], codes[train])
-                              for value in values[1:]]
-            return [float((model.predict(X[test]) == truth).mean()) for model in folds]
+            def score(name: str, values: list[Any], current: dict[str, Any], train: np.ndarray,
+                      test: np.ndarray, held: dict[str, Any] = held) -> list[float]:
+                settings = {**fixed, **chosen, **current, **held}
+                fold = self._fold(X[train], codes[train], **{**settings, name: values[0]})
+                truth = codes[test]
+                predicted = fold._candidate_predictions(name, values, X[test])  # every candidate from one fit
+                if predicted is not None:
+                    return [float((fold.classes_[p] == truth).mean()) for p in predicted]
+                folds = [fold] + [self._fold(X[train], codes[train], **{**settings, name: value})
+                                  for value in values[1:]]
+                return [float((model.predict(X[test]) == truth).mean()) for model in folds]
 
-        chosen, self.tuning_scores_ = tune(names, codes, X.shape[1], score, seed=int(self.seed))
+            values, scores = tune(group, codes, X.shape[1], score, seed=int(self.seed))
+            chosen.update(values)
+            self.tuning_scores_.update(scores)
         return chosen
 
     def _candidate_predictions(self, name: str, values: list[Any], X: np.ndarray) -> list[np.ndarray] | None:
         """Class indices predicted for X under each value of setting `name`, from this one fit, where the metric
-        can score them all at once (a decomposition or a Gram matrix reused); None where it cannot. Blocks of
-        queries are sized so that every value's float64 scores fit in CHUNK_BYTES (4096 rows at most)."""
+        can score them all at once (a decomposition or a Gram matrix reused), or the setting is the text blend's
+        weight (the head's scores reused); None where it cannot. Blocks of queries are sized so that every
+        value's float64 scores fit in CHUNK_BYTES (4096 rows at most)."""
         per_row = 8 * len(self.proxies_) * (len(values) + 1)
         rows = max(MIN_ROWS, min(4096, CHUNK_BYTES // per_row))
         predicted = np.empty((len(values), len(X)), dtype=np.int64)  # copied into: no small tensor outlives its
-        with torch.inference_mode():                                    # block (heap fragmentation grew by GiBs)
+        text = self.model_.text                                         # block (heap fragmentation grew by GiBs)
+        with torch.inference_mode():
             for start in range(0, len(X), rows):
                 block = tensor_view(np.asarray(X[start:start + rows])).to(self.device_, torch.float32)
-                scores = self.metric_.candidate_scores(name, values, self.model_.norm_inf(block))
-                if scores is None:
-                    return None
-                for i, value_scores in enumerate(scores):
-                    predicted[i, start:start + len(block)] = \
-                        self.model_.aggregation(value_scores.to(block.dtype)).argmax(dim=1).cpu().numpy()
+                if name == TEXT_ALPHA.name:
+                    head, cosines = self.model_.head_scores(block), text.cosines(block)
+                    class_scores = [head + cosines * (value * text.scale) for value in values]
+                else:
+                    scores = self.metric_.candidate_scores(name, values, self.model_.norm_inf(block))
+                    if scores is None:
+                        return None
+                    class_scores = [self.model_.aggregation(value_scores.to(block.dtype)) for value_scores in scores]
+                    if text is not None:
+                        text_term = text(block)
+                        class_scores = [value_scores + text_term for value_scores in class_scores]
+                for i, value_scores in enumerate(class_scores):
+                    predicted[i, start:start + len(block)] = value_scores.argmax(dim=1).cpu().numpy()
         return list(predicted)
 
     def _cross_validated_ratio(self, X: np.ndarray, codes: np.ndarray) -> float:
@@ -358,7 +410,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         tuned = getattr(self, "tuned_", {})
 
         def score(k: int, train: np.ndarray, test: np.ndarray) -> float:
-            fold = self._classifying_clone(k=k, **tuned).fit(X[train], codes[train])
+            fold = self._fold(X[train], codes[train], k=k, **tuned)
             return float((fold.predict(X[test]) == codes[test]).mean())
 
         return proxy_ratio(codes, score, seed=int(self.seed))
@@ -402,6 +454,46 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         images = check_embeddings(X, n_features=text.shape[1], owner="the text embeddings")
         return np.concatenate([images, text]), np.concatenate([check_labels(y, len(images)), labels])
 
+    @staticmethod
+    def _text_weights(classes: np.ndarray, text_embeddings: Any, text_labels: Any, n_features: int) -> np.ndarray:
+        """Each class's text weight (rows in class order) for the zero-shot blend; every class needs text, and
+        every text label images."""
+        text = check_embeddings(text_embeddings, name="text_embeddings", n_features=n_features, owner="the images")
+        labels = check_labels(text_labels, len(text))
+        known = set(classes.tolist())
+        orphans = [label for label in np.unique(labels).tolist() if label not in known]
+        if orphans:
+            raise ValueError(f"text label {orphans[0]!r} has no images, but the zero-shot blend (text_alpha) adds "
+                             f"text scores to a head fitted on images: give it images, or {TEXT_ONLY_FIX}")
+        covered = set(labels.tolist())
+        silent = [label for label in classes.tolist() if label not in covered]
+        if silent:
+            raise ValueError(f"class {silent[0]!r} has images but no text embedding: the zero-shot blend needs at "
+                             "least one text embedding (prompt) per class; add one for every class")
+        return class_text_weights(text, np.searchsorted(classes, labels), len(classes))
+
+    def _measured_text_scale(self, X: np.ndarray) -> float:
+        """The factor putting the text cosines on the head's scale: the ratio of their mean per-query spreads
+        (standard deviation over classes) on a seeded subset of the support set (``imprint.text_blend``)."""
+        rows = np.arange(len(X))
+        if len(X) > SCALE_ROWS:
+            rows = np.sort(np.random.default_rng(int(self.seed)).choice(len(X), SCALE_ROWS, replace=False))
+        subset = np.asarray(X[rows])
+        weights = torch.from_numpy(self.text_weights_).to(self.device_)
+        head, text = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+        for positions, block, buffer in self._blocks(subset):
+            n = positions.stop - positions.start
+            head += self.model_.head_scores(block, out=buffer)[:n].double().std(dim=1).sum().cpu()
+            text += (unit_rows(block[:n].float()) @ weights.T).double().std(dim=1).sum().cpu()
+        return spread_ratio(float(head), float(text))
+
+    def _text_blend(self) -> TextBlend | None:
+        """The zero-shot term of the class scores, or None when the classifier does not blend text."""
+        if getattr(self, "text_weights_", None) is None or getattr(self, "text_scale_", None) is None:
+            return None
+        return TextBlend(torch.from_numpy(self.text_weights_), float(self._resolved()[TEXT_ALPHA.name]),
+                         self.text_scale_)
+
     def _install(self, metric: Any) -> None:
         """Make the fitted metric (holding the proxies) the classifier's, with its aggregation and model."""
         self.metric_ = metric
@@ -410,23 +502,36 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.proxy_labels_ = np.repeat(self.classes_, self.proxy_counts_)
         aggregation = make_aggregation(self.aggregation, torch.from_numpy(self.proxy_counts_), self._resolved(),
                                        to_distance=metric.to_distance)
-        self.model_ = ImprintedModel(self.norm_inf_, metric, aggregation, self.classes_.tolist()).to(
-            self.device_).eval()
+        self.model_ = ImprintedModel(self.norm_inf_, metric, aggregation, self.classes_.tolist(),
+                                     text=self._text_blend()).to(self.device_).eval()
 
     # ------------------------------------------------------------------ incremental
-    def add_classes(self, X: Any, y: Any) -> ImprintClassifier:
+    def add_classes(self, X: Any, y: Any, *, text_embeddings: Any = None, text_labels: Any = None
+                    ) -> ImprintClassifier:
         """Imprint new classes with the fitted normalisations and settings. Existing classes keep their proxies;
-        a metric with shared statistics (mahalanobis, ridge) updates them exactly, as a refit on the union would."""
+        a metric with shared statistics (mahalanobis, ridge) updates them exactly, as a refit on the union would.
+        A classifier blending zero-shot text needs `text_embeddings`/`text_labels` for every new class (the
+        text term keeps the scale measured at fit); with ``text_alpha=None`` they join the new classes' samples."""
         check_is_fitted(self)
         if self.is_oracle:
             raise ValueError(f"add_classes is not available for oracle generation {self.generation!r}: "
                              "it uses statistics of all classes; refit instead")
+        if text_embeddings is None and self.text_weights_ is not None:
+            raise ValueError("this classifier blends zero-shot text scores: pass text_embeddings and text_labels for "
+                             "the new classes too")
+        if text_embeddings is not None and self.text_weights_ is None and self.text_alpha is not None:
+            raise ValueError("this classifier was fitted without text embeddings, so its other classes have no text "
+                             "scores to blend; add the classes without text, or refit with text for every class")
+        if text_embeddings is not None and self.text_alpha is None:
+            X, y = self._join_text(X, y, text_embeddings, text_labels)
         X = check_embeddings(X, n_features=self.n_features_in_, keep_dtype=True)
         y = check_labels(y, len(X))
         new_classes, codes = np.unique(y, return_inverse=True)
         clash = [c for c in new_classes.tolist() if c in set(self.classes_.tolist())]
         if clash:
             raise ValueError(f"class {clash[0]!r} is already imprinted; remove_classes([{clash[0]!r}]) first")
+        new_weights = None if self.text_weights_ is None else \
+            self._text_weights(new_classes, text_embeddings, text_labels, self.n_features_in_)
         with torch.no_grad():
             normed = Support(X, codes, len(new_classes), self.device_, transform=self.norm_pre_)
             counts = normed.counts
@@ -441,6 +546,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             metric = self.metric_.extend(normed, counts, all_proxies[rows.to(all_proxies.device)],
                                          all_counts[torch.from_numpy(order)], new)
         self.classes_ = classes[order]
+        if self.text_weights_ is not None:
+            self.text_weights_ = np.concatenate([self.text_weights_, new_weights])[order]
         self._install(metric)
         if self.reject is not None:
             old_labels = classes[:len(order) - len(new_classes)][self.support_codes_]
@@ -467,6 +574,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         metric = self.metric_.restrict(torch.from_numpy(keep), proxies, counts[torch.from_numpy(keep)])
         old_classes = self.classes_
         self.classes_ = self.classes_[keep]
+        if self.text_weights_ is not None:
+            self.text_weights_ = self.text_weights_[keep]
         self._install(metric)
         if self.reject is not None:
             rows = keep[self.support_codes_]
@@ -534,7 +643,10 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
 
     def _best_in_block(self, block: torch.Tensor, buffer: torch.Tensor | None, owner: torch.Tensor) -> torch.Tensor:
         """Class index of the best score of each row of a block, from the ranking scores (no query-only
-        terms); with `max`, the class of the best proxy, so the class scores are never formed."""
+        terms); with `max`, the class of the best proxy, so the class scores are never formed (they are where
+        zero-shot text scores are blended in)."""
+        if self.model_.text is not None:
+            return self.model_(block, out=buffer).argmax(dim=1)
         scores = self.model_.ranking_scores(block, out=buffer)
         if self.aggregation == "max":
             return owner[scores.argmax(dim=1)]
@@ -580,6 +692,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         """Write the fitted classifier to a safetensors file (arrays + JSON metadata), atomically."""
         check_is_fitted(self)
         tensors = {"proxies": self.proxies_, "proxy_counts": self.proxy_counts_}
+        if self.text_weights_ is not None:
+            tensors["text.weights"] = self.text_weights_
         stages = {}
         parts = {point: norm_states(getattr(self, f"{point}_")) for point in NORM_POINTS}
         parts["metric"] = [(self.metric_.options(), self.metric_.tensors())]
@@ -598,7 +712,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
                 "classes": [_json_label(c) for c in self.classes_], "embedding_dim": int(self.n_features_in_),
                 "encoder": self.encoder_id_, "proxy_ratio": getattr(self, "proxy_ratio_", None),
                 "stages": stages, "plugins": self._plugins(), "active": SETTINGS.active(self._params()),
-                "threshold": getattr(self, "threshold_", None)}
+                "threshold": getattr(self, "threshold_", None), "text_scale": self.text_scale_}
         write_classifier(path, meta, tensors)
 
     def _plugins(self) -> dict[str, str]:
@@ -670,6 +784,14 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             return [(part["options"], {name: tensors[f"{slot}.{i}.{name}"] for name in part["tensors"]})
                     for i, part in enumerate(meta["stages"][slot])]
 
+        clf.text_weights_, clf.text_scale_ = None, None
+        if "text.weights" in arrays:
+            weights, scale = arrays_np("text.weights", np.float32), meta.get("text_scale")
+            if weights.shape != (len(classes), dim) or not np.isfinite(weights).all() or \
+                    not isinstance(scale, (int, float)) or not np.isfinite(scale) or scale <= 0:
+                raise ClassifierFileError(f"{path} is inconsistent: text weights of shape {weights.shape} and scale "
+                                          f"{scale!r} for {len(classes)} classes of width {dim}")
+            clf.text_weights_, clf.text_scale_ = weights, float(scale)
         clf.norm_pre_, clf.norm_post_, clf.norm_inf_ = (restore_norm(settings[p], states(p)) for p in NORM_POINTS)
         (options, saved), = states("metric")
         metric = restore_metric(settings.get("metric", "dot"), options, saved, proxies.to(clf.device_), counts)

@@ -6,21 +6,24 @@ from torch import Tensor, nn
 from imprint.stages.aggregation import Aggregation
 from imprint.stages.metric import Metric
 from imprint.stages.norm import Norm
+from imprint.text_blend import TextBlend
 
 
 class ImprintedModel(nn.Module):
-    """norm_inf -> scores against every proxy (the metric) -> per-class aggregation.
+    """norm_inf -> scores against every proxy (the metric) -> per-class aggregation [+ zero-shot text term].
 
     ``forward(embeddings)`` returns (n, n_classes) class scores, identical to
     ``ImprintClassifier.decision_function``; ``classes`` lists the class of each column. Embed it in an
     app after your encoder.
     """
 
-    def __init__(self, norm_inf: Norm, metric: Metric, aggregation: Aggregation, classes: list) -> None:
+    def __init__(self, norm_inf: Norm, metric: Metric, aggregation: Aggregation, classes: list,
+                 text: TextBlend | None = None) -> None:
         super().__init__()
         self.norm_inf = norm_inf
         self.metric = metric
         self.aggregation = aggregation
+        self.text = text
         self.classes = list(classes)
 
     @property
@@ -37,6 +40,11 @@ class ImprintedModel(nn.Module):
         return self.metric.ranking(queries, out=out) if self.aggregation.shift_invariant else \
             self.metric(queries, out=out)
 
+    def head_scores(self, embeddings: Tensor, out: Tensor | None = None) -> Tensor:
+        """(n, n_classes) class scores of the head alone (without the zero-shot text term)."""
+        return self.aggregation(self.proxy_scores(embeddings, out=out))
+
     def forward(self, embeddings: Tensor, out: Tensor | None = None) -> Tensor:
         """(n, n_classes) class scores; `out` is an optional (n, n_proxies) buffer for the proxy scores."""
-        return self.aggregation(self.proxy_scores(embeddings, out=out))
+        scores = self.head_scores(embeddings, out=out)
+        return scores if self.text is None else scores + self.text(embeddings)

@@ -87,8 +87,8 @@ def classifier_settings(args: argparse.Namespace) -> dict[str, Any]:
     from imprint.presets import preset_settings
 
     settings = preset_settings(args.preset) if args.preset else {}
-    settings.update({name: getattr(args, name) for name in parameter_names()
-                     if name not in ("seed", "device") and getattr(args, name, None) is not None})
+    settings.update({name: getattr(args, name) for name in parameter_names()  # flags given (none: None)
+                     if name not in ("seed", "device") and hasattr(args, name)})
     return settings
 
 
@@ -131,6 +131,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
     settings = classifier_settings(args)
     clf = ImprintClassifier(**settings, seed=args.seed, device=args.device)
     clf._check_settings()  # a bad setting fails before any image is embedded
+    if not args.zero_shot and clf.text_alpha not in (None, "auto"):
+        raise CLIError("--text-alpha weighs zero-shot text scores: add --zero-shot (with an encoder that has a text "
+                       "tower, open_clip:MODEL/TAG)")
     source, holder = open_source(args, args.source, min_classes=1 if args.zero_shot else 2)
     if source.paths is None and (args.zero_shot or args.test_dir):
         raise CLIError("--zero-shot and --test-dir need the encoder and images: fit from the image folder instead")
@@ -332,8 +335,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     say("pipeline: " + info["pipeline"])
     if info["tuned"]:
         say("chosen on the support set: " + ", ".join(f"{k}={v}" for k, v in info["tuned"].items()))
-    if info.get("note"):
-        say(info["note"])
+    for line in ("zero_shot", "note"):
+        if info.get(line):
+            say(info[line])
     say(table([[name, count] for name, count in zip(info["classes"], info["proxy_counts"])], ["class", "proxies"]))
 
 

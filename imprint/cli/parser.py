@@ -44,8 +44,8 @@ def add_setting_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] =
         users = SETTINGS.users(name)
         used_by = f" [{'/'.join(sorted({f'{kind} {stage}' for kind, stage in users}))}]" if users else ""
         help_text = f"{setting.help}; {setting.allowed()} (default: {setting.default}){used_by}"
-        group.add_argument("--" + name.replace("_", "-"), dest=name, type=_setting_type(name), default=None,
-                           metavar=name.upper(), help=help_text.replace("%", "%%"))
+        group.add_argument("--" + name.replace("_", "-"), dest=name, type=_setting_type(name),
+                           default=argparse.SUPPRESS, metavar=name.upper(), help=help_text.replace("%", "%%"))
 
 
 def add_encoding_options(parser: argparse.ArgumentParser) -> None:
@@ -98,8 +98,10 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
                    help="hold out this share of every class and report accuracy on it")
     p.add_argument("--test-dir", default=None, help="a second labelled folder to evaluate on")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the few-shot draw and the classifier")
-    p.add_argument("--zero-shot", action="store_true", help="add text proxies per class from its folder name "
-                   "(CLIP encoders); empty class folders are then imprinted from text alone")
+    p.add_argument("--zero-shot", action="store_true", help="blend zero-shot text scores of each class's folder "
+                   "name into the class scores (CLIP encoders; weight --text-alpha, auto: chosen by cross-validation "
+                   "on the support set); with --text-alpha none the text joins the support set instead, and empty "
+                   "class folders are then imprinted from text alone")
     p.add_argument("--templates", default=None, help="prompt templates file, one per line with {} for the name")
     add_encoding_options(p)
     if heavy:

@@ -147,6 +147,8 @@ def _setting_check(name: str) -> Callable[[Any], Any]:
     setting = SETTINGS[name]
 
     def check(value: Any) -> Any:
+        if setting.optional and isinstance(value, str) and value.lower() in ("none", "off"):
+            return None  # YAML reads `none` as a word; it means what null does
         return setting.check(value)
     return check
 
@@ -187,6 +189,7 @@ class _GridBase(_Strict):
     seeds: Annotated[list[int], _each(_seed)] = [0]
     steps: Annotated[list[int], _each(_positive_int("steps"))] = [2]
     baselines: Annotated[list[str], _each(_word_in("baseline", BASELINES))] = []
+    zero_shot: bool = False  # embed each dataset's class names with the encoder's text tower; fit blends them in
     device: str = "cpu"
 
     @model_validator(mode="after")
@@ -203,6 +206,13 @@ class _GridBase(_Strict):
         if self.protocol == "incremental" and self.baselines:
             raise ValueError("protocol incremental adds classes to a fitted classifier; the linear_probe baseline "
                              "cannot: leave 'baselines' out")
+        if not self.zero_shot:
+            for variant in self.variants or [None]:
+                values = (getattr(variant, "text_alpha", None) if variant is not None else None) or \
+                    getattr(self, "text_alpha", None) or []
+                if any(value not in (None, "auto") for value in values):
+                    raise ValueError("text_alpha weighs zero-shot text scores: set zero_shot: true (an encoder with a "
+                                     "text tower, open_clip:MODEL/TAG) or leave text_alpha out")
         if self.protocol == "open_set":
             for variant in self.variants or [None]:
                 values = (variant.reject if variant is not None else None) or self.reject

@@ -67,9 +67,10 @@ def evaluate_cell(cell: Cell, data: EmbeddedDataset) -> dict[str, Any]:
     if "baseline" in cell.method:
         model = LinearProbe(seed=cell.seed).fit(Xs, ys, Xv, yv)
     elif cell.protocol == "incremental":
-        model, incremental = fit_incrementally(cell, Xs, ys, Xt, yt)
+        model, incremental = fit_incrementally(cell, Xs, ys, Xt, yt, data.text, rows.classes)
     else:
-        model = ImprintClassifier(**cell.method, seed=cell.seed, device="cpu").fit(Xs, ys)
+        model = ImprintClassifier(**cell.method, seed=cell.seed, device="cpu").fit(
+            Xs, ys, **class_text(data.text, rows.classes, np.unique(ys)))
     fit_time = time.perf_counter() - start
     start = time.perf_counter()
     predicted = model.predict(Xt)
@@ -93,8 +94,16 @@ def evaluate_cell(cell: Cell, data: EmbeddedDataset) -> dict[str, Any]:
             **collapse, **open_set, **incremental}
 
 
-def fit_incrementally(cell: Cell, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray,
-                      yt: np.ndarray) -> tuple[ImprintClassifier, dict[str, float]]:
+def class_text(text: np.ndarray | None, dataset_class: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """fit's zero-shot arguments for the task labels `labels` (none without text embeddings)."""
+    if text is None:
+        return {}
+    return {"text_embeddings": text[dataset_class[labels]], "text_labels": labels}
+
+
+def fit_incrementally(cell: Cell, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray, yt: np.ndarray,
+                      text: np.ndarray | None = None, dataset_class: np.ndarray | None = None
+                      ) -> tuple[ImprintClassifier, dict[str, float]]:
     """Classes arrive in `cell.steps` steps (the task's classes in a seeded random order, split as evenly as
     possible): fit on the first step's classes, add each next step's with add_classes, and after every step
     score the test images of the classes seen so far. Returns the final classifier and the mean of the
@@ -104,10 +113,11 @@ def fit_incrementally(cell: Cell, Xs: np.ndarray, ys: np.ndarray, Xt: np.ndarray
     model, accuracies = None, []
     for step, arriving in enumerate(arrivals):
         rows = np.isin(ys, arriving)
+        texts = class_text(text, dataset_class, np.sort(arriving))
         if model is None:
-            model = ImprintClassifier(**cell.method, seed=cell.seed, device="cpu").fit(Xs[rows], ys[rows])
+            model = ImprintClassifier(**cell.method, seed=cell.seed, device="cpu").fit(Xs[rows], ys[rows], **texts)
         else:
-            model.add_classes(Xs[rows], ys[rows])
+            model.add_classes(Xs[rows], ys[rows], **texts)
         seen = np.isin(yt, np.concatenate(arrivals[:step + 1]))
         accuracies.append(float((model.predict(Xt[seen]) == yt[seen]).mean()))
     return model, {"average_accuracy": float(np.mean(accuracies)), "first_step_accuracy": accuracies[0]}

@@ -40,13 +40,14 @@ class Cell:
     requested: dict[str, Any] = field(hash=False, default_factory=dict)
     protocol: str = "closed_set"
     steps: int = 1  # class-incremental protocol: the task's classes arrive in this many steps
+    zero_shot: bool = False  # fit with the text embeddings of the task's class names
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the result (the variant's display name does not)."""
         return {"protocol": PROTOCOL_VERSION, "evaluation": self.protocol, "encoder": self.encoder,
                 "dataset": self.dataset.model_dump(), "task": list(self.task) if isinstance(self.task, tuple)
                 else self.task, "shots": self.shots, "seed": self.seed, "method": self.method,
-                **({"steps": self.steps} if self.steps > 1 else {})}
+                **({"steps": self.steps} if self.steps > 1 else {}), **({"zero_shot": True} if self.zero_shot else {})}
 
     @property
     def key(self) -> str:
@@ -171,7 +172,7 @@ def expand(config: GridBase) -> Expansion:
             if name is not None and shown:
                 label += " (" + ", ".join(f"{axis}={raw[axis]}" for axis in shown) + ")"
             cell = Cell(encoder, dataset, task, shots, seed, label, canonical_method(raw, shots, dataset), requested,
-                        config.protocol, steps)
+                        config.protocol, steps, config.zero_shot)
             if (cell.key, label) in seen:
                 expansion.dropped[DUPLICATE] += 1
                 continue

@@ -30,25 +30,28 @@ class ProtocolError(ValueError):
 @dataclass
 class EmbeddedDataset:
     """Embeddings of a dataset's pool and test images, with integer labels into class_names; for the open-set
-    protocol also the test images of other datasets (`far`), unknown to every task of this one."""
+    protocol also the test images of other datasets (`far`), unknown to every task of this one; with zero_shot,
+    the text embedding of every class name (`text`)."""
 
     X: np.ndarray
     y: np.ndarray
     is_test: np.ndarray
     class_names: list[str]
     far: np.ndarray | None = None
+    text: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
-        far = {} if self.far is None else {"far": self.far}
-        np.savez(buffer, X=self.X, y=self.y, is_test=self.is_test, class_names=np.asarray(self.class_names), **far)
+        optional = {name: value for name, value in (("far", self.far), ("text", self.text)) if value is not None}
+        np.savez(buffer, X=self.X, y=self.y, is_test=self.is_test, class_names=np.asarray(self.class_names),
+                 **optional)
         atomic_write_bytes(path, buffer.getvalue())
 
     @classmethod
     def load(cls, path: Path) -> EmbeddedDataset:
         with np.load(path, allow_pickle=False) as data:
             return cls(data["X"], data["y"], data["is_test"], data["class_names"].tolist(),
-                       data["far"] if "far" in data else None)
+                       data["far"] if "far" in data else None, data["text"] if "text" in data else None)
 
 
 def _draw(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
@@ -142,6 +145,7 @@ class Split:
     test: np.ndarray
     labels: np.ndarray  # task label of every row of the dataset (-1 outside the task)
     near: np.ndarray  # test rows of the dataset's other classes: unknown to this task (near out of distribution)
+    classes: np.ndarray  # the dataset's class index of each task label
 
 
 def split(data: EmbeddedDataset, spec: DatasetSpec, task, shots: int | str, seed: int) -> Split:
@@ -157,4 +161,4 @@ def split(data: EmbeddedDataset, spec: DatasetSpec, task, shots: int | str, seed
     limit = np.inf if shots == "all" else spec.val_per_class + shots
     support = order[(rank >= spec.val_per_class) & (rank < limit)]
     test = np.flatnonzero((labels >= 0) & data.is_test)
-    return Split(support, val, test, labels, np.flatnonzero((labels < 0) & data.is_test))
+    return Split(support, val, test, labels, np.flatnonzero((labels < 0) & data.is_test), np.asarray(classes))

@@ -53,7 +53,8 @@ def _write_json(path: Path, payload: Any) -> None:
 
 def _data_file(out: Path, cell: Cell, config: GridBase) -> Path:
     far = [d.model_dump() for d in _far_datasets(cell, config)]
-    text = json.dumps([cell.encoder, cell.dataset.model_dump()] + ([far] if far else []), sort_keys=True)
+    text = json.dumps([cell.encoder, cell.dataset.model_dump()] + ([far] if far else [])
+                      + (["zero_shot"] if config.zero_shot else []), sort_keys=True)
     return out / "embeddings" / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
 
 
@@ -209,6 +210,11 @@ def _prepare(cell: Cell, data_file: Path, config: GridBase, cache: EmbeddingCach
     if far:
         log(f"unknown test images of {', '.join(d.label for d in far)} with {cell.encoder}")
         data.far = unknown_test_images(encoders[cell.encoder], far, cache)
+    if config.zero_shot:
+        from imprint.encoders.open_clip_backend import class_name_proxies
+
+        log(f"zero-shot text embeddings of the {len(data.class_names)} class names of {cell.dataset.label}")
+        data.text = class_name_proxies(encoders[cell.encoder], data.class_names)
     for task in config.task_splits:  # a task naming a missing class fails here, before its cells run
         resolve_task(task, data.class_names, cell.dataset.label)
     data.save(data_file)
