@@ -42,7 +42,15 @@ from imprint.stages import (
 )
 from imprint.stages.metric import class_of_proxy
 from imprint.support import Support
-from imprint.text_blend import SCALE_ROWS, TEXT_ALPHA, TextBlend, class_text_weights, spread_ratio, unit_rows
+from imprint.text_blend import (
+    SCALE_ROWS,
+    TEXT_ALPHA,
+    TextBlend,
+    class_text_weights,
+    other_class_spread,
+    spread_ratio,
+    unit_rows,
+)
 from imprint.tuning import auto_settings, tune
 from imprint.validation import check_embeddings, check_labels
 
@@ -217,7 +225,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self._install(metric)
         if self.text_weights_ is not None:
-            self.text_scale_ = self._measured_text_scale(X_checked)
+            self.text_scale_ = self._measured_text_scale(X_checked, codes)
             self.model_.text = self._text_blend().to(self.device_)
         self.encoder_id_ = encoder_id
         if self.reject is not None:
@@ -354,6 +362,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         blend = [name for name in names if name == TEXT_ALPHA.name]
         stages = [([name for name in names if name not in blend], {TEXT_ALPHA.name: 0.0} if blend else {}),
                   (blend, {})]
+        if np.bincount(codes).min() < 2:  # nothing can be held out: every setting its middle value, one warning
+            stages = [(names, {})]
         fixed = {"k": 20} if self.k == AUTO else {}  # folds do not search k again
         chosen: dict[str, Any] = {}
         self.tuning_scores_ = {}
@@ -472,20 +482,21 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
                              "least one text embedding (prompt) per class; add one for every class")
         return class_text_weights(text, np.searchsorted(classes, labels), len(classes))
 
-    def _measured_text_scale(self, X: np.ndarray) -> float:
-        """The factor putting the text cosines on the head's scale: the ratio of their mean per-query spreads
-        (standard deviation over classes) on a seeded subset of the support set (``imprint.text_blend``)."""
+    def _measured_text_scale(self, X: np.ndarray, codes: np.ndarray) -> float:
+        """The factor putting the text cosines on the head's scale: the ratio of their mean per-sample spreads over
+        the classes a support sample is not in, on a seeded subset of the support set (``imprint.text_blend``)."""
         rows = np.arange(len(X))
         if len(X) > SCALE_ROWS:
             rows = np.sort(np.random.default_rng(int(self.seed)).choice(len(X), SCALE_ROWS, replace=False))
-        subset = np.asarray(X[rows])
+        subset, own = np.asarray(X[rows]), torch.from_numpy(codes[rows]).to(self.device_)
         weights = torch.from_numpy(self.text_weights_).to(self.device_)
-        head, text = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64)
+        head, text = 0.0, 0.0
         for positions, block, buffer in self._blocks(subset):
             n = positions.stop - positions.start
-            head += self.model_.head_scores(block, out=buffer)[:n].double().std(dim=1).sum().cpu()
-            text += (unit_rows(block[:n].float()) @ weights.T).double().std(dim=1).sum().cpu()
-        return spread_ratio(float(head), float(text))
+            classes = own[positions]
+            head += float(other_class_spread(self.model_.head_scores(block, out=buffer)[:n], classes).sum())
+            text += float(other_class_spread(unit_rows(block[:n].float()) @ weights.T, classes).sum())
+        return spread_ratio(head, text)
 
     def _text_blend(self) -> TextBlend | None:
         """The zero-shot term of the class scores, or None when the classifier does not blend text."""

@@ -5,8 +5,10 @@ of a query with each class's text weight is a zero-shot classifier. Tip-Adapter 
 add a few-shot head's logits to these with a weight alpha. Heads score on very different scales (a cosine
 in [-1, 1], GDA's logits in the hundreds, a kernel's sums), so here the text term is first put on the
 head's scale: `scale` is the ratio of the spread of the head's class scores to that of the text cosines,
-both measured on the support set. alpha = 1 then weighs both equally, 0 is the head alone, and large
-values approach zero-shot classification; "auto" chooses alpha by cross-validation on the support set.
+both measured on the support set over the classes each sample is not in (with its own class, a head that
+memorises its samples would look wider than it is on queries). alpha = 1 then weighs both equally, 0 is the
+head alone, and large values approach zero-shot classification; "auto" chooses alpha by cross-validation on
+the support set.
 The text cosines use the raw query embeddings made unit-length (the space the text tower aligned with),
 whatever ``norm_inf`` does for the head.
 """
@@ -62,9 +64,21 @@ class TextBlend(nn.Module):
         return self.cosines(embeddings) * (self.alpha * self.scale)
 
 
+def other_class_spread(scores: Tensor, own: Tensor) -> Tensor:
+    """Per row, the standard deviation of the scores of the classes the row's sample is not in (all classes when
+    there are only two). A head that memorises its support samples (Tip-Adapter's kernel, `all` proxies) scores a
+    sample's own class far higher than any query's; its other classes are scored as a query's would be."""
+    scores = scores.double()
+    if scores.shape[1] < 3:
+        return scores.std(dim=1)
+    others = torch.ones_like(scores, dtype=torch.bool).scatter_(1, own.long()[:, None], False)
+    mean = (scores * others).sum(dim=1, keepdim=True) / (scores.shape[1] - 1)
+    return (((scores - mean) ** 2 * others).sum(dim=1) / (scores.shape[1] - 2)).sqrt()
+
+
 def spread_ratio(head_spread: float, text_spread: float) -> float:
     """The factor that puts the text term on the head's scale: how much wider the head's class scores are than
-    the text cosines (their standard deviations over classes, summed over the same support rows). 1 where either
-    spread is degenerate: then the text term cannot change a ranking, or the head gives every class one score."""
+    the text cosines (their spreads summed over the same support rows, ``other_class_spread``). 1 where either is
+    degenerate: then the text term cannot change a ranking, or the head gives every class one score."""
     ratio = head_spread / text_spread if text_spread > 0 else float("nan")
     return ratio if np.isfinite(ratio) and ratio > 0 else 1.0

@@ -48,9 +48,11 @@ def test_the_blend_is_the_head_plus_text_cosines_on_the_heads_scale(blend_task):
         head = ImprintClassifier(**params).fit(Xs, ys)
         blend = ImprintClassifier(**{**params, "text_alpha": 0.5}).fit(Xs, ys, text_embeddings=text,
                                                                        text_labels=np.arange(6))
-        head_scores = head.decision_function(Xs).astype(np.float64)
-        cosines = unit(Xs.astype(np.float64)) @ unit(text).T
-        assert blend.text_scale_ == pytest.approx(head_scores.std(1).mean() / cosines.std(1).mean(), rel=1e-4)
+        others = np.arange(6)[None, :] != ys[:, None]  # spreads over the classes a sample is not in
+        head_scores = head.decision_function(Xs).astype(np.float64)[others].reshape(len(ys), 5)
+        cosines = (unit(Xs.astype(np.float64)) @ unit(text).T)[others].reshape(len(ys), 5)
+        assert blend.text_scale_ == pytest.approx(head_scores.std(1, ddof=1).mean() / cosines.std(1, ddof=1).mean(),
+                                                  rel=1e-4)
         expected = head.decision_function(Xq) + 0.5 * blend.text_scale_ * (unit(Xq.astype(np.float64)) @ unit(text).T)
         np.testing.assert_allclose(blend.decision_function(Xq), expected, rtol=1e-4, atol=1e-4 * blend.text_scale_)
         assert list(blend.predict(Xq)) == list(blend.classes_[blend.decision_function(Xq).argmax(1)])
