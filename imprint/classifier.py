@@ -458,7 +458,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     @staticmethod
     def _join_text(X: Any, y: Any, text_embeddings: Any, text_labels: Any) -> tuple[np.ndarray, np.ndarray]:
         text = check_embeddings(text_embeddings, name="text_embeddings")
-        labels = check_labels(text_labels, len(text))
+        labels = check_labels(text_labels, len(text), one_per_class=True)
         if X is None or len(X) == 0:
             return text, labels
         images = check_embeddings(X, n_features=text.shape[1], owner="the text embeddings")
@@ -469,7 +469,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         """Each class's text weight (rows in class order) for the zero-shot blend; every class needs text, and
         every text label images."""
         text = check_embeddings(text_embeddings, name="text_embeddings", n_features=n_features, owner="the images")
-        labels = check_labels(text_labels, len(text))
+        labels = check_labels(text_labels, len(text), one_per_class=True)
         known = set(classes.tolist())
         orphans = [label for label in np.unique(labels).tolist() if label not in known]
         if orphans:
@@ -656,9 +656,9 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         """Class index of the best score of each row of a block, from the ranking scores (no query-only
         terms); with `max`, the class of the best proxy, so the class scores are never formed (they are where
         zero-shot text scores are blended in)."""
-        if self.model_.text is not None:
-            return self.model_(block, out=buffer).argmax(dim=1)
         scores = self.model_.ranking_scores(block, out=buffer)
+        if self.model_.text is not None:  # a per-query constant left out of the head's scores changes no argmax
+            return (self.model_.aggregation(scores) + self.model_.text(block)).argmax(dim=1)
         if self.aggregation == "max":
             return owner[scores.argmax(dim=1)]
         return self.model_.aggregation(scores).argmax(dim=1)

@@ -1,6 +1,7 @@
 """Input checks that turn user mistakes into one-line ValueErrors naming the problem and the fix."""
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -73,14 +74,19 @@ def _finite_rows(block: np.ndarray) -> np.ndarray:
     return finite
 
 
-def check_labels(y: Any, n_samples: int) -> np.ndarray:
-    """Return y as a 1-D label array of length n_samples with at least two classes."""
+def check_labels(y: Any, n_samples: int, one_per_class: bool = False) -> np.ndarray:
+    """Return y as a 1-D label array of length n_samples with at least two classes. `one_per_class`: labels that
+    are expected to be mostly distinct (one text embedding per class), so scikit-learn's warning that they
+    look like a regression target does not apply."""
     if y is None:
         raise ValueError("requires y to be passed, but the target y is None; pass one label per embedding")
     y = column_or_1d(y, warn=True)
     if len(y) != n_samples:
         raise ValueError(f"X and y have different lengths: {n_samples} embeddings but {len(y)} labels")
-    check_classification_targets(y)
+    with warnings.catch_warnings():
+        if one_per_class:
+            warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        check_classification_targets(y)
     return y
 
 
