@@ -100,7 +100,7 @@ def main() -> None:
     from imprint.encoders import create_encoder
     from imprint.grid.config import DatasetSpec
     from imprint.grid.protocol import embed_dataset, split
-    from imprint.text_blend import class_text_weights, unit_rows
+    from imprint.text_blend import class_text_weights, text_cosines
 
     spec = DatasetSpec(name="fashion_mnist", support_per_class=200, val_per_class=50, test_per_class=100)
     data = embed_dataset(create_encoder("lite0", device="cpu"), spec, EmbeddingCache())
@@ -110,7 +110,7 @@ def main() -> None:
 
     weights = class_text_weights(text, text_labels, 10)
     test = split(data, spec, "all", 1, 0).test
-    zero_shot = (unit_rows(torch.from_numpy(data.X[test])).numpy() @ weights.T).argmax(1)
+    zero_shot = text_cosines(torch.from_numpy(data.X[test]), torch.from_numpy(weights)).argmax(1).numpy()
     truth = split(data, spec, "all", 1, 0).labels[test]
     print(environment())
     print(f"zero-shot alone (label embeddings, no support image): {100 * (zero_shot == truth).mean():.2f}%\n")

@@ -49,7 +49,7 @@ from imprint.text_blend import (
     class_text_weights,
     other_class_spread,
     spread_ratio,
-    unit_rows,
+    text_cosines,
 )
 from imprint.tuning import auto_settings, tune
 from imprint.validation import check_embeddings, check_labels
@@ -495,7 +495,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             n = positions.stop - positions.start
             classes = own[positions]
             head += float(other_class_spread(self.model_.head_scores(block, out=buffer)[:n], classes).sum())
-            text += float(other_class_spread(unit_rows(block[:n].float()) @ weights.T, classes).sum())
+            text += float(other_class_spread(text_cosines(block[:n], weights), classes).sum())
         return spread_ratio(head, text)
 
     def _text_blend(self) -> TextBlend | None:

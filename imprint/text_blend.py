@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from imprint.settings import AUTO, Setting
+from imprint.stages.norm import unit_rows
 
 SCALE_ROWS = 2048  # support rows used to measure the two spreads (a seeded subset of larger sets)
 
@@ -34,17 +35,17 @@ TEXT_ALPHA = Setting("text_alpha", float, AUTO, "zero-shot blend: class scores =
                      "from text alone)", low=0.0, auto=True, optional=True, tunable=_alpha_candidates)
 
 
-def unit_rows(X: Tensor) -> Tensor:
-    """Rows scaled to unit length (a zero row stays zero)."""
-    return X / X.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
 def class_text_weights(text: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
     """Per class, the unit-length mean of its unit-length text embeddings (several prompts may share a class)."""
     units = unit_rows(torch.from_numpy(np.asarray(text, dtype=np.float32)))
     sums = torch.zeros(n_classes, units.shape[1], dtype=torch.float64)
     sums.index_add_(0, torch.from_numpy(np.asarray(codes, dtype=np.int64)), units.double())
     return unit_rows(sums).float().numpy()
+
+
+def text_cosines(embeddings: Tensor, weights: Tensor) -> Tensor:
+    """(n, n_classes) cosines of raw embeddings with each class's (unit) text weight."""
+    return unit_rows(embeddings.to(weights.dtype)) @ weights.T
 
 
 class TextBlend(nn.Module):
@@ -58,7 +59,7 @@ class TextBlend(nn.Module):
 
     def cosines(self, embeddings: Tensor) -> Tensor:
         """(n, n_classes) cosines of the raw queries with each class's text weight."""
-        return unit_rows(embeddings.to(self.weights.dtype)) @ self.weights.T
+        return text_cosines(embeddings, self.weights)
 
     def forward(self, embeddings: Tensor) -> Tensor:
         return self.cosines(embeddings) * (self.alpha * self.scale)

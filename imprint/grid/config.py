@@ -206,21 +206,23 @@ class _GridBase(_Strict):
         if self.protocol == "incremental" and self.baselines:
             raise ValueError("protocol incremental adds classes to a fitted classifier; the linear_probe baseline "
                              "cannot: leave 'baselines' out")
-        if not self.zero_shot:
-            for variant in self.variants or [None]:
-                values = (getattr(variant, "text_alpha", None) if variant is not None else None) or \
-                    getattr(self, "text_alpha", None) or []
-                if any(value not in (None, "auto") for value in values):
-                    raise ValueError("text_alpha weighs zero-shot text scores: set zero_shot: true (an encoder with a "
-                                     "text tower, open_clip:MODEL/TAG) or leave text_alpha out")
+        if not self.zero_shot and any(value not in (None, "auto") for _, values in self._per_variant("text_alpha")
+                                      for value in values):
+            raise ValueError("text_alpha weighs zero-shot text scores: set zero_shot: true (an encoder with a "
+                             "text tower, open_clip:MODEL/TAG) or leave text_alpha out")
         if self.protocol == "open_set":
-            for variant in self.variants or [None]:
-                values = (variant.reject if variant is not None else None) or self.reject
+            for name, values in self._per_variant("reject"):
                 if None in values:
-                    name = variant.name or variant.preset if variant is not None else "the top-level variant"
                     raise ValueError(f"protocol open_set scores rejection: set reject (e.g. [max_score, mahalanobis]) "
                                      f"at the top level or in every variant; {name} has none")
         return self
+
+    def _per_variant(self, setting: str) -> list[tuple[str, list[Any]]]:
+        """Each variant's name and values of `setting` (the top level's where the variant sets none)."""
+        if not self.variants:
+            return [("the top-level variant", getattr(self, setting))]
+        return [(variant.name or variant.preset, getattr(variant, setting) or getattr(self, setting))
+                for variant in self.variants]
 
 
 GridBase = _GridBase  # for type hints: the model class itself is built per set of settings by _models()

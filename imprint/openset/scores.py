@@ -27,6 +27,7 @@ from torch import Tensor
 from imprint.registry import Registry
 from imprint.settings import AUTO, Setting
 from imprint.stages.covariance import Scatter, precision, shrunk_covariance
+from imprint.stages.norm import unit_rows
 
 REJECTORS: Registry[type[Rejector]] = Registry("reject")
 
@@ -36,10 +37,6 @@ REJECT_RATE = Setting("reject_rate", float, 0.05, "share of known-class images t
 UNKNOWN_LABEL = Setting("unknown_label", object, AUTO, "label predicted for rejected queries; auto: 'unknown' for "
                         "string classes, -1 for integer classes", auto=True)
 COMMON = [REJECT_RATE, UNKNOWN_LABEL]
-
-
-def _unit(X: Tensor) -> Tensor:
-    return X / torch.linalg.vector_norm(X, dim=1, keepdim=True).clamp_min(1e-12)
 
 
 class Rejector:
@@ -123,7 +120,7 @@ class KNN(Rejector):
 
     def fit(self, X: Tensor, codes: Tensor, model: Any) -> KNN:
         with torch.no_grad():
-            self.support = _unit(model.norm_inf(X.to(model.proxies.dtype))).contiguous()
+            self.support = unit_rows(model.norm_inf(X.to(model.proxies.dtype))).contiguous()
         if self.k == AUTO:
             self.k = max(1, min(50, int(torch.bincount(codes).min()) // 10))
         self.k = min(int(self.k), len(self.support))
@@ -136,7 +133,7 @@ class KNN(Rejector):
         return kth_similarity(queries, self.support, k)
 
     def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
-        return -self._kth(_unit(model.norm_inf(queries.to(model.proxies.dtype))), self.k)
+        return -self._kth(unit_rows(model.norm_inf(queries.to(model.proxies.dtype))), self.k)
 
     def leave_one_out_scores(self, X: Tensor, codes: Tensor, model: Any) -> Tensor:
         """Each support sample against the others: its own row (similarity 1) is the nearest, so take k + 1."""
@@ -154,7 +151,7 @@ class MahalanobisPlusPlus(Rejector):
     leave_one_out = False
 
     def fit(self, X: Tensor, codes: Tensor, model: Any) -> MahalanobisPlusPlus:
-        Z = _unit(X.double())
+        Z = unit_rows(X.double())
         counts = torch.bincount(codes)
         means = torch.zeros(len(counts), Z.shape[1], dtype=torch.float64, device=Z.device).index_add_(0, codes, Z)
         self.means = means / counts[:, None]
@@ -175,7 +172,7 @@ class MahalanobisPlusPlus(Rejector):
         return ((ZP * Z).sum(1, keepdim=True).double() - 2.0 * (ZP @ means_t).double() + constant).clamp_min(0.0)
 
     def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
-        return self._distances(_unit(queries.float())).min(dim=1).values
+        return self._distances(unit_rows(queries.float())).min(dim=1).values
 
     def tensors(self) -> dict[str, Tensor]:
         return {"means": self.means, "precision": self.precision, "counts": self.counts}
@@ -195,7 +192,7 @@ class NECO(Rejector):
         self.dim = neco_dim
 
     def fit(self, X: Tensor, codes: Tensor, model: Any) -> NECO:
-        Z = _unit(X.double())
+        Z = unit_rows(X.double())
         self.center = Z.mean(0)
         centred = Z - self.center
         variance, directions = torch.linalg.eigh(centred.T @ centred)  # ascending: the principal ones last
@@ -209,7 +206,7 @@ class NECO(Rejector):
         return self
 
     def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
-        Z = _unit(queries.float()) - self.center.float()  # the queries' precision, as the classifier scores them
+        Z = unit_rows(queries.float()) - self.center.float()  # the queries' precision, as the classifier scores them
         inside = torch.linalg.vector_norm(Z @ self.basis.float(), dim=1).double()
         return 1.0 - inside / torch.linalg.vector_norm(Z, dim=1).double().clamp_min(1e-12)
 

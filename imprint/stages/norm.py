@@ -69,6 +69,12 @@ class NoNorm(Norm):
         return torch.ones(len(X), dtype=X.dtype, device=X.device)
 
 
+def unit_rows(X: Tensor) -> Tensor:
+    """Rows divided by their Euclidean norm (a zero row stays zero): a plain helper, unlike the `l2` stage
+    which leaves rows already of unit norm untouched."""
+    return X / torch.linalg.vector_norm(X, dim=1, keepdim=True).clamp_min(1e-12)
+
+
 @NORMS.register("l2")
 class L2Norm(Norm):
     """Scale each row to unit Euclidean norm (all-zero rows stay zero)."""
