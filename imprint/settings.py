@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 AUTO = "auto"
 CHAIN = "+"  # norm stages chain as "center+l2"
+OFF_WORDS = ("none", "off")  # how a command line or YAML word says None for an optional setting
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ class Setting:
 
     def parse(self, text: str) -> Any:
         """A command-line string turned into a value of this setting (then checked)."""
-        if self.optional and text.lower() in ("none", "off"):
+        if self.optional and text.lower() in OFF_WORDS:
             return None
         if (self.auto and text == AUTO) or text in self.words:
             return text

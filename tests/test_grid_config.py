@@ -179,3 +179,11 @@ def test_a_named_variant_is_not_split_by_an_axis_its_stages_ignore():
     expansion = expand(config)
     assert [c.variant for c in expansion.cells] == ["km (k=5)", "km (k=20)", "1-NN"]
     assert expansion.dropped["combinations that differ only in settings their stages ignore"] == 1
+
+
+def test_the_word_none_turns_an_optional_setting_off():
+    config = parse_config({"datasets": ["digits"], "reject": ["none", "max_score"],
+                           "zero_shot": True, "text_alpha": ["off", "auto"]})
+    assert config.reject == [None, "max_score"] and config.text_alpha == [None, "auto"]
+    with pytest.raises(ValueError, match="unknown metric 'none'"):
+        parse_config({"datasets": ["digits"], "metric": "none"})

@@ -24,7 +24,7 @@ from imprint.data.tasks import TASK_SPLITS
 from imprint.encoders import DEFAULT_ENCODER
 from imprint.presets import PRESETS
 from imprint.registry import did_you_mean
-from imprint.settings import SETTINGS
+from imprint.settings import OFF_WORDS, SETTINGS
 
 BASELINES = ("linear_probe",)
 PROTOCOLS = ("closed_set", "open_set", "incremental")
@@ -147,7 +147,7 @@ def _setting_check(name: str) -> Callable[[Any], Any]:
     setting = SETTINGS[name]
 
     def check(value: Any) -> Any:
-        if setting.optional and isinstance(value, str) and value.lower() in ("none", "off"):
+        if setting.optional and isinstance(value, str) and value.lower() in OFF_WORDS:
             return None  # YAML reads `none` as a word; it means what null does
         return setting.check(value)
     return check
