@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import shutil
-from collections.abc import Sequence
+import re
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,12 @@ from imprint.encoders.base import Encoder
 
 MAGIC = b"IMPRINT1"
 SUFFIX = ".emb"
+# What the cache writes, and nothing else: <namespace>/<2 hex>/<62 hex>.emb and <namespace>/arrays/<32 hex>.emb
+NAMESPACE = re.compile(r"[0-9a-f]{24}")
+BUCKET = re.compile(r"[0-9a-f]{2}")
+PATH_ENTRY = re.compile(r"[0-9a-f]{62}\.emb")
+ARRAY_ENTRY = re.compile(r"[0-9a-f]{32}\.emb")
+LEFTOVER = re.compile(r"\.[0-9a-f]{32,62}\.emb\..*\.tmp")  # a temporary file of an interrupted write
 
 
 def default_cache_dir() -> Path:
@@ -66,6 +73,7 @@ class EmbeddingCache:
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
+        self.writable = True  # turned off, with one warning, when the cache cannot be written (full, read-only)
 
     def _entry(self, namespace: str, path: Path) -> Path:
         stat = path.stat()
@@ -94,9 +102,25 @@ class EmbeddingCache:
         return out, found
 
     def put_many(self, namespace: str, paths: Sequence[Path], embeddings: np.ndarray) -> None:
-        """Store one embedding per path."""
+        """Store one embedding per path. A cache that cannot be written (a full disk, a read-only folder) is
+        left alone with one warning: embedding goes on without it."""
         for path, vector in zip(paths, embeddings):
-            atomic_write_bytes(self._entry(namespace, path), _pack(vector))
+            if not self._write(lambda: self._entry(namespace, path), _pack(vector)):
+                return
+
+    def _write(self, entry: Callable[[], Path], data: bytes) -> bool:
+        """Write one entry; False (after one warning) once the cache has turned out not to be writable."""
+        if not self.writable:
+            return False
+        try:
+            atomic_write_bytes(entry(), data, sweep=False)
+        except OSError as exc:
+            self.writable = False
+            reason = exc.strerror or str(exc)
+            warnings.warn(f"the embedding cache {self.root} cannot be written ({reason}); going on without caching "
+                          "(free some space, or pass --cache-dir DIR or --no-cache)", stacklevel=3)
+            return False
+        return True
 
     def _array_entry(self, namespace: str, content_key: str) -> Path:
         return self.root / namespace / "arrays" / f"{content_key}{SUFFIX}"
@@ -107,18 +131,64 @@ class EmbeddingCache:
 
     def put_array(self, namespace: str, content_key: str, embeddings: np.ndarray) -> None:
         """Store the embeddings of an in-memory image array."""
-        atomic_write_bytes(self._array_entry(namespace, content_key), _pack(embeddings))
+        self._write(lambda: self._array_entry(namespace, content_key), _pack(embeddings))
+
+    def _folders(self) -> Iterator[tuple[Path, re.Pattern]]:
+        """The cache's own folders under the root (namespace buckets and array folders), with the pattern their
+        entries' names match. Anything else under the root is not the cache's and is never touched."""
+        for namespace in _subfolders(self.root, NAMESPACE):
+            for bucket in _subfolders(namespace, BUCKET):
+                yield bucket, PATH_ENTRY
+            if (namespace / "arrays").is_dir() and not (namespace / "arrays").is_symlink():
+                yield namespace / "arrays", ARRAY_ENTRY
+
+    def _entries(self) -> Iterator[Path]:
+        """Every file the cache wrote: a name of its pattern and the cache's signature at its start."""
+        for folder, pattern in self._folders():
+            for item in folder.iterdir():
+                if pattern.fullmatch(item.name) and item.is_file() and not item.is_symlink() and _signed(item):
+                    yield item
 
     def info(self) -> dict[str, object]:
         """Location, number of entries, size on disk and encoder namespaces."""
-        files = list(self.root.rglob(f"*{SUFFIX}")) if self.root.is_dir() else []
-        namespaces = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+        files = list(self._entries())
         return {"path": str(self.root), "entries": len(files), "bytes": sum(f.stat().st_size for f in files),
-                "encoders": len(namespaces)}
+                "encoders": len(list(_subfolders(self.root, NAMESPACE)))}
 
     def clear(self) -> int:
-        """Delete every entry; returns how many there were."""
-        entries = int(self.info()["entries"])
-        if self.root.is_dir():
-            shutil.rmtree(self.root)
-        return entries
+        """Delete the cache's entries (files it recognises as its own by their name, place and signature) and the
+        temporary files of interrupted writes, then its folders that are left empty; anything else under the root
+        is left as it is. Returns how many entries there were."""
+        folders = list(self._folders())
+        removed = 0
+        for entry in list(self._entries()):
+            entry.unlink(missing_ok=True)
+            removed += 1
+        for folder, _ in folders:
+            for item in folder.iterdir():
+                if LEFTOVER.fullmatch(item.name) and item.is_file():
+                    item.unlink(missing_ok=True)
+        for folder in [f for f, _ in folders] + list(_subfolders(self.root, NAMESPACE)) + [self.root]:
+            try:
+                folder.rmdir()  # only when empty
+            except OSError:
+                pass
+        return removed
+
+
+def _subfolders(folder: Path, pattern: re.Pattern) -> Iterator[Path]:
+    """Real sub-folders (not links) of `folder` whose names match `pattern`."""
+    if not folder.is_dir():
+        return
+    for item in folder.iterdir():
+        if pattern.fullmatch(item.name) and item.is_dir() and not item.is_symlink():
+            yield item
+
+
+def _signed(path: Path) -> bool:
+    """Whether a file starts with the cache's signature."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False

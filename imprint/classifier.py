@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import re
 import warnings
 from collections.abc import Hashable, Iterable, Iterator
 from typing import Any
@@ -20,6 +21,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from imprint.auto_k import per_class_k, proxy_ratio
 from imprint.blocks import CHUNK_BYTES, MIN_ROWS, block_rows, query_blocks, tensor_view
 from imprint.devices import resolve_device
+from imprint.errors import printable, quoted
+from imprint.memory import need_memory
 from imprint.model import ImprintedModel
 from imprint.openset import REJECTORS, make_rejector, minimum_samples, prediction_sets, threshold
 from imprint.openset.conformal import margins as true_margins
@@ -70,13 +73,15 @@ GENERAL = (
     TEXT_ALPHA,
     Setting("temperature", float, 0.01, "softmax temperature of predict_proba (0.01 matches CLIP's logit scale)",
             low=0.0, open_low=True),
-    Setting("seed", int, 0, "random seed of every random choice (k-means seeding, projections, folds)", low=0),
+    Setting("seed", int, 0, "random seed of every random choice (k-means seeding, projections, folds)", low=0,
+            high=2**32 - 1),
     Setting("device", str, "auto", "auto (cuda, then mps, then cpu) or a torch device string"),
 )
 for _setting in (*SLOTS, *GENERAL):
     SETTINGS.declare(_setting)
 SLOT_NAMES = tuple(s.name for s in SLOTS)
 NORM_POINTS = ("norm_pre", "norm_post", "norm_inf")
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")  # a plug-in hint read from a file
 CALIBRATION_FOLDS = 10  # cross-fitted calibration: every support sample scored by a model that did not see it
 TEXT_ONLY_FIX = ("set text_alpha to none (--text-alpha none) so that text embeddings join the support set as samples "
                  "and classes can come from text alone")
@@ -207,9 +212,13 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.text_scale_ = None
         self.n_features_in_ = X_checked.shape[1]
         self.device_ = resolve_device(self.device)
-        self.tuned_ = self._tune(X_checked, codes)
+        if self.reject is not None:
+            need_memory(X_checked.shape[0] * X_checked.shape[1] * 4 * 2, "rejection keeps a float32 copy of the "
+                         "support set for calibration")
+        X_tune, codes_tune = tuning_sample(X_checked, codes, int(self.seed))
+        self.tuned_ = self._tune(X_tune, codes_tune)
         if self.k == AUTO and "k" in SETTINGS.active(self._params()):
-            self.proxy_ratio_ = self._cross_validated_ratio(X_checked, codes)
+            self.proxy_ratio_ = self._cross_validated_ratio(X_tune, codes_tune)
         settings = self._resolved()
         self.norm_pre_, self.norm_post_, self.norm_inf_ = (make_norm(settings[p], settings) for p in NORM_POINTS)
         raw = Support(X_checked, codes, len(classes), self.device_)
@@ -276,7 +285,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             if len(present) < 2 or not test.any():
                 continue
             fold = self._fold(X[train], codes[train], **fixed)
-            class_scores = fold.decision_function(X[test])
+            class_scores = fold._class_scores(X[test])
             column = np.searchsorted(present, codes[test])
             column = np.where(np.isin(codes[test], present), column, -1)
             margins[test] = true_margins(class_scores, column)
@@ -312,7 +321,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
                              "call calibrate(X, y) with held-out labelled embeddings first")
         if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
             raise ValueError(f"alpha must be a number between 0 and 1 (exclusive); got {alpha!r}")
-        return prediction_sets(self.decision_function(X), self.calibration_margins_, float(alpha))
+        return prediction_sets(self._class_scores(X), self.calibration_margins_, float(alpha))
 
     def calibrate(self, X: Any, y: Any) -> ImprintClassifier:
         """Split-conformal calibration on held-out labelled embeddings of the known classes (not used for
@@ -324,12 +333,14 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         if unknown:
             raise ValueError(f"calibration labels must be known classes; {unknown[0]!r} is not one")
         columns = np.searchsorted(self.classes_, y)
-        from imprint.openset.conformal import margins as true_margins
-
-        self.calibration_margins_ = true_margins(self.decision_function(X), columns)
+        self.calibration_margins_ = true_margins(self._class_scores(X), columns)
         if self.reject is not None:
             self.calibration_scores_ = self.score_unknown(X)
             self.threshold_ = threshold(self.calibration_scores_, float(self.reject_rate))
+            if not np.isfinite(self.threshold_):
+                warnings.warn(f"{len(y)} calibration samples are too few to reject at most {self.reject_rate} of "
+                              f"known images (it needs at least {minimum_samples(float(self.reject_rate))}); "
+                              "nothing will be rejected", stacklevel=2)
         return self
 
     def _need_rejection(self, what: str) -> None:
@@ -538,6 +549,9 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         X = check_embeddings(X, n_features=self.n_features_in_, keep_dtype=True)
         y = check_labels(y, len(X))
         new_classes, codes = np.unique(y, return_inverse=True)
+        if _label_kind(new_classes) != _label_kind(self.classes_):
+            raise ValueError(f"add_classes got {_label_kind(new_classes)} labels but this classifier's classes are "
+                             f"{_label_kind(self.classes_)}; give the new classes labels of the same type")
         clash = [c for c in new_classes.tolist() if c in set(self.classes_.tolist())]
         if clash:
             raise ValueError(f"class {clash[0]!r} is already imprinted; remove_classes([{clash[0]!r}]) first")
@@ -627,7 +641,14 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             yield positions, self.model_(block, out=buffer)[:positions.stop - positions.start]
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """Class scores, shape (n_samples, n_classes), computed in memory-bounded blocks of queries."""
+        """Class scores, shape (n_samples, n_classes), computed in memory-bounded blocks of queries. With two
+        classes, as scikit-learn's binary classifiers do, one score per query: the score of ``classes_[1]``
+        minus that of ``classes_[0]`` (positive: ``classes_[1]``), so binary scorers such as roc_auc work."""
+        scores = self._class_scores(X)
+        return scores[:, 1] - scores[:, 0] if scores.shape[1] == 2 else scores
+
+    def _class_scores(self, X: Any) -> np.ndarray:
+        """(n_samples, n_classes) class scores, whatever the number of classes."""
         X = self._checked_queries(X)
         out = np.empty((len(X), len(self.classes_)), dtype=np.float32)
         for positions, scores in self._class_score_blocks(X):
@@ -681,13 +702,13 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             unknown = self.rejector_.score(block, class_scores, self.model_)[:n] > self.threshold_
             rejected[positions] = unknown.cpu().numpy()
         label = self._unknown_label()
-        out = self.classes_[best].astype(np.result_type(self.classes_.dtype, np.asarray(label).dtype))
+        out = self.classes_[best].astype(_label_dtype(self.classes_, label))  # integer classes stay integers
         out[rejected] = label
         return out
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Softmax of the class scores divided by `temperature`."""
-        logits = self.decision_function(X).astype(np.float64) / self.temperature
+        logits = self._class_scores(X).astype(np.float64) / self.temperature
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         return probs / probs.sum(axis=1, keepdims=True)
@@ -744,27 +765,48 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
              device: str = "auto") -> ImprintClassifier:
         """Read a classifier written by ``save``; `expected_dim` checks the embedding width. The file names
         its stages and never runs code: a stage from a plug-in needs its module imported first."""
+        resolve_device(device)  # a device this machine lacks is the caller's mistake, not the file's
         meta, tensors = read_classifier(path)
         try:
             return cls._from_file(path, meta, tensors, expected_dim, device)
         except ClassifierFileError:
             raise
-        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
-            raise ClassifierFileError(f"{path} is an incomplete or inconsistent classifier file ({exc})") from None
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError, AttributeError) as exc:
+            reason = printable(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, 160)
+            raise ClassifierFileError(f"{printable(path)} is an incomplete or inconsistent classifier file "
+                                      f"({reason}); refit or restore it from a copy") from None
 
     @classmethod
     def _from_file(cls, path: Any, meta: dict, arrays: dict[str, np.ndarray], expected_dim: int | None,
                    device: str) -> ImprintClassifier:
         settings = meta["settings"]
+        version = meta["format_version"]
+        required = [*(name for name in SLOT_NAMES if name != "reject"), *(["reject"] if version >= 3 else []),
+                    *(meta.get("active") or [] if version >= 3 else [])]
+        missing = [name for name in required if name not in settings and name != "device"]
+        if missing or (version >= 3 and meta.get("active") is None):
+            raise ClassifierFileError(f"{printable(path)} is an incomplete classifier file (its settings lack "
+                                      f"{quoted(missing[0] if missing else 'active', 40)}); refit or restore it")
+        rejects = settings.get("reject") is not None
+        if rejects != ("reject" in meta["stages"]) or rejects != ("calibration.scores" in arrays):
+            raise ClassifierFileError(f"{printable(path)} is inconsistent: its settings, stages and arrays disagree "
+                                      "on whether it rejects unknown images; refit or restore it")
         tensors = {name: torch.from_numpy(np.array(value)) for name, value in arrays.items()}
         for slot, registry in SETTINGS.slots.items():
             value = settings.get(slot, SETTINGS[slot].default)
+            if value is not None and not isinstance(value, str):
+                raise ClassifierFileError(f"{printable(path)} is an inconsistent classifier file ({slot} must be a "
+                                          "stage name)")
             for name in (value.split("+") if SETTINGS[slot].chain and value else [value]):
                 if value is not None and name not in registry:
                     module = meta.get("plugins", {}).get(slot)
-                    hint = (f"import {module} before loading (command line: --plugin {module})" if module else
-                            "it is not a stage of this imprint version")
-                    raise ClassifierFileError(f"{path} uses {slot} {name!r}, which is not registered here: {hint}")
+                    hint = "it is not a stage of this imprint version"
+                    if isinstance(module, str) and MODULE_NAME.fullmatch(module):
+                        hint = f"import {module} before loading (command line: --plugin {module})"
+                    elif module:
+                        hint = "the file names a plug-in module that is not a valid module name"
+                    raise ClassifierFileError(f"{printable(path)} uses {slot} {quoted(name, 60)}, which is not "
+                                              f"registered here: {hint}")
         proxies = tensors["proxies"].float()
         counts = tensors["proxy_counts"].long()
         classes = np.asarray(meta["classes"])
@@ -791,9 +833,24 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         def arrays_np(name: str, dtype: type) -> np.ndarray:
             return np.asarray(arrays[name], dtype=dtype)
 
+        resolved = clf._resolved()
+
         def states(slot: str) -> list[tuple[dict, dict[str, torch.Tensor]]]:
+            parts = meta["stages"][slot]
+            for part in parts:  # stage options that are settings: valid, and the values the settings say
+                for name, value in part["options"].items():
+                    if name in SETTINGS and name != "seed":
+                        try:
+                            SETTINGS[name].check(value)
+                        except ValueError:
+                            raise ClassifierFileError(f"{printable(path)} is inconsistent: its {slot} stage has "
+                                                      f"{name}={quoted(value, 40)}, not a valid value") from None
+                        if resolved.get(name, AUTO) != AUTO and resolved[name] != value:
+                            raise ClassifierFileError(f"{printable(path)} is inconsistent: its {slot} stage has "
+                                                      f"{name}={quoted(value, 40)} but its settings say "
+                                                      f"{quoted(resolved[name], 40)}")
             return [(part["options"], {name: tensors[f"{slot}.{i}.{name}"] for name in part["tensors"]})
-                    for i, part in enumerate(meta["stages"][slot])]
+                    for i, part in enumerate(parts)]
 
         clf.text_weights_, clf.text_scale_ = None, None
         if "text.weights" in arrays:
@@ -816,8 +873,55 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             clf.support_, clf.support_codes_ = arrays_np("support", np.float32), arrays_np("support_codes", np.int64)
             clf.calibration_scores_ = arrays_np("calibration.scores", np.float64)
             clf.calibration_margins_ = arrays_np("calibration.margins", np.float64)
-            clf.threshold_ = float(meta["threshold"]) if meta.get("threshold") is not None else float("inf")
+            if meta.get("threshold") is None:
+                raise ClassifierFileError(f"{printable(path)} is incomplete: it rejects unknown images but records no "
+                                          "threshold; refit or restore it")
+            clf.threshold_ = float(meta["threshold"])
+        restored = {point: norm_states(getattr(clf, f"{point}_")) for point in NORM_POINTS}
+        restored["metric"] = [(None, clf.metric_.tensors())]
+        if clf.reject is not None:
+            restored["reject"] = [(None, clf.rejector_.tensors())]
+        for slot, parts in restored.items():  # every stage has exactly the arrays it needs, no more
+            saved = [sorted(part["tensors"]) for part in meta["stages"][slot]]
+            if saved != [sorted(arrays_) for _, arrays_ in parts]:
+                raise ClassifierFileError(f"{printable(path)} is inconsistent: its {slot} stage lists the arrays "
+                                          f"{saved} but needs {[sorted(a) for _, a in parts]}; refit or restore it")
         return clf
+
+
+TUNING_ROWS = 50_000  # cross-validation reads a stratified sample of this many support rows at most
+
+
+def tuning_sample(X: np.ndarray, codes: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The support rows cross-validation reads: all of them up to TUNING_ROWS, else a seeded stratified sample of
+    TUNING_ROWS (every class in proportion, at least 3 rows of each where it has them), copied in storage order:
+    choosing among a handful of candidates needs no more, and a memory-mapped set is never copied whole."""
+    if len(codes) <= TUNING_ROWS:
+        return X, codes
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(codes)
+    keep = np.maximum(np.minimum(counts, 3), np.round(counts * (TUNING_ROWS / len(codes))).astype(np.int64))
+    from imprint.sampling import ranked_by_class
+
+    order, rank = ranked_by_class(codes, rng)
+    rows = np.sort(order[rank < keep[codes[order]]])
+    return np.ascontiguousarray(X[rows], dtype=np.float32), codes[rows]
+
+
+def _label_kind(labels: np.ndarray) -> str:
+    """'number' or 'text' labels, in words, for a message; mixed object arrays read as their first label."""
+    sample = labels.flat[0] if labels.dtype.kind == "O" and labels.size else None
+    numeric = labels.dtype.kind in "iufb" or isinstance(sample, (int, float, np.number))
+    return "number" if numeric else "text"
+
+
+def _label_dtype(classes: np.ndarray, label: object) -> np.dtype:
+    """An array type holding both the classes and the unknown label without changing either: their common type
+    when both are numbers or both text, else object (ints never turn into strings)."""
+    other = np.asarray(label)
+    if _label_kind(classes) == _label_kind(other) and classes.dtype.kind != "O" and other.dtype.kind != "O":
+        return np.result_type(classes.dtype, other.dtype)
+    return np.dtype(object)
 
 
 def _json_label(label: object) -> object:

@@ -19,6 +19,8 @@ from torch import Tensor
 from imprint.support import Support
 
 BUCKET_ELEMENTS = 1 << 25  # padded floats per bucket (128 MiB at float32)
+SAMPLE_ROWS = 50_000  # a class with more rows learns its centroids from a seeded sample of this many (as FAISS
+#                       samples): a centroid is placed as well by 2,500 points as by more, and memory stays bounded
 SEED_DIMS = 64  # width of the random projection used for seeding wide embeddings
 SHIFT_BLOCK = 256  # classes per block when measuring how far the centres moved
 
@@ -192,9 +194,10 @@ def batched_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: i
     """k-means with k_c = min(k_c, n_c) centroids for every class (k: one or per class) of class-sorted X or of a
     Support (read one bucket of classes at a time: the support set is never copied whole).
 
-    A class with at most k_c samples keeps all of them as centroids (documented, never an error).
-    Classes are batched by equal k and similar size. `with_inertia` adds a final pass for the
-    within-cluster sums of squares.
+    A class with at most k_c samples keeps all of them as centroids (documented, never an error); a class with
+    more than SAMPLE_ROWS learns its centroids from a seeded sample of SAMPLE_ROWS of them. Classes are batched
+    by equal k and similar size. `with_inertia` adds a final pass for the within-cluster sums of squares (of
+    the rows clustered).
     """
     support = _as_support(X, counts)
     device, dim = support.device, support.dim
@@ -207,9 +210,10 @@ def batched_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: i
     inertia = torch.zeros(len(counts), dtype=torch.float64)
     out[torch.repeat_interleave(torch.from_numpy(sizes <= ks), k_per_class.cpu()).to(device)] = kept
     gen = torch.Generator(device=device if device.type == "cuda" else "cpu").manual_seed(seed)
+    sampled = np.minimum(sizes, max(SAMPLE_ROWS, 0))
     for kv in np.unique(ks[sizes > ks]):
-        for bucket in size_buckets(np.flatnonzero((sizes > ks) & (ks == kv)), sizes, dim):
-            P, mask = support.padded(bucket)
+        for bucket in size_buckets(np.flatnonzero((sizes > ks) & (ks == kv)), sampled, dim):
+            P, mask = support.padded(bucket, limit=SAMPLE_ROWS, seed=seed)
             rows = out_starts[torch.as_tensor(bucket)].to(device)[:, None] + torch.arange(int(kv), device=device)
             bucket_inertia = _kmeans_bucket(P, mask, int(kv), gen, max_iter, tol, out, rows, with_inertia)
             if with_inertia:

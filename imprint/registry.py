@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from imprint.errors import quoted
 from imprint.settings import SETTINGS, Setting
 
 T = TypeVar("T")
@@ -75,7 +76,7 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except (KeyError, TypeError):
-            raise UnknownStageError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}"
+            raise UnknownStageError(f"unknown {self.kind} {quoted(name)}; valid: {', '.join(self.names())}"
                                     f"{did_you_mean(name, self.names())}") from None
 
     def get(self, name: str) -> T:

@@ -122,11 +122,22 @@ class Support:
             return self._load(slice(first, first + int(self.counts_np[classes].sum())))
         return self._load(self.class_indices(classes))
 
-    def padded(self, classes: np.ndarray) -> tuple[Tensor, Tensor]:
-        """The given classes as a (B, n_max, d) zero-padded block of normalised rows, plus a validity mask."""
+    def padded(self, classes: np.ndarray, limit: int | None = None, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """The given classes as a (B, n_max, d) zero-padded block of normalised rows, plus a validity mask. With
+        `limit`, a class with more rows gives a seeded random `limit` of them (in storage order)."""
         classes = np.asarray(classes, dtype=np.int64)
-        rows = self.rows_of(classes)
-        n = torch.from_numpy(self.counts_np[classes]).to(rows.device)
+        sizes = self.counts_np[classes]
+        if limit is not None and (sizes > limit).any():
+            rng = np.random.default_rng(seed)
+            spans = [np.arange(self.starts[c], self.starts[c] + self.counts_np[c]) for c in classes]
+            spans = [np.sort(rng.choice(span, limit, replace=False)) if len(span) > limit else span
+                     for span in spans]
+            positions = np.concatenate(spans)
+            rows = self._load(positions if self.order is None else self.order[positions])
+            sizes = np.minimum(sizes, limit)
+        else:
+            rows = self.rows_of(classes)
+        n = torch.from_numpy(sizes).to(rows.device)
         width = int(n.max())
         mask = torch.arange(width, device=rows.device)[None, :] < n[:, None]
         if bool((n == width).all()):

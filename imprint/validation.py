@@ -9,6 +9,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
 FINITE_BLOCK = 1 << 16  # rows per block of the finiteness check
+MAX_MAGNITUDE = 1e12  # a larger value's square, summed over the features, overflows float32 (3.4e38) or nearly
 
 
 def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
@@ -53,25 +54,38 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
     else:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf, reported below
             out = np.ascontiguousarray(arr, dtype=np.float32)
-    finite = np.concatenate([_finite_rows(out[start:start + FINITE_BLOCK])
-                             for start in range(0, len(out), FINITE_BLOCK)])
+    finite, huge = [], []
+    for start in range(0, len(out), FINITE_BLOCK):
+        block_finite, block_huge = _checked_rows(out[start:start + FINITE_BLOCK])
+        finite.append(block_finite)
+        huge.append(block_huge)
+    finite, huge = np.concatenate(finite), np.concatenate(huge)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise ValueError(
             f"{name} contains NaN or infinity (or values too large for float32) in {bad.size} row(s), "
             f"first at row {bad[0]}; drop or fix those embeddings"
         )
+    if huge.any():
+        bad = np.flatnonzero(huge)
+        peak = float(np.abs(np.asarray(out[bad[0]], dtype=np.float64)).max())
+        raise ValueError(f"{name} has values up to {peak:.3g} in magnitude ({bad.size} row(s), first at row {bad[0]}), "
+                         f"beyond the {MAX_MAGNITUDE:.0e} imprint's float32 arithmetic can square and sum; rescale "
+                         "the embeddings (e.g. divide every row by its norm)")
     return out
 
 
-def _finite_rows(block: np.ndarray) -> np.ndarray:
-    """Rows with no NaN or infinity that also fit in float32 (NaN/inf propagate into the row sums: no mask of
-    the whole block is needed)."""
+def _checked_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows with no NaN or infinity that also fit in float32, finite rows with a value beyond MAX_MAGNITUDE):
+    NaN and inf propagate into the row sums, and the row extremes bound the magnitudes, so no mask or copy of
+    the whole block is needed."""
     finite = np.isfinite(block.sum(axis=1, dtype=np.float64))
     if block.dtype.itemsize > 4:
         with np.errstate(invalid="ignore"):
             finite &= np.abs(block).max(axis=1) <= np.finfo(np.float32).max
-    return finite
+    with np.errstate(invalid="ignore"):
+        huge = finite & ((block.max(axis=1) > MAX_MAGNITUDE) | (block.min(axis=1) < -MAX_MAGNITUDE))
+    return finite, huge
 
 
 def check_labels(y: Any, n_samples: int, one_per_class: bool = False) -> np.ndarray:
@@ -88,13 +102,6 @@ def check_labels(y: Any, n_samples: int, one_per_class: bool = False) -> np.ndar
             warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
         check_classification_targets(y)
     return y
-
-
-def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
-    """A setting that must be one of a fixed set of words."""
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(sorted(choices))}")
-    return value
 
 
 def check_positive_int(value: Any, name: str) -> int:

@@ -49,7 +49,7 @@ def _from_labelled(description: str, data: Labelled) -> Source:
 
 
 def open_source(path: str | Path, *, folder_embedder: Callable[[Sequence[Path]], tuple[np.ndarray, np.ndarray]]
-                | None = None, encoder_id: str | None = None, min_classes: int = 2) -> Source:
+                | None = None, encoder_id: str | None = None, min_classes: int = 2, strict: bool = False) -> Source:
     """An image folder (DIR/<class>/<image>, embedded on demand by `folder_embedder`), a store written by
     ``imprint embed DIR -o STORE`` or an embeddings file (``-o FILE.npz``). Anything else is a SourceError
     saying what the path is and what would work."""
@@ -73,7 +73,7 @@ def open_source(path: str | Path, *, folder_embedder: Callable[[Sequence[Path]],
         raise FolderError(f"{what} not found: {path}")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        folder = scan_folder(path, min_classes=min_classes)
+        folder = scan_folder(path, min_classes=min_classes, strict=strict)
     for item in caught:
         warnings.warn(str(item.message), stacklevel=2)
     if folder_embedder is None:
@@ -184,6 +184,61 @@ def predictions(clf: Any, paths: Sequence[Path], X: np.ndarray, top_k: int) -> l
             for path, ranks, row, label, score in zip(paths, order, proba, labels, unknown)]
 
 
+PREDICTION_COLUMNS = ("path", "label", "score", "top_k")
+
+
+def predictions_text(found: Sequence[Prediction], fmt: str, open_set: bool) -> str:
+    """The predictions as a CSV table (`fmt` "csv"), a JSON list ("json") or an aligned table for people
+    ("table"); with `open_set`, each row also has its unknown score."""
+    from imprint.cli.output import csv_text, json_text, percent, table
+
+    header = list(PREDICTION_COLUMNS) + (["unknown_score"] if open_set else [])
+    if fmt == "json":
+        return json_text([{"path": str(p.path), "label": p.label, "score": p.probability,
+                           "top_k": [{"label": c, "score": s} for c, s in p.top],
+                           **({"unknown_score": p.unknown_score} if open_set else {})} for p in found])
+    if fmt == "csv":
+        return csv_text([[str(p.path), p.label, p.probability, ";".join(f"{c}:{s:.4f}" for c, s in p.top)]
+                         + ([p.unknown_score] if open_set else []) for p in found], header)
+    names = display_names([p.path for p in found])
+    return table([[name, p.label, percent(p.probability), ", ".join(f"{c} {percent(s)}" for c, s in p.top[1:])]
+                  + ([f"{p.unknown_score:.4g}"] if open_set else []) for name, p in zip(names, found)],
+                 ["image", "class", "probability", "next best"] + (["unknown score"] if open_set else [])) + "\n"
+
+
+def display_names(paths: Sequence[Path]) -> list[str]:
+    """Short names of images for a table: the file name, or the path below the images' common folder where two
+    images share a file name."""
+    names = [path.name for path in paths]
+    if len(set(names)) == len(names):
+        return names
+    import os
+
+    try:
+        common = Path(os.path.commonpath([str(path.absolute()) for path in paths]))
+    except ValueError:  # paths on different drives
+        return [str(path) for path in paths]
+    return [str(path.absolute().relative_to(common)) if path.absolute() != common else path.name for path in paths]
+
+
+def is_predictions_file(path: Path) -> bool:
+    """Whether `path` holds predictions imprint wrote (its CSV header, or its JSON list of predictions)."""
+    import json
+
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(64)
+        if start.startswith(",".join(PREDICTION_COLUMNS).encode()):
+            return True
+        if not start.lstrip().startswith(b"["):
+            return False
+        payload = json.loads(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(payload, list) and all(isinstance(item, dict) and {"path", "label", "top_k"} <= set(item)
+                                            for item in payload)
+
+
 @dataclass
 class OpenSetEvaluation:
     """How a classifier with a rejection score treats known-class and unknown images."""
@@ -214,13 +269,13 @@ def evaluate_open_set(clf: Any, X_known: np.ndarray, y_known: np.ndarray, X_unkn
 
 def confusion_png(evaluation: Evaluation, classes: Sequence[Any], title: str) -> bytes:
     """A confusion-matrix picture (PNG bytes) with a title and the accuracy."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
+
+    from imprint.pictures import png_bytes
 
     size = max(5.0, 0.55 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
@@ -229,7 +284,4 @@ def confusion_png(evaluation: Evaluation, classes: Sequence[Any], title: str) ->
     ax.set_title(f"{title}\naccuracy {100 * evaluation.accuracy:.1f}% ({evaluation.correct}/{len(evaluation.labels)}), "
                  f"chance {100 * evaluation.chance:.1f}%", fontsize=10)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig, dpi=120)

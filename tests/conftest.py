@@ -3,10 +3,43 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "fashion"
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    """The command line run in this process: (exit status, stdout, stderr)."""
+    from imprint.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def copy_examples(root: Path, classes: tuple[str, ...] = ("bag", "sneaker", "trouser"),
+                  per_class: int | None = None) -> Path:
+    """A folder of the bundled example images: `per_class` of each of `classes` (all of them by default)."""
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for image in sorted((EXAMPLES / name).iterdir())[:per_class]:
+            shutil.copy(image, root / name / image.name)
+    return root
+
+
+def unprivileged(command: list[str]) -> list[str]:
+    """`command` without root's power to read and write past permissions (its capabilities dropped), so tests of
+    unreadable and read-only places mean the same as root as for a user."""
+    if os.geteuid() != 0:
+        return command
+    if shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: every place is readable and writable")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
 
 
 def mixture_embeddings(n_classes: int = 6, per_class: int = 120, dim: int = 32, modes: int = 3,

@@ -214,9 +214,15 @@ def test_load_rejects_bad_files_with_clear_errors(tmp_path, fitted):
     header = json.loads(data[8:8 + header_len])
     meta = json.loads(header["__metadata__"]["imprint"])
 
-    def rewrite(name, change):
+    def rewrite(name, change, sign=True):
+        from safetensors.numpy import load_file
+
+        from imprint.persistence import file_digest
+
         edited = dict(meta)
         change(edited)
+        if sign:  # a file that looks consistent: its checksum computed over the change
+            edited["digest"] = file_digest(edited, load_file(good))
         new_header = dict(header, __metadata__={"imprint": json.dumps(edited)})
         blob = json.dumps(new_header).encode()
         blob += b" " * (-len(blob) % 8)
@@ -228,6 +234,8 @@ def test_load_rejects_bad_files_with_clear_errors(tmp_path, fitted):
     one_line_error(lambda: ImprintClassifier.load(newer), "format version 99", ClassifierFileError)
     wrong_dim = rewrite("dim.safetensors", lambda m: m.update(embedding_dim=512))
     one_line_error(lambda: ImprintClassifier.load(wrong_dim), "inconsistent", ClassifierFileError)
+    swapped = rewrite("swapped.safetensors", lambda m: m.update(classes=m["classes"][::-1]), sign=False)
+    one_line_error(lambda: ImprintClassifier.load(swapped), "altered or damaged", ClassifierFileError)
     one_line_error(lambda: ImprintClassifier.load(good, expected_dim=512), "fitted on 32-dimensional",
                    ClassifierFileError)
     with pytest.raises(FileNotFoundError, match="not found"):

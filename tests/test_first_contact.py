@@ -13,27 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import EXAMPLES, copy_examples, run
 from PIL import Image
 
 from imprint import ImprintClassifier
-from imprint.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples" / "fashion"
-
-
-def run(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()
 def small_folder(tmp_path):
-    root = tmp_path / "images"
-    for name in ("bag", "sneaker", "trouser"):
-        shutil.copytree(EXAMPLES / name, root / name)
-    return root
+    return copy_examples(tmp_path / "images")
 
 
 @pytest.fixture()

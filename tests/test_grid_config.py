@@ -34,7 +34,7 @@ BASE = {"datasets": ["mnist5k"]}
     ({"norm_inf": "center+l3"}, "norm_inf: unknown normalisation 'l3'; valid: center, l2"),
     ({"aggregation": ["max", "knn"]}, "aggregation: unknown aggregation 'knn'; valid: max, mean, mnn, sum"),
     ({"baselines": ["svm"]}, "baselines: unknown baseline 'svm'; valid: linear_probe"),
-    ({"seeds": [-1]}, "seeds: seeds must be integers >= 0; got -1"),
+    ({"seeds": [-1]}, "seeds: seeds must be integers from 0 to 2^32 - 1; got -1"),
     ({"datasets": [{"name": "digits", "val_per_class": 0}], "baselines": ["linear_probe"]},
      "set val_per_class >= 1"),
     ({"datasets": []}, "'datasets' is empty"),

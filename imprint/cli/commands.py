@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from imprint.cli.output import csv_text, json_text, percent, say, table, warn
+from imprint.cli.output import json_text, percent, say, table, warn
 
 
 class CLIError(Exception):
@@ -24,9 +24,11 @@ def warnings_as_messages() -> Iterator[None]:
     """Library warnings (empty class folders, short classes, untunable settings) become one line each."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        yield
-    for item in caught:
-        warn(str(item.message))
+        try:
+            yield
+        finally:  # said even when the command then stops on an error: the warning may be why
+            for item in caught:
+                warn(str(item.message))
 
 
 def write_file(path: str, data: bytes) -> None:
@@ -49,8 +51,9 @@ def make_embedder(args: argparse.Namespace, encoder_id: str | None):
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
 
     def run(paths: Sequence[Path]):
-        result = embed_paths(encoder, paths, cache=cache, batch_size=args.batch_size, workers=args.workers,
-                             progress=not args.quiet, strict=args.strict)
+        with warnings_as_messages():  # e.g. a cache that cannot be written: one line, and embedding goes on
+            result = embed_paths(encoder, paths, cache=cache, batch_size=args.batch_size, workers=args.workers,
+                                 progress=not args.quiet, strict=args.strict)
         if result.failed:
             warn("skipped " + result.describe_failures())
         return result.embeddings, result.ok
@@ -70,7 +73,8 @@ def open_source(args: argparse.Namespace, path: str, min_classes: int = 2):
         return holder["run"](paths)
 
     with warnings_as_messages():
-        source = open_labelled(path, folder_embedder=embed_folder, min_classes=min_classes)
+        source = open_labelled(path, folder_embedder=embed_folder, min_classes=min_classes,
+                               strict=getattr(args, "strict", False))
     wanted = getattr(args, "encoder", None)
     if source.paths is None and wanted and source.encoder_id:
         from imprint.encoders.factory import ALIASES
@@ -104,28 +108,38 @@ def report_evaluation(evaluation, what: str, per_class: bool = False) -> None:
 
 
 def load_for_images(args: argparse.Namespace):
-    """The saved classifier and an embedder with the encoder it was fitted with."""
+    """The saved classifier and an embedder with the encoder it was fitted with. What a file says never makes
+    imprint download weights or read a checkpoint on its own: only packaged encoders are built from the recorded
+    id; any other must be named with --encoder."""
     from imprint.classifier import ImprintClassifier
+    from imprint.encoders.factory import ALIASES, self_contained
+    from imprint.errors import printable
 
     clf = ImprintClassifier.load(args.classifier, device=args.device)
-    if clf.encoder_id_ is None and not args.encoder:
-        raise CLIError(f"{args.classifier} does not record its encoder; pass --encoder with the one it was fitted with")
-    if args.encoder and clf.encoder_id_:
-        from imprint.encoders.factory import ALIASES
-
-        if ALIASES.get(args.encoder, args.encoder) != clf.encoder_id_:
-            raise CLIError(f"{args.classifier} was fitted with {clf.encoder_id_}, not {args.encoder}; "
-                           "drop --encoder to use the recorded one")
-    encoder, run = make_embedder(args, args.encoder or clf.encoder_id_)
+    recorded = clf.encoder_id_
+    if recorded is None and not args.encoder:
+        raise CLIError(f"{printable(args.classifier)} does not record its encoder; pass --encoder with the one it "
+                       "was fitted with")
+    if args.encoder and recorded:
+        if ALIASES.get(args.encoder, args.encoder) != recorded:
+            raise CLIError(f"{printable(args.classifier)} was fitted with {printable(recorded)}, not "
+                           f"{printable(args.encoder)}; drop --encoder to use the recorded one")
+    elif recorded and not self_contained(recorded):
+        raise CLIError(f"{printable(args.classifier)} was fitted with {printable(recorded)}, which imprint does not "
+                       "build from what a file says (it would download weights or read a checkpoint): if you trust "
+                       f"it, name it: --encoder {printable(recorded)}")
+    encoder, run = make_embedder(args, args.encoder or recorded)
     if encoder.embedding_dim != clf.n_features_in_:
-        raise CLIError(f"{encoder.id} gives {encoder.embedding_dim}-dimensional embeddings but {args.classifier} "
-                       f"expects {clf.n_features_in_}")
+        raise CLIError(f"{encoder.id} gives {encoder.embedding_dim}-dimensional embeddings but "
+                       f"{printable(args.classifier)} expects {clf.n_features_in_}")
     return clf, run
 
 
 # ---------------------------------------------------------------- commands
 def cmd_fit(args: argparse.Namespace) -> None:
     from imprint.classifier import ImprintClassifier
+    from imprint.outputs import check_output
+    from imprint.persistence import is_classifier_file
     from imprint.workflow import evaluate, select
 
     settings = classifier_settings(args)
@@ -134,6 +148,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
     if not args.zero_shot and clf.text_alpha not in (None, "auto"):
         raise CLIError("--text-alpha weighs zero-shot text scores: add --zero-shot (with an encoder that has a text "
                        "tower, open_clip:MODEL/TAG)")
+    check_output(args.output, ours=is_classifier_file, what="classifier file", force=args.force,
+                 inputs=[args.source] + ([args.test_dir] if args.test_dir else []))
     source, holder = open_source(args, args.source, min_classes=1 if args.zero_shot else 2)
     if source.paths is None and (args.zero_shot or args.test_dir):
         raise CLIError("--zero-shot and --test-dir need the encoder and images: fit from the image folder instead")
@@ -172,7 +188,7 @@ def evaluate_folder(clf, folder: str, args: argparse.Namespace, run) -> dict[str
     from imprint.workflow import confusion_png, evaluate, open_source
 
     with warnings_as_messages():
-        source = open_source(folder, folder_embedder=run, min_classes=1)
+        source = open_source(folder, folder_embedder=run, min_classes=1, strict=args.strict)
     known = np.isin(source.labels, clf.classes_)
     if not known.any():
         raise CLIError(f"no class of {folder} is known to the classifier ({', '.join(map(str, clf.classes_))})")
@@ -197,6 +213,12 @@ def evaluate_folder(clf, folder: str, args: argparse.Namespace, run) -> dict[str
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    if args.confusion:
+        from imprint.outputs import check_output
+        from imprint.pictures import is_imprint_png
+
+        check_output(args.confusion, ours=is_imprint_png, what="picture", force=args.force,
+                     inputs=[args.classifier, args.folder])
     clf, run = load_for_images(args)
     if args.unknown and clf.reject is None:
         raise CLIError(f"--unknown scores rejection, but {args.classifier} has none: fit with --reject "
@@ -214,10 +236,11 @@ def evaluate_unknown(clf, args: argparse.Namespace, run) -> dict[str, Any]:
     from imprint.workflow import evaluate_open_set, open_source
 
     with warnings_as_messages():
-        source = open_source(args.folder, folder_embedder=run, min_classes=1)
+        source = open_source(args.folder, folder_embedder=run, min_classes=1, strict=args.strict)
     known = np.flatnonzero(np.isin(source.labels, clf.classes_))
     X_known, ok = source.embed(known)
-    unknown_paths = list_images(Path(args.unknown))
+    with warnings_as_messages():
+        unknown_paths = list_images(Path(args.unknown), strict=args.strict)
     if not unknown_paths:
         raise CLIError(f"no images found in {args.unknown}")
     X_unknown, _ = run(unknown_paths)
@@ -233,40 +256,35 @@ def evaluate_unknown(clf, args: argparse.Namespace, run) -> dict[str, Any]:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from imprint.data.folder import list_images
-    from imprint.workflow import predictions
+    from imprint.outputs import check_output
+    from imprint.workflow import is_predictions_file, predictions, predictions_text
 
-    clf, run = load_for_images(args)
+    if args.top_k < 1:
+        raise CLIError(f"--top-k must be an integer >= 1; got {args.top_k}")
     paths = []
     for item in args.paths:
         path = Path(item)
         if not path.exists():
             raise CLIError(f"no such image or folder: {path}")
-        paths.extend(list_images(path))
+        with warnings_as_messages():
+            paths.extend(list_images(path, strict=args.strict))
     if not paths:
         raise CLIError(f"no images found in {', '.join(args.paths)}")
+    if args.output:
+        check_output(args.output, ours=is_predictions_file, what="predictions file", force=args.force,
+                     inputs=[args.classifier, *paths])
+    clf, run = load_for_images(args)
     X, ok = run(paths)
+    if not ok.any():
+        raise CLIError(f"none of the {len(paths)} image(s) could be read; nothing was predicted")
     found = predictions(clf, [p for p, k in zip(paths, ok) if k], X, args.top_k)
-    open_set = clf.reject is not None
-    header = ["path", "label", "score", "top_k"] + (["unknown_score"] if open_set else [])
-    rows = [[str(p.path), p.label, p.probability, ";".join(f"{c}:{s:.4f}" for c, s in p.top)]
-            + ([p.unknown_score] if open_set else []) for p in found]
     fmt = args.format
     if fmt == "auto":
         fmt = "json" if args.output and args.output.endswith(".json") else \
             "csv" if args.output or not sys.stdout.isatty() else "table"
-    if fmt == "json":
-        text = json_text([{"path": str(p.path), "label": p.label, "score": p.probability,
-                           "top_k": [{"label": c, "score": s} for c, s in p.top],
-                           **({"unknown_score": p.unknown_score} if open_set else {})} for p in found])
-    elif fmt == "csv":
-        text = csv_text(rows, header)
-    else:
-        text = table([[p.path.name, p.label, percent(p.probability),
-                       ", ".join(f"{c} {percent(s)}" for c, s in p.top[1:])]
-                       + ([f"{p.unknown_score:.4g}"] if open_set else []) for p in found],
-                     ["image", "class", "probability", "next best"] + (["unknown score"] if open_set else [])) + "\n"
+    text = predictions_text(found, fmt, clf.reject is not None)
     if args.output:
-        write_file(args.output, text.encode())
+        write_file(args.output, text.encode("utf-8", "surrogateescape"))  # file names that are not UTF-8 as they are
         print(f"predicted {len(found)} image(s) -> {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -276,12 +294,15 @@ def cmd_embed(args: argparse.Namespace) -> None:
     from imprint.data.folder import scan_folder
 
     with warnings_as_messages():
-        data = scan_folder(args.folder, min_classes=1)
+        data = scan_folder(args.folder, min_classes=1, strict=args.strict)
     if args.output.endswith(".npz"):
-        from imprint.embeddings_file import write_embeddings_file
+        from imprint.embeddings_file import is_embeddings_file, write_embeddings_file
+        from imprint.outputs import check_output
 
         if args.engine != "local":
             raise CLIError("--engine ray writes a memory-mapped store: give a folder as --output, not a .npz file")
+        check_output(args.output, ours=is_embeddings_file, what="embeddings file", force=args.force,
+                     inputs=data.paths)
         encoder, run = make_embedder(args, args.encoder)
         X, ok = run(data.paths)
         paths = [str(p) for p, good in zip(data.paths, ok) if good]
@@ -380,23 +401,29 @@ def cmd_fewshot(args: argparse.Namespace) -> None:
 def cmd_grid(args: argparse.Namespace) -> None:
     from imprint.cache import EmbeddingCache
     from imprint.grid.config import load_config
-    from imprint.grid.runner import run_grid
+    from imprint.grid.runner import is_grid_folder, run_grid
+    from imprint.outputs import check_output_folder
     from imprint.report import write_report
 
     config = load_config(args.config)
+    check_output_folder(args.out, ours=is_grid_folder, what="grid results folder", force=args.force)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
     try:
         run_grid(config, args.out, workers=args.workers, cache=cache, progress=not args.quiet, log=say)
     finally:  # the finished cells are reported even when others failed or the run was interrupted
         if any(Path(args.out, "cells").glob("*.json")):
-            for path in write_report(args.out):
+            with warnings_as_messages():
+                written = write_report(args.out)
+            for path in written:
                 say(f"wrote {path}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from imprint.report import write_report
 
-    for path in write_report(args.folder):
+    with warnings_as_messages():
+        written = write_report(args.folder)
+    for path in written:
         say(f"wrote {path}")
 
 

@@ -8,13 +8,18 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from imprint.errors import printable
+
+MESSAGE_LIMIT = 2000  # characters of one warning or error line
+
 
 def say(text: str = "") -> None:
     print(text)
 
 
 def warn(message: str) -> None:
-    print(f"imprint: warning: {message}", file=sys.stderr)
+    """One warning line; control characters (from file names or file contents) escaped."""
+    print(f"imprint: warning: {printable(message, MESSAGE_LIMIT)}", file=sys.stderr)
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
@@ -32,7 +37,7 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
 
 
 def _cell(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
+    return f"{value:.4f}" if isinstance(value, float) else printable(value, 300)
 
 
 def _is_number(value: Any) -> bool:
@@ -40,10 +45,11 @@ def _is_number(value: Any) -> bool:
 
 
 def csv_text(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """CSV for programs: values as they are (file names with any bytes), floats with 4 decimals."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(header)
-    writer.writerows([[_cell(c) for c in row] for row in rows])
+    writer.writerows([[f"{c:.4f}" if isinstance(c, float) else c for c in row] for row in rows])
     return out.getvalue()
 
 

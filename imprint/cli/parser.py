@@ -64,6 +64,11 @@ def add_encoding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _force_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing output that imprint did not write (an input is never replaced)")
+
+
 def _plugin_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE first: its stages and settings become available (repeatable)")
@@ -103,6 +108,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
                    "on the support set); with --text-alpha none the text joins the support set instead, and empty "
                    "class folders are then imprinted from text alone")
     p.add_argument("--templates", default=None, help="prompt templates file, one per line with {} for the name")
+    _force_option(p)
     add_encoding_options(p)
     if heavy:
         add_setting_options(p)
@@ -114,6 +120,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     p.add_argument("--top-k", type=int, default=3, help="alternatives listed per image")
     p.add_argument("--format", choices=("auto", "table", "csv", "json"), default="auto",
                    help="auto: a table on a terminal, CSV when piped or written to a file")
+    _force_option(p)
     add_encoding_options(p)
 
     p = command("eval", "accuracy, chance level, macro-F1 and a per-class table on a labelled folder")
@@ -123,6 +130,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     p.add_argument("--unknown", default=None, metavar="FOLDER",
                    help="images of none of the classes: report open-set metrics (needs a classifier with --reject)")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    _force_option(p)
     add_encoding_options(p)
 
     p = command("embed", "embed an image folder (DIR/<class>/<image>) into FILE.npz or a memory-mapped store "
@@ -134,6 +142,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
                    help="ray: Ray Data map_batches with encoder actors (store output only)")
     p.add_argument("--actors", type=int, default=None, help="Ray encoder actors (default: one per GPU, else 1)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local one)")
+    _force_option(p)
     add_encoding_options(p)
 
     p = command("info", "describe a saved classifier (no model is loaded)")
@@ -166,6 +175,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _force_option(p)
 
     p = command("report", "write results.csv, summary.md and figures of a grid folder")
     p.add_argument("folder")
@@ -202,4 +212,7 @@ def plugins_in(argv: list[str]) -> list[str]:
 
 
 def print_error(message: str) -> None:
-    print(f"imprint: error: {message}", file=sys.stderr)
+    """One error line; control characters (from file names or file contents) escaped."""
+    from imprint.errors import printable
+
+    print(f"imprint: error: {printable(message, 2000)}", file=sys.stderr)

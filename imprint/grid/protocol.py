@@ -49,7 +49,9 @@ class EmbeddedDataset:
 
     @classmethod
     def load(cls, path: Path) -> EmbeddedDataset:
-        with np.load(path, allow_pickle=False) as data:
+        from imprint.npz import checked_npz
+
+        with checked_npz(path, what="grid embeddings file") as data:
             return cls(data["X"], data["y"], data["is_test"], data["class_names"].tolist(),
                        data["far"] if "far" in data else None, data["text"] if "text" in data else None)
 
@@ -121,7 +123,7 @@ def embed_dataset(encoder: Encoder, spec: DatasetSpec, cache: EmbeddingCache | N
     from imprint.data.folder import scan_folder
     from imprint.embed import embed_paths
 
-    images = scan_folder(folder)
+    images = scan_folder(folder, strict=True)
     pool, test = _pool_and_test(spec, images.labels, images.class_names, None)
     rows = np.concatenate([pool[:0] if test_only else pool, test])
     result = embed_paths(encoder, [images.paths[i] for i in rows], cache=cache, progress=False, strict=True)

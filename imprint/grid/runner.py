@@ -47,6 +47,28 @@ class GridRun:
     ran: int
 
 
+def is_grid_folder(path: Path) -> bool:
+    """Whether `path` is a results folder ``imprint grid`` wrote (its manifest lists cells)."""
+    try:
+        manifest = json.loads((Path(path) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and isinstance(manifest.get("cells"), list)
+
+
+def read_cell(out: Path, key: str) -> dict[str, Any] | None:
+    """The finished cell `key` of the grid in `out`, or None when it is not there or its file is not a cell's
+    (damaged or edited: the cell is then run again, never reported from it)."""
+    try:
+        payload = json.loads((Path(out) / "cells" / f"{key}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(payload, dict) or payload.get("key") != key or not isinstance(payload.get("accuracy"),
+                                                                                      (int, float)):
+        return None
+    return payload
+
+
 def _write_json(path: Path, payload: Any) -> None:
     atomic_write_bytes(path, (json.dumps(payload, indent=1, default=str) + "\n").encode())
 
@@ -54,7 +76,8 @@ def _write_json(path: Path, payload: Any) -> None:
 def _data_file(out: Path, cell: Cell, config: GridBase) -> Path:
     far = [d.model_dump() for d in _far_datasets(cell, config)]
     text = json.dumps([cell.encoder, cell.dataset.model_dump()] + ([far] if far else [])
-                      + (["zero_shot"] if config.zero_shot else []), sort_keys=True)
+                      + (["zero_shot"] if config.zero_shot else []) + ([cell.contents] if cell.contents else []),
+                      sort_keys=True)
     return out / "embeddings" / f"{hashlib.sha256(text.encode()).hexdigest()[:20]}.npz"
 
 
@@ -126,7 +149,7 @@ def run_grid(config: GridBase, out: str | Path, *, workers: int | None = None,
     _write_json(out / "manifest.json", {"name": config.name,
                                         "cells": [{"key": c.key, "variant": c.variant, "requested": c.requested}
                                                   for c in expansion.cells]})
-    todo = [c for c in runs if not (out / "cells" / f"{c.key}.json").is_file()]
+    todo = [c for c in runs if read_cell(out, c.key) is None]
     log(f"grid {config.name}: {expansion.summary()}; {len(runs) - len(todo)} already done, {len(todo)} to run")
     failures: list[str] = []
     lock = threading.Lock()

@@ -1,7 +1,6 @@
 """PNG figures of a grid: accuracy vs k, accuracy vs shots, and the critical-difference diagram."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
@@ -12,15 +11,13 @@ import numpy as np
 import pandas as pd
 
 from imprint.atomic import atomic_write_bytes
+from imprint.pictures import png_bytes
 
 FAMILY = ["norm_pre", "generation", "norm_post", "norm_inf", "aggregation", "m", "metric"]  # what a k-curve shares
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
-    plt.close(figure)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, png_bytes(figure, dpi=120, bbox_inches="tight"))
     return path
 
 

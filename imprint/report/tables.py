@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,19 +27,37 @@ class ReportError(ValueError):
 
 def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
     """The finished cells of the grid in `out`, in manifest order, and its manifest (name, planned cells)."""
+    from imprint.grid.runner import read_cell
+
     out = Path(out)
     try:
         manifest = json.loads((out / "manifest.json").read_text())
     except FileNotFoundError:
         raise ReportError(f"{out} holds no grid results (no manifest.json); run: imprint grid CONFIG --out {out}") \
             from None
-    rows, runs = [], {}
-    for entry in manifest["cells"]:
-        path = out / "cells" / f"{entry['key']}.json"
-        if entry["key"] not in runs and path.is_file():
-            runs[entry["key"]] = json.loads(path.read_text())
-        if entry["key"] in runs:  # a run shared by capped variants is shown with each one's own settings
-            rows.append({"variant": entry["variant"], **runs[entry["key"]], **entry.get("requested", {})})
+    except (OSError, ValueError) as exc:
+        raise ReportError(f"{out}/manifest.json is unreadable ({type(exc).__name__}); rerun: imprint grid CONFIG "
+                          f"--out {out}") from None
+    entries = manifest.get("cells") if isinstance(manifest, dict) else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("key"), str)
+                                                and isinstance(e.get("variant"), str) for e in entries):
+        raise ReportError(f"{out}/manifest.json is not a grid manifest (damaged or edited); rerun: imprint grid "
+                          f"CONFIG --out {out}")
+    rows, runs, damaged = [], {}, set()
+    for entry in entries:
+        key = entry["key"]
+        if key not in runs and key not in damaged and (out / "cells" / f"{key}.json").is_file():
+            cell = read_cell(out, key)
+            if cell is None:
+                damaged.add(key)
+            else:
+                runs[key] = cell
+        if key in runs:  # a run shared by capped variants is shown with each one's own settings
+            requested = entry.get("requested") if isinstance(entry.get("requested"), dict) else {}
+            rows.append({"variant": entry["variant"], **runs[key], **requested})
+    if damaged:
+        warnings.warn(f"{len(damaged)} cell file(s) in {out}/cells are damaged and left out of the report; rerun the "
+                      "grid to compute them again", stacklevel=2)
     frame = pd.DataFrame(rows)
     if len(frame):
         frame["shots"] = frame["shots"].astype(str)
