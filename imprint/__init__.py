@@ -13,7 +13,7 @@ _PUBLIC = {
     "ImprintClassifier": "imprint.classifier",
     "ImprintedModel": "imprint.model",
     "ClassifierFileError": "imprint.persistence",
-    "UnknownStageError": "imprint.registry",
+    "UnknownStageError": "imprint.settings",
     "Embeddings": "imprint.embedded",
     "PRESETS": "imprint.presets",
 }

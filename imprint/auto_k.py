@@ -17,9 +17,8 @@ import numpy as np
 import torch
 
 from imprint.sampling import ranked_by_class
-from imprint.stages.generation import class_means
-from imprint.stages.metric import squared_norms
-from imprint.support import Support
+from imprint.settings import PerClassRule
+from imprint.support import Support, class_means, squared_norms
 
 LADDER = (1, 2, 3, 5, 10, 20, 50, 100)
 REPEATS = 2  # random half-splits averaged, to steady the choice
@@ -69,3 +68,25 @@ def per_class_k(X: torch.Tensor | Support, counts: torch.Tensor, ratio: float) -
     weight = spread / spread.mean().clamp_min(1e-12)
     k = torch.round(ratio * counts.cpu().double() * weight).long()
     return torch.minimum(k.clamp_min(1), counts.cpu())
+
+
+class ProxyRatio(PerClassRule):
+    """k="auto" once chosen: `ratio` proxies per support sample, shared out by class spread when fitted, plain for
+    classes added later, and the median class's share for models fitted on folds."""
+
+    def __init__(self, ratio: float) -> None:
+        self.ratio = float(ratio)
+
+    def per_class(self, support: Support, counts: torch.Tensor) -> torch.Tensor:
+        return per_class_k(support, counts, self.ratio)
+
+    def for_new_classes(self, counts: torch.Tensor) -> torch.Tensor:
+        return torch.round(self.ratio * counts.double()).long().clamp_min(1)
+
+    def for_fold(self, counts: np.ndarray, n_folds: int) -> int:
+        return max(1, int(round(self.ratio * np.median(counts) * (n_folds - 1) / n_folds)))
+
+
+def choose(codes: np.ndarray, score: Callable[[int, np.ndarray, np.ndarray], float], seed: int = 0) -> ProxyRatio:
+    """The rule for k="auto" (declared on the setting): proxies per support sample by cross-validation."""
+    return ProxyRatio(proxy_ratio(codes, score, seed=seed))

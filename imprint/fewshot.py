@@ -50,7 +50,7 @@ def episodes(X: Any, y: Any, n_way: int = 5, k_shot: int = 1, n_query: int = 15,
     if len(eligible) < max(n_way, 2):
         raise ValueError(f"{n_way}-way episodes with {k_shot} shots and {n_query} queries need {max(n_way, 2)} "
                          f"classes with >= {k_shot + n_query} samples; {len(eligible)} have that many")
-    ImprintClassifier(**settings)._check_settings()
+    ImprintClassifier(**settings).check()
     rng = np.random.default_rng(seed)
     by_class = [np.flatnonzero(codes == c) for c in range(len(classes))]
     accuracies = np.empty(n_episodes)

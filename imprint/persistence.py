@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from safetensors.numpy import save as safetensors_bytes
 from imprint.atomic import atomic_write_bytes
 from imprint.errors import UserError, printable
 
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")  # a plug-in hint read from a file
 FORMAT = "imprint-classifier"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
@@ -64,12 +66,49 @@ def is_classifier_file(path: str | os.PathLike) -> bool:
         return False
 
 
-def write_classifier(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> Path:
-    """Write `meta` (JSON) and `arrays` to `path` atomically, with the format, version and digest added."""
+def write_classifier(path: str | os.PathLike, meta: dict[str, Any],
+                     parts: list[tuple[dict[str, Any], dict[str, np.ndarray]]]) -> Path:
+    """Write a classifier file atomically: the estimator's `meta` and each component's part (its header fields,
+    its fitted stages merged under "stages", its arrays), with the format, version and digest added.
+
+    The layout: header fields settings, classes (labels), embedding_dim, encoder, plugins, active (the settings
+    that matter), stages (per pipeline point, each stage's options and array names), tuned, proxy_ratio,
+    threshold, text_scale; arrays proxies, proxy_counts, POINT.I.NAME (stage arrays), text.weights, support,
+    support_codes, calibration.scores, calibration.margins."""
+    header = dict(meta, settings=json_ready(meta["settings"], "settings"),
+                  classes=[json_label(c) for c in meta["classes"]], stages={})
+    arrays: dict[str, np.ndarray] = {}
+    for part_meta, part_arrays in parts:
+        for key, value in part_meta.items():
+            if key == "stages":
+                header["stages"].update(value)
+            else:
+                header[key] = json_ready(value, key) if key == "tuned" else value
+        arrays.update(part_arrays)
     arrays = {name: np.ascontiguousarray(value) for name, value in arrays.items()}
-    header = json.loads(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **meta}))  # as read back
+    header = json.loads(json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **header}))  # as read back
     header["digest"] = file_digest(header, arrays)
     return atomic_write_bytes(path, safetensors_bytes(arrays, metadata={"imprint": json.dumps(header)}))
+
+
+def json_label(label: object) -> object:
+    """A class label as the file stores it (a plain word or number), or a one-line error."""
+    value = label.item() if isinstance(label, np.generic) else label
+    if not isinstance(value, (str, int, float, bool)):
+        raise ValueError(f"class label {label!r} ({type(label).__name__}) cannot be saved; "
+                         "use str, int, float or bool labels")
+    return value
+
+
+def json_ready(values: dict[str, Any], what: str) -> dict[str, Any]:
+    """Setting values as the file stores them (plain words and numbers), or a one-line error."""
+    out = {}
+    for name, value in values.items():
+        value = value.item() if isinstance(value, np.generic) else value
+        if value is not None and not isinstance(value, (str, int, float, bool)):
+            raise ValueError(f"{what} {name}={value!r} cannot be saved; use plain numbers or words")
+        out[name] = value
+    return out
 
 
 def read_classifier(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
@@ -220,3 +259,36 @@ def check_header(meta: dict, tensors: dict[str, np.ndarray], shown: str) -> None
             raise bad("text_scale", f"a positive number, with text weights of shape ({len(classes)}, {dim})")
     elif meta.get("text_scale") is not None:
         raise bad("text_scale", "null for a classifier without text weights")
+
+
+def restored_settings(path: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a checked classifier file, once every stage it names is registered here (a plug-in's
+    module named, when it is a valid module name) and every setting its format records is there."""
+    from imprint.configuration import SLOT_NAMES
+    from imprint.errors import quoted
+    from imprint.settings import SETTINGS
+
+    shown = printable(path)
+    settings = meta["settings"]
+    version = meta["format_version"]
+    required = [*(name for name in SLOT_NAMES if name != "reject"), *(["reject"] if version >= 3 else []),
+                *(meta.get("active") or [] if version >= 3 else [])]
+    missing = [name for name in required if name not in settings and name != "device"]
+    if missing or (version >= 3 and meta.get("active") is None):
+        raise ClassifierFileError(f"{shown} is an incomplete classifier file (its settings lack "
+                                  f"{quoted(missing[0] if missing else 'active', 40)}); refit or restore it")
+    for slot, registry in SETTINGS.slots.items():
+        value = settings.get(slot, SETTINGS[slot].default)
+        if value is not None and not isinstance(value, str):
+            raise ClassifierFileError(f"{shown} is an inconsistent classifier file ({slot} must be a stage name)")
+        for name in (value.split("+") if SETTINGS[slot].chain and value else [value]):
+            if value is not None and name not in registry:
+                module = meta.get("plugins", {}).get(slot)
+                hint = "it is not a stage of this imprint version"
+                if isinstance(module, str) and MODULE_NAME.fullmatch(module):
+                    hint = f"import {module} before loading (command line: --plugin {module})"
+                elif module:
+                    hint = "the file names a plug-in module that is not a valid module name"
+                raise ClassifierFileError(f"{shown} uses {slot} {quoted(name, 60)}, which is not registered here: "
+                                          f"{hint}")
+    return settings

@@ -1,4 +1,4 @@
-"""Settings declared once, beside the stage that uses them.
+"""Settings declared once, beside the stage that uses them, and the registries that name the stages.
 
 A ``Setting`` says everything about one knob: its name, type, default, allowed values or range, whether
 it accepts ``"auto"`` (chosen on the support set) and a one-line help. Stages declare theirs when they
@@ -7,18 +7,23 @@ Everything else is derived from these declarations: the classifier's parameters 
 the command-line flags, the grid's YAML schema, what a saved classifier records and the labels of reports.
 Two stages may share a setting (``k`` for every generator that makes k proxies) only by declaring it
 identically.
+
+A ``Registry`` maps a config word to exactly one implementation of a pipeline stage (or an encoder backend, a
+dataset, a grid protocol). A stage registers under a name with the settings it uses; registering from a user's
+own module (a plug-in) works exactly like a built-in stage, and the entry remembers that module so a saved
+classifier can name the plug-in to import when it is missing.
 """
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
-from imprint.errors import quoted
+from imprint.errors import UserError, quoted
 
-if TYPE_CHECKING:
-    from imprint.registry import Registry
+T = TypeVar("T")
 
 AUTO = "auto"
 CHAIN = "+"  # norm stages chain as "center+l2"
@@ -30,7 +35,9 @@ class Setting:
     """One declared setting. ``kind`` is int, float, str or bool; ``words`` are extra fixed words a number
     setting also accepts (e.g. a shrinkage estimator's name); ``stages`` makes it a choice of stage from a
     registry (``chain``: several joined by '+'); ``low``/``high`` bound numbers (``open_low``/``open_high``
-    exclude the bound); ``optional`` allows None (off); ``tunable`` lists the candidates tried for "auto"."""
+    exclude the bound); ``optional`` allows None (off); ``tunable`` lists the candidates tried for "auto" by
+    cross-validated accuracy, or ``choose(codes, score, seed)`` is the setting's own way of choosing it on the
+    support set, returning a ``PerClassRule``."""
 
     name: str
     kind: type
@@ -48,6 +55,8 @@ class Setting:
     chain: bool = False
     tunable: Callable[..., Sequence[Any]] | None = field(default=None, compare=False)
     shown: bool = False  # always named in report labels (k, m), not only when it differs from its default
+    capped: bool = False  # a count per class, capped at the class size (a grid records the value that ran)
+    choose: Callable[..., PerClassRule] | None = field(default=None, compare=False)  # its own rule for "auto"
 
     def __post_init__(self) -> None:
         if self.default is not None and not (self.auto and self.default == AUTO):
@@ -151,6 +160,23 @@ def _is_number(value: Any, integer: bool) -> bool:
     except ImportError:  # pragma: no cover
         numeric = (int,) if integer else (int, float)
     return isinstance(value, numeric) and (integer or math.isfinite(float(value)))
+
+
+class PerClassRule:
+    """A setting chosen on the support set as a rule giving one value per class (k="auto": proxies per support
+    sample, shared out by class spread), rather than one value."""
+
+    def per_class(self, support: Any, counts: Any) -> Any:
+        """The values for the classes of a support set being fitted (`counts` rows per class)."""
+        raise NotImplementedError
+
+    def for_new_classes(self, counts: Any) -> Any:
+        """The values for classes added later (only their own rows are known)."""
+        raise NotImplementedError
+
+    def for_fold(self, counts: Any, n_folds: int) -> int:
+        """One value for a model fitted on all folds but one of a support set with `counts` rows per class."""
+        raise NotImplementedError
 
 
 @dataclass
@@ -262,8 +288,86 @@ class SettingsTable:
 
         return sorted(names, key=position)
 
-    def non_default(self, params: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
-        return {n: params[n] for n in names if n in params and params[n] != self[n].default}
 
 
 SETTINGS = SettingsTable()
+
+
+class UnknownStageError(UserError):
+    """A stage name that is not registered; the message lists the valid names."""
+
+
+def did_you_mean(word: object, choices: Sequence[str]) -> str:
+    """'; did you mean 'x'?' for the closest choice to a mistyped word, or ''."""
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6) or \
+        [c for c in choices if c.lower() == word.lower()]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    impl: T
+    summary: str
+    oracle: bool = False
+    traits: dict[str, Any] = field(default_factory=dict)
+    settings: tuple[Setting, ...] = ()
+    module: str = ""
+
+    @property
+    def builtin(self) -> bool:
+        return self.module.split(".")[0] == "imprint"
+
+
+class Registry(Generic[T]):
+    """A named set of interchangeable implementations of one pipeline stage."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, oracle: bool = False, settings: Sequence[Setting] = (),
+                 **traits: Any) -> Callable[[T], T]:
+        """Decorator: make `impl` available under `name` (its docstring's first line is its summary).
+        `settings` are the settings this stage reads (declared once, here); `traits` are facts other
+        modules may ask about, e.g. a generator that makes one proxy per class."""
+
+        def add(impl: T) -> T:
+            if name in self._entries:
+                raise RuntimeError(f"{self.kind} stage {name!r} is registered twice")
+            if not name or "+" in name or not name.replace("_", "").isalnum():
+                raise RuntimeError(f"{self.kind} stage name {name!r} must be letters, digits and '_'")
+            doc = (getattr(impl, "__doc__", None) or "").strip().splitlines()
+            for setting in settings:
+                SETTINGS.declare(setting, (self.kind, name))
+            self._entries[name] = Entry(name, impl, doc[0] if doc else "", oracle, dict(traits), tuple(settings),
+                                        getattr(impl, "__module__", "") or "")
+            return impl
+
+        return add
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise UnknownStageError(f"unknown {self.kind} {quoted(name)}; valid: {', '.join(self.names())}"
+                                    f"{did_you_mean(name, self.names())}") from None
+
+    def get(self, name: str) -> T:
+        return self.entry(name).impl
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def describe(self) -> str:
+        """One line per registered name with its summary and settings (oracles marked), for help texts."""
+        lines = []
+        for e in sorted(self._entries.values(), key=lambda e: e.name):
+            own = f" [settings: {', '.join(s.name for s in e.settings)}]" if e.settings else ""
+            lines.append(f"{e.name}: {e.summary}{' [oracle]' if e.oracle else ''}{own}")
+        return "\n".join(lines)
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)

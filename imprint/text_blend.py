@@ -14,12 +14,16 @@ whatever ``norm_inf`` does for the head.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from imprint.errors import quoted
 from imprint.settings import AUTO, Setting
 from imprint.stages.norm import unit_rows
+from imprint.validation import check_embeddings, check_labels
 
 SCALE_ROWS = 2048  # support rows used to measure the two spreads (a seeded subset of larger sets)
 
@@ -83,3 +87,92 @@ def spread_ratio(head_spread: float, text_spread: float) -> float:
     degenerate: then the text term cannot change a ranking, or the head gives every class one score."""
     ratio = head_spread / text_spread if text_spread > 0 else float("nan")
     return ratio if np.isfinite(ratio) and ratio > 0 else 1.0
+
+
+TEXT_ONLY_FIX = ("set text_alpha to none (--text-alpha none) so that text embeddings join the support set as samples "
+                 "and classes can come from text alone")
+
+
+def needs_text(text_alpha: Any) -> bool:
+    """The rule, written once: a numeric text_alpha weighs zero-shot text scores, so it needs text embeddings of
+    the class names ("auto" and none do not: auto is then the head alone, none adds nothing). Each interface says
+    how to give them in its own words (fit's arguments, --zero-shot, a grid's zero_shot: true)."""
+    return text_alpha not in (None, AUTO)
+
+
+class ZeroShotText:
+    """The zero-shot component of a classifier: one unit text weight per class and the scale that puts the text
+    cosines on the head's scores (measured on the support set when the pipeline is fitted; kept when classes
+    are added, so the head part of an incremental classifier stays exact)."""
+
+    def __init__(self, weights: np.ndarray, scale: float | None = None) -> None:
+        self.weights, self.scale = np.asarray(weights, dtype=np.float32), scale
+
+    @classmethod
+    def for_classes(cls, classes: np.ndarray, text_embeddings: Any, text_labels: Any,
+                    n_features: int) -> ZeroShotText:
+        """Each class's text weight (rows in class order); every class needs text, and every text label images."""
+        text = check_embeddings(text_embeddings, name="text_embeddings", n_features=n_features, owner="the images")
+        labels = check_labels(text_labels, len(text), one_per_class=True)
+        known = set(classes.tolist())
+        orphans = [label for label in np.unique(labels).tolist() if label not in known]
+        if orphans:
+            raise ValueError(f"text label {quoted(orphans[0])} has no images, but the zero-shot blend (text_alpha) "
+                             f"adds text scores to a head fitted on images: give it images, or {TEXT_ONLY_FIX}")
+        covered = set(labels.tolist())
+        silent = [label for label in classes.tolist() if label not in covered]
+        if silent:
+            raise ValueError(f"class {quoted(silent[0])} has images but no text embedding: the zero-shot blend needs "
+                             "at least one text embedding (prompt) per class; add one for every class")
+        return cls(class_text_weights(text, np.searchsorted(classes, labels), len(classes)))
+
+    @staticmethod
+    def joined(X: Any, y: Any, text_embeddings: Any, text_labels: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The images and the text embeddings as one support set (text_alpha none: text as samples)."""
+        text = check_embeddings(text_embeddings, name="text_embeddings")
+        labels = check_labels(text_labels, len(text), one_per_class=True)
+        if X is None or len(X) == 0:
+            return text, labels
+        images = check_embeddings(X, n_features=text.shape[1], owner="the text embeddings")
+        return np.concatenate([images, text]), np.concatenate([check_labels(y, len(images)), labels])
+
+    def measure_scale(self, pipeline: Any, X: np.ndarray, codes: np.ndarray, seed: int) -> float:
+        """The factor putting the text cosines on the head's scale: the ratio of their mean per-sample spreads over
+        the classes a support sample is not in, on a seeded subset of the support set (`pipeline` gives the head's
+        scores, in blocks)."""
+        rows = np.arange(len(X))
+        if len(X) > SCALE_ROWS:
+            rows = np.sort(np.random.default_rng(seed).choice(len(X), SCALE_ROWS, replace=False))
+        subset, own = np.asarray(X[rows]), torch.from_numpy(codes[rows]).to(pipeline.device)
+        weights = torch.from_numpy(self.weights).to(pipeline.device)
+        head, text = 0.0, 0.0
+        for positions, block, buffer in pipeline.blocks(subset):
+            n = positions.stop - positions.start
+            classes = own[positions]
+            head += float(other_class_spread(pipeline.model.head_scores(block, out=buffer)[:n], classes).sum())
+            text += float(other_class_spread(text_cosines(block[:n], weights), classes).sum())
+        return spread_ratio(head, text)
+
+    def blend(self, alpha: float) -> TextBlend:
+        """The text term of the class scores with weight `alpha`."""
+        return TextBlend(torch.from_numpy(self.weights), alpha, self.scale)
+
+    def extended(self, new: ZeroShotText, order: np.ndarray) -> ZeroShotText:
+        """These classes' weights and `new` ones, in the class order `order`; the scale measured at fit is kept."""
+        return ZeroShotText(np.concatenate([self.weights, new.weights])[order], self.scale)
+
+    def restricted(self, keep: np.ndarray) -> ZeroShotText:
+        return ZeroShotText(self.weights[keep], self.scale)
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Its part of a classifier file: the weights as an array, the scale in the header."""
+        return {"text_scale": self.scale}, {"text.weights": self.weights}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any], tensors: dict[str, Any]) -> ZeroShotText | None:
+        """The component saved by ``state`` (checked by ``imprint.persistence``), or None without text."""
+        if "text.weights" not in tensors:
+            return None
+        weights = tensors["text.weights"]
+        weights = weights.numpy() if hasattr(weights, "numpy") else np.asarray(weights)
+        return cls(np.asarray(weights, dtype=np.float32), float(meta["text_scale"]))

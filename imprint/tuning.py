@@ -1,21 +1,30 @@
 """``"auto"`` settings chosen on the support set alone, by stratified cross-validation. Never on test images.
 
-Each setting that accepts "auto" declares its candidates (``Setting.tunable``). The settings left at "auto"
-are chosen one after another, in the order they are declared: for each candidate, copies of the classifier
-are fitted on all folds but one and scored on the held-out fold; the candidate with the best mean accuracy
-wins (the earliest on ties). While one setting is tuned, the ones not yet chosen take their middle
-candidate, so no fit inside the search searches again.
+Each setting that accepts "auto" declares how it is chosen: ``Setting.tunable`` lists candidates, tried by
+cross-validated accuracy (shrinkage, ridge lambda, beta, projection width, the text weight), or
+``Setting.choose`` is the setting's own rule (k: proxies per support sample, ``imprint.auto_k``). Candidate
+settings are chosen one after another, in pipeline order: for each candidate, pipelines are fitted on all folds
+but one and scored on the held-out fold; the best mean accuracy wins (the earliest on ties). While one setting
+is tuned, the ones not yet chosen take their middle candidate (a rule-chosen setting its default), so no fit
+inside the search searches again. The head's settings are chosen for the head alone (text weight 0), then the
+text weight for that head, so a chosen weight of 0 gives exactly the head a fit without text gives. Rules are
+chosen last, with the other settings fixed.
+
+The component ``Tuning`` owns what was chosen and its part of a classifier file (``tuned``, ``proxy_ratio``).
 """
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from imprint.pipeline import FoldFitter
 from imprint.sampling import stratified_folds
-from imprint.settings import AUTO, SETTINGS
+from imprint.settings import AUTO, SETTINGS, PerClassRule
+from imprint.text_blend import TEXT_ALPHA
 
 FOLDS = 3
 
@@ -49,7 +58,7 @@ def tune(names: list[str], codes: np.ndarray, n_features: int, score: Scorer,
     smallest = int(np.bincount(codes).min())
     if smallest < 2:
         warnings.warn(f"too few support samples to tune {', '.join(names)} (a class has {smallest}); using "
-                      + ", ".join(f"{n}={v!r}" for n, v in chosen.items()), stacklevel=3)
+                      + ", ".join(f"{n}={v!r}" for n, v in chosen.items()), stacklevel=4)
         return chosen, {}
     folds = stratified_folds(codes, min(FOLDS, smallest), seed)
     trace: dict[str, list[float]] = {}
@@ -62,6 +71,94 @@ def tune(names: list[str], codes: np.ndarray, n_features: int, score: Scorer,
 
 
 def auto_settings(params: dict[str, Any], active: list[str]) -> list[str]:
-    """The active settings left at "auto" that the generic tuner chooses (k has its own rule)."""
-    return SETTINGS.in_pipeline_order(name for name in active if params.get(name) == AUTO and name != "k"
-                                      and SETTINGS[name].tunable)
+    """The active settings left at "auto" that are chosen among candidates by cross-validated accuracy."""
+    return SETTINGS.in_pipeline_order(name for name in active if params.get(name) == AUTO
+                                      and SETTINGS[name].tunable and SETTINGS[name].choose is None)
+
+
+def rule_settings(params: dict[str, Any], active: list[str]) -> list[str]:
+    """The active settings left at "auto" that are chosen by their own rule."""
+    return [name for name in active if params.get(name) == AUTO and SETTINGS[name].choose is not None]
+
+
+@dataclass
+class Tuning:
+    """What was chosen on the support set: values by cross-validation (`values`, the classifier's ``tuned_``),
+    rules (`rules`, e.g. k="auto"'s proxies per sample) and the cross-validated accuracy of every candidate."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+    rules: dict[str, PerClassRule] = field(default_factory=dict)
+    scores: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def run(cls, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
+            seed: int) -> Tuning:
+        """Choose every "auto" setting of `params` on the support rows X (class codes `codes`), fitting pipelines
+        on folds with `folds` (which carries the zero-shot text, if any)."""
+        active = SETTINGS.active(params)
+        names = [name for name in auto_settings(params, active)
+                 if name != TEXT_ALPHA.name or folds.text_weights is not None]
+        rules = rule_settings(params, active)
+        tuning = cls()
+        tuning._choose_values(params, names, rules, X, codes, folds, seed)
+        for name in rules:
+            def score(value: Any, train: np.ndarray, test: np.ndarray, name: str = name) -> float:
+                settings = {**params, **tuning.values, name: value}
+                return float((folds.fit(X[train], codes[train], settings).predict(X[test]) == codes[test]).mean())
+
+            tuning.rules[name] = SETTINGS[name].choose(codes, score, seed=seed)
+        return tuning
+
+    def _choose_values(self, params: dict[str, Any], names: list[str], rules: list[str], X: np.ndarray,
+                       codes: np.ndarray, folds: FoldFitter, seed: int) -> None:
+        blend = [name for name in names if name == TEXT_ALPHA.name]
+        stages = [([name for name in names if name not in blend], {TEXT_ALPHA.name: 0.0} if blend else {}),
+                  (blend, {})]
+        if np.bincount(codes).min() < 2:  # nothing can be held out: every setting its middle value, one warning
+            stages = [(names, {})]
+        fixed = {name: SETTINGS[name].default for name in rules}  # folds do not search a rule-chosen setting
+        for group, held in stages:
+            if not group:
+                continue
+
+            def score(name: str, values: list[Any], current: dict[str, Any], train: np.ndarray,
+                      test: np.ndarray, held: dict[str, Any] = held) -> list[float]:
+                settings = {**params, **fixed, **self.values, **current, **held}
+                fold = folds.fit(X[train], codes[train], {**settings, name: values[0]})
+                truth = codes[test]
+                predicted = fold.candidate_predictions(name, values, X[test])  # every candidate from one fit
+                if predicted is not None:
+                    return [float((p == truth).mean()) for p in predicted]
+                models = [fold] + [folds.fit(X[train], codes[train], {**settings, name: value})
+                                   for value in values[1:]]
+                return [float((model.predict(X[test]) == truth).mean()) for model in models]
+
+            values, scores = tune(group, codes, X.shape[1], score, seed=seed)
+            self.values.update(values)
+            self.scores.update(scores)
+
+    def resolved(self, params: dict[str, Any]) -> dict[str, Any]:
+        """`params` with every "auto" replaced by what was chosen."""
+        return {**params, **self.values, **self.rules}
+
+    def for_folds(self, params: dict[str, Any], counts: np.ndarray, n_folds: int) -> dict[str, Any]:
+        """The settings of models fitted on all folds but one (calibration): a rule gives one value for them."""
+        return {**params, **self.values, **{name: rule.for_fold(counts, n_folds) for name, rule in self.rules.items()}}
+
+    def state(self) -> dict[str, Any]:
+        """Its part of a classifier file."""
+        from imprint.auto_k import ProxyRatio
+
+        ratio = next((rule.ratio for rule in self.rules.values() if isinstance(rule, ProxyRatio)), None)
+        return {"tuned": dict(self.values), "proxy_ratio": ratio}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any], params: dict[str, Any]) -> Tuning:
+        """The component saved by ``state`` (the rule-chosen settings of `params` get the saved ratio)."""
+        from imprint.auto_k import ProxyRatio
+
+        rules = {}
+        if meta.get("proxy_ratio") is not None:
+            rules = {name: ProxyRatio(float(meta["proxy_ratio"]))
+                     for name in rule_settings(params, SETTINGS.active(params))}
+        return cls(dict(meta.get("tuned") or {}), rules)

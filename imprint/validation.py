@@ -83,6 +83,8 @@ def _checked_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if block.dtype.itemsize > 4:
         with np.errstate(invalid="ignore"):
             finite &= np.abs(block).max(axis=1) <= np.finfo(np.float32).max
+    if block.dtype.kind == "f" and np.finfo(block.dtype).max <= MAX_MAGNITUDE:  # float16 cannot hold such values
+        return finite, np.zeros(len(block), dtype=bool)
     with np.errstate(invalid="ignore"):
         huge = finite & ((block.max(axis=1) > MAX_MAGNITUDE) | (block.min(axis=1) < -MAX_MAGNITUDE))
     return finite, huge

@@ -95,7 +95,7 @@ def test_the_tuning_shortcut_predicts_as_separate_fits_do(blend_task):
     Xs, ys, Xq, _, text = blend_task
     fitted = [ImprintClassifier.from_preset("gda", shrinkage=0.3, text_alpha=a).fit(
         Xs, ys, text_embeddings=text, text_labels=np.arange(6)) for a in ALPHAS]
-    shortcut = fitted[0]._candidate_predictions("text_alpha", list(ALPHAS), Xq)
+    shortcut = fitted[0].pipeline_.candidate_predictions("text_alpha", list(ALPHAS), Xq)
     for model, predicted in zip(fitted, shortcut):
         np.testing.assert_array_equal(model.classes_[predicted], model.predict(Xq))
 

@@ -87,7 +87,7 @@ def open_source(args: argparse.Namespace, path: str, min_classes: int = 2):
 
 def classifier_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The preset's settings overridden by every flag given on the command line."""
-    from imprint.classifier import parameter_names
+    from imprint.configuration import parameter_names
     from imprint.presets import preset_settings
 
     settings = preset_settings(args.preset) if args.preset else {}
@@ -140,12 +140,13 @@ def cmd_fit(args: argparse.Namespace) -> None:
     from imprint.classifier import ImprintClassifier
     from imprint.outputs import check_output
     from imprint.persistence import is_classifier_file
+    from imprint.text_blend import needs_text
     from imprint.workflow import evaluate, select
 
     settings = classifier_settings(args)
     clf = ImprintClassifier(**settings, seed=args.seed, device=args.device)
-    clf._check_settings()  # a bad setting fails before any image is embedded
-    if not args.zero_shot and clf.text_alpha not in (None, "auto"):
+    clf.check()  # a bad setting fails before any image is embedded
+    if not args.zero_shot and needs_text(clf.text_alpha):
         raise CLIError("--text-alpha weighs zero-shot text scores: add --zero-shot (with an encoder that has a text "
                        "tower, open_clip:MODEL/TAG)")
     check_output(args.output, ours=is_classifier_file, what="classifier file", force=args.force,

@@ -31,7 +31,7 @@ def _setting_type(name: str) -> Callable[[str], Any]:
 def add_setting_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ("device", "seed")) -> None:
     """One flag per classifier setting (default: the preset's, else the classifier's), grouped by the stage
     that uses it."""
-    from imprint.classifier import parameter_names
+    from imprint.configuration import parameter_names
     from imprint.settings import SETTINGS
 
     parser.add_argument("--preset", default=None,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from imprint.registry import Registry
+from imprint.settings import Registry
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

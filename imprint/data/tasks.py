@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from imprint.registry import Registry
+from imprint.settings import Registry
 
 TASK_SPLITS: Registry[Callable[[int], list[int]]] = Registry("task split")
 

@@ -9,7 +9,7 @@ from imprint.devices import resolve_device
 from imprint.encoders.base import Encoder
 from imprint.encoders.timm_backend import EncoderError, TimmEncoder
 from imprint.errors import quoted
-from imprint.registry import Registry
+from imprint.settings import Registry
 
 DEFAULT_ENCODER = "timm:tf_efficientnet_lite0"
 ALIASES = {"lite0": DEFAULT_ENCODER, "lite1": "timm:tf_efficientnet_lite1", "lite2": "timm:tf_efficientnet_lite2"}

@@ -18,14 +18,14 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from imprint.classifier import parameter_names
+from imprint.configuration import parameter_names
 from imprint.data.builtin import DATASETS
 from imprint.data.tasks import TASK_SPLITS
 from imprint.encoders import DEFAULT_ENCODER
 from imprint.errors import quoted
 from imprint.presets import PRESETS
-from imprint.registry import did_you_mean
-from imprint.settings import OFF_WORDS, SETTINGS
+from imprint.settings import OFF_WORDS, SETTINGS, did_you_mean
+from imprint.text_blend import needs_text
 
 BASELINES = ("linear_probe",)
 PROTOCOLS = ("closed_set", "open_set", "incremental")
@@ -212,7 +212,7 @@ class _GridBase(_Strict):
         if self.protocol == "incremental" and self.baselines:
             raise ValueError("protocol incremental adds classes to a fitted classifier; the linear_probe baseline "
                              "cannot: leave 'baselines' out")
-        if not self.zero_shot and any(value not in (None, "auto") for _, values in self._per_variant("text_alpha")
+        if not self.zero_shot and any(needs_text(value) for _, values in self._per_variant("text_alpha")
                                       for value in values):
             raise ValueError("text_alpha weighs zero-shot text scores: set zero_shot: true (an encoder with a "
                              "text tower, open_clip:MODEL/TAG) or leave text_alpha out")

@@ -128,7 +128,7 @@ def open_set_metrics(model: ImprintClassifier, known: np.ndarray, known_labels: 
     """Realised rejection of known test images (against the target rate), coverage and size of the conformal
     label sets at the same rate, and AUROC, FPR at 95% TPR and rejection rate for near (the dataset's other
     classes) and far (other datasets) unknown images."""
-    label = model._unknown_label()
+    label = model.unknown_label_
     rejected = known_predicted == label
     known_scores = model.score_unknown(known)
     sets = model.predict_set(known, float(model.reject_rate))  # conformal sets at alpha = the target rate

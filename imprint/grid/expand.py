@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from imprint.classifier import SLOT_NAMES
+from imprint.configuration import SLOT_NAMES
 from imprint.data.folder import folder_fingerprint
 from imprint.data.tasks import task_name
 from imprint.grid.config import DatasetSpec, GridBase, method_axes

@@ -24,8 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from imprint.registry import Registry
-from imprint.settings import AUTO, Setting
+from imprint.settings import AUTO, Registry, Setting
 from imprint.stages.covariance import Scatter, precision, shrunk_covariance
 from imprint.stages.norm import unit_rows
 

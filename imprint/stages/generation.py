@@ -16,40 +16,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from imprint import auto_k
 from imprint.clustering import batched_kmeans, class_starts, faiss_kmeans, gather_padded, size_buckets
-from imprint.registry import Registry
-from imprint.settings import Setting
-from imprint.support import Support
+from imprint.settings import Registry, Setting
+from imprint.support import Support, class_means  # class_means: also for plug-in generators
 
 Generator = Callable[[Tensor, Tensor, dict[str, Any]], tuple[Tensor, Tensor]]
 GENERATORS: Registry[Generator] = Registry("generation")
 KMEANS_BACKENDS = ("batched", "faiss")
 
 K = Setting("k", int, 20, "proxies per class (a class with fewer samples uses all of them); auto (kmeans): "
-            "chosen on the support set", low=1, auto=True, shown=True)
+            "chosen on the support set", low=1, auto=True, shown=True, capped=True, choose=auto_k.choose)
 KMEANS_BACKEND = Setting("kmeans_backend", str, "batched", "batched (all classes at once, torch) or faiss "
                          "(per-class FAISS k-means)", choices=KMEANS_BACKENDS)
 KMEANS_MAX_ITER = Setting("kmeans_max_iter", int, 100, "Lloyd iterations of k-means at most", low=1)
 LS_LAMBDA = Setting("ls_lambda", float, 1e-4, "ridge term of the ls/kls oracles", low=0.0)
 
 ROW_CHUNK = 1 << 16
-
-
-def class_means(X: Tensor | Support, counts: Tensor) -> Tensor:
-    """Class means (float64) of class-sorted X or of a Support, accumulated block by block (labels in any
-    order: each block is scattered into its classes' sums, nothing is sorted or copied whole)."""
-    support = X if isinstance(X, Support) else Support.of_sorted(X, counts)
-    sums = None
-    for codes, block, scale in support.scaled_blocks(support.block_rows(at_least=4 * len(counts))):
-        # a block's class sums as one sparse (classes x rows) times dense product, the normalising factors of
-        # the rows as the sparse values: one pass over the raw rows (measured as fast as unit-norm rows, 2.6x
-        # faster than scattering every row in float64); the totals in float64
-        weights = scale if scale is not None else torch.ones(len(block), dtype=block.dtype, device=block.device)
-        onehot = torch.sparse_coo_tensor(torch.stack([codes, torch.arange(len(codes), device=codes.device)]),
-                                         weights, (len(counts), len(block)), check_invariants=False)
-        part = torch.sparse.mm(onehot, block).double()
-        sums = part if sums is None else sums.add_(part)
-    return sums / counts.to(sums.device, torch.float64)[:, None]
 
 
 @GENERATORS.register("mean", one_per_class=True, streaming=True)
@@ -64,7 +47,7 @@ def all_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Ten
     return X, counts
 
 
-@GENERATORS.register("kmeans", settings=[K, KMEANS_BACKEND, KMEANS_MAX_ITER], auto_k=True, streaming=True)
+@GENERATORS.register("kmeans", settings=[K, KMEANS_BACKEND, KMEANS_MAX_ITER], per_class_rules=True, streaming=True)
 def kmeans_proxies(X: Support | Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """k-means centroids per class (seeded k-means++; batched over classes or per-class FAISS)."""
     k, seed, max_iter = options["k"], options.get("seed", 0), options.get("kmeans_max_iter", 100)

@@ -26,23 +26,16 @@ import torch
 from torch import Tensor, nn
 
 from imprint.clustering import nearest_own_centroid
-from imprint.registry import Registry
-from imprint.settings import AUTO, Setting
+from imprint.settings import AUTO, Registry, Setting
 from imprint.stages.covariance import SHRINKAGE, Scatter, precision, second_moment, shrunk_covariance
-from imprint.support import Support
+from imprint.support import Support, squared_norms
 
 METRICS: Registry[type[Metric]] = Registry("metric")
-SQ_NORM_BLOCK = 8192  # rows per block for squared norms (32 MiB of float64 at d=512)
 PRIORS = ("uniform", "empirical")
 
 
 class NotIncrementalError(ValueError):
     """A metric whose fitted statistics cannot lose (or gain) classes exactly."""
-
-
-def squared_norms(X: Tensor) -> Tensor:
-    """Row squared norms accumulated in float64, block by block: never a float64 copy of all of X."""
-    return torch.cat([block.double().square_().sum(1) for block in X.split(SQ_NORM_BLOCK)])
 
 
 def class_of_proxy(proxy_counts: Tensor) -> Tensor:
