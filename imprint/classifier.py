@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from imprint.configuration import check_settings, is_oracle, parameter_names
 from imprint.devices import resolve_device
+from imprint.errors import UserError
 from imprint.memory import need_memory
 from imprint.model import ImprintedModel
 from imprint.openset import REJECTORS
@@ -122,16 +123,16 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             X_checked, y = ZeroShotText.joined(X, y, text_embeddings, text_labels)
         else:
             if blend and (X is None or len(X) == 0):
-                raise ValueError("the zero-shot blend (text_alpha) adds text scores to a head fitted on images, but "
+                raise UserError("the zero-shot blend (text_alpha) adds text scores to a head fitted on images, but "
                                  f"no images were given: pass images of every class, or {TEXT_ONLY_FIX}")
             X_checked = check_embeddings(X, keep_dtype=True)  # floats as given: read in blocks, never copied
             y = check_labels(y, len(X_checked))
             validate_data(self, X, reset=True, skip_check_array=True)
         classes, codes = np.unique(y, return_inverse=True)
         if len(classes) < 2:
-            raise ValueError(f"needs at least 2 classes to imprint a classifier; got 1 class ({classes[0]!r})")
+            raise UserError(f"needs at least 2 classes to imprint a classifier; got 1 class ({classes[0]!r})")
         if text_embeddings is None and needs_text(self.text_alpha):
-            raise ValueError(f"text_alpha={self.text_alpha!r} blends zero-shot text scores, but fit got no "
+            raise UserError(f"text_alpha={self.text_alpha!r} blends zero-shot text scores, but fit got no "
                              "text_embeddings; pass text_embeddings and text_labels (imprint fit --zero-shot), "
                              "or leave text_alpha at 'auto'")
         text = ZeroShotText.for_classes(classes, text_embeddings, text_labels, X_checked.shape[1]) if blend else None
@@ -168,35 +169,10 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         return dict(self.tuning_.values)
 
     @property
-    def tuning_scores_(self) -> dict[str, list[float]]:
-        """The cross-validated accuracy of every candidate of every tuned setting."""
-        return self.tuning_.scores
-
-    @property
     def proxy_ratio_(self) -> float | None:
         """k="auto": the proxies per support sample chosen on the support set."""
         rule = next(iter(self.tuning_.rules.values()), None)
         return None if rule is None else rule.ratio
-
-    @property
-    def model_(self) -> ImprintedModel:
-        return self.pipeline_.model
-
-    @property
-    def metric_(self) -> Any:
-        return self.pipeline_.metric
-
-    @property
-    def norm_pre_(self) -> Any:
-        return self.pipeline_.norm_pre
-
-    @property
-    def norm_post_(self) -> Any:
-        return self.pipeline_.norm_post
-
-    @property
-    def norm_inf_(self) -> Any:
-        return self.pipeline_.norm_inf
 
     @property
     def proxies_(self) -> np.ndarray:
@@ -211,37 +187,9 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         return np.repeat(self.classes_, self.proxy_counts_)
 
     @property
-    def text_weights_(self) -> np.ndarray | None:
-        return None if self.pipeline_.text is None else self.pipeline_.text.weights
-
-    @property
-    def text_scale_(self) -> float | None:
-        return None if self.pipeline_.text is None else self.pipeline_.text.scale
-
-    @property
-    def rejector_(self) -> Any:
-        return None if self.open_set_ is None else self.open_set_.rejector
-
-    @property
     def threshold_(self) -> float:
         """The rejection threshold (unknown scores above it are rejected)."""
         return self.open_set_.threshold
-
-    @property
-    def calibration_scores_(self) -> np.ndarray | None:
-        return None if self.open_set_ is None else self.open_set_.scores
-
-    @property
-    def calibration_margins_(self) -> np.ndarray | None:
-        return None if self.open_set_ is None else self.open_set_.margins
-
-    @property
-    def support_(self) -> np.ndarray | None:
-        return None if self.open_set_ is None else self.open_set_.support
-
-    @property
-    def support_codes_(self) -> np.ndarray | None:
-        return None if self.open_set_ is None else self.open_set_.support_codes
 
     @property
     def unknown_label_(self) -> Any:
@@ -253,14 +201,14 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     def _check_unknown_label(self) -> None:
         label = self.unknown_label_
         if label in set(self.classes_.tolist()):
-            raise ValueError(f"unknown_label {label!r} is also a class; set unknown_label to a value no class has")
+            raise UserError(f"unknown_label {label!r} is also a class; set unknown_label to a value no class has")
 
     # ------------------------------------------------------------------ prediction
     def _checked_queries(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
         source = getattr(X, "encoder_id", None)
         if source is not None and self.encoder_id_ is not None and source != self.encoder_id_:
-            raise ValueError(f"these embeddings come from {source} but the classifier was fitted on {self.encoder_id_}"
+            raise UserError(f"these embeddings come from {source} but the classifier was fitted on {self.encoder_id_}"
                              " embeddings; embed the queries with the encoder the classifier was fitted with")
         X = check_embeddings(X, n_features=self.n_features_in_)
         validate_data(self, X, reset=False, skip_check_array=True)
@@ -301,7 +249,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         """One score per query, higher meaning more likely of none of the classes (needs ``reject``)."""
         check_is_fitted(self)
         if self.reject is None:
-            raise ValueError("score_unknown needs a rejection score: set reject= one of "
+            raise UserError("score_unknown needs a rejection score: set reject= one of "
                              f"{', '.join(REJECTORS.names())}")
         X = self._checked_queries(X)
         return self.open_set_.score(X, self.pipeline_)
@@ -312,10 +260,10 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         support set: fit with ``reject``, or call ``calibrate`` with held-out labelled embeddings)."""
         check_is_fitted(self)
         if self.open_set_ is None or self.open_set_.margins is None:
-            raise ValueError("predict_set needs conformal calibration: fit with reject=... (e.g. 'max_score') or "
+            raise UserError("predict_set needs conformal calibration: fit with reject=... (e.g. 'max_score') or "
                              "call calibrate(X, y) with held-out labelled embeddings first")
         if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
-            raise ValueError(f"alpha must be a number between 0 and 1 (exclusive); got {alpha!r}")
+            raise UserError(f"alpha must be a number between 0 and 1 (exclusive); got {alpha!r}")
         return self.open_set_.label_sets(self._class_scores(X), float(alpha))
 
     def calibrate(self, X: Any, y: Any) -> ImprintClassifier:
@@ -326,7 +274,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         y = check_labels(y, len(X))
         unknown = sorted(set(np.asarray(y).tolist()) - set(self.classes_.tolist()))
         if unknown:
-            raise ValueError(f"calibration labels must be known classes; {unknown[0]!r} is not one")
+            raise UserError(f"calibration labels must be known classes; {unknown[0]!r} is not one")
         if self.open_set_ is None:
             self.open_set_ = OpenSet(None, self.reject_rate)
         self.open_set_.calibrate(X, np.searchsorted(self.classes_, y), self.pipeline_)
@@ -349,14 +297,14 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         text term keeps the scale measured at fit); with ``text_alpha=None`` they join the new classes' samples."""
         check_is_fitted(self)
         if self.is_oracle:
-            raise ValueError(f"add_classes is not available for oracle generation {self.generation!r}: "
+            raise UserError(f"add_classes is not available for oracle generation {self.generation!r}: "
                              "it uses statistics of all classes; refit instead")
         blends = self.pipeline_.text is not None
         if text_embeddings is None and blends:
-            raise ValueError("this classifier blends zero-shot text scores: pass text_embeddings and text_labels for "
+            raise UserError("this classifier blends zero-shot text scores: pass text_embeddings and text_labels for "
                              "the new classes too")
         if text_embeddings is not None and not blends and self.text_alpha is not None:
-            raise ValueError("this classifier was fitted without text embeddings, so its other classes have no text "
+            raise UserError("this classifier was fitted without text embeddings, so its other classes have no text "
                              "scores to blend; add the classes without text, or refit with text for every class")
         if text_embeddings is not None and self.text_alpha is None:
             X, y = ZeroShotText.joined(X, y, text_embeddings, text_labels)
@@ -364,11 +312,11 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         y = check_labels(y, len(X))
         new_classes, codes = np.unique(y, return_inverse=True)
         if _label_kind(new_classes) != _label_kind(self.classes_):
-            raise ValueError(f"add_classes got {_label_kind(new_classes)} labels but this classifier's classes are "
+            raise UserError(f"add_classes got {_label_kind(new_classes)} labels but this classifier's classes are "
                              f"{_label_kind(self.classes_)}; give the new classes labels of the same type")
         clash = [c for c in new_classes.tolist() if c in set(self.classes_.tolist())]
         if clash:
-            raise ValueError(f"class {clash[0]!r} is already imprinted; remove_classes([{clash[0]!r}]) first")
+            raise UserError(f"class {clash[0]!r} is already imprinted; remove_classes([{clash[0]!r}]) first")
         text = None
         if blends:
             new_text = ZeroShotText.for_classes(new_classes, text_embeddings, text_labels, self.n_features_in_)
@@ -395,10 +343,10 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         known = self.classes_.tolist()
         missing = [label for label in labels if label not in known]
         if missing:
-            raise ValueError(f"cannot remove unknown class {missing[0]!r}; known classes: {known}")
+            raise UserError(f"cannot remove unknown class {missing[0]!r}; known classes: {known}")
         keep = ~np.isin(self.classes_, np.asarray(labels, dtype=self.classes_.dtype))
         if keep.sum() < 2:
-            raise ValueError(f"removing {len(labels)} of {len(known)} classes would leave fewer than 2; "
+            raise UserError(f"removing {len(labels)} of {len(known)} classes would leave fewer than 2; "
                              "fit a new classifier instead")
         self.pipeline_.restrict(keep)
         old_classes = self.classes_

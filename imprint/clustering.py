@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from imprint.errors import UserError
 from imprint.support import Support
 
 BUCKET_ELEMENTS = 1 << 25  # padded floats per bucket (128 MiB at float32)
@@ -227,7 +228,7 @@ def faiss_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: int
     try:
         import faiss
     except ImportError:
-        raise ValueError("kmeans_backend='faiss' needs FAISS: pip install faiss-cpu (or the GPU build, see the "
+        raise UserError("kmeans_backend='faiss' needs FAISS: pip install faiss-cpu (or the GPU build, see the "
                          "README), or use kmeans_backend='batched'") from None
 
     support = _as_support(X, counts)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from imprint.errors import UserError
 from imprint.store import EmbeddingStore
 
 
@@ -42,7 +43,7 @@ def embed_with_ray(encoder_id: str, store: EmbeddingStore, *, batch_size: int = 
     try:
         import ray
     except ImportError:
-        raise ValueError('--engine ray needs Ray Data: pip install "ray[data]"') from None
+        raise UserError('--engine ray needs Ray Data: pip install "ray[data]"') from None
     pending = store.pending()
     if not len(pending):
         return 0

@@ -15,10 +15,11 @@ from imprint.cache import EmbeddingCache, encoder_namespace
 from imprint.data.folder import UnreadableImage, load_rgb
 from imprint.embedded import tagged
 from imprint.encoders.base import Encoder
+from imprint.errors import UserError
 from imprint.store import EmbeddingStore
 
 
-class UnreadableImagesError(ValueError):
+class UnreadableImagesError(UserError):
     """Images that could not be decoded, in --strict mode."""
 
 

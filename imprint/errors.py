@@ -11,6 +11,10 @@ class UserError(ValueError):
     problem and the fix. (A ValueError, so code that caught ValueError before keeps working.)"""
 
 
+class UserTypeError(UserError, TypeError):
+    """An argument of the wrong kind (a sparse matrix, a dict for numbers): a user mistake, and a TypeError."""
+
+
 def quoted(value: object, limit: int = 80) -> str:
     """`repr(value)` for an error message, cut to about `limit` characters, control characters escaped: a message
     never quotes a whole hostile input."""

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from imprint.classifier import ImprintClassifier
+from imprint.errors import UserError
 from imprint.validation import check_embeddings, check_labels, check_positive_int
 
 
@@ -48,7 +49,7 @@ def episodes(X: Any, y: Any, n_way: int = 5, k_shot: int = 1, n_query: int = 15,
     counts = np.bincount(codes)
     eligible = np.flatnonzero(counts >= k_shot + n_query)
     if len(eligible) < max(n_way, 2):
-        raise ValueError(f"{n_way}-way episodes with {k_shot} shots and {n_query} queries need {max(n_way, 2)} "
+        raise UserError(f"{n_way}-way episodes with {k_shot} shots and {n_query} queries need {max(n_way, 2)} "
                          f"classes with >= {k_shot + n_query} samples; {len(eligible)} have that many")
     ImprintClassifier(**settings).check()
     rng = np.random.default_rng(seed)

@@ -95,7 +95,7 @@ def json_label(label: object) -> object:
     """A class label as the file stores it (a plain word or number), or a one-line error."""
     value = label.item() if isinstance(label, np.generic) else label
     if not isinstance(value, (str, int, float, bool)):
-        raise ValueError(f"class label {label!r} ({type(label).__name__}) cannot be saved; "
+        raise UserError(f"class label {label!r} ({type(label).__name__}) cannot be saved; "
                          "use str, int, float or bool labels")
     return value
 
@@ -106,7 +106,7 @@ def json_ready(values: dict[str, Any], what: str) -> dict[str, Any]:
     for name, value in values.items():
         value = value.item() if isinstance(value, np.generic) else value
         if value is not None and not isinstance(value, (str, int, float, bool)):
-            raise ValueError(f"{what} {name}={value!r} cannot be saved; use plain numbers or words")
+            raise UserError(f"{what} {name}={value!r} cannot be saved; use plain numbers or words")
         out[name] = value
     return out
 

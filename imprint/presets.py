@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from imprint.errors import UserError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -63,5 +65,5 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 def preset_settings(name: str) -> dict[str, Any]:
     """The settings of preset `name`, or a one-line error listing the presets."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
     return dict(PRESETS[name].settings)

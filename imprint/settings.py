@@ -106,13 +106,13 @@ class Setting:
             return value
         if self.choices is not None:
             if value not in self.choices:
-                raise ValueError(f"unknown {self.name} {quoted(value)}; valid: {', '.join(sorted(self.choices))}")
+                raise UserError(f"unknown {self.name} {quoted(value)}; valid: {', '.join(sorted(self.choices))}")
             return value
         if isinstance(value, str) and value in self.words:
             return value
         if self.kind is bool:
             if not isinstance(value, bool):
-                raise ValueError(f"{self.name} must be true or false; got {quoted(value)}")
+                raise UserError(f"{self.name} must be true or false; got {quoted(value)}")
             return value
         if self.kind in (int, float) and _is_number(value, integer=self.kind is int) and self._in_range(value):
             return int(value) if self.kind is int else float(value)
@@ -120,7 +120,7 @@ class Setting:
             return value
         if self.kind is object and isinstance(value, (str, int, float, bool)):  # any plain label
             return value
-        raise ValueError(f"{self.name} must be {self.allowed()}; got {quoted(value)}")
+        raise UserError(f"{self.name} must be {self.allowed()}; got {quoted(value)}")
 
     def _in_range(self, value: float) -> bool:
         if self.low is not None and (value <= self.low if self.open_low else value < self.low):
@@ -140,13 +140,13 @@ class Setting:
                 return text
         if self.kind is bool:
             if text.lower() not in ("true", "false", "yes", "no", "1", "0"):
-                raise ValueError(f"{self.name} must be true or false; got {quoted(text)}")
+                raise UserError(f"{self.name} must be true or false; got {quoted(text)}")
             return text.lower() in ("true", "yes", "1")
         if self.kind in (int, float):
             try:
                 return self.check(int(text) if self.kind is int else float(text))
             except ValueError:
-                raise ValueError(f"{self.name} must be {self.allowed()}; got {quoted(text)}") from None
+                raise UserError(f"{self.name} must be {self.allowed()}; got {quoted(text)}") from None
         return self.check(text)
 
 
@@ -258,7 +258,7 @@ class SettingsTable:
         active = set(self.active(params))
         for name, value in params.items():
             if name in self._declared and name not in active and value != self[name].default:
-                raise ValueError(f"{name}={quoted(value)} is only used by {self._describe_users(name)}; "
+                raise UserError(f"{name}={quoted(value)} is only used by {self._describe_users(name)}; "
                                  f"{self._current_choice(name, params)}")
         return params
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from imprint.errors import quoted
+from imprint.errors import UserError, quoted
 from imprint.settings import AUTO, Setting
 from imprint.stages.norm import unit_rows
 from imprint.validation import check_embeddings, check_labels
@@ -117,12 +117,12 @@ class ZeroShotText:
         known = set(classes.tolist())
         orphans = [label for label in np.unique(labels).tolist() if label not in known]
         if orphans:
-            raise ValueError(f"text label {quoted(orphans[0])} has no images, but the zero-shot blend (text_alpha) "
+            raise UserError(f"text label {quoted(orphans[0])} has no images, but the zero-shot blend (text_alpha) "
                              f"adds text scores to a head fitted on images: give it images, or {TEXT_ONLY_FIX}")
         covered = set(labels.tolist())
         silent = [label for label in classes.tolist() if label not in covered]
         if silent:
-            raise ValueError(f"class {quoted(silent[0])} has images but no text embedding: the zero-shot blend needs "
+            raise UserError(f"class {quoted(silent[0])} has images but no text embedding: the zero-shot blend needs "
                              "at least one text embedding (prompt) per class; add one for every class")
         return cls(class_text_weights(text, np.searchsorted(classes, labels), len(classes)))
 

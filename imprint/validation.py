@@ -8,6 +8,8 @@ import numpy as np
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
+from imprint.errors import UserError, UserTypeError
+
 FINITE_BLOCK = 1 << 16  # rows per block of the finiteness check
 MAX_MAGNITUDE = 1e12  # a larger value's square, summed over the features, overflows float32 (3.4e38) or nearly
 
@@ -19,33 +21,33 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
     With `keep_dtype`, a floating array (float16/32/64, memory-mapped or not) is returned as it is, not copied:
     the classifier reads it in blocks."""
     if hasattr(X, "toarray") or type(X).__module__.startswith("scipy.sparse"):
-        raise TypeError(f"{name} is a sparse matrix; {owner} needs dense embeddings: pass {name}.toarray()")
+        raise UserTypeError(f"{name} is a sparse matrix; {owner} needs dense embeddings: pass {name}.toarray()")
     if hasattr(X, "detach"):  # torch tensor
         X = X.detach().cpu().numpy()
     try:
         arr = np.asarray(X)
     except Exception as exc:  # ragged lists and the like
-        raise ValueError(f"{name} cannot be read as an array of embeddings ({exc})") from None
+        raise UserError(f"{name} cannot be read as an array of embeddings ({exc})") from None
     if np.iscomplexobj(arr):
-        raise ValueError(f"Complex data not supported: {name} must be real-valued embeddings")
+        raise UserError(f"Complex data not supported: {name} must be real-valued embeddings")
     if arr.dtype.kind not in "fiub":
         try:
             arr = arr.astype(np.float64)
         except ValueError as exc:
-            raise ValueError(f"{name} must hold numbers; could not convert to float ({exc})") from None
+            raise UserError(f"{name} must hold numbers; could not convert to float ({exc})") from None
         except TypeError as exc:  # entries that are not even strings, e.g. dicts
-            raise TypeError(f"{name} must hold numbers: {exc}") from None
+            raise UserTypeError(f"{name} must hold numbers: {exc}") from None
     if arr.ndim != 2:
         hint = f"; Reshape your data: a single embedding as {name}.reshape(1, -1)" if arr.ndim == 1 else ""
-        raise ValueError(f"{name} must be 2-D (n_samples, n_features); "
+        raise UserError(f"{name} must be 2-D (n_samples, n_features); "
                          f"got a {arr.ndim}-D array of shape {arr.shape}{hint}")
     if arr.shape[0] == 0:
-        raise ValueError(f"{name} is empty: 0 samples (shape {arr.shape}); pass at least one embedding")
+        raise UserError(f"{name} is empty: 0 samples (shape {arr.shape}); pass at least one embedding")
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required; "
+        raise UserError(f"{name} has 0 feature(s) (shape={arr.shape}) while a minimum of 1 is required; "
                          "pass non-empty embeddings")
     if n_features is not None and arr.shape[1] != n_features:
-        raise ValueError(
+        raise UserError(
             f"X has {arr.shape[1]} features, but {owner} is expecting {n_features} features as input; "
             "embed the queries with the encoder the classifier was fitted with"
         )
@@ -62,14 +64,14 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
     finite, huge = np.concatenate(finite), np.concatenate(huge)
     if not finite.all():
         bad = np.flatnonzero(~finite)
-        raise ValueError(
+        raise UserError(
             f"{name} contains NaN or infinity (or values too large for float32) in {bad.size} row(s), "
             f"first at row {bad[0]}; drop or fix those embeddings"
         )
     if huge.any():
         bad = np.flatnonzero(huge)
         peak = float(np.abs(np.asarray(out[bad[0]], dtype=np.float64)).max())
-        raise ValueError(f"{name} has values up to {peak:.3g} in magnitude ({bad.size} row(s), first at row {bad[0]}), "
+        raise UserError(f"{name} has values up to {peak:.3g} in magnitude ({bad.size} row(s), first at row {bad[0]}), "
                          f"beyond the {MAX_MAGNITUDE:.0e} imprint's float32 arithmetic can square and sum; rescale "
                          "the embeddings (e.g. divide every row by its norm)")
     return out
@@ -95,19 +97,26 @@ def check_labels(y: Any, n_samples: int, one_per_class: bool = False) -> np.ndar
     are expected to be mostly distinct (one text embedding per class), so scikit-learn's warning that they
     look like a regression target does not apply."""
     if y is None:
-        raise ValueError("requires y to be passed, but the target y is None; pass one label per embedding")
-    y = column_or_1d(y, warn=True)
+        raise UserError("requires y to be passed, but the target y is None; pass one label per embedding")
+    try:
+        y = column_or_1d(y, warn=True)
+    except ValueError as exc:  # scikit-learn's words for labels of the wrong shape: the user's mistake
+        raise UserError(f"{str(exc).splitlines()[0]}; y must be one label per embedding (1-D)") from None
     if len(y) != n_samples:
-        raise ValueError(f"X and y have different lengths: {n_samples} embeddings but {len(y)} labels")
+        raise UserError(f"X and y have different lengths: {n_samples} embeddings but {len(y)} labels")
     with warnings.catch_warnings():
         if one_per_class:
             warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-        check_classification_targets(y)
+        try:
+            check_classification_targets(y)
+        except ValueError as exc:
+            raise UserError(f"{str(exc).splitlines()[0]}; labels must be classes (words or integers), not "
+                            "continuous values") from None
     return y
 
 
 def check_positive_int(value: Any, name: str) -> int:
     """k, m and similar counts must be integers >= 1."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        raise UserError(f"{name} must be an integer >= 1; got {value!r}")
     return int(value)

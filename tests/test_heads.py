@@ -92,7 +92,7 @@ def test_ridge_is_the_regularised_least_squares_onto_one_hot_classes(data):
 def test_ranpac_is_ridge_on_random_relu_features(data):
     X, y = data
     clf = ImprintClassifier.from_preset("ranpac", projection_dim=64, ridge_lambda=1.0).fit(X, y)
-    W = clf.norm_pre_.parts[1].weight.numpy().astype(np.float64)
+    W = clf.pipeline_.norm_pre.parts[1].weight.numpy().astype(np.float64)
     H = np.maximum((X / np.linalg.norm(X, axis=1, keepdims=True)) @ W, 0)
     G = H.T @ H
     ridge = np.linalg.solve(G + np.trace(G) / 64 * np.eye(64), H.T @ np.eye(4)[y])
@@ -175,7 +175,7 @@ def test_every_head_saves_loads_and_exports_with_the_same_scores(data, tmp_path,
 def test_auto_hyperparameters_are_chosen_on_the_support_set_and_recorded(data):
     X, y = data
     clf = ImprintClassifier.from_preset("gda").fit(X, y)
-    assert set(clf.tuned_) == {"shrinkage"} and len(clf.tuning_scores_["shrinkage"]) == 7
+    assert set(clf.tuned_) == {"shrinkage"} and len(clf.tuning_.scores["shrinkage"]) == 7
     tip = ImprintClassifier.from_preset("tip_adapter").fit(X, y)
     assert tip.tuned_["beta"] in (1.0, 3.0, 5.5, 8.0, 12.0, 20.0)
 
@@ -217,14 +217,14 @@ def test_tuning_shortcut_scores_every_value_as_a_separate_fit_would(data, metric
     X, y = data
     settings = {"generation": "mean", "metric": metric, "aggregation": "max", **extra}
     first = ImprintClassifier(**settings, **{name: values[0]}).fit(X, y)
-    queries = first.model_.norm_inf(torch.as_tensor(X, dtype=torch.float32))
+    queries = first.pipeline_.model.norm_inf(torch.as_tensor(X, dtype=torch.float32))
     for block in (queries[:70], queries[70:]):  # the second block reuses what the first computed
-        shortcut = first.metric_.candidate_scores(name, values, block)
+        shortcut = first.pipeline_.metric.candidate_scores(name, values, block)
         assert shortcut is not None
         shortcut = list(shortcut)  # one value's scores at a time (a generator) or all at once
         assert len(shortcut) == len(values)
         for value, scores in zip(values, shortcut):
             separate = ImprintClassifier(**settings, **{name: value}).fit(X, y)
-            expected = separate.metric_(block).double()
+            expected = separate.pipeline_.metric(block).double()
             np.testing.assert_allclose(scores.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4 * float(
                 expected.abs().max()))

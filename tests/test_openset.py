@@ -43,7 +43,7 @@ def test_every_score_rejects_unknowns_and_keeps_its_state_on_disk(mixture, tmp_p
     closed = clf.set_params(reject=None).predict(X)  # the same fitted proxies, no rejection
     clf.set_params(reject=reject)
     accepted = labels != -1
-    if clf.rejector_.uses_class_scores:  # labels from the class scores' argmax
+    if clf.open_set_.rejector.uses_class_scores:  # labels from the class scores' argmax
         assert (labels[accepted] == closed[accepted]).mean() > 0.99
     else:  # labels exactly as predict gives them without rejection
         np.testing.assert_array_equal(labels[accepted], closed[accepted])
@@ -113,10 +113,10 @@ def test_adding_and_removing_classes_recalibrates(mixture):
     clf = ImprintClassifier(generation="mean", reject="knn", reject_rate=0.1).fit(X[y < 3], y[y < 3])
     assert (clf.predict(X[y == 4]) == -1).mean() > 0.5
     clf.add_classes(X[y == 4], y[y == 4])
-    assert len(clf.support_) == int((y < 3).sum() + (y == 4).sum()) and 4 in clf.classes_
+    assert len(clf.open_set_.support) == int((y < 3).sum() + (y == 4).sum()) and 4 in clf.classes_
     assert (clf.predict(X[y == 4]) == -1).mean() < 0.2
     clf.remove_classes([4])
-    assert len(clf.support_) == int((y < 3).sum()) and (clf.predict(X[y == 4]) == -1).mean() > 0.5
+    assert len(clf.open_set_.support) == int((y < 3).sum()) and (clf.predict(X[y == 4]) == -1).mean() > 0.5
 
 
 @pytest.mark.slow

@@ -51,10 +51,10 @@ def test_the_blend_is_the_head_plus_text_cosines_on_the_heads_scale(blend_task):
         others = np.arange(6)[None, :] != ys[:, None]  # spreads over the classes a sample is not in
         head_scores = head.decision_function(Xs).astype(np.float64)[others].reshape(len(ys), 5)
         cosines = (unit(Xs.astype(np.float64)) @ unit(text).T)[others].reshape(len(ys), 5)
-        assert blend.text_scale_ == pytest.approx(head_scores.std(1, ddof=1).mean() / cosines.std(1, ddof=1).mean(),
-                                                  rel=1e-4)
-        expected = head.decision_function(Xq) + 0.5 * blend.text_scale_ * (unit(Xq.astype(np.float64)) @ unit(text).T)
-        np.testing.assert_allclose(blend.decision_function(Xq), expected, rtol=1e-4, atol=1e-4 * blend.text_scale_)
+        scale = blend.pipeline_.text.scale
+        assert scale == pytest.approx(head_scores.std(1, ddof=1).mean() / cosines.std(1, ddof=1).mean(), rel=1e-4)
+        expected = head.decision_function(Xq) + 0.5 * scale * (unit(Xq.astype(np.float64)) @ unit(text).T)
+        np.testing.assert_allclose(blend.decision_function(Xq), expected, rtol=1e-4, atol=1e-4 * scale)
         assert list(blend.predict(Xq)) == list(blend.classes_[blend.decision_function(Xq).argmax(1)])
 
 
@@ -83,7 +83,7 @@ def test_auto_alpha_uses_informative_text_and_ignores_random_text(preset):
                                                             text_labels=np.arange(6))
             accuracy[name].append((clf.predict(X[test]) == y[test]).mean())
             alphas[name] = clf.tuned_["text_alpha"]
-            assert len(clf.tuning_scores_["text_alpha"]) == len(ALPHAS)
+            assert len(clf.tuning_.scores["text_alpha"]) == len(ALPHAS)
             if alphas[name] == 0:
                 np.testing.assert_array_equal(clf.decision_function(X[test]), head.decision_function(X[test]))
         assert alphas["informative"] > alphas["random"], (seed, alphas)
@@ -114,7 +114,7 @@ def test_save_load_and_to_torch_give_the_same_scores(blend_task, tmp_path, capsy
         np.testing.assert_array_equal(loaded.predict(Xq), clf.predict(Xq))
         with torch.no_grad():
             exported = clf.to_torch()(torch.from_numpy(Xq)).numpy()
-        np.testing.assert_allclose(exported, clf.decision_function(Xq), rtol=1e-5, atol=1e-5 * clf.text_scale_)
+        np.testing.assert_allclose(exported, clf.decision_function(Xq), rtol=1e-5, atol=1e-5 * clf.pipeline_.text.scale)
     assert main(["info", str(path)]) == 0
     assert f"zero-shot text blend: class scores + {clf.tuned_['text_alpha']} x" in capsys.readouterr().out
 
@@ -124,7 +124,7 @@ def test_classes_added_and_removed_keep_their_text(blend_task):
     first = ys < 4
     clf = ImprintClassifier.from_preset("imprint", k=2, text_alpha=1.0).fit(
         Xs[first], ys[first], text_embeddings=text[:4], text_labels=np.arange(4))
-    scale = clf.text_scale_
+    scale = clf.pipeline_.text.scale
     clf.add_classes(Xs[~first], ys[~first], text_embeddings=text[4:], text_labels=[4, 5])
     head = ImprintClassifier.from_preset("imprint", k=2).fit(Xs[first], ys[first])
     head.add_classes(Xs[~first], ys[~first])
@@ -145,7 +145,7 @@ def test_the_blend_works_with_rejection_and_auto_k(blend_task):
     Xs, ys, Xq, _, text = blend_task
     clf = ImprintClassifier(k="auto", reject="max_score", reject_rate=0.1).fit(
         Xs, ys, text_embeddings=text, text_labels=np.arange(6))
-    assert np.isfinite(clf.calibration_margins_).all() and set(clf.tuned_) == {"text_alpha"}
+    assert np.isfinite(clf.open_set_.margins).all() and set(clf.tuned_) == {"text_alpha"}
     predicted = clf.predict(Xq)
     scores = clf.decision_function(Xq)
     kept = predicted != -1
@@ -179,7 +179,7 @@ def test_text_joins_the_support_set_with_text_alpha_none(mixture):
     images = y < 2
     clf = ImprintClassifier(generation="mean", text_alpha=None).fit(X[images], y[images], text_embeddings=text,
                                                                     text_labels=[0, 1, 9])
-    assert list(clf.classes_) == [0, 1, 9] and clf.text_weights_ is None
+    assert list(clf.classes_) == [0, 1, 9] and clf.pipeline_.text is None
     np.testing.assert_allclose(clf.proxies_[2], unit(text[2]), rtol=1e-5)  # class 9: from text alone
     with_text = unit(np.vstack([unit(X[y == 0]), unit(text[:1])]).mean(0))
     np.testing.assert_allclose(clf.proxies_[0], with_text, rtol=1e-4, atol=1e-6)
@@ -209,7 +209,7 @@ def test_cli_zero_shot_blends_text_and_imprints_empty_folders_with_text_alpha_no
                  *encoder]) == 0, capsys.readouterr().err
     assert "text_alpha=" in capsys.readouterr().out
     clf = ImprintClassifier.load(out)
-    assert clf.text_weights_.shape == (3, 32) and "text_alpha" in clf.tuned_
+    assert clf.pipeline_.text.weights.shape == (3, 32) and "text_alpha" in clf.tuned_
     assert main(["predict", str(out), str(root / "bag"), "--format", "csv", *encoder]) == 0
     assert capsys.readouterr().out.count("\n") == 1 + len(list((root / "bag").iterdir()))
 
@@ -221,7 +221,7 @@ def test_cli_zero_shot_blends_text_and_imprints_empty_folders_with_text_alpha_no
     assert main(["fit", str(root), "-o", str(out), "--zero-shot", "--text-alpha", "none", "--templates",
                  str(templates), "--generation", "mean", *encoder]) == 0, capsys.readouterr().err
     clf = ImprintClassifier.load(out)
-    assert list(clf.classes_) == ["ankle_boot", "bag", "sneaker", "trouser"] and clf.text_weights_ is None
+    assert list(clf.classes_) == ["ankle_boot", "bag", "sneaker", "trouser"] and clf.pipeline_.text is None
     assert clf.encoder_id_ == f"open_clip:{tiny_model_name}/random"
 
     assert main(["fit", str(root), "-o", str(tmp_path / "x"), "--text-alpha", "0.5", *encoder]) == 2

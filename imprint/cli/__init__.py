@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,40 +40,68 @@ def _run(argv: list[str]) -> int:
     from imprint.cli.parser import HEAVY, build_parser, command_in, plugins_in, print_error
 
     try:
-        _import_plugins(plugins_in(argv))
-        from imprint.cli.commands import COMMANDS
+        with _warnings_as_lines():
+            _import_plugins(plugins_in(argv))
+            from imprint.cli.commands import COMMANDS
 
-        heavy = command_in(argv, list(COMMANDS)) in HEAVY
-        args = build_parser(COMMANDS, heavy=heavy).parse_args(argv)
-        args.run(args)
+            heavy = command_in(argv, list(COMMANDS)) in HEAVY
+            args = build_parser(COMMANDS, heavy=heavy).parse_args(argv)
+            args.run(args)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error already printed (2)
         return int(exit_.code or 0)
     except BrokenPipeError:
         raise  # an OSError, but not the user's mistake: main() stops quietly
+    except KeyboardInterrupt:
+        raise
     except Exception as exc:
-        if not _is_user_error(exc):
-            raise
-        print_error(_message(exc))
-        return 2
+        if _is_user_error(exc):
+            print_error(_message(exc))
+            return 2
+        import traceback
+
+        traceback.print_exc()
+        print_error(f"internal error ({type(exc).__name__}): this is a bug in imprint, not a mistake in what you "
+                    "gave it; please report it with the lines above and the command you ran")
+        return 3
     return 0
+
+
+@contextmanager
+def _warnings_as_lines():
+    """Library warnings (empty class folders, unreadable images, untunable settings) as one line each, said when
+    they happen."""
+    import warnings
+
+    from imprint.cli.output import warn
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        warn(str(message))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
 
 
 def _import_plugins(modules: list[str]) -> None:
     import importlib
 
+    from imprint.errors import UserError
+
     for module in modules:
         try:
             importlib.import_module(module)
         except ImportError as exc:
-            raise ValueError(f"--plugin {module}: cannot import it ({exc}); install it or put it on PYTHONPATH") \
+            raise UserError(f"--plugin {module}: cannot import it ({exc}); install it or put it on PYTHONPATH") \
                 from None
 
 
 def _is_user_error(exc: Exception) -> bool:
-    """User mistakes and environment problems (bad input, missing files, full disks) get one line."""
-    from imprint.cli.commands import CLIError
+    """Mistakes in what the user gave (imprint's UserError) and problems of their machine (files, disks,
+    memory) get one line; anything else is a bug."""
+    from imprint.errors import UserError
 
-    return isinstance(exc, (CLIError, ValueError, OSError))
+    return isinstance(exc, (UserError, OSError, MemoryError))
 
 
 def _message(exc: Exception) -> str:
@@ -80,4 +109,6 @@ def _message(exc: Exception) -> str:
 
     if isinstance(exc, OSError) and exc.filename and not isinstance(exc, WriteError):
         return f"{exc.strerror or exc}: {exc.filename}"
+    if isinstance(exc, MemoryError) and not str(exc):
+        return "out of memory; use fewer or smaller inputs, or free memory"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -1,12 +1,8 @@
-"""The ``imprint`` subcommands: each parses nothing itself, calls library functions and prints their results."""
+"""The ``imprint`` subcommands: each turns its arguments into one library call and prints what it returns."""
 from __future__ import annotations
 
 import argparse
 import sys
-import time
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,88 +11,21 @@ import numpy as np
 from imprint.cli.output import json_text, percent, say, table, warn
 
 
-class CLIError(Exception):
-    """A user mistake reported as one line, exit status 2."""
-
-
-@contextmanager
-def warnings_as_messages() -> Iterator[None]:
-    """Library warnings (empty class folders, short classes, untunable settings) become one line each."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            yield
-        finally:  # said even when the command then stops on an error: the warning may be why
-            for item in caught:
-                warn(str(item.message))
-
-
-def write_file(path: str, data: bytes) -> None:
-    from imprint.atomic import atomic_write_bytes
-
-    atomic_write_bytes(path, data)
-
-
-# ---------------------------------------------------------------- shared steps
-def make_embedder(args: argparse.Namespace, encoder_id: str | None):
-    """(encoder, function paths -> (embeddings, ok mask)) for the chosen encoder, cache and threads."""
-    from imprint.cache import EmbeddingCache
-    from imprint.embed import embed_paths
-    from imprint.encoders import DEFAULT_ENCODER, create_encoder
-    from imprint.threads import encoder_threads, set_torch_threads
-
-    encoder = create_encoder(encoder_id or DEFAULT_ENCODER, device=args.device)
-    if encoder.device.type == "cpu":
-        set_torch_threads(encoder_threads(args.threads))
-    cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
-
-    def run(paths: Sequence[Path]):
-        with warnings_as_messages():  # e.g. a cache that cannot be written: one line, and embedding goes on
-            result = embed_paths(encoder, paths, cache=cache, batch_size=args.batch_size, workers=args.workers,
-                                 progress=not args.quiet, strict=args.strict)
-        if result.failed:
-            warn("skipped " + result.describe_failures())
-        return result.embeddings, result.ok
-
-    return encoder, run
-
-
-def open_source(args: argparse.Namespace, path: str, min_classes: int = 2):
-    """A labelled source (folder, store or embeddings file) and, for a folder, the encoder embedding it."""
-    from imprint.workflow import open_source as open_labelled
-
-    holder: dict[str, Any] = {}
-
-    def embed_folder(paths: Sequence[Path]):
-        if "run" not in holder:
-            holder["encoder"], holder["run"] = make_embedder(args, args.encoder)
-        return holder["run"](paths)
-
-    with warnings_as_messages():
-        source = open_labelled(path, folder_embedder=embed_folder, min_classes=min_classes,
-                               strict=getattr(args, "strict", False))
-    wanted = getattr(args, "encoder", None)
-    if source.paths is None and wanted and source.encoder_id:
-        from imprint.encoders.factory import ALIASES
-
-        if ALIASES.get(wanted, wanted) != source.encoder_id:
-            raise CLIError(f"{path} holds embeddings of {source.encoder_id}, not {wanted}; drop --encoder or embed "
-                           "again with it")
-    return source, holder
+def embedding_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The embedding keywords of a library call (``imprint.embedder.EmbedOptions``) from the shared flags."""
+    return {"encoder": args.encoder, "device": args.device, "cache_dir": args.cache_dir, "cache": not args.no_cache,
+            "threads": args.threads, "batch_size": args.batch_size, "workers": args.workers,
+            "progress": not args.quiet, "strict": args.strict}
 
 
 def classifier_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The preset's settings overridden by every flag given on the command line."""
-    from imprint.configuration import parameter_names
-    from imprint.presets import preset_settings
+    """The classifier settings given as flags (a flag not given is absent, so a preset's value stands)."""
+    from imprint.configuration import RUN_SETTINGS, parameter_names
 
-    settings = preset_settings(args.preset) if args.preset else {}
-    settings.update({name: getattr(args, name) for name in parameter_names()  # flags given (none: None)
-                     if name not in ("seed", "device") and hasattr(args, name)})
-    return settings
+    return {name: getattr(args, name) for name in parameter_names() if name not in RUN_SETTINGS and hasattr(args, name)}
 
 
-def report_evaluation(evaluation, what: str, per_class: bool = False) -> None:
+def report_evaluation(evaluation: Any, what: str, per_class: bool = False) -> None:
     say(f"{what} accuracy: {evaluation.accuracy:.4f} ({evaluation.correct}/{len(evaluation.labels)}); chance level "
         f"{evaluation.chance:.4f} (always the most frequent class); macro-F1: {evaluation.macro_f1:.4f} over "
         f"{len(evaluation.classes)} class(es)")
@@ -107,178 +36,74 @@ def report_evaluation(evaluation, what: str, per_class: bool = False) -> None:
         say(table(rows, ["class", "precision", "recall", "f1", "images"]))
 
 
-def load_for_images(args: argparse.Namespace):
-    """The saved classifier and an embedder with the encoder it was fitted with. What a file says never makes
-    imprint download weights or read a checkpoint on its own: only packaged encoders are built from the recorded
-    id; any other must be named with --encoder."""
-    from imprint.classifier import ImprintClassifier
-    from imprint.encoders.factory import ALIASES, self_contained
-    from imprint.errors import printable
+def report_open_set(result: Any, reject: str) -> None:
+    say(f"\nopen set ({reject}, target rate {percent(result.target_rate)}): known images rejected "
+        f"{percent(result.known_rejected)} of {result.n_known}; unknown images rejected "
+        f"{percent(result.unknown_rejected)} of {result.n_unknown}; AUROC {result.auroc:.4f}; FPR at 95% TPR "
+        f"{percent(result.fpr95)}; accuracy of the accepted known images {percent(result.accepted_accuracy)}")
 
-    clf = ImprintClassifier.load(args.classifier, device=args.device)
-    recorded = clf.encoder_id_
-    if recorded is None and not args.encoder:
-        raise CLIError(f"{printable(args.classifier)} does not record its encoder; pass --encoder with the one it "
-                       "was fitted with")
-    if args.encoder and recorded:
-        if ALIASES.get(args.encoder, args.encoder) != recorded:
-            raise CLIError(f"{printable(args.classifier)} was fitted with {printable(recorded)}, not "
-                           f"{printable(args.encoder)}; drop --encoder to use the recorded one")
-    elif recorded and not self_contained(recorded):
-        raise CLIError(f"{printable(args.classifier)} was fitted with {printable(recorded)}, which imprint does not "
-                       "build from what a file says (it would download weights or read a checkpoint): if you trust "
-                       f"it, name it: --encoder {printable(recorded)}")
-    encoder, run = make_embedder(args, args.encoder or recorded)
-    if encoder.embedding_dim != clf.n_features_in_:
-        raise CLIError(f"{encoder.id} gives {encoder.embedding_dim}-dimensional embeddings but "
-                       f"{printable(args.classifier)} expects {clf.n_features_in_}")
-    return clf, run
+
+def write_file(path: str, data: bytes) -> None:
+    from imprint.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
 
 
 # ---------------------------------------------------------------- commands
 def cmd_fit(args: argparse.Namespace) -> None:
-    from imprint.classifier import ImprintClassifier
-    from imprint.outputs import check_output
-    from imprint.persistence import is_classifier_file
-    from imprint.text_blend import needs_text
-    from imprint.workflow import evaluate, select
+    from imprint.workflows import fit_folder
 
-    settings = classifier_settings(args)
-    clf = ImprintClassifier(**settings, seed=args.seed, device=args.device)
-    clf.check()  # a bad setting fails before any image is embedded
-    if not args.zero_shot and needs_text(clf.text_alpha):
-        raise CLIError("--text-alpha weighs zero-shot text scores: add --zero-shot (with an encoder that has a text "
-                       "tower, open_clip:MODEL/TAG)")
-    check_output(args.output, ours=is_classifier_file, what="classifier file", force=args.force,
-                 inputs=[args.source] + ([args.test_dir] if args.test_dir else []))
-    source, holder = open_source(args, args.source, min_classes=1 if args.zero_shot else 2)
-    if source.paths is None and (args.zero_shot or args.test_dir):
-        raise CLIError("--zero-shot and --test-dir need the encoder and images: fit from the image folder instead")
-    selection = select(source.labels, test_fraction=args.test_fraction, shots=args.shots, seed=args.seed)
-    for note in selection.notes:
-        warn(note)
-    X, ok = source.embed(selection.support)
-    labels = source.labels[selection.support][ok]
-    lost = sorted(set(source.labels[selection.support].tolist()) - set(labels.tolist()))
-    if lost:
-        warn(f"{len(lost)} class(es) have no readable support image and are left out: {', '.join(map(str, lost))}")
-    text = {}
-    if args.zero_shot:
-        from imprint.encoders.open_clip_backend import class_name_proxies
-
-        encoder = holder.get("encoder") or make_embedder(args, args.encoder)[0]
-        names = source.class_names + source.empty_classes
-        text = {"text_embeddings": class_name_proxies(encoder, names, args.templates),
-                "text_labels": np.asarray(names, dtype=object)}
-    start = time.perf_counter()
-    with warnings_as_messages():
-        clf.fit(X, labels, encoder_id=source.encoder_id, **text)
-    seconds = time.perf_counter() - start
-    clf.save(args.output)
+    clf = fit_folder(args.source, output=args.output, preset=args.preset, test_fraction=args.test_fraction,
+                     shots=args.shots, test_dir=args.test_dir, zero_shot=args.zero_shot, templates=args.templates,
+                     seed=args.seed, force=args.force, **embedding_options(args), **classifier_settings(args))
+    report = clf.fit_report_
     tuned = "".join(f", {name}={value}" for name, value in clf.tuned_.items())
-    say(f"imprinted {len(clf.classes_)} classes from {len(X)} {'images' if source.paths else 'embeddings'} "
-        f"({len(clf.proxies_)} proxies{tuned}; {clf.encoder_id_}) in {seconds:.2f} s -> {args.output}")
-    if selection.test is not None and len(selection.test):
-        Xq, okq = source.embed(selection.test)
-        report_evaluation(evaluate(clf, Xq, source.labels[selection.test][okq]), "held-out")
-    if args.test_dir:
-        evaluate_folder(clf, args.test_dir, args, holder["run"])
-
-
-def evaluate_folder(clf, folder: str, args: argparse.Namespace, run) -> dict[str, Any]:
-    from imprint.workflow import confusion_png, evaluate, open_source
-
-    with warnings_as_messages():
-        source = open_source(folder, folder_embedder=run, min_classes=1, strict=args.strict)
-    known = np.isin(source.labels, clf.classes_)
-    if not known.any():
-        raise CLIError(f"no class of {folder} is known to the classifier ({', '.join(map(str, clf.classes_))})")
-    if not known.all():
-        unknown = sorted(set(source.labels[~known].tolist()))
-        warn(f"{int((~known).sum())} image(s) in classes the classifier does not know are left out: "
-             f"{', '.join(map(str, unknown))}")
-    X, ok = source.embed(np.flatnonzero(known))
-    evaluation = evaluate(clf, X, source.labels[known][ok])
-    payload = {"accuracy": evaluation.accuracy, "chance": evaluation.chance, "macro_f1": evaluation.macro_f1,
-               "images": len(evaluation.labels),
-               "per_class": [dict(zip(("class", "precision", "recall", "f1", "images"), row))
-                             for row in zip(evaluation.classes, evaluation.precision, evaluation.recall,
-                                            evaluation.f1, evaluation.support)]}
-    if getattr(args, "format", "text") != "json":
-        report_evaluation(evaluation, "test", per_class=True)
-    if getattr(args, "confusion", None):
-        write_file(args.confusion, confusion_png(evaluation, evaluation.classes, f"{Path(folder).name}: "
-                                                 f"{Path(args.classifier).name}"))
-        print(f"confusion matrix -> {args.confusion}", file=sys.stderr)
-    return payload
+    say(f"imprinted {len(clf.classes_)} classes from {report.n_support} {'images' if report.images else 'embeddings'} "
+        f"({len(clf.proxies_)} proxies{tuned}; {clf.encoder_id_}) in {report.seconds:.2f} s -> {args.output}")
+    if report.held_out is not None:
+        report_evaluation(report.held_out, "held-out")
+    if report.test is not None:
+        report_evaluation(report.test.evaluation, "test", per_class=True)
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from imprint.deployed import open_classifier
+    from imprint.embedder import EmbedOptions
+    from imprint.evaluation import confusion_png, evaluate_folder
+
     if args.confusion:
         from imprint.outputs import check_output
         from imprint.pictures import is_imprint_png
 
         check_output(args.confusion, ours=is_imprint_png, what="picture", force=args.force,
                      inputs=[args.classifier, args.folder])
-    clf, run = load_for_images(args)
-    if args.unknown and clf.reject is None:
-        raise CLIError(f"--unknown scores rejection, but {args.classifier} has none: fit with --reject "
-                       "(e.g. --reject mahalanobis --reject-rate 0.05)")
-    payload = evaluate_folder(clf, args.folder, args, run)
-    if args.unknown:
-        payload["open_set"] = evaluate_unknown(clf, args, run)
+    clf, embedder = open_classifier(args.classifier, EmbedOptions(**embedding_options(args)))
+    result = evaluate_folder(clf, args.folder, unknown=args.unknown, embedder=embedder)
+    if args.format != "json":
+        report_evaluation(result.evaluation, "test", per_class=True)
+    if args.confusion:
+        write_file(args.confusion, confusion_png(result.evaluation, result.evaluation.classes,
+                                                 f"{Path(args.folder).name}: {Path(args.classifier).name}"))
+        print(f"confusion matrix -> {args.confusion}", file=sys.stderr)
+    if result.open_set is not None and args.format != "json":
+        report_open_set(result.open_set, clf.reject)
     if args.format == "json":
-        sys.stdout.write(json_text(payload))
-
-
-def evaluate_unknown(clf, args: argparse.Namespace, run) -> dict[str, Any]:
-    """Open-set metrics: the labelled folder's images as known, every image under --unknown as unknown."""
-    from imprint.data.folder import list_images
-    from imprint.workflow import evaluate_open_set, open_source
-
-    with warnings_as_messages():
-        source = open_source(args.folder, folder_embedder=run, min_classes=1, strict=args.strict)
-    known = np.flatnonzero(np.isin(source.labels, clf.classes_))
-    X_known, ok = source.embed(known)
-    with warnings_as_messages():
-        unknown_paths = list_images(Path(args.unknown), strict=args.strict)
-    if not unknown_paths:
-        raise CLIError(f"no images found in {args.unknown}")
-    X_unknown, _ = run(unknown_paths)
-    result = evaluate_open_set(clf, X_known, source.labels[known][ok], X_unknown)
-    if args.format == "json":
-        return dict(result.__dict__)
-    say(f"\nopen set ({clf.reject}, target rate {percent(result.target_rate)}): known images rejected "
-        f"{percent(result.known_rejected)} of {result.n_known}; unknown images rejected "
-        f"{percent(result.unknown_rejected)} of {result.n_unknown}; AUROC {result.auroc:.4f}; FPR at 95% TPR "
-        f"{percent(result.fpr95)}; accuracy of the accepted known images {percent(result.accepted_accuracy)}")
-    return dict(result.__dict__)
+        sys.stdout.write(json_text(result.payload()))
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from imprint.data.folder import list_images
+    from imprint.deployed import open_classifier
+    from imprint.embedder import EmbedOptions
     from imprint.outputs import check_output
-    from imprint.workflow import is_predictions_file, predictions, predictions_text
+    from imprint.predictions import check_top_k, is_predictions_file, list_image_paths, predict_images, predictions_text
 
-    if args.top_k < 1:
-        raise CLIError(f"--top-k must be an integer >= 1; got {args.top_k}")
-    paths = []
-    for item in args.paths:
-        path = Path(item)
-        if not path.exists():
-            raise CLIError(f"no such image or folder: {path}")
-        with warnings_as_messages():
-            paths.extend(list_images(path, strict=args.strict))
-    if not paths:
-        raise CLIError(f"no images found in {', '.join(args.paths)}")
+    check_top_k(args.top_k)
+    paths = list_image_paths(args.paths, strict=args.strict)
     if args.output:
         check_output(args.output, ours=is_predictions_file, what="predictions file", force=args.force,
                      inputs=[args.classifier, *paths])
-    clf, run = load_for_images(args)
-    X, ok = run(paths)
-    if not ok.any():
-        raise CLIError(f"none of the {len(paths)} image(s) could be read; nothing was predicted")
-    found = predictions(clf, [p for p, k in zip(paths, ok) if k], X, args.top_k)
+    clf, embedder = open_classifier(args.classifier, EmbedOptions(**embedding_options(args)))
+    found = predict_images(clf, paths, top_k=args.top_k, embedder=embedder)
     fmt = args.format
     if fmt == "auto":
         fmt = "json" if args.output and args.output.endswith(".json") else \
@@ -292,57 +117,21 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from imprint.data.folder import scan_folder
+    from imprint.workflows import embed_folder
 
-    with warnings_as_messages():
-        data = scan_folder(args.folder, min_classes=1, strict=args.strict)
-    if args.output.endswith(".npz"):
-        from imprint.embeddings_file import is_embeddings_file, write_embeddings_file
-        from imprint.outputs import check_output
-
-        if args.engine != "local":
-            raise CLIError("--engine ray writes a memory-mapped store: give a folder as --output, not a .npz file")
-        check_output(args.output, ours=is_embeddings_file, what="embeddings file", force=args.force,
-                     inputs=data.paths)
-        encoder, run = make_embedder(args, args.encoder)
-        X, ok = run(data.paths)
-        paths = [str(p) for p, good in zip(data.paths, ok) if good]
-        write_embeddings_file(args.output, X, data.class_labels[ok], paths, encoder.id)
-        say(f"embedded {len(X)} images of {len(data.class_names)} classes with {encoder.id} -> {args.output}")
+    report = embed_folder(args.folder, args.output, engine=args.engine, actors=args.actors,
+                          ray_address=args.ray_address, force=args.force, **embedding_options(args))
+    if not report.store:
+        say(f"embedded {report.embedded} images of {report.classes} classes with {report.encoder} -> {args.output}")
         return
-    embed_store(args, data)
-
-
-def embed_store(args: argparse.Namespace, data) -> None:
-    """Embed into a memory-mapped store folder, resuming an interrupted run (locally or with Ray)."""
-    from imprint.cache import encoder_namespace
-    from imprint.embed import embed_into_store
-    from imprint.encoders import DEFAULT_ENCODER, create_encoder
-    from imprint.store import EmbeddingStore
-    from imprint.threads import encoder_threads, set_torch_threads
-
-    encoder = create_encoder(args.encoder or DEFAULT_ENCODER, device=args.device)
-    if encoder.device.type == "cpu":
-        set_torch_threads(encoder_threads(args.threads))
-    store = EmbeddingStore.create(args.output, encoder_id=encoder.id, encoder_key=encoder_namespace(encoder),
-                                  dim=encoder.embedding_dim, paths=[str(p) for p in data.paths],
-                                  labels=data.labels, class_names=data.class_names)
-    before = len(store.pending())
-    if before < len(data.paths):
-        say(f"resuming: {len(data.paths) - before} of {len(data.paths)} images already embedded")
-    if args.engine == "ray":
-        from imprint.distributed import embed_with_ray
-
-        embed_with_ray(encoder.id, store, batch_size=args.batch_size, actors=args.actors, address=args.ray_address,
-                       device=args.device, progress=not args.quiet)
-    else:
-        embed_into_store(encoder, store, batch_size=args.batch_size, workers=args.workers, progress=not args.quiet)
-    failed = store.unreadable()
-    if failed:
+    if report.resumed_from:
+        say(f"resuming: {report.resumed_from} of {report.embedded + len(report.unreadable)} images already embedded")
+    if report.unreadable:
+        failed = report.unreadable
         warn(f"skipped {len(failed)} unreadable image(s): {', '.join(failed[:5])}"
              + (f" and {len(failed) - 5} more" if len(failed) > 5 else ""))
-    say(f"embedded {len(data.paths) - len(failed)} images of {len(data.class_names)} classes with {encoder.id} "
-        f"-> {args.output} (memory-mapped store)")
+    say(f"embedded {report.embedded} images of {report.classes} classes with {report.encoder} -> {args.output} "
+        "(memory-mapped store)")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -375,12 +164,21 @@ def cmd_presets(args: argparse.Namespace) -> None:
         say(f"{preset.name}: {preset.summary}\n    {preset.paper}\n    {settings}")
 
 
+def _labelled(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """Every embedding of a labelled source (folder, store or embeddings file) with its class name."""
+    from imprint.embedder import Embedder, EmbedOptions
+    from imprint.sources import open_source
+
+    source = open_source(args.source, embedder=Embedder(EmbedOptions(**embedding_options(args))),
+                         strict=args.strict)
+    X, ok = source.embed(np.arange(len(source.labels)))
+    return X, source.labels[ok]
+
+
 def cmd_collapse(args: argparse.Namespace) -> None:
     from imprint.collapse import collapse_report
 
-    source, _ = open_source(args, args.source)
-    X, ok = source.embed(np.arange(len(source.labels)))
-    report = collapse_report(X, source.labels[ok])
+    report = collapse_report(*_labelled(args))
     if args.json:
         sys.stdout.write(json_text(report))
         return
@@ -390,12 +188,11 @@ def cmd_collapse(args: argparse.Namespace) -> None:
 
 def cmd_fewshot(args: argparse.Namespace) -> None:
     from imprint.fewshot import episodes
+    from imprint.presets import preset_settings
 
-    source, _ = open_source(args, args.source)
-    X, ok = source.embed(np.arange(len(source.labels)))
-    with warnings_as_messages():
-        result = episodes(X, source.labels[ok], n_way=args.ways, k_shot=args.shots, n_query=args.queries,
-                          n_episodes=args.episodes, seed=args.seed, **classifier_settings(args))
+    settings = {**(preset_settings(args.preset) if args.preset else {}), **classifier_settings(args)}
+    result = episodes(*_labelled(args), n_way=args.ways, k_shot=args.shots, n_query=args.queries,
+                      n_episodes=args.episodes, seed=args.seed, **settings)
     say(str(result))
 
 
@@ -413,18 +210,14 @@ def cmd_grid(args: argparse.Namespace) -> None:
         run_grid(config, args.out, workers=args.workers, cache=cache, progress=not args.quiet, log=say)
     finally:  # the finished cells are reported even when others failed or the run was interrupted
         if any(Path(args.out, "cells").glob("*.json")):
-            with warnings_as_messages():
-                written = write_report(args.out)
-            for path in written:
+            for path in write_report(args.out):
                 say(f"wrote {path}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from imprint.report import write_report
 
-    with warnings_as_messages():
-        written = write_report(args.folder)
-    for path in written:
+    for path in write_report(args.folder):
         say(f"wrote {path}")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from scipy.optimize import nnls
 
+from imprint.errors import UserError
 from imprint.validation import check_embeddings
 
 CENTRINGS = ("weighted", "unweighted")
@@ -42,7 +43,7 @@ class CollapseStats:
         X = check_embeddings(X)
         y = np.asarray(y)
         if len(y) != len(X):
-            raise ValueError(f"X and y have different lengths: {len(X)} embeddings but {len(y)} labels")
+            raise UserError(f"X and y have different lengths: {len(X)} embeddings but {len(y)} labels")
         batch_labels, inverse = np.unique(y, return_inverse=True)
         codes = np.array([self._code(label) for label in batch_labels.tolist()], dtype=np.int64)[inverse]
         h = torch.from_numpy(X).to(self.device, torch.float64)
@@ -97,7 +98,7 @@ class CollapseStats:
 
     def centred_means(self, centring: str = "weighted") -> torch.Tensor:
         if centring not in CENTRINGS:
-            raise ValueError(f"unknown centring {centring!r}; valid: {', '.join(CENTRINGS)}")
+            raise UserError(f"unknown centring {centring!r}; valid: {', '.join(CENTRINGS)}")
         mu = self.means
         global_mean = self.sums.sum(0) / self.n if centring == "weighted" else mu.mean(0)
         return mu - global_mean
@@ -223,12 +224,12 @@ def _class_weights(W: Any, W_labels: Any, labels: list) -> torch.Tensor:
     W = torch.from_numpy(check_embeddings(W, name="W")).double()
     W_labels = np.asarray(W_labels if W_labels is not None else labels)
     if len(W_labels) != len(W):
-        raise ValueError(f"W has {len(W)} rows but W_labels has {len(W_labels)}")
+        raise UserError(f"W has {len(W)} rows but W_labels has {len(W_labels)}")
     rows = []
     for label in labels:
         mine = np.flatnonzero(W_labels == label)
         if not len(mine):
-            raise ValueError(f"W has no weight for class {label!r}")
+            raise UserError(f"W has no weight for class {label!r}")
         rows.append(W[mine].mean(0))
     return torch.stack(rows)
 
@@ -256,7 +257,7 @@ def nc4(X: Any, y: Any, W: Any, W_labels: Any = None) -> float:
     position = {label: i for i, label in enumerate(stats.labels)}
     unknown = set(W_labels.tolist()) - set(position)
     if unknown:
-        raise ValueError(f"W has weights for classes not in y: {sorted(map(str, unknown))[:3]}")
+        raise UserError(f"W has weights for classes not in y: {sorted(map(str, unknown))[:3]}")
     proxy_class = np.array([position[label] for label in W_labels.tolist()])
     means = (stats.means + stats.shift).float().numpy()
     mean_sq = (means ** 2).sum(1)

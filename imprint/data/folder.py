@@ -119,7 +119,7 @@ def folder_fingerprint(root: str | Path) -> str:
     return digest.hexdigest()[:20]
 
 
-class UnreadableImage(ValueError):
+class UnreadableImage(UserError):
     """An image file that cannot be decoded; the message says why in a few words."""
 
 
@@ -192,7 +192,7 @@ def _shuffled_by_class(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.nd
 def split_support_test(labels: np.ndarray, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded split into support and test indices (every class keeps a support image)."""
     if not 0 < test_fraction < 1:
-        raise ValueError(f"--test-fraction must be between 0 and 1; got {test_fraction}")
+        raise UserError(f"--test-fraction must be between 0 and 1; got {test_fraction}")
     order, rank, counts = _shuffled_by_class(labels, seed)
     n_test = np.floor(counts * test_fraction).astype(int).clip(max=counts - 1)
     is_test = rank < n_test[labels[order]]
@@ -203,7 +203,7 @@ def sample_shots(labels: np.ndarray, shots: int, seed: int = 0,
                  class_names: list[str] | None = None) -> np.ndarray:
     """Seeded few-shot sample: `shots` indices per class; a smaller class uses all it has, with a warning."""
     if shots < 1:
-        raise ValueError(f"--shots must be >= 1; got {shots}")
+        raise UserError(f"--shots must be >= 1; got {shots}")
     order, rank, counts = _shuffled_by_class(labels, seed)
     short = np.flatnonzero((counts > 0) & (counts < shots))
     if len(short):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from imprint.errors import UserError
 from imprint.settings import Registry
 
 TASK_SPLITS: Registry[Callable[[int], list[int]]] = Registry("task split")
@@ -49,14 +50,14 @@ def resolve_task(task: TaskSpec, class_names: Sequence[str], dataset: str) -> li
         for item in task:
             if isinstance(item, int):
                 if not 0 <= item < len(class_names):
-                    raise ValueError(f"task class index {item} is out of range for {dataset} "
+                    raise UserError(f"task class index {item} is out of range for {dataset} "
                                      f"({len(class_names)} classes, 0..{len(class_names) - 1})")
                 chosen.append(item)
             elif item in class_names:
                 chosen.append(list(class_names).index(item))
             else:
-                raise ValueError(f"task class {item!r} is not a class of {dataset}; "
+                raise UserError(f"task class {item!r} is not a class of {dataset}; "
                                  f"valid: {', '.join(class_names)}")
     if len(chosen) < 2:
-        raise ValueError(f"task {task_name(task)!r} selects {len(chosen)} class(es) of {dataset}; a task needs >= 2")
+        raise UserError(f"task {task_name(task)!r} selects {len(chosen)} class(es) of {dataset}; a task needs >= 2")
     return chosen

@@ -10,6 +10,11 @@ from PIL import Image
 from torch import Tensor, nn
 
 from imprint.embedded import Embeddings, tagged
+from imprint.errors import UserError
+
+
+class EncoderError(UserError):
+    """An encoder that cannot be built: unknown name, missing weights package, unreadable checkpoint, no network."""
 
 
 class Encoder(ABC):

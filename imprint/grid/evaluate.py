@@ -13,6 +13,7 @@ from imprint.collapse import CollapseStats, cdnv, nc1
 from imprint.grid.expand import Cell
 from imprint.grid.protocol import EmbeddedDataset, split
 from imprint.openset.metrics import auroc, fpr_at_tpr
+from imprint.settings import SETTINGS
 
 PROBE_C = (0.01, 0.1, 1.0, 10.0, 100.0)  # inverse regularisation strengths tried on validation data
 
@@ -83,7 +84,8 @@ def evaluate_cell(cell: Cell, data: EmbeddedDataset) -> dict[str, Any]:
     collapse = _collapse_of_support.get(cell.support_key)
     if collapse is None:
         collapse = _collapse_of_support[cell.support_key] = support_collapse(Xs, ys)
-    used = {"k_used": cell.method["k"]} if "k" in cell.method else {}  # k as run (capped at the shots)
+    used = {f"{name}_used": value for name, value in cell.method.items() if name in SETTINGS
+            and SETTINGS[name].capped}  # as run: capped at the shots
     tuned = {f"{name}_tuned": value for name, value in getattr(model, "tuned_", {}).items()}
     return {"key": cell.key, "encoder": cell.encoder, "dataset": cell.dataset.label, "task": cell.group[2],
             "shots": cell.shots, "seed": cell.seed, **cell.requested, **used, **tuned,

@@ -107,11 +107,13 @@ def active_method(method: dict[str, Any]) -> dict[str, Any]:
 
 
 def canonical_method(method: dict[str, Any], shots: int | str, dataset: DatasetSpec) -> dict[str, Any]:
-    """The settings that matter for this cell: ones its stages ignore removed, k capped at the shots."""
+    """The settings that matter for this cell: ones its stages ignore removed, counts per class (k) capped at the
+    shots, since a class with fewer samples uses all of them."""
     method = active_method(method)
     pool = dataset.support_per_class if shots == "all" else shots
-    if isinstance(method.get("k"), int) and method["k"] > pool:
-        method["k"] = pool
+    for name, value in method.items():
+        if SETTINGS[name].capped and isinstance(value, int) and value > pool:
+            method[name] = pool
     return method
 
 

@@ -17,13 +17,14 @@ from imprint.cache import EmbeddingCache, array_key, encoder_namespace
 from imprint.data.builtin import DATASETS, folder_of, load_dataset
 from imprint.data.tasks import resolve_task
 from imprint.encoders.base import Encoder
+from imprint.errors import UserError
 from imprint.grid.config import DatasetSpec
 from imprint.sampling import ranked_by_class
 
 DATA_SEED = 0  # which images form the pool and the test set: fixed, so embeddings are computed once
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UserError):
     """A dataset too small for the requested split sizes, or unreadable."""
 
 

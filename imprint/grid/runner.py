@@ -30,13 +30,14 @@ from tqdm.auto import tqdm
 from imprint.atomic import atomic_write_bytes
 from imprint.cache import EmbeddingCache
 from imprint.data.tasks import resolve_task
+from imprint.errors import UserError
 from imprint.grid.config import GridBase, import_plugins
 from imprint.grid.evaluate import evaluate_cell
 from imprint.grid.expand import Cell, expand
 from imprint.grid.protocol import EmbeddedDataset, embed_dataset, unknown_test_images
 
 
-class GridError(ValueError):
+class GridError(UserError):
     """Cells that failed; the finished ones are kept and a rerun retries only the failed ones."""
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from imprint.errors import UserError
 from imprint.report.stats import MIN_GROUPS, Comparison, average_ranks, compare
 
 GROUP = ["encoder", "dataset", "task", "shots"]
@@ -21,7 +22,7 @@ OPEN_SET = [("known_rejected", "known rejected %"), ("target_rate", "target %"),
             ("unknown_rejected_near", "near rejected %"), ("unknown_rejected_far", "far rejected %")]
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A folder that holds no grid results."""
 
 

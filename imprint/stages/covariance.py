@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from imprint.errors import UserError
 from imprint.settings import AUTO, Setting
 
 ESTIMATORS = ("ledoit_wolf", "oas", "gda")
@@ -93,7 +94,7 @@ def shrinkage_amount(stats: Scatter, shrinkage: float | str) -> float:
         alpha = frob / d ** 2
         den = (n + 1) * (alpha - mu * mu / d)
         return 1.0 if den <= 0 else float(min((alpha + mu * mu) / den, 1.0))
-    raise ValueError(f"unknown shrinkage {shrinkage!r}; valid: a number in [0, 1], {', '.join(ESTIMATORS)}")
+    raise UserError(f"unknown shrinkage {shrinkage!r}; valid: a number in [0, 1], {', '.join(ESTIMATORS)}")
 
 
 def shrunk_covariance(stats: Scatter, shrinkage: float | str) -> tuple[Tensor, float]:

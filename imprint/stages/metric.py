@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from imprint.clustering import nearest_own_centroid
+from imprint.errors import UserError
 from imprint.settings import AUTO, Registry, Setting
 from imprint.stages.covariance import SHRINKAGE, Scatter, precision, second_moment, shrunk_covariance
 from imprint.support import Support, squared_norms
@@ -34,7 +35,7 @@ METRICS: Registry[type[Metric]] = Registry("metric")
 PRIORS = ("uniform", "empirical")
 
 
-class NotIncrementalError(ValueError):
+class NotIncrementalError(UserError):
     """A metric whose fitted statistics cannot lose (or gain) classes exactly."""
 
 

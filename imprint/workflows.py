@@ -1,0 +1,181 @@
+"""What each command does, as one library call: imprint a folder (``fit_folder``), embed a folder
+(``embed_folder``), and, in their own modules, evaluate a folder (``imprint.evaluation.evaluate_folder``) and
+predict images (``imprint.predictions.predict_images``). The command line parses arguments, calls one of these
+and prints what it returns; a program calls them the same way:
+
+    import imprint
+    clf = imprint.fit_folder("photos/", preset="gda", test_fraction=0.2)
+    print(clf.fit_report_.held_out.accuracy)
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imprint.embedder import Embedder, EmbedOptions
+from imprint.errors import UserError, printable
+from imprint.evaluation import Evaluation, FolderEvaluation, evaluate, evaluate_folder
+
+EMBED_OPTIONS = tuple(EmbedOptions.__dataclass_fields__)
+
+
+class WorkflowError(UserError):
+    """A combination of options a workflow cannot do; the message says what would work."""
+
+
+@dataclass
+class FitReport:
+    """What ``fit_folder`` did: from what, how many support rows of how many classes, how long the fit took, and
+    the accuracy on the held-out images (``test_fraction``) and on a test folder (``test_dir``)."""
+
+    source: str
+    images: bool  # support rows are images (else stored embeddings)
+    n_support: int
+    seconds: float
+    output: Path | None = None
+    held_out: Evaluation | None = None
+    test: FolderEvaluation | None = None
+
+
+def _split_options(options: dict[str, Any]) -> tuple[EmbedOptions, dict[str, Any]]:
+    """(the embedding options, the classifier settings) among the keyword arguments of a workflow."""
+    embedding = {name: options.pop(name) for name in list(options) if name in EMBED_OPTIONS and name != "device"}
+    return EmbedOptions(**embedding, device=options.get("device", "auto")), options
+
+
+def fit_folder(source: str | Path, *, output: str | Path | None = None, preset: str | None = None,
+               test_fraction: float | None = None, shots: int | None = None, test_dir: str | Path | None = None,
+               zero_shot: bool = False, templates: str | Path | None = None, seed: int = 0, force: bool = False,
+               **options: Any) -> Any:
+    """Imprint a classifier from `source`: an image folder (DIR/<class>/<image>), a store or an embeddings file
+    from ``imprint embed``. Returns the fitted ``ImprintClassifier``, with a ``FitReport`` as its ``fit_report_``.
+
+    `preset` names a published method, and any other keyword that is a classifier setting overrides it (k=5,
+    metric="mahalanobis", ...); embedding keywords (encoder, device, cache_dir, cache, threads, batch_size,
+    workers, progress, strict) say how images are embedded. `test_fraction` holds out that share of every class
+    and reports accuracy on it; `shots` keeps that many support images per class; `test_dir` is a second
+    labelled folder to evaluate on; `zero_shot` blends the class names' text embeddings (CLIP encoders);
+    `output` saves the classifier as soon as it is fitted (`force`: even over a file imprint did not write).
+    Settings and the output are checked before any image is embedded."""
+    from imprint.classifier import ImprintClassifier
+    from imprint.outputs import check_output
+    from imprint.persistence import is_classifier_file
+    from imprint.presets import preset_settings
+    from imprint.sources import open_source, select
+    from imprint.text_blend import needs_text
+
+    embedding, settings = _split_options(dict(options))
+    clf = ImprintClassifier(**{**(preset_settings(preset) if preset else {}), **settings, "seed": seed}).check()
+    if not zero_shot and needs_text(clf.text_alpha):
+        raise WorkflowError("--text-alpha weighs zero-shot text scores: add --zero-shot (with an encoder that has a "
+                            "text tower, open_clip:MODEL/TAG)")
+    if output is not None:
+        check_output(output, ours=is_classifier_file, what="classifier file", force=force,
+                     inputs=[source] + ([test_dir] if test_dir else []))
+    embedder = Embedder(embedding)
+    data = open_source(source, embedder=embedder, min_classes=1 if zero_shot else 2, strict=embedding.strict)
+    if data.paths is None and (zero_shot or test_dir):
+        raise WorkflowError("--zero-shot and --test-dir need the encoder and images: fit from the image folder "
+                            "instead")
+    selection = select(data.labels, test_fraction=test_fraction, shots=shots, seed=seed)
+    for note in selection.notes:
+        warnings.warn(note, stacklevel=2)
+    X, ok = data.embed(selection.support)
+    labels = data.labels[selection.support][ok]
+    lost = sorted(set(data.labels[selection.support].tolist()) - set(labels.tolist()))
+    if lost:
+        warnings.warn(f"{len(lost)} class(es) have no readable support image and are left out: "
+                      f"{', '.join(map(str, lost))}", stacklevel=2)
+    text = {}
+    if zero_shot:
+        from imprint.encoders.open_clip_backend import class_name_proxies
+
+        names = data.class_names + data.empty_classes
+        text = {"text_embeddings": class_name_proxies(embedder.encoder, names, templates),
+                "text_labels": np.asarray(names, dtype=object)}
+    start = time.perf_counter()
+    clf.fit(X, labels, encoder_id=data.encoder_id, **text)
+    report = FitReport(data.description, data.paths is not None, len(X), time.perf_counter() - start,
+                       None if output is None else Path(output))
+    clf.fit_report_ = report
+    if output is not None:
+        clf.save(output)
+    if selection.test is not None and len(selection.test):
+        Xq, okq = data.embed(selection.test)
+        report.held_out = evaluate(clf, Xq, data.labels[selection.test][okq])
+    if test_dir:
+        report.test = evaluate_folder(clf, test_dir, embedder=embedder)
+    return clf
+
+
+@dataclass
+class EmbedReport:
+    """What ``embed_folder`` wrote: how many images of how many classes, with which encoder, and which could not
+    be read."""
+
+    output: Path
+    embedded: int
+    classes: int
+    encoder: str
+    store: bool
+    unreadable: list[str]
+    resumed_from: int = 0  # images already embedded in the store before this run
+
+
+def embed_folder(folder: str | Path, output: str | Path, *, engine: str = "local", actors: int | None = None,
+                 ray_address: str | None = None, force: bool = False, **embedding: Any) -> EmbedReport:
+    """Embed the image folder `folder` (DIR/<class>/<image>) into `output`: a FILE.npz (in memory), or a folder
+    holding a memory-mapped store written as it goes (rerun to resume after an interruption), locally or with
+    Ray (`engine`). Keywords: embedding options (``imprint.embedder.EmbedOptions``)."""
+    from imprint.data.folder import scan_folder
+
+    options = EmbedOptions(**embedding)
+    data = scan_folder(folder, min_classes=1, strict=options.strict)
+    output = Path(output)
+    if output.suffix == ".npz":
+        from imprint.embeddings_file import is_embeddings_file, write_embeddings_file
+        from imprint.outputs import check_output
+
+        if engine != "local":
+            raise WorkflowError("--engine ray writes a memory-mapped store: give a folder as --output, not a .npz "
+                                "file")
+        check_output(output, ours=is_embeddings_file, what="embeddings file", force=force, inputs=data.paths)
+        embedder = Embedder(options)
+        X, ok = embedder(data.paths)
+        paths = [str(p) for p, good in zip(data.paths, ok) if good]
+        write_embeddings_file(output, X, data.class_labels[ok], paths, embedder.encoder.id)
+        failed = [str(p) for p, good in zip(data.paths, ok) if not good]
+        return EmbedReport(output, len(X), len(data.class_names), embedder.encoder.id, False, failed)
+    return _embed_store(data, output, options, engine, actors, ray_address)
+
+
+def _embed_store(data: Any, output: Path, options: EmbedOptions, engine: str, actors: int | None,
+                 ray_address: str | None) -> EmbedReport:
+    """Embed into a memory-mapped store folder, resuming an interrupted run (locally or with Ray)."""
+    from imprint.cache import encoder_namespace
+    from imprint.embed import embed_into_store
+    from imprint.store import EmbeddingStore
+
+    encoder = Embedder(options).encoder
+    store = EmbeddingStore.create(output, encoder_id=encoder.id, encoder_key=encoder_namespace(encoder),
+                                  dim=encoder.embedding_dim, paths=[str(p) for p in data.paths],
+                                  labels=data.labels, class_names=data.class_names)
+    before = len(data.paths) - len(store.pending())
+    if engine == "ray":
+        from imprint.distributed import embed_with_ray
+
+        embed_with_ray(encoder.id, store, batch_size=options.batch_size, actors=actors, address=ray_address,
+                       device=options.device, progress=options.progress)
+    elif engine == "local":
+        embed_into_store(encoder, store, batch_size=options.batch_size, workers=options.workers,
+                         progress=options.progress)
+    else:
+        raise WorkflowError(f"unknown engine {printable(engine)}; valid: local, ray")
+    failed = store.unreadable()
+    return EmbedReport(output, len(data.paths) - len(failed), len(data.class_names), encoder.id, True, failed,
+                       before)
