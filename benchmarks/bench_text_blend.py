@@ -99,7 +99,7 @@ def main() -> None:
     from imprint.cache import EmbeddingCache
     from imprint.encoders import create_encoder
     from imprint.grid.config import DatasetSpec
-    from imprint.grid.protocol import embed_dataset, split
+    from imprint.grid.data import embed_dataset, split
     from imprint.text_blend import class_text_weights, text_cosines
 
     spec = DatasetSpec(name="fashion_mnist", support_per_class=200, val_per_class=50, test_per_class=100)

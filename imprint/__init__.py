@@ -12,6 +12,11 @@ __version__ = "0.2.0"
 _PUBLIC = {
     "ImprintClassifier": "imprint.classifier",
     "ImprintedModel": "imprint.model",
+    "fit_folder": "imprint.workflows",
+    "embed_folder": "imprint.workflows",
+    "evaluate_folder": "imprint.evaluation",
+    "predict_images": "imprint.predictions",
+    "UserError": "imprint.errors",
     "ClassifierFileError": "imprint.persistence",
     "UnknownStageError": "imprint.settings",
     "Embeddings": "imprint.embedded",

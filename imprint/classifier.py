@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+import re
 from collections.abc import Hashable, Iterable
 from typing import Any
 
@@ -20,20 +21,21 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from imprint.configuration import check_settings, is_oracle, parameter_names
+from imprint.configuration import SLOT_NAMES, check_settings, is_oracle, parameter_names
 from imprint.devices import resolve_device
-from imprint.errors import UserError
+from imprint.errors import UserError, printable, quoted
 from imprint.memory import need_memory
 from imprint.model import ImprintedModel
 from imprint.openset import REJECTORS
 from imprint.openset.rejection import OpenSet
-from imprint.persistence import ClassifierFileError, read_classifier, restored_settings, write_classifier
+from imprint.persistence import ClassifierFileError, read_classifier, write_classifier
 from imprint.pipeline import FoldFitter, Pipeline
 from imprint.settings import AUTO, SETTINGS
 from imprint.text_blend import TEXT_ONLY_FIX, ZeroShotText, needs_text
 from imprint.tuning import Tuning
 from imprint.validation import check_embeddings, check_labels
 
+MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")  # a plug-in hint read from a file
 TUNING_ROWS = 50_000  # cross-validation reads a stratified sample of this many support rows at most
 
 
@@ -436,6 +438,35 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
                 raise ClassifierFileError(f"{path} is inconsistent: its {slot} stage lists the arrays {listed} but "
                                           f"needs {needed}; refit or restore it")
         return clf
+
+
+def restored_settings(path: Any, meta: dict[str, Any]) -> dict[str, Any]:
+    """The settings of a checked classifier file, once every stage it names is registered here (a plug-in's
+    module named, when it is a valid module name) and every setting its format records is there."""
+    shown = printable(path)
+    settings = meta["settings"]
+    version = meta["format_version"]
+    required = [*(name for name in SLOT_NAMES if name != "reject"), *(["reject"] if version >= 3 else []),
+                *(meta.get("active") or [] if version >= 3 else [])]
+    missing = [name for name in required if name not in settings and name != "device"]
+    if missing or (version >= 3 and meta.get("active") is None):
+        raise ClassifierFileError(f"{shown} is an incomplete classifier file (its settings lack "
+                                  f"{quoted(missing[0] if missing else 'active', 40)}); refit or restore it")
+    for slot, registry in SETTINGS.slots.items():
+        value = settings.get(slot, SETTINGS[slot].default)
+        if value is not None and not isinstance(value, str):
+            raise ClassifierFileError(f"{shown} is an inconsistent classifier file ({slot} must be a stage name)")
+        for name in (value.split("+") if SETTINGS[slot].chain and value else [value]):
+            if value is not None and name not in registry:
+                module = meta.get("plugins", {}).get(slot)
+                hint = "it is not a stage of this imprint version"
+                if isinstance(module, str) and MODULE_NAME.fullmatch(module):
+                    hint = f"import {module} before loading (command line: --plugin {module})"
+                elif module:
+                    hint = "the file names a plug-in module that is not a valid module name"
+                raise ClassifierFileError(f"{shown} uses {slot} {quoted(name, 60)}, which is not registered here: "
+                                          f"{hint}")
+    return settings
 
 
 def check_stage_options(path: Any, meta: dict, resolved: dict[str, Any]) -> None:

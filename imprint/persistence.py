@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import os
-import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,6 @@ from safetensors.numpy import save as safetensors_bytes
 from imprint.atomic import atomic_write_bytes
 from imprint.errors import UserError, printable
 
-MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")  # a plug-in hint read from a file
 FORMAT = "imprint-classifier"
 FORMAT_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
@@ -64,6 +63,36 @@ def is_classifier_file(path: str | os.PathLike) -> bool:
         return json.loads(header["__metadata__"]["imprint"]).get("format") == FORMAT
     except Exception:  # unreadable, not JSON, not a mapping: not one of ours
         return False
+
+
+@dataclass
+class FileSummary:
+    """What a classifier file records, read and checked without building anything (no torch): for
+    ``imprint info`` and anything else that describes a file."""
+
+    format_version: int
+    encoder: str | None
+    embedding_dim: int
+    classes: list[Any]
+    proxy_counts: list[int]
+    settings: dict[str, Any]
+    active: list[str]  # the settings that matter for its stages
+    tuned: dict[str, Any]  # values chosen on the support set
+    proxy_ratio: float | None  # k="auto": proxies per support sample
+    threshold: float | None  # rejection threshold, with a rejection score
+    text_classes: int | None  # classes with a zero-shot text weight, with a text blend
+    text_scale: float | None
+
+
+def summarize(path: str | os.PathLike) -> FileSummary:
+    """The checked contents of a classifier file, in words a description can use."""
+    meta, arrays = read_classifier(path)
+    settings = meta["settings"]
+    text = arrays.get("text.weights")
+    return FileSummary(meta["format_version"], meta.get("encoder"), meta["embedding_dim"], meta["classes"],
+                       np.asarray(arrays["proxy_counts"]).astype(int).tolist(), settings,
+                       list(meta.get("active") or settings), dict(meta.get("tuned") or {}), meta.get("proxy_ratio"),
+                       meta.get("threshold"), None if text is None else len(text), meta.get("text_scale"))
 
 
 def write_classifier(path: str | os.PathLike, meta: dict[str, Any],
@@ -259,36 +288,3 @@ def check_header(meta: dict, tensors: dict[str, np.ndarray], shown: str) -> None
             raise bad("text_scale", f"a positive number, with text weights of shape ({len(classes)}, {dim})")
     elif meta.get("text_scale") is not None:
         raise bad("text_scale", "null for a classifier without text weights")
-
-
-def restored_settings(path: Any, meta: dict[str, Any]) -> dict[str, Any]:
-    """The settings of a checked classifier file, once every stage it names is registered here (a plug-in's
-    module named, when it is a valid module name) and every setting its format records is there."""
-    from imprint.configuration import SLOT_NAMES
-    from imprint.errors import quoted
-    from imprint.settings import SETTINGS
-
-    shown = printable(path)
-    settings = meta["settings"]
-    version = meta["format_version"]
-    required = [*(name for name in SLOT_NAMES if name != "reject"), *(["reject"] if version >= 3 else []),
-                *(meta.get("active") or [] if version >= 3 else [])]
-    missing = [name for name in required if name not in settings and name != "device"]
-    if missing or (version >= 3 and meta.get("active") is None):
-        raise ClassifierFileError(f"{shown} is an incomplete classifier file (its settings lack "
-                                  f"{quoted(missing[0] if missing else 'active', 40)}); refit or restore it")
-    for slot, registry in SETTINGS.slots.items():
-        value = settings.get(slot, SETTINGS[slot].default)
-        if value is not None and not isinstance(value, str):
-            raise ClassifierFileError(f"{shown} is an inconsistent classifier file ({slot} must be a stage name)")
-        for name in (value.split("+") if SETTINGS[slot].chain and value else [value]):
-            if value is not None and name not in registry:
-                module = meta.get("plugins", {}).get(slot)
-                hint = "it is not a stage of this imprint version"
-                if isinstance(module, str) and MODULE_NAME.fullmatch(module):
-                    hint = f"import {module} before loading (command line: --plugin {module})"
-                elif module:
-                    hint = "the file names a plug-in module that is not a valid module name"
-                raise ClassifierFileError(f"{shown} uses {slot} {quoted(name, 60)}, which is not registered here: "
-                                          f"{hint}")
-    return settings

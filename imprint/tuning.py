@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from imprint.auto_k import ProxyRatio
 from imprint.pipeline import FoldFitter
 from imprint.sampling import stratified_folds
 from imprint.settings import AUTO, SETTINGS, PerClassRule
@@ -147,16 +148,12 @@ class Tuning:
 
     def state(self) -> dict[str, Any]:
         """Its part of a classifier file."""
-        from imprint.auto_k import ProxyRatio
-
         ratio = next((rule.ratio for rule in self.rules.values() if isinstance(rule, ProxyRatio)), None)
         return {"tuned": dict(self.values), "proxy_ratio": ratio}
 
     @classmethod
     def restore(cls, meta: dict[str, Any], params: dict[str, Any]) -> Tuning:
         """The component saved by ``state`` (the rule-chosen settings of `params` get the saved ratio)."""
-        from imprint.auto_k import ProxyRatio
-
         rules = {}
         if meta.get("proxy_ratio") is not None:
             rules = {name: ProxyRatio(float(meta["proxy_ratio"]))

@@ -27,6 +27,8 @@ def reduced(config: dict) -> dict:
     config["shots"] = sorted({shots[0], shots[-1]}, key=str)
     if "steps" in config:
         config["steps"] = config["steps"][:2]
+    if "episodes" in config:
+        config["episodes"] = dict(config["episodes"], count=10)
     for variant in config.get("variants", []):
         if variant.get("preset") == "ranpac":
             variant["projection_dim"] = 256

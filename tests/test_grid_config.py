@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from imprint.grid.config import ConfigError, load_config, parse_config
+from imprint.grid.data import EmbeddedDataset, split
 from imprint.grid.expand import expand
-from imprint.grid.protocol import EmbeddedDataset, split
 
 BASE = {"datasets": ["mnist5k"]}
 

@@ -184,3 +184,24 @@ def test_reduced_paper_table1_on_real_data(cache_dir: Path, tmp_path: Path):
     assert (mean > 0.6).all(), mean
     assert mean["Oracle (ls)"] > mean["Qi et al."] + 0.01, mean  # measured: 2.7 to 3.0 points for seeds 0-2
     assert "Friedman test over 8 groups and 6 variants" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_protocol_is_one_registered_file_and_episodes_run_as_one(tmp_path):
+    """The few-shot episodes protocol, added as one file: every cell is the mean over its episodes, reported with a
+    confidence interval, on the support set of the cell and queries from the test images."""
+    from imprint.grid.protocols import PROTOCOLS
+
+    assert {"closed_set", "open_set", "incremental", "episodes"} <= set(PROTOCOLS.names())
+    root = Path(__file__).resolve().parent.parent
+    config = parse_config({"protocol": "episodes", "episodes": {"ways": 3, "queries": 4, "count": 12},
+                           "datasets": [{"folder": str(root / "examples" / "fashion"), "support_per_class": 5,
+                                         "val_per_class": 0, "test_per_class": 5}],
+                           "shots": [2], "variants": [{"preset": "qi"}, {"preset": "simpleshot"}]})
+    run_grid(config, tmp_path / "out", workers=1, cache=None, progress=False, log=lambda _: None)
+    cells = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "cells").glob("*.json"))]
+    assert len(cells) == 2 and all(c["episodes"] == 12 and c["ways"] == 3 for c in cells)
+    assert all(0.34 < c["accuracy"] <= 1.0 and 0 < c["accuracy_ci95"] < 0.5 for c in cells)
+    with pytest.raises(ValueError, match="'episodes' sizes are for protocol: episodes"):
+        parse_config({"episodes": {"ways": 3}, "datasets": ["fashion_mnist"]})
+    with pytest.raises(ValueError, match="episodes.ways must be at least 2"):
+        parse_config({"protocol": "episodes", "episodes": {"ways": 1}, "datasets": ["fashion_mnist"]})

@@ -23,12 +23,12 @@ from imprint.data.builtin import DATASETS
 from imprint.data.tasks import TASK_SPLITS
 from imprint.encoders import DEFAULT_ENCODER
 from imprint.errors import UserError, quoted
+from imprint.grid.protocols import PROTOCOLS
 from imprint.presets import PRESETS
 from imprint.settings import OFF_WORDS, SETTINGS, did_you_mean
 from imprint.text_blend import needs_text
 
 BASELINES = ("linear_probe",)
-PROTOCOLS = ("closed_set", "open_set", "incremental")
 NOT_AXES = ("seed", "device")  # the grid's `seeds` axis seeds each cell; `device` is a run setting
 
 
@@ -181,7 +181,8 @@ class _GridBase(_Strict):
 
     name: str = "grid"
     plugins: list[str] = []
-    protocol: Annotated[str, BeforeValidator(_word_in("protocol", PROTOCOLS))] = "closed_set"
+    protocol: Annotated[str, BeforeValidator(lambda value: _word_in("protocol", tuple(PROTOCOLS.names()))(value))] \
+        = "closed_set"
     encoders: Annotated[list[str], _each(_encoder_id)] = [DEFAULT_ENCODER]
     datasets: Annotated[list[DatasetSpec], BeforeValidator(_as_list)]
     unknown_datasets: Annotated[list[DatasetSpec], BeforeValidator(_as_list)] = []
@@ -192,6 +193,7 @@ class _GridBase(_Strict):
     baselines: Annotated[list[str], _each(_word_in("baseline", BASELINES))] = []
     zero_shot: bool = False  # embed each dataset's class names with the encoder's text tower; fit blends them in
     device: str = "cpu"
+    episodes: dict[str, int] | None = None  # protocol episodes: {ways, queries, count}
 
     @model_validator(mode="after")
     def _consistent(self) -> Any:
@@ -207,23 +209,16 @@ class _GridBase(_Strict):
         if "linear_probe" in self.baselines and any(d.val_per_class == 0 for d in self.datasets):
             raise UserError("the linear_probe baseline chooses its regularisation on validation images; "
                              "set val_per_class >= 1 for every dataset")
-        if self.unknown_datasets and self.protocol != "open_set":
-            raise UserError("'unknown_datasets' are for protocol: open_set")
-        if self.protocol == "incremental" and self.baselines:
-            raise UserError("protocol incremental adds classes to a fitted classifier; the linear_probe baseline "
-                             "cannot: leave 'baselines' out")
-        if not self.zero_shot and any(needs_text(value) for _, values in self._per_variant("text_alpha")
+        if not self.zero_shot and any(needs_text(value) for _, values in self.per_variant("text_alpha")
                                       for value in values):
             raise UserError("text_alpha weighs zero-shot text scores: set zero_shot: true (an encoder with a "
-                             "text tower, open_clip:MODEL/TAG) or leave text_alpha out")
-        if self.protocol == "open_set":
-            for name, values in self._per_variant("reject"):
-                if None in values:
-                    raise UserError(f"protocol open_set scores rejection: set reject (e.g. [max_score, mahalanobis]) "
-                                     f"at the top level or in every variant; {name} has none")
+                            "text tower, open_clip:MODEL/TAG) or leave text_alpha out")
+        if self.episodes is not None and self.protocol != "episodes":
+            raise UserError("'episodes' sizes are for protocol: episodes")
+        PROTOCOLS.get(self.protocol)().check(self)
         return self
 
-    def _per_variant(self, setting: str) -> list[tuple[str, list[Any]]]:
+    def per_variant(self, setting: str) -> list[tuple[str, list[Any]]]:
         """Each variant's name and values of `setting` (the top level's where the variant sets none)."""
         if not self.variants:
             return [("the top-level variant", getattr(self, setting))]

@@ -12,6 +12,7 @@ from imprint.configuration import SLOT_NAMES
 from imprint.data.folder import folder_fingerprint
 from imprint.data.tasks import task_name
 from imprint.grid.config import DatasetSpec, GridBase, method_axes
+from imprint.grid.protocols import PROTOCOLS
 from imprint.presets import preset_settings
 from imprint.settings import CHAIN, SETTINGS
 
@@ -43,6 +44,7 @@ class Cell:
     steps: int = 1  # class-incremental protocol: the task's classes arrive in this many steps
     zero_shot: bool = False  # fit with the text embeddings of the task's class names
     contents: str = ""  # an image folder's fingerprint (files, sizes, times): results never outlive a change
+    protocol_options: tuple = ()  # (name, value) pairs of the protocol's own sizes (episodes: ways, queries, count)
 
     def identity(self) -> dict[str, Any]:
         """Everything that determines the result (the variant's display name does not)."""
@@ -50,7 +52,8 @@ class Cell:
                 "dataset": self.dataset.model_dump(), "task": list(self.task) if isinstance(self.task, tuple)
                 else self.task, "shots": self.shots, "seed": self.seed, "method": self.method,
                 **({"steps": self.steps} if self.steps > 1 else {}), **({"zero_shot": True} if self.zero_shot else {}),
-                **({"contents": self.contents} if self.contents else {})}
+                **({"contents": self.contents} if self.contents else {}),
+                **({"protocol_options": dict(self.protocol_options)} if self.protocol_options else {})}
 
     @property
     def key(self) -> str:
@@ -166,7 +169,9 @@ def expand(config: GridBase) -> Expansion:
     contents = {spec.folder: folder_fingerprint(spec.folder) for spec in [*config.datasets, *config.unknown_datasets]
                 if spec.folder is not None}
     far = "".join(contents[spec.folder] for spec in config.unknown_datasets if spec.folder is not None)
-    steps_axis = config.steps if config.protocol == "incremental" else [1]
+    protocol = PROTOCOLS.get(config.protocol)()
+    steps_axis = config.steps if protocol.uses_steps else [1]
+    options = tuple(sorted(protocol.options(config).items())) if hasattr(protocol, "options") else ()
     data_axes = itertools.product(config.encoders, config.datasets, config.task_splits, steps_axis, config.shots,
                                   config.seeds)
     for encoder, dataset, task, steps, shots, seed in data_axes:
@@ -180,7 +185,7 @@ def expand(config: GridBase) -> Expansion:
             if name is not None and shown:
                 label += " (" + ", ".join(f"{axis}={raw[axis]}" for axis in shown) + ")"
             cell = Cell(encoder, dataset, task, shots, seed, label, canonical_method(raw, shots, dataset), requested,
-                        config.protocol, steps, config.zero_shot, contents.get(dataset.folder, "") + far)
+                        config.protocol, steps, config.zero_shot, contents.get(dataset.folder, "") + far, options)
             if (cell.key, label) in seen:
                 expansion.dropped[DUPLICATE] += 1
                 continue

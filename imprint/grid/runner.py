@@ -32,9 +32,10 @@ from imprint.cache import EmbeddingCache
 from imprint.data.tasks import resolve_task
 from imprint.errors import UserError
 from imprint.grid.config import GridBase, import_plugins
+from imprint.grid.data import EmbeddedDataset, embed_dataset, unknown_test_images
 from imprint.grid.evaluate import evaluate_cell
 from imprint.grid.expand import Cell, expand
-from imprint.grid.protocol import EmbeddedDataset, embed_dataset, unknown_test_images
+from imprint.grid.protocols import PROTOCOLS
 
 
 class GridError(UserError):
@@ -206,8 +207,9 @@ def run_grid(config: GridBase, out: str | Path, *, workers: int | None = None,
 
 
 def _far_datasets(cell: Cell, config: GridBase) -> list:
-    """For the open-set protocol: the other datasets whose test images are unknown to this cell's tasks."""
-    if config.protocol != "open_set":
+    """For a protocol with unknown images (open set): the other datasets whose test images are unknown to this
+    cell's tasks."""
+    if not PROTOCOLS.get(config.protocol).uses_unknown_datasets:
         return []
     return [d for d in config.unknown_datasets if d.label != cell.dataset.label]
 
