@@ -32,9 +32,9 @@ class ImageClassifier(torch.nn.Module):
 
     @torch.inference_mode()
     def predict(self, image_path: str) -> tuple[str, float]:
-        """The best class of one image and its softmax probability (temperature 0.01)."""
+        """The best class of one image and its calibrated probability (as predict_proba gives it)."""
         scores = self(self.preprocess(load_rgb(image_path))[None])
-        probabilities = torch.softmax(scores / 0.01, dim=1)[0]
+        probabilities = self.head.probabilities(scores)[0]
         best = int(probabilities.argmax())
         return self.class_names[best], float(probabilities[best])
 

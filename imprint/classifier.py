@@ -21,7 +21,8 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from imprint.configuration import SLOT_NAMES, check_settings, is_oracle, parameter_names
+from imprint.calibration import fit_temperature, softmax
+from imprint.configuration import SLOT_NAMES, check_settings, is_oracle, method_settings, parameter_names
 from imprint.devices import resolve_device
 from imprint.errors import UserError, printable, quoted
 from imprint.memory import need_memory
@@ -30,6 +31,7 @@ from imprint.openset import REJECTORS
 from imprint.openset.rejection import OpenSet
 from imprint.persistence import ClassifierFileError, read_classifier, write_classifier
 from imprint.pipeline import FoldFitter, Pipeline
+from imprint.presets import CUSTOM
 from imprint.settings import AUTO, SETTINGS
 from imprint.text_blend import TEXT_ONLY_FIX, ZeroShotText, needs_text
 from imprint.tuning import Tuning
@@ -60,6 +62,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             raise TypeError(f"ImprintClassifier has no setting {unknown[0]!r}; valid: {', '.join(names)} (a plug-in "
                             "stage's settings exist once its module is imported)")
         defaults = SETTINGS.defaults()
+        if "method" not in settings and any(name in settings for name in method_settings()):
+            settings = {**settings, "method": CUSTOM}  # a stage named is the method asked for, default or not
         for name in names:
             setattr(self, name, settings.get(name, defaults[name]))
 
@@ -158,7 +162,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     def _fit_open_set(self, X: np.ndarray, codes: np.ndarray) -> None:
         """Fit the rejection score on the support set and calibrate it on scores of support samples from models
         that did not see them."""
-        params = self._params()
+        params = check_settings(self._params())
         text = self.pipeline_.text
         folds = FoldFitter(self.device_, None if text is None else text.weights, int(self.seed))
         self.open_set_ = OpenSet.fit(self.reject, self.tuning_.resolved(params), X, codes, self.pipeline_, folds,
@@ -241,11 +245,12 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         return out
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Softmax of the class scores divided by `temperature`."""
-        logits = self._class_scores(X).astype(np.float64) / self.temperature
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        return probs / probs.sum(axis=1, keepdims=True)
+        """Softmax of the class scores divided by the temperature: calibrated on the support set by
+        cross-fitting (``temperature="auto"``, see ``imprint.calibration``), or the number given."""
+        scores = self._class_scores(X).astype(np.float64)
+        if self.tuning_.values.get("probability_logits") == "log":  # sums of kernels: their logs are the logits
+            scores = np.log(np.maximum(scores, 1e-300))
+        return softmax(scores, self.pipeline_.settings["temperature"])
 
     def score_unknown(self, X: Any) -> np.ndarray:
         """One score per query, higher meaning more likely of none of the classes (needs ``reject``)."""
@@ -269,25 +274,37 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         return self.open_set_.label_sets(self._class_scores(X), float(alpha))
 
     def calibrate(self, X: Any, y: Any) -> ImprintClassifier:
-        """Split-conformal calibration on held-out labelled embeddings of the known classes (not used for
-        fitting): the rejection threshold (with ``reject``) and the prediction sets then come from them."""
+        """Calibration on held-out labelled embeddings of the known classes (not used for fitting): the rejection
+        threshold (with ``reject``) and the prediction sets (split-conformal), and with ``temperature="auto"`` the
+        temperature of predict_proba, then come from them."""
         check_is_fitted(self)
         X = self._checked_queries(X)
         y = check_labels(y, len(X))
         unknown = sorted(set(np.asarray(y).tolist()) - set(self.classes_.tolist()))
         if unknown:
             raise UserError(f"calibration labels must be known classes; {unknown[0]!r} is not one")
+        columns = np.searchsorted(self.classes_, y)
+        if self.temperature == AUTO:  # the probabilities too, on these held-out samples
+            scores = self.pipeline_.class_scores(X).astype(np.float64)
+            if self.tuning_.values.get("probability_logits") == "log":
+                scores = np.log(np.maximum(scores, 1e-300))
+            temperature = fit_temperature(scores, columns)
+            self.pipeline_.settings["temperature"] = self.tuning_.values["temperature"] = temperature
         if self.open_set_ is None:
             self.open_set_ = OpenSet(None, self.reject_rate)
-        self.open_set_.calibrate(X, np.searchsorted(self.classes_, y), self.pipeline_)
+        self.open_set_.calibrate(X, columns, self.pipeline_)
         return self
 
     def to_torch(self) -> ImprintedModel:
         """An ``nn.Module`` (CPU, eval mode) giving the same class scores as ``decision_function`` (for two
-        classes, both columns); its ``classes`` attribute names the class of each output column."""
+        classes, both columns); its ``classes`` attribute names the class of each output column, and its
+        ``probabilities(scores)`` gives what ``predict_proba`` gives."""
         check_is_fitted(self)
+        self.pipeline_.solve()
         module = copy.deepcopy(self.pipeline_.model).to("cpu").eval()
         module.classes = self.classes_.tolist()
+        module.temperature = float(self.pipeline_.settings["temperature"])
+        module.log_logits = self.tuning_.values.get("probability_logits") == "log"
         return module
 
     # ------------------------------------------------------------------ incremental
@@ -367,7 +384,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self)
         settings = {name: value for name, value in self.get_params().items() if name != "device"}
         meta = {"settings": settings, "classes": list(self.classes_), "embedding_dim": int(self.n_features_in_),
-                "encoder": self.encoder_id_, "plugins": self._plugins(), "active": SETTINGS.active(self._params()),
+                "encoder": self.encoder_id_, "plugins": self._plugins(),
+                "active": SETTINGS.active(self.pipeline_.settings),
                 "threshold": None, "text_scale": None}
         parts = [self.pipeline_.state(), (self.tuning_.state(), {})]
         if self.open_set_ is not None and self.open_set_.rejector is not None:

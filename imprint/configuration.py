@@ -12,6 +12,7 @@ from typing import Any
 from imprint.devices import resolve_device
 from imprint.errors import UserError, quoted
 from imprint.openset import REJECTORS
+from imprint.presets import AUTO_CANDIDATES, CUSTOM, PRESETS
 from imprint.settings import AUTO, SETTINGS, Setting
 from imprint.stages import AGGREGATIONS, GENERATORS, METRICS, NORMS
 from imprint.text_blend import TEXT_ALPHA
@@ -27,10 +28,16 @@ SLOTS = (
     Setting("reject", str, None, "open set: the score that says a query is of none of the classes (predicted "
             "as unknown_label at reject_rate); none: every query gets a class", optional=True, stages=REJECTORS),
 )
+METHOD = Setting("method", str, AUTO, "auto: the published method (preset) that cross-validates best on the support "
+                 "set, with its own settings (when no stage setting is given); a preset name: that method, any stage "
+                 "setting given overriding it; custom: exactly the stage settings given",
+                 choices=(AUTO, CUSTOM, *PRESETS))
 GENERAL = (
+    METHOD,
     TEXT_ALPHA,
-    Setting("temperature", float, 0.01, "softmax temperature of predict_proba (0.01 matches CLIP's logit scale)",
-            low=0.0, open_low=True),
+    Setting("temperature", float, AUTO, "softmax temperature of predict_proba; auto: fitted to the support set's "
+            "cross-fitted class scores (probabilities that mean what they say); calibrate(X, y) refits it on "
+            "held-out data", low=0.0, open_low=True, auto=True),
     Setting("seed", int, 0, "random seed of every random choice (k-means seeding, projections, folds)", low=0,
             high=2**32 - 1),
     Setting("device", str, "auto", "auto (cuda, then mps, then cpu) or a torch device string"),
@@ -52,6 +59,32 @@ def parameter_names() -> list[str]:
     return [*SLOT_NAMES, *stage_settings, *general]
 
 
+def method_settings() -> list[str]:
+    """The settings that make a method: the stage at each pipeline point but rejection, and every setting of the
+    normalisation, generation, head and aggregation stages (not rejection's, not how a fit runs)."""
+    kinds = {SETTINGS.slots[slot].kind for slot in SLOT_NAMES if slot != "reject"}
+    return [name for name in SETTINGS.names() if name in SLOT_NAMES and name != "reject"
+            or any(kind in kinds for kind, _ in SETTINGS.users(name))]
+
+
+def chooses_method(params: dict[str, Any]) -> bool:
+    """Whether the method is chosen on the support set: method="auto" and no stage setting given (all at their
+    defaults; method="custom" pins the default pipeline)."""
+    defaults = SETTINGS.defaults()
+    return params.get("method", AUTO) == AUTO and all(params.get(name, defaults[name]) == defaults[name]
+                                                      for name in method_settings())
+
+
+def with_method(params: dict[str, Any], method: str) -> dict[str, Any]:
+    """`params` as the method `method` sets them: the preset's stage settings, each overridden by a setting given
+    (one not at its default)."""
+    if method in (AUTO, CUSTOM):
+        return dict(params)
+    defaults = SETTINGS.defaults()
+    given = {name: value for name, value in params.items() if name in defaults and value != defaults[name]}
+    return {**params, **PRESETS[method].settings, **given}
+
+
 def is_oracle(params: dict[str, Any]) -> bool:
     """Whether the generator uses cross-class statistics (an upper-bound baseline, not imprinting)."""
     return GENERATORS.entry(params.get("generation", SETTINGS["generation"].default)).oracle
@@ -59,7 +92,17 @@ def is_oracle(params: dict[str, Any]) -> bool:
 
 def check_settings(params: dict[str, Any]) -> dict[str, Any]:
     """Every value valid, none set for a stage that is not chosen, and the combinations that cannot work refused,
-    each in one line; returns `params`."""
+    each in one line; returns the settings as they run (a preset method's stage settings filled in). An "auto"
+    method is checked with each of the methods it chooses among."""
+    METHOD.check(params.get("method", AUTO))
+    if chooses_method(params):
+        for method in AUTO_CANDIDATES:
+            _check(with_method(params, method))
+        return params
+    return _check(with_method(params, params.get("method", AUTO)))
+
+
+def _check(params: dict[str, Any]) -> dict[str, Any]:
     generation = params.get("generation", SETTINGS["generation"].default)
     for name in SETTINGS.names():  # a setting chosen by its own per-class rule needs a stage that takes rules
         if SETTINGS[name].choose is None or params.get(name) != AUTO or generation not in GENERATORS:

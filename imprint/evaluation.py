@@ -25,6 +25,12 @@ class Evaluation:
     recall: np.ndarray
     f1: np.ndarray
     support: np.ndarray
+    proba: np.ndarray | None = None  # predict_proba of the images
+    columns: np.ndarray | None = None  # each image's class as a column of proba
+    ece: float = float("nan")  # expected calibration error of proba
+    known_rejected: float | None = None  # with a rejection score: share of these known images rejected
+    target_rate: float | None = None
+    accepted_accuracy: float | None = None  # accuracy of the images not rejected
 
     @property
     def accuracy(self) -> float:
@@ -46,13 +52,28 @@ class Evaluation:
 
 
 def evaluate(clf: Any, X: np.ndarray, y: np.ndarray) -> Evaluation:
-    """Predict X and score against y; per-class precision, recall and F1 over the classes present in y."""
+    """Predict X and score against y; per-class precision, recall and F1 over the classes present in y; the
+    calibration of the probabilities (ECE); with a rejection score, the accuracy is the closed set's (every image
+    gets its best class) and the rejection of these known-class images is reported beside it."""
     from sklearn.metrics import precision_recall_fscore_support
 
-    predicted = clf.predict(X)
+    from imprint.calibration import expected_calibration_error
+
+    proba = clf.predict_proba(X)
+    rejects = getattr(clf, "reject", None) is not None
+    predicted = clf.classes_[proba.argmax(axis=1)] if rejects else clf.predict(X)
     present = [c for c in clf.classes_.tolist() if c in set(np.asarray(y).tolist())]
     precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=present, zero_division=0)
-    return Evaluation(np.asarray(y), predicted, present, precision, recall, f1, support)
+    evaluation = Evaluation(np.asarray(y), predicted, present, precision, recall, f1, support, proba,
+                            np.searchsorted(clf.classes_, y))
+    evaluation.ece = expected_calibration_error(proba, evaluation.columns)
+    if rejects:
+        rejected = clf.score_unknown(X) > clf.threshold_
+        evaluation.known_rejected = float(rejected.mean())
+        evaluation.target_rate = float(clf.reject_rate)
+        kept = ~rejected
+        evaluation.accepted_accuracy = float((predicted[kept] == y[kept]).mean()) if kept.any() else float("nan")
+    return evaluation
 
 
 @dataclass
@@ -105,8 +126,11 @@ def confusion_png(evaluation: Evaluation, classes: Sequence[Any], title: str) ->
 
 def evaluation_payload(evaluation: Evaluation) -> dict[str, Any]:
     """An evaluation as ``imprint eval --format json`` writes it."""
+    rejection = {} if evaluation.known_rejected is None else {
+        "known_rejected": evaluation.known_rejected, "target_rate": evaluation.target_rate,
+        "accepted_accuracy": evaluation.accepted_accuracy}
     return {"accuracy": evaluation.accuracy, "chance": evaluation.chance, "macro_f1": evaluation.macro_f1,
-            "images": len(evaluation.labels),
+            "ece": evaluation.ece, **rejection, "images": len(evaluation.labels),
             "per_class": [dict(zip(("class", "precision", "recall", "f1", "images"), row))
                           for row in zip(evaluation.classes, evaluation.precision, evaluation.recall, evaluation.f1,
                                          evaluation.support)]}

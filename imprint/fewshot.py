@@ -43,7 +43,8 @@ def episodes(X: Any, y: Any, n_way: int = 5, k_shot: int = 1, n_query: int = 15,
     """
     X = check_embeddings(X)
     y = check_labels(y, len(X))
-    for name, value in (("n_way", n_way), ("k_shot", k_shot), ("n_query", n_query), ("n_episodes", n_episodes)):
+    for name, value in (("--ways (n_way)", n_way), ("--shots (k_shot)", k_shot), ("--queries (n_query)", n_query),
+                        ("--episodes (n_episodes)", n_episodes)):
         check_positive_int(value, name)
     classes, codes = np.unique(y, return_inverse=True)
     counts = np.bincount(codes)

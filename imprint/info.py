@@ -6,16 +6,19 @@ import os
 from typing import Any
 
 from imprint.persistence import summarize
+from imprint.presets import PRESETS
 
 PIPELINE = ("norm_pre", "generation", "norm_post", "norm_inf", "metric", "aggregation")
-QUIET = ("device", "seed", "temperature")  # settings that do not describe what was fitted
+QUIET = ("device", "seed", "temperature", "method")  # settings that do not describe what was fitted
 
 
 def describe(path: str | os.PathLike) -> dict[str, Any]:
     """Encoder, width, classes, proxies per class, the pipeline with its settings, the values chosen for "auto"
     settings, the zero-shot text blend where there is one, and a note when k was capped at the class sizes."""
     summary = summarize(path)
-    settings, counts = summary.settings, summary.proxy_counts
+    counts = summary.proxy_counts
+    method = summary.tuned.get("method")  # method="auto": the settings of the method chosen
+    settings = {**summary.settings, **PRESETS[method].settings} if method in PRESETS else summary.settings
     blends = summary.text_classes is not None
     active = [name for name in summary.active if name != "text_alpha" or blends]
     pipeline = " -> ".join(f"{slot}={settings.get(slot)}" for slot in PIPELINE if slot in settings)
@@ -25,6 +28,10 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     info = {"format_version": summary.format_version, "encoder": summary.encoder,
             "embedding_dim": summary.embedding_dim, "classes": summary.classes, "proxy_counts": counts,
             "proxies": int(sum(counts)), "pipeline": pipeline, "settings": shown, "tuned": summary.tuned}
+    if settings.get("reject") is not None and summary.threshold is not None:
+        info["rejection"] = (f"rejection: {settings['reject']} score, at most {settings.get('reject_rate')} of "
+                             f"known images rejected: threshold {summary.threshold:.4g} (unknown scores above it are "
+                             "called unknown)")
     if blends:
         alpha = summary.tuned.get("text_alpha", settings.get("text_alpha"))
         info["zero_shot"] = (f"zero-shot text blend: class scores + {alpha} x {summary.text_scale:.4g} x cosine with "

@@ -1,6 +1,7 @@
 """The inference half of an imprinted classifier as a plain ``nn.Module`` (what ``to_torch`` returns)."""
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from imprint.stages.aggregation import Aggregation
@@ -25,6 +26,8 @@ class ImprintedModel(nn.Module):
         self.aggregation = aggregation
         self.text = text
         self.classes = list(classes)
+        self.temperature = 1.0
+        self.log_logits = False
 
     @property
     def proxies(self) -> Tensor:
@@ -48,3 +51,9 @@ class ImprintedModel(nn.Module):
         """(n, n_classes) class scores; `out` is an optional (n, n_proxies) buffer for the proxy scores."""
         scores = self.head_scores(embeddings, out=out)
         return scores if self.text is None else scores + self.text(embeddings)
+
+    def probabilities(self, scores: Tensor) -> Tensor:
+        """Calibrated class probabilities from class scores, as ``ImprintClassifier.predict_proba`` gives them
+        (the classifier sets `temperature`, and `log_logits` for heads whose scores are sums of kernels)."""
+        logits = scores.clamp_min(1e-300).log() if self.log_logits else scores
+        return torch.softmax(logits / self.temperature, dim=1)

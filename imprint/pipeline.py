@@ -50,9 +50,11 @@ class Pipeline:
     # ------------------------------------------------------------------ fitting
     @classmethod
     def fit(cls, X: np.ndarray, codes: np.ndarray, n_classes: int, settings: dict[str, Any], device: torch.device,
-            text: ZeroShotText | None = None, seed: int = 0) -> Pipeline:
+            text: ZeroShotText | None = None, seed: int = 0, solve: bool = True) -> Pipeline:
         """Imprint proxies for classes 0..n_classes-1 from the rows X (read in blocks, never copied whole); with
-        `text`, measure the scale of its term on this support set and blend it in with ``text_alpha``."""
+        `text`, measure the scale of its term on this support set and blend it in with ``text_alpha``. Without
+        `solve`, a head that can defer its solve (a precision matrix) does until it scores (models inside
+        cross-validation often score candidates from a decomposition instead)."""
         pipeline = cls(settings, device, tuple(make_norm(settings[p], settings) for p in NORM_POINTS), text)
         raw = Support(X, codes, n_classes, device)
         with torch.no_grad():  # not inference_mode: fitted state must stay usable in autograd code
@@ -68,6 +70,8 @@ class Pipeline:
         if text is not None:
             text.scale = text.measure_scale(pipeline, X, codes, seed)
             pipeline._install(metric, n_classes)
+        if solve:
+            metric.solve()
         return pipeline
 
     def _fit_norms(self, raw: Support) -> Support:
@@ -122,6 +126,10 @@ class Pipeline:
         return len(self.metric.proxy_counts)
 
     # ------------------------------------------------------------------ classes added and removed
+    def solve(self) -> None:
+        """Everything scoring needs computed now (before the model is copied or exported)."""
+        self.metric.solve()
+
     def extend(self, X: np.ndarray, codes: np.ndarray, n_new: int, order: np.ndarray,
                text: ZeroShotText | None = None) -> None:
         """Add `n_new` classes (rows X with codes 0..n_new-1 among them) with the fitted normalisations and
@@ -249,6 +257,7 @@ class Pipeline:
         metric = restore_metric(settings["metric"], options, saved, tensors["proxies"].float().to(device),
                                 tensors["proxy_counts"].long())
         pipeline._install(metric, n_classes)
+        metric.solve()
         return pipeline
 
     def stage_arrays(self) -> dict[str, list[list[str]]]:
@@ -297,7 +306,8 @@ class FoldFitter:
         """A pipeline fitted on rows X with class codes `codes` (of the whole support set, some maybe absent)."""
         present, local = np.unique(codes, return_inverse=True)
         text = None if self.text_weights is None else ZeroShotText(self.text_weights[present])
-        return FoldModel(present, Pipeline.fit(X, local, len(present), settings, self.device, text, self.seed))
+        return FoldModel(present, Pipeline.fit(X, local, len(present), settings, self.device, text, self.seed,
+                                               solve=False))
 
 
 class FoldModel:

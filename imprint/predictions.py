@@ -23,6 +23,8 @@ class Prediction:
     probability: float
     top: list[tuple[Any, float]]
     unknown_score: float | None = None
+    threshold: float | None = None  # unknown scores above it are rejected
+    rejected: bool = False
 
 
 def predictions(clf: Any, paths: Sequence[Path], X: np.ndarray, top_k: int) -> list[Prediction]:
@@ -31,10 +33,13 @@ def predictions(clf: Any, paths: Sequence[Path], X: np.ndarray, top_k: int) -> l
         return []
     proba = clf.predict_proba(X)
     labels = clf.predict(X)
-    unknown = clf.score_unknown(X) if getattr(clf, "reject", None) is not None else [None] * len(X)
+    rejects = getattr(clf, "reject", None) is not None
+    unknown = clf.score_unknown(X) if rejects else [None] * len(X)
+    threshold = float(clf.threshold_) if rejects else None
     order = np.argsort(-proba, axis=1, kind="stable")[:, :min(top_k, len(clf.classes_))]
     return [Prediction(Path(path), label, float(row[ranks[0]]), [(clf.classes_[r], float(row[r])) for r in ranks],
-                       None if score is None else float(score))
+                       None if score is None else float(score), threshold,
+                       rejects and bool(score > threshold))
             for path, ranks, row, label, score in zip(paths, order, proba, labels, unknown)]
 
 
@@ -55,9 +60,18 @@ def predictions_text(found: Sequence[Prediction], fmt: str, open_set: bool) -> s
         return csv_text([[str(p.path), p.label, p.probability, ";".join(f"{c}:{s:.4f}" for c, s in p.top)]
                          + ([p.unknown_score] if open_set else []) for p in found], header)
     names = display_names([p.path for p in found])
-    return table([[name, p.label, percent(p.probability), ", ".join(f"{c} {percent(s)}" for c, s in p.top[1:])]
-                  + ([f"{p.unknown_score:.4g}"] if open_set else []) for name, p in zip(names, found)],
-                 ["image", "class", "probability", "next best"] + (["unknown score"] if open_set else [])) + "\n"
+    rows = []
+    for name, p in zip(names, found):
+        if p.rejected:  # the best known class stays among the alternatives, its probability shown there
+            rows.append([name, p.label, "-", ", ".join(f"{c} {percent(s)}" for c, s in p.top),
+                         f"{p.unknown_score:.4g} > {p.threshold:.4g}"])
+            continue
+        row = [name, p.label, percent(p.probability), ", ".join(f"{c} {percent(s)}" for c, s in p.top[1:])]
+        if open_set:
+            row.append(f"{p.unknown_score:.4g} <= {p.threshold:.4g}")
+        rows.append(row)
+    header = ["image", "class", "probability", "next best"] + (["unknown score vs threshold"] if open_set else [])
+    return table(rows, header) + "\n"
 
 
 def display_names(paths: Sequence[Path]) -> list[str]:

@@ -22,12 +22,16 @@ from typing import Any
 import numpy as np
 
 from imprint.auto_k import ProxyRatio
+from imprint.calibration import fit_temperature
+from imprint.configuration import chooses_method, with_method
 from imprint.pipeline import FoldFitter
+from imprint.presets import AUTO_CANDIDATES, PRESETS
 from imprint.sampling import stratified_folds
 from imprint.settings import AUTO, SETTINGS, PerClassRule
 from imprint.text_blend import TEXT_ALPHA
 
 FOLDS = 3
+CALIBRATION_FOLDS = 10  # the temperature's folds: models fitted on 90% of the support set score like the full one
 
 
 def candidates(name: str, n_samples: int, n_features: int, n_classes: int) -> list[Any]:
@@ -71,6 +75,14 @@ def tune(names: list[str], codes: np.ndarray, n_features: int, score: Scorer,
     return chosen, trace
 
 
+def _likelihood_loss(logits: np.ndarray, truth: np.ndarray) -> float:
+    """The mean negative log-likelihood of the true classes at the best temperature for `logits`."""
+    from imprint.calibration import softmax
+
+    probs = softmax(logits, fit_temperature(logits, truth))
+    return float(-np.log(np.maximum(probs[np.arange(len(truth)), truth], 1e-300)).mean())
+
+
 def auto_settings(params: dict[str, Any], active: list[str]) -> list[str]:
     """The active settings left at "auto" that are chosen among candidates by cross-validated accuracy."""
     return SETTINGS.in_pipeline_order(name for name in active if params.get(name) == AUTO
@@ -90,12 +102,87 @@ class Tuning:
     values: dict[str, Any] = field(default_factory=dict)
     rules: dict[str, PerClassRule] = field(default_factory=dict)
     scores: dict[str, list[float]] = field(default_factory=dict)
+    base: dict[str, Any] = field(default_factory=dict)  # the chosen method's settings (method="auto")
+    method_scores: dict[str, float] = field(default_factory=dict)  # each method's cross-validated accuracy
 
     @classmethod
     def run(cls, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
             seed: int) -> Tuning:
         """Choose every "auto" setting of `params` on the support rows X (class codes `codes`), fitting pipelines
-        on folds with `folds` (which carries the zero-shot text, if any)."""
+        on folds with `folds` (which carries the zero-shot text, if any); with method="auto", the method too."""
+        tuning = cls._choose_method(params, X, codes, folds, seed) if chooses_method(params) else \
+            cls._run(params, X, codes, folds, seed)
+        if params.get("temperature") == AUTO:
+            temperature, logits = tuning._temperature(params, X, codes, folds, seed)
+            tuning.values["temperature"] = temperature
+            if logits != "scores":
+                tuning.values["probability_logits"] = logits
+        return tuning
+
+    def _temperature(self, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
+                     seed: int) -> tuple[float, str]:
+        """The softmax temperature that makes the cross-fitted class scores of the support set calibrated (their
+        negative log-likelihood least), and what it divides: the scores, or their logarithms where that is more
+        likely still (a head whose scores are sums of kernels, as Tip-Adapter's, is a density: its log is a
+        logit). Where nothing can be held out, a third of the spread of the scores."""
+        settings = {**self.resolved(params), "temperature": 1.0}
+        smallest = int(np.bincount(codes).min())
+        if smallest < 2:
+            scores = folds.fit(X, codes, settings).class_scores(X)
+            return (float(np.std(scores) / 3.0) if np.std(scores) > 0 else 1.0), "scores"
+        assignment = stratified_folds(codes, min(CALIBRATION_FOLDS, smallest), seed)
+        scores, truth = [], []
+        for f in np.unique(assignment):
+            train, test = assignment != f, assignment == f
+            model = folds.fit(X[train], codes[train], settings)
+            scores.append(model.class_scores(X[test]))
+            truth.append(np.searchsorted(model.present, codes[test]))
+        scores, truth = np.concatenate(scores), np.concatenate(truth)
+        best = ("scores", scores)
+        if (scores > 0).all():
+            best = min(best, ("log", np.log(scores)), key=lambda pair: _likelihood_loss(pair[1], truth))
+        return fit_temperature(best[1], truth), best[0]
+
+    @classmethod
+    def _choose_method(cls, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
+                       seed: int) -> Tuning:
+        """The method (a preset) whose cross-validated accuracy on the support set is best, each with its own
+        "auto" settings chosen on the same folds (method and settings chosen together, as a grid search over
+        both would); the earliest of AUTO_CANDIDATES on ties, and the first where nothing can be held out."""
+        smallest = int(np.bincount(codes).min())
+        if smallest < 2:
+            warnings.warn(f"too few support samples to choose the method (a class has {smallest}); using "
+                          f"{AUTO_CANDIDATES[0]}", stacklevel=4)
+        chosen, accuracies = None, {}
+        for method in AUTO_CANDIDATES if smallest >= 2 else AUTO_CANDIDATES[:1]:
+            candidate = with_method(params, method)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # said once above, not once per method
+                tuning = cls._run(candidate, X, codes, folds, seed)
+            accuracy = tuning._accuracy(candidate, X, codes, folds, seed) if smallest >= 2 else float("nan")
+            accuracies[method] = accuracy
+            if chosen is None or accuracy > accuracies[chosen[0]]:
+                chosen = (method, tuning)
+        method, tuning = chosen
+        tuning.values = {"method": method, "method_cv_accuracy": round(accuracies[method], 6), **tuning.values}
+        tuning.base = dict(PRESETS[method].settings)
+        tuning.method_scores = accuracies
+        return tuning
+
+    def _accuracy(self, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
+                  seed: int) -> float:
+        """The cross-validated accuracy of `params` with what was chosen: the best score of the last setting tuned
+        (the others then stood at their chosen values), else one fit per fold."""
+        if self.scores:
+            return float(max(list(self.scores.values())[-1]))
+        settings = self.resolved(params)
+        assignment = stratified_folds(codes, min(FOLDS, int(np.bincount(codes).min())), seed)
+        return float(np.mean([(folds.fit(X[assignment != f], codes[assignment != f], settings).predict(
+            X[assignment == f]) == codes[assignment == f]).mean() for f in np.unique(assignment)]))
+
+    @classmethod
+    def _run(cls, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
+             seed: int) -> Tuning:
         active = SETTINGS.active(params)
         names = [name for name in auto_settings(params, active)
                  if name != TEXT_ALPHA.name or folds.text_weights is not None]
@@ -139,12 +226,14 @@ class Tuning:
             self.scores.update(scores)
 
     def resolved(self, params: dict[str, Any]) -> dict[str, Any]:
-        """`params` with every "auto" replaced by what was chosen."""
-        return {**params, **self.values, **self.rules}
+        """`params` with every "auto" replaced by what was chosen (with method="auto", the chosen method's
+        settings)."""
+        values = {name: value for name, value in self.values.items() if name in SETTINGS}
+        return {**params, **self.base, **values, **self.rules}
 
     def for_folds(self, params: dict[str, Any], counts: np.ndarray, n_folds: int) -> dict[str, Any]:
         """The settings of models fitted on all folds but one (calibration): a rule gives one value for them."""
-        return {**params, **self.values, **{name: rule.for_fold(counts, n_folds) for name, rule in self.rules.items()}}
+        return {**self.resolved(params), **{name: rule.for_fold(counts, n_folds) for name, rule in self.rules.items()}}
 
     def state(self) -> dict[str, Any]:
         """Its part of a classifier file."""
@@ -154,8 +243,12 @@ class Tuning:
     @classmethod
     def restore(cls, meta: dict[str, Any], params: dict[str, Any]) -> Tuning:
         """The component saved by ``state`` (the rule-chosen settings of `params` get the saved ratio)."""
+        values = dict(meta.get("tuned") or {})
+        method = values.get("method")
+        base = dict(PRESETS[method].settings) if method in PRESETS and chooses_method(params) else {}
+        settings = {**params, **base}
         rules = {}
         if meta.get("proxy_ratio") is not None:
             rules = {name: ProxyRatio(float(meta["proxy_ratio"]))
-                     for name in rule_settings(params, SETTINGS.active(params))}
-        return cls(dict(meta.get("tuned") or {}), rules)
+                     for name in rule_settings(settings, SETTINGS.active(settings))}
+        return cls(values, rules, base=base)

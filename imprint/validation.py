@@ -118,5 +118,6 @@ def check_labels(y: Any, n_samples: int, one_per_class: bool = False) -> np.ndar
 def check_positive_int(value: Any, name: str) -> int:
     """k, m and similar counts must be integers >= 1."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise UserError(f"{name} must be an integer >= 1; got {value!r}")
+        shown = value.item() if isinstance(value, np.generic) else value
+        raise UserError(f"{name} must be an integer >= 1; got {shown!r}")
     return int(value)

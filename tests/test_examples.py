@@ -30,4 +30,6 @@ def test_embed_in_app_example(tmp_path, capsys):
     with torch.inference_mode():
         pixels = app.preprocess(load_rgb(image))[None]
         embedding = app.encoder(pixels.contiguous(memory_format=torch.channels_last)).numpy()
-        np.testing.assert_allclose(app(pixels).numpy(), clf.decision_function(embedding), atol=1e-5)
+        np.testing.assert_allclose(app(pixels).numpy(), clf.decision_function(embedding), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(app.head.probabilities(app(pixels)).numpy(), clf.predict_proba(embedding),
+                                   rtol=1e-4, atol=1e-6)

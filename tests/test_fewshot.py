@@ -23,7 +23,7 @@ def test_episode_errors():
     X, y = mixture_embeddings(n_classes=3, per_class=10)
     with pytest.raises(ValueError, match="need 5 classes with >= 16 samples; 0 have that many"):
         episodes(X, y, n_way=5, k_shot=1, n_query=15)
-    with pytest.raises(ValueError, match="k_shot must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"--shots \(k_shot\) must be an integer >= 1; got 0"):
         episodes(X, y, k_shot=0)
     with pytest.raises(ValueError, match="unknown generation"):
         episodes(X, y, n_way=3, n_query=2, generation="nope")

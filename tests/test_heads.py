@@ -175,7 +175,7 @@ def test_every_head_saves_loads_and_exports_with_the_same_scores(data, tmp_path,
 def test_auto_hyperparameters_are_chosen_on_the_support_set_and_recorded(data):
     X, y = data
     clf = ImprintClassifier.from_preset("gda").fit(X, y)
-    assert set(clf.tuned_) == {"shrinkage"} and len(clf.tuning_.scores["shrinkage"]) == 7
+    assert set(clf.tuned_) == {"shrinkage", "temperature"} and len(clf.tuning_.scores["shrinkage"]) == 7
     tip = ImprintClassifier.from_preset("tip_adapter").fit(X, y)
     assert tip.tuned_["beta"] in (1.0, 3.0, 5.5, 8.0, 12.0, 20.0)
 
@@ -194,7 +194,7 @@ def test_degenerate_support_sets_give_finite_scores(preset):
     }
     queries = rng.normal(size=(5, d))
     for case, (X, y) in cases.items():
-        tunes = preset in ("gda", "fecam", "ranpac", "tip_adapter")
+        tunes = preset in ("gda", "ranpac", "tip_adapter")  # fecam: the published fixed shrinkage
         with pytest.warns(UserWarning, match="too few support samples to tune") if case == "one sample in a class" \
                 and tunes else nullcontext():
             clf = ImprintClassifier.from_preset(preset).fit(X, y)
@@ -228,3 +228,28 @@ def test_tuning_shortcut_scores_every_value_as_a_separate_fit_would(data, metric
             expected = separate.pipeline_.metric(block).double()
             np.testing.assert_allclose(scores.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4 * float(
                 expected.abs().max()))
+
+
+def test_the_fecam_preset_is_the_published_method(real_embeddings):
+    """FeCAM as its authors compute it for a frozen pretrained encoder, from the formulas: L2-normalised features,
+    per class S = cov (unbiased), S + mean(diag S) I, normalised to a correlation matrix C, and the distance
+    (x - mu)' pinv(C) (x - mu). The preset gives the same scores and labels."""
+    Xs, ys, Xq, _ = real_embeddings("fashion_mnist")
+    support = np.concatenate([np.flatnonzero(ys == c)[:40] for c in range(10)])
+    Xs, ys, Xq = Xs[support].astype(np.float64), ys[support], Xq[:300].astype(np.float64)
+    unit = lambda A: A / np.linalg.norm(A, axis=1, keepdims=True)  # noqa: E731
+    S_, Q = unit(Xs), unit(Xq)
+    distances = np.empty((len(Q), 10))
+    for c in range(10):
+        rows = S_[ys == c]
+        mean = rows.mean(0)
+        cov = np.cov(rows.T)
+        cov = cov + np.mean(np.diagonal(cov)) * np.eye(len(cov))
+        sd = np.sqrt(np.diagonal(cov))
+        cov = cov / np.outer(sd, sd)
+        diff = Q - mean
+        distances[:, c] = np.einsum("nd,de,ne->n", diff, np.linalg.pinv(cov), diff)
+    clf = ImprintClassifier.from_preset("fecam").fit(Xs.astype(np.float32), ys)
+    scores = clf.decision_function(Xq.astype(np.float32))
+    np.testing.assert_allclose(scores, -distances, rtol=1e-3, atol=1e-3 * np.abs(distances).mean())
+    assert (clf.predict(Xq.astype(np.float32)) == distances.argmin(1)).mean() >= 0.99

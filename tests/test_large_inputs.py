@@ -49,7 +49,7 @@ def big_set(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.mark.parametrize("settings", [
-    "dict()",  # the default: k-means k=20 over two classes of 400,000 rows
+    "dict(method='custom')",  # the default pipeline: k-means k=20 over two classes of 400,000 rows
     "dict(generation='mean', norm_post='none', metric='mahalanobis', shrinkage='auto')",  # GDA, tuned by CV
 ])
 def test_a_memory_mapped_set_larger_than_the_memory_left_is_fitted(big_set, settings):

@@ -51,3 +51,45 @@ def test_templates_file(tmp_path):
     (tmp_path / "bad.txt").write_text("no placeholder\n")
     with pytest.raises(ValueError, match="exactly one"):
         read_templates(tmp_path / "bad.txt")
+
+
+def test_a_pretrained_tag_without_network_fails_at_once_with_the_way_to_a_local_file(tmp_path, monkeypatch):
+    """No weights in the cache and no network: one line in seconds (open_clip alone retries for about a minute),
+    naming the file to download and the encoder id that reads it from disk."""
+    import socket
+    import time
+
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        pytest.skip("this machine reaches the hub: the download would be tried")
+    except OSError:
+        pass
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    started = time.perf_counter()
+    with pytest.raises(EncoderError, match="not in the local cache and the hub cannot be reached") as info:
+        create_encoder("open_clip:ViT-B-32/laion2b_s34b_b79k", device="cpu")
+    assert time.perf_counter() - started < 15
+    assert "--encoder open_clip:ViT-B-32/PATH/TO/open_clip_pytorch_model.bin" in str(info.value)
+    assert "\n" not in str(info.value)
+    with pytest.raises(EncoderError, match="checkpoint not found"):
+        create_encoder(f"open_clip:ViT-B-32/{tmp_path / 'missing' / 'weights.bin'}", device="cpu")
+
+
+def test_a_local_checkpoint_serves_the_command_line(tiny_model_name, tmp_path, capsys):
+    """The documented offline way: weights saved to disk, named in the encoder id, used by fit and predict."""
+    import open_clip
+
+    from imprint.cli import main
+
+    model = open_clip.create_model(tiny_model_name, pretrained=None)
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    encoder = f"open_clip:{tiny_model_name}/{tmp_path / 'weights.pt'}"
+    examples = __import__("pathlib").Path(__file__).resolve().parent.parent / "examples" / "fashion"
+    assert main(["fit", str(examples), "-o", str(tmp_path / "c.safetensors"), "--encoder", encoder, "--preset", "qi",
+                 "--cache-dir", str(tmp_path / "cache"), "--quiet"]) == 0
+    image = sorted((examples / "bag").iterdir())[0]
+    assert main(["predict", str(tmp_path / "c.safetensors"), str(image)]) == 2  # a file alone does not load it
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "c.safetensors"), str(image), "--encoder", encoder,
+                 "--cache-dir", str(tmp_path / "cache"), "--format", "csv"]) == 0
+    assert capsys.readouterr().out.startswith("path,label,score,top_k")

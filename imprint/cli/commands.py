@@ -26,9 +26,16 @@ def classifier_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def report_evaluation(evaluation: Any, what: str, per_class: bool = False) -> None:
-    say(f"{what} accuracy: {evaluation.accuracy:.4f} ({evaluation.correct}/{len(evaluation.labels)}); chance level "
-        f"{evaluation.chance:.4f} (always the most frequent class); macro-F1: {evaluation.macro_f1:.4f} over "
+    closed = " (closed set: every image gets its best class)" if evaluation.known_rejected is not None else ""
+    say(f"{what} accuracy{closed}: {evaluation.accuracy:.4f} ({evaluation.correct}/{len(evaluation.labels)}); chance "
+        f"level {evaluation.chance:.4f} (always the most frequent class); macro-F1: {evaluation.macro_f1:.4f} over "
         f"{len(evaluation.classes)} class(es)")
+    if evaluation.known_rejected is not None:
+        say(f"rejected as unknown: {percent(evaluation.known_rejected)} of these known-class images (target at "
+            f"most {percent(evaluation.target_rate)}); accuracy of the accepted ones "
+            f"{percent(evaluation.accepted_accuracy)}")
+    if per_class:
+        say(f"calibration: expected calibration error {evaluation.ece:.3f} (0: probabilities that mean what they say)")
     if per_class:
         columns = (evaluation.classes, evaluation.precision, evaluation.recall, evaluation.f1, evaluation.support)
         rows = [[str(c), p, r, f, int(n)] for c, p, r, f, n in zip(*columns)]
@@ -71,20 +78,26 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from imprint.embedder import EmbedOptions
     from imprint.evaluation import confusion_png, evaluate_folder
 
-    if args.confusion:
-        from imprint.outputs import check_output
-        from imprint.pictures import is_imprint_png
+    for picture in (args.confusion, args.calibration):
+        if picture:
+            from imprint.outputs import check_output
+            from imprint.pictures import is_imprint_png
 
-        check_output(args.confusion, ours=is_imprint_png, what="picture", force=args.force,
-                     inputs=[args.classifier, args.folder])
+            check_output(picture, ours=is_imprint_png, what="picture", force=args.force,
+                         inputs=[args.classifier, args.folder])
     clf, embedder = open_classifier(args.classifier, EmbedOptions(**embedding_options(args)))
     result = evaluate_folder(clf, args.folder, unknown=args.unknown, embedder=embedder)
     if args.format != "json":
         report_evaluation(result.evaluation, "test", per_class=True)
+    title = f"{Path(args.folder).name}: {Path(args.classifier).name}"
     if args.confusion:
-        write_file(args.confusion, confusion_png(result.evaluation, result.evaluation.classes,
-                                                 f"{Path(args.folder).name}: {Path(args.classifier).name}"))
+        write_file(args.confusion, confusion_png(result.evaluation, result.evaluation.classes, title))
         print(f"confusion matrix -> {args.confusion}", file=sys.stderr)
+    if args.calibration:
+        from imprint.calibration import reliability_png
+
+        write_file(args.calibration, reliability_png(result.evaluation.proba, result.evaluation.columns, title))
+        print(f"reliability diagram -> {args.calibration}", file=sys.stderr)
     if result.open_set is not None and args.format != "json":
         report_open_set(result.open_set, clf.reject)
     if args.format == "json":
@@ -146,7 +159,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     say("pipeline: " + info["pipeline"])
     if info["tuned"]:
         say("chosen on the support set: " + ", ".join(f"{k}={v}" for k, v in info["tuned"].items()))
-    for line in ("zero_shot", "note"):
+    for line in ("rejection", "zero_shot", "note"):
         if info.get(line):
             say(info[line])
     say(table([[name, count] for name, count in zip(info["classes"], info["proxy_counts"])], ["class", "proxies"]))

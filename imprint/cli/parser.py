@@ -32,10 +32,13 @@ def add_setting_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] =
     """One flag per classifier setting (default: the preset's, else the classifier's), grouped by the stage
     that uses it."""
     from imprint.configuration import parameter_names
+    from imprint.presets import PRESETS
     from imprint.settings import SETTINGS
 
-    parser.add_argument("--preset", default=None,
-                        help="start from a published method (see: imprint presets); flags below override it")
+    parser.add_argument("--preset", default=None, metavar="NAME",
+                        help=f"start from a published method: {', '.join(PRESETS)}, or auto (chosen on the support "
+                             "set; the default when no stage flag is given); flags below override it (see: imprint "
+                             "presets)")
     group = parser.add_argument_group("classifier settings (ImprintClassifier; auto: chosen on the support set)")
     for name in parameter_names():
         if name in skip:
@@ -53,7 +56,7 @@ def add_encoding_options(parser: argparse.ArgumentParser) -> None:
                         help="encoder id, e.g. timm:tf_efficientnet_lite0 (default), lite1, lite2, "
                              "open_clip:ViT-B-32/laion2b_s34b_b79k")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=64, help="images per encoder batch (default: 64)")
     parser.add_argument("--workers", type=int, default=None,
                         help="image decoding processes (default: chosen for the machine)")
     parser.add_argument("--threads", type=int, default=None,
@@ -114,8 +117,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
         add_setting_options(p)
 
     p = command("predict", "predict images or folders of images with a saved classifier")
-    p.add_argument("classifier")
-    p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER")
+    p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")
+    p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched for images")
     p.add_argument("-o", "--output", default=None, help="write the predictions to this file (CSV, or JSON for .json)")
     p.add_argument("--top-k", type=int, default=3, help="alternatives listed per image")
     p.add_argument("--format", choices=("auto", "table", "csv", "json"), default="auto",
@@ -124,9 +127,11 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     add_encoding_options(p)
 
     p = command("eval", "accuracy, chance level, macro-F1 and a per-class table on a labelled folder")
-    p.add_argument("classifier")
-    p.add_argument("folder")
+    p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")
+    p.add_argument("folder", help="labelled image folder DIR/<class>/<image> (classes the classifier knows)")
     p.add_argument("--confusion", default=None, help="write a confusion-matrix picture (PNG)")
+    p.add_argument("--calibration", default=None, metavar="PNG",
+                   help="write a reliability diagram of the probabilities (PNG), with their calibration error")
     p.add_argument("--unknown", default=None, metavar="FOLDER",
                    help="images of none of the classes: report open-set metrics (needs a classifier with --reject)")
     p.add_argument("--format", choices=("text", "json"), default="text")
@@ -135,7 +140,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
 
     p = command("embed", "embed an image folder (DIR/<class>/<image>) into FILE.npz or a memory-mapped store "
                          "folder (resumable)")
-    p.add_argument("folder")
+    p.add_argument("folder", help="image folder DIR/<class>/<image>")
     p.add_argument("-o", "--output", required=True,
                    help="FILE.npz (in memory), or a folder: memory-mapped store, written as it goes; rerun to resume")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -146,24 +151,24 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     add_encoding_options(p)
 
     p = command("info", "describe a saved classifier (no model is loaded)")
-    p.add_argument("classifier")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")
+    p.add_argument("--json", action="store_true", help="the description as JSON")
 
     p = command("presets", "list the published methods that --preset and from_preset() name")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the presets as JSON")
 
     p = command("collapse", "neural-collapse report of a labelled folder, store or embeddings file")
     p.add_argument("source", help="image folder, store folder or FILE.npz from 'imprint embed'")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
     add_encoding_options(p)
 
     p = command("fewshot", "n-way k-shot episodes: mean accuracy and its 95 percent confidence interval")
     p.add_argument("source", help="image folder, store folder or FILE.npz from 'imprint embed'")
-    p.add_argument("--ways", type=int, default=5)
-    p.add_argument("--shots", type=int, default=1)
-    p.add_argument("--queries", type=int, default=15, help="query images per class and episode")
-    p.add_argument("--episodes", type=int, default=600)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--ways", type=int, default=5, help="classes per episode (default: 5)")
+    p.add_argument("--shots", type=int, default=1, help="support images per class and episode (default: 1)")
+    p.add_argument("--queries", type=int, default=15, help="query images per class and episode (default: 15)")
+    p.add_argument("--episodes", type=int, default=600, help="episodes averaged (default: 600)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the episode draws (default: 0)")
     add_encoding_options(p)
     if heavy:
         add_setting_options(p)
@@ -178,11 +183,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     _force_option(p)
 
     p = command("report", "write results.csv, summary.md and figures of a grid folder")
-    p.add_argument("folder")
+    p.add_argument("folder", help="results folder of 'imprint grid'")
 
     p = command("cache", "inspect or clear the embedding cache")
-    p.add_argument("action", choices=("info", "clear"))
-    p.add_argument("--cache-dir", default=None)
+    p.add_argument("action", choices=("info", "clear"), help="info: where it is and its size; clear: remove its "
+                   "entries (and nothing else)")
+    p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")
     return parser
 
 

@@ -30,6 +30,36 @@ def read_templates(path: str | Path) -> list[str]:
     return templates
 
 
+HUB_HOST = ("huggingface.co", 443)
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _check_weights_reachable(name: str, tag: str, spec: str) -> None:
+    """Fail in a few seconds, in one line, where the weights of a pretrained tag are neither in the local
+    Hugging Face cache nor downloadable (no network): open_clip would retry for about a minute, logging each
+    attempt. Says how to use a local file instead."""
+    import socket
+
+    import open_clip
+
+    config = open_clip.get_pretrained_cfg(name, tag) or {}
+    hub = (config.get("hf_hub") or "").strip("/")
+    if hub:
+        from huggingface_hub import try_to_load_from_cache
+
+        if any(isinstance(try_to_load_from_cache(hub, filename), str) for filename in WEIGHT_FILES):
+            return  # cached: loads without the network
+    elif not config.get("url"):
+        return  # not a known tag: open_clip says so
+    try:
+        socket.create_connection(HUB_HOST, timeout=3).close()
+    except OSError:
+        source = f"https://huggingface.co/{hub}" if hub else config.get("url")
+        raise EncoderError(f"open_clip:{spec}: its weights are not in the local cache and the hub cannot be reached "
+                           f"from this machine; download the weights file where there is a network ({source}) and "
+                           f"name it: --encoder open_clip:{name}/PATH/TO/open_clip_pytorch_model.bin") from None
+
+
 class OpenClipEncoder(Encoder):
     """An open_clip model: ``open_clip:MODEL/TAG`` (a pretrained tag, downloaded as usual),
     ``open_clip:MODEL/PATH`` (a local checkpoint), ``open_clip:MODEL/random`` or ``open_clip:hf-hub:ORG/NAME``.
@@ -49,6 +79,10 @@ class OpenClipEncoder(Encoder):
         if name not in open_clip.list_models() and not name.startswith("hf-hub:"):
             raise EncoderError(f"unknown open_clip model {name!r}; see open_clip.list_models()")
         self._weights_file = Path(weights) if weights and Path(weights).is_file() else None
+        if weights and self._weights_file is None and weights != "random" and "/" not in weights:
+            _check_weights_reachable(name, weights, spec)
+        elif weights and "/" in weights and self._weights_file is None:
+            raise EncoderError(f"checkpoint not found: {weights} (open_clip:MODEL/PATH names a local weights file)")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 name, pretrained=None if weights == "random" else weights, device=device)

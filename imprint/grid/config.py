@@ -32,6 +32,9 @@ BASELINES = ("linear_probe",)
 NOT_AXES = ("seed", "device")  # the grid's `seeds` axis seeds each cell; `device` is a run setting
 
 
+GRID_DEFAULTS = {"method": "custom"}  # a grid runs the stages it names; `preset: auto` asks for the method choice
+
+
 class ConfigError(UserError):
     """A grid config that cannot be used; the message names the file, the key and the fix."""
 
@@ -172,7 +175,7 @@ def _models(axes: tuple[str, ...]) -> tuple[type[BaseModel], type[BaseModel]]:
     grid = create_model(
         "GridConfig", __base__=_GridBase,
         variants=(list[variant] | None, None),
-        **{name: (kind, [SETTINGS[name].default]) for name, kind in axis_types.items()})
+        **{name: (kind, [GRID_DEFAULTS.get(name, SETTINGS[name].default)]) for name, kind in axis_types.items()})
     return variant, grid
 
 

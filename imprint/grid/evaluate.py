@@ -39,6 +39,13 @@ class LinearProbe:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.model_.predict(_unit(X))
 
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.model_.predict_proba(_unit(X))
+
+    @property
+    def classes_(self) -> np.ndarray:
+        return self.model_.classes_
+
 
 def support_collapse(X: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """NC1 and CDNV of the L2-normalised support set (scale-free, so encoders compare); undefined (NaN) when a

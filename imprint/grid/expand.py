@@ -8,7 +8,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from imprint.configuration import SLOT_NAMES
+from imprint.configuration import SLOT_NAMES, chooses_method, method_settings
 from imprint.data.folder import folder_fingerprint
 from imprint.data.tasks import task_name
 from imprint.grid.config import DatasetSpec, GridBase, method_axes
@@ -112,6 +112,8 @@ def active_method(method: dict[str, Any]) -> dict[str, Any]:
 def canonical_method(method: dict[str, Any], shots: int | str, dataset: DatasetSpec) -> dict[str, Any]:
     """The settings that matter for this cell: ones its stages ignore removed, counts per class (k) capped at the
     shots, since a class with fewer samples uses all of them."""
+    if chooses_method(method):  # the method is chosen per cell: its stage settings are not the grid's to set
+        return {name: value for name, value in active_method(method).items() if name not in method_settings()}
     method = active_method(method)
     pool = dataset.support_per_class if shots == "all" else shots
     for name, value in method.items():
@@ -129,6 +131,8 @@ def _own_settings(slot: str, value: str, names: list[str]) -> list[str]:
 def method_label(method: dict[str, Any]) -> str:
     """NORM_pre / GEN / NORM_post / NORM_inf / AGG (metric), the paper's way of naming a configuration, with
     each stage's own settings beside it (k and m always, the others where they differ from their default)."""
+    if chooses_method(method):
+        return "auto (the method chosen on the support set)"
     method = active_method(method)
     names, shown = [n for n in method if n not in SLOT_NAMES], set()
 

@@ -37,7 +37,8 @@ def accuracy_vs_k(per_group: pd.DataFrame, path: Path) -> Path | None:
         rows = rows[(rows["k"] == "auto") | (rows["k_used"].astype(str) == rows["k"].astype(str))]
     columns = [c for c in FAMILY if c in rows]
     rows[columns] = rows[columns].fillna("")
-    lines, levels = {}, {}
+    lines, levels, used = {}, {}, {}
+    total = len(per_group.groupby(["encoder", "dataset", "task", "shots"]))
     for _, family in rows.groupby(columns, dropna=False):
         table = family.pivot_table(index=["encoder", "dataset", "task", "shots"], columns="k", values="accuracy")
         present = table.notna().sum(axis=1)
@@ -46,17 +47,22 @@ def accuracy_vs_k(per_group: pd.DataFrame, path: Path) -> Path | None:
         if table.shape[1] >= 2:
             label = _family_label(family.iloc[0])
             lines[label] = table.mean().rename(index=float).sort_index()
+            used[label] = len(table)
             if auto is not None:
                 levels[label] = auto.mean()
     if not lines:
         return None
+    subset = {n for n in used.values() if n < total}
     figure, axes = plt.subplots(figsize=(6, 4))
     for label, curve in lines.items():
         drawn = axes.plot(curve.index, 100 * curve.values, marker="o", label=label)[0]
         if label in levels:
             axes.axhline(100 * levels[label], ls="--", color=drawn.get_color(), label=f"{label}, k=auto")
+    note = (f"\nover {', '.join(map(str, sorted(subset)))} of the {total} groups: those where every k ran "
+            "uncapped (k above the shots is capped)") if subset else ""
     axes.set(xscale="log", xlabel="k (proxies per class)", ylabel="mean accuracy over groups (%)",
-             title="Accuracy vs k")
+             title=f"Accuracy vs k{note}")
+    axes.title.set_fontsize(9)
     ks = sorted({k for curve in lines.values() for k in curve.index})
     axes.set_xticks(ks, [f"{k:g}" for k in ks])
     axes.minorticks_off()

@@ -12,7 +12,8 @@ from imprint.errors import UserError
 from imprint.report.stats import MIN_GROUPS, Comparison, average_ranks, compare
 
 GROUP = ["encoder", "dataset", "task", "shots"]
-MEASURED = ["accuracy", "macro_f1", "val_accuracy", "fit_time_s", "predict_time_s", "nc1", "cdnv", "shots_per_class",
+MEASURED = ["accuracy", "accuracy_ci95", "macro_f1", "val_accuracy", "ece", "fit_time_s", "predict_time_s", "nc1",
+            "cdnv", "shots_per_class",
             "target_rate", "known_rejected", "set_coverage", "set_size", "auroc_near", "fpr95_near",
             "unknown_rejected_near", "auroc_far", "fpr95_far", "unknown_rejected_far", "average_accuracy",
             "first_step_accuracy"]
@@ -86,6 +87,25 @@ def _number(value: float, digits: int = 3) -> str:
     return "n/a" if pd.isna(value) else f"{value:.{digits}f}"
 
 
+def _settings_table(results: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
+    """Each variant's stage settings as the paper names a configuration (``imprint.grid.expand.method_label``)."""
+    from imprint.grid.expand import method_label
+    from imprint.settings import SETTINGS
+
+    labels = []
+    for variant in variants:
+        row = results[results["variant"] == variant].iloc[0]
+        settings = {name: row[name] for name in results.columns if name in SETTINGS and pd.notna(row[name])}
+        if "baseline" in results.columns and pd.notna(row.get("baseline")):
+            labels.append("a trained baseline (no stages)")
+            continue
+        try:
+            labels.append(method_label(settings))
+        except Exception:  # a plug-in stage not imported here: show the words as they are
+            labels.append(", ".join(f"{k}={v}" for k, v in settings.items()))
+    return pd.DataFrame({"variant": variants, "stages": labels})
+
+
 def _markdown(frame: pd.DataFrame) -> str:
     lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
@@ -133,6 +153,8 @@ def summarize(results: pd.DataFrame, groups: pd.DataFrame, planned: int, name: s
         "mean accuracy %": [_pct(complete[v].mean()) if len(complete) else "n/a" for v in variants],
         "average rank": [_number(r, 2) for r in ranks],
         "mean macro-F1 %": [_pct(compared.loc[compared["variant"] == v, "macro_f1"].mean()) for v in variants],
+        **({"mean ECE": [_number(compared.loc[compared["variant"] == v, "ece"].mean(), 3) for v in variants]}
+           if "ece" in compared else {}),
         "fit ms (median)": [_number(1000 * timing.loc[v, "fit_time_s"], 1) for v in variants],
         "predict ms (median)": [_number(1000 * timing.loc[v, "predict_time_s"], 1) for v in variants],
     }).iloc[np.argsort(np.nan_to_num(ranks, nan=np.inf), kind="stable")]
@@ -142,9 +164,17 @@ def summarize(results: pd.DataFrame, groups: pd.DataFrame, planned: int, name: s
                      f"and >= 3 variants (have {len(complete)} and {len(variants)}).")
     else:
         lines.append(f"Friedman test over {len(complete)} groups and {len(variants)} variants: "
-                     f"chi2 = {comparison.friedman_statistic:.2f}, p = {comparison.friedman_p:.3g}. "
-                     "Critical-difference diagram: cd_diagram.png (pairwise Wilcoxon signed-rank tests, "
+                     f"chi2 = {comparison.friedman_statistic:.2f}, p = {comparison.friedman_p:.3g}"
+                     + (": the variants' differences are **not significant** (p > 0.05), so their order above may "
+                        "be chance. " if comparison.friedman_p > 0.05 else ". ")
+                     + "Critical-difference diagram: cd_diagram.png (pairwise Wilcoxon signed-rank tests, "
                      "Holm-corrected, alpha 0.05).")
+    if "ece" in compared:
+        lines += ["", "Mean ECE: expected calibration error of predict_proba on the test images (15 confidence "
+                  "bins; 0 = probabilities that mean what they say)."]
+    lines += ["", "## Legend", "", "A variant named by its stages reads NORM_pre / GEN (its settings) / NORM_post / "
+              "NORM_inf / AGG, then the metric (head) where it is not the inner product, then the rejection score; "
+              "each named variant's settings:", "", _markdown(_settings_table(results, variants))]
     if "average_accuracy" in groups:
         means = compared.groupby("variant", sort=False)[["accuracy", "average_accuracy"]].mean()
         table_ = pd.DataFrame({"variant": variants,

@@ -44,26 +44,32 @@ def second_moment(R: Tensor) -> Tensor:
 
 @dataclass
 class Scatter:
-    """Sufficient statistics of residuals: sum r r' (float64), sum ||r||^4, residual count, means removed."""
+    """Sufficient statistics of residuals: sum r r' (float64), sum ||r||^4, residual count, means removed; while
+    there are fewer residuals than dimensions, the residual rows too (`rows`, not saved), so the covariance's
+    eigendecomposition comes from the small n x n Gram matrix."""
 
     outer: Tensor
     fourth: float
     n: int
     means: int
+    rows: Tensor | None = None
 
     @classmethod
     def of(cls, R: Tensor, means: int) -> Scatter:
         """Statistics of the residual rows R (the fourth moments summed in float64)."""
         fourth = sum(float(block.double().square().sum(1).square().sum()) for block in R.split(ROW_BLOCK))
-        return cls(second_moment(R), fourth, len(R), means)
+        return cls(second_moment(R), fourth, len(R), means, R.double() if len(R) < R.shape[1] else None)
 
     def covariance(self) -> Tensor:
         """The unbiased covariance: the scatter over the residuals less the degrees of freedom of the means."""
         return self.outer / max(1, self.n - self.means)
 
     def __add__(self, other: Scatter) -> Scatter:
+        rows = None
+        if self.rows is not None and other.rows is not None and self.n + other.n < self.outer.shape[0]:
+            rows = torch.cat([self.rows, other.rows.to(self.rows.device)])
         return Scatter(self.outer + other.outer.to(self.outer.device), self.fourth + other.fourth,
-                       self.n + other.n, self.means + other.means)
+                       self.n + other.n, self.means + other.means, rows)
 
     def tensors(self) -> dict[str, Tensor]:
         return {"outer": self.outer, "counts": torch.tensor([self.fourth, self.n, self.means], dtype=torch.float64)}

@@ -62,6 +62,9 @@ class Metric(nn.Module):
     def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
         self.proxies, self.proxy_counts = proxies, proxy_counts.to(torch.long)
 
+    def solve(self) -> None:
+        """Compute what scoring needs, where a metric defers it until first used (nothing by default)."""
+
     def fit(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Metric:
         """Learn from the normalised support set (read through `support`, ``imprint.support``; `counts` rows per
         class) and the proxies."""
@@ -214,21 +217,31 @@ class MahalanobisMetric(Metric):
     def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
         super().set_proxies(proxies, proxy_counts)
         self.spectrum = None  # of the pooled covariance, for candidate_scores
+        self.precision_matrix = None  # solved when first needed: a model inside cross-validation that only scores
+        #                               candidates (from the spectrum) never needs it
+
+    def solve(self) -> None:
+        """The precision, weights and bias of the scores (d^3 work, done once)."""
+        if self.precision_matrix is not None:
+            return
+        proxies = self.proxies
         covariance, self.shrinkage_used = shrunk_covariance(self.scatter, self.shrinkage)
         P = precision(covariance.to(proxies.device))
         W = proxies.double() @ P
         prior = _log_prior(self.class_counts.to(proxies.device), self.prior, torch.float64)
         self.precision_matrix = P.to(proxies.dtype)
         self.weights = W.to(proxies.dtype)
-        self.bias = (-0.5 * (W * proxies.double()).sum(1) + prior[class_of_proxy(proxy_counts.to(proxies.device))]
+        self.bias = (-0.5 * (W * proxies.double()).sum(1) + prior[class_of_proxy(self.proxy_counts.to(proxies.device))]
                      ).to(proxies.dtype)
 
     def ranking(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
+        self.solve()
         if out is not None:
             return torch.addmm(self.bias, queries, self.weights.T, out=out)
         return torch.addmm(self.bias, queries, self.weights.T)
 
     def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
+        self.solve()
         query_term = ((queries @ self.precision_matrix) * queries).sum(dim=1, keepdim=True)
         return self.ranking(queries, out=out).sub_(0.5 * query_term)
 
@@ -256,22 +269,37 @@ class MahalanobisMetric(Metric):
 
 FECAM_DIAGONAL = Setting("fecam_diagonal", bool, False, "fecam: keep only the diagonal of each class covariance "
                          "(for few shots; O(K d) memory and time instead of O(K d^2))")
+FECAM_NORMALIZE = Setting("fecam_normalize", bool, False, "fecam: FeCAM's correlation normalisation of each shrunk "
+                          "class covariance, C / (sd sd') with sd its standard deviations (the published method)")
 
 
-@METRICS.register("fecam", settings=[SHRINKAGE, PRIOR, FECAM_DIAGONAL])
+@METRICS.register("fecam", settings=[SHRINKAGE, PRIOR, FECAM_DIAGONAL, FECAM_NORMALIZE])
 class FeCAMMetric(Metric):
-    """FeCAM: -(x - w)' P_c (x - w) with a shrunk covariance per class (or its diagonal); O(K d^2) memory."""
+    """FeCAM: -(x - w)' P_c (x - w) with a shrunk covariance per class (or its diagonal).
+
+    The published method (Goswami et al. 2023; the authors' code for frozen pretrained encoders) shrinks each
+    class covariance S to S + mean(diag S) I, which is shrinkage=0.5 up to a factor 2, then normalises it to a
+    correlation matrix (``fecam_normalize``): the factor cancels, so shrinkage=0.5 with fecam_normalize=True is
+    FeCAM exactly (the ``fecam`` preset).
+
+    A class with fewer samples than dimensions has a covariance of rank r < d: its shrunk precision is kept as a
+    scaled identity less a rank-r term (O(K d r) memory and time instead of O(K d^2)); otherwise as a d x d
+    matrix per class."""
 
     def __init__(self, shrinkage: float | str = "ledoit_wolf", prior: str = "uniform", fecam_diagonal: bool = False,
-                 precisions: Tensor | None = None, class_counts: Tensor | None = None, **options: Any) -> None:
+                 fecam_normalize: bool = False, precisions: Tensor | None = None, class_counts: Tensor | None = None,
+                 scales: Tensor | None = None, bases: Tensor | None = None, coefs: Tensor | None = None,
+                 levels: Tensor | None = None, **options: Any) -> None:
         super().__init__()
         if shrinkage == AUTO:
             raise ValueError("shrinkage='auto' is resolved by the classifier before the stage is built")
         self.shrinkage, self.prior, self.diagonal = shrinkage, prior, bool(fecam_diagonal)
+        self.normalize = bool(fecam_normalize)
         self.class_counts = class_counts
         for name in ("weights", "bias", "owner"):
             self.register_buffer(name, None)
-        self.register_buffer("precisions", precisions)
+        self.register_buffer("precisions", precisions)  # K x d x d (or K x d: the diagonal)
+        self.low_rank = None if scales is None else LowRankPrecisions(scales, bases, coefs, levels)
 
     @property
     def scratch_per_query(self) -> int:
@@ -279,13 +307,18 @@ class FeCAMMetric(Metric):
             return 0
         return int(self.precisions.shape[0] * self.precisions.shape[1])
 
-    def _class_precisions(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Tensor:
+    def _class_precisions(self, support: Support, counts: Tensor, proxies: Tensor,
+                          proxy_counts: Tensor) -> Tensor | LowRankPrecisions:
         statistics = residual_statistics(support, proxies, proxy_counts, per_class=True)
         self.statistics = [statistics[c] for c in range(len(counts))]  # kept for candidate_scores, not saved
         self.spectra: list[tuple[Tensor, Tensor, float]] | None = None  # their eigendecompositions, when asked
+        if not self.diagonal and all(s.rows is not None for s in self.statistics):
+            low_rank = LowRankPrecisions.of(self.statistics, self.shrinkage, self.normalize)
+            if low_rank is not None:
+                return low_rank
         out = []
         for c in range(len(counts)):
-            covariance, _ = shrunk_covariance(statistics[c], self.shrinkage)
+            covariance = _class_covariance(statistics[c], self.shrinkage, self.normalize)
             if self.diagonal:
                 out.append(1.0 / torch.diagonal(covariance).clamp_min(1e-12 * float(torch.diagonal(covariance).max())
                                                                        + 1e-300))
@@ -293,8 +326,14 @@ class FeCAMMetric(Metric):
                 out.append(precision(covariance))
         return torch.stack(out).to(proxies.dtype)
 
+    def _set_precisions(self, fitted: Tensor | LowRankPrecisions) -> None:
+        if isinstance(fitted, LowRankPrecisions):
+            self.low_rank, self.precisions = fitted, None
+        else:
+            self.low_rank, self.precisions = None, fitted
+
     def fit(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> FeCAMMetric:
-        self.precisions = self._class_precisions(support, counts, proxies, proxy_counts)
+        self._set_precisions(self._class_precisions(support, counts, proxies, proxy_counts))
         self.class_counts = counts.detach().cpu().long()
         self.set_proxies(proxies, proxy_counts)
         return self
@@ -303,18 +342,27 @@ class FeCAMMetric(Metric):
                new: Tensor) -> FeCAMMetric:
         new_proxies = proxies[new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]]
         added = self._class_precisions(support, counts, new_proxies, proxy_counts[new])
-        precisions = torch.empty((len(new), *added.shape[1:]), dtype=added.dtype, device=added.device)
-        precisions[new.to(added.device)] = added
-        precisions[~new.to(added.device)] = self.precisions.to(added.device)
+        if isinstance(added, LowRankPrecisions) and self.low_rank is not None:
+            self._set_precisions(self.low_rank.merged(added, new))
+        else:
+            added = added.full() if isinstance(added, LowRankPrecisions) else added
+            old = self.low_rank.full() if self.low_rank is not None else self.precisions
+            precisions = torch.empty((len(new), *added.shape[1:]), dtype=added.dtype, device=added.device)
+            precisions[new.to(added.device)] = added
+            precisions[~new.to(added.device)] = old.to(added.device, added.dtype)
+            self._set_precisions(precisions)
         merged = torch.empty(len(new), dtype=torch.long)
         merged[new.cpu()] = counts.cpu().long()
         merged[~new.cpu()] = self.class_counts
-        self.precisions, self.class_counts = precisions, merged
+        self.class_counts = merged
         self.set_proxies(proxies, proxy_counts)
         return self
 
     def restrict(self, keep: Tensor, proxies: Tensor, proxy_counts: Tensor) -> FeCAMMetric:
-        self.precisions = self.precisions[keep.to(self.precisions.device)]
+        if self.low_rank is not None:
+            self.low_rank = self.low_rank.restricted(keep)
+        else:
+            self.precisions = self.precisions[keep.to(self.precisions.device)]
         self.class_counts = self.class_counts[keep.cpu()]
         self.set_proxies(proxies, proxy_counts)
         return self
@@ -322,21 +370,27 @@ class FeCAMMetric(Metric):
     def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
         super().set_proxies(proxies, proxy_counts)
         owner = class_of_proxy(proxy_counts.to(proxies.device))
-        P = self.precisions.to(proxies.device)
-        if self.diagonal:
-            self.weights = P[owner] * proxies  # P_c w
+        if self.low_rank is not None:
+            self.weights = self.low_rank.apply(owner, proxies).to(proxies.dtype)
         else:
-            self.weights = torch.bmm(P[owner], proxies[:, :, None])[:, :, 0]
+            P = self.precisions.to(proxies.device)
+            if self.diagonal:
+                self.weights = P[owner] * proxies  # P_c w
+            else:
+                self.weights = torch.bmm(P[owner], proxies[:, :, None])[:, :, 0]
         prior = _log_prior(self.class_counts.to(proxies.device), self.prior, proxies.dtype)
         self.bias = -(self.weights * proxies).sum(1) + prior[owner]  # -w' P_c w + log prior
         self.owner = owner
 
     def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
-        P = self.precisions.to(queries.device, queries.dtype)
-        if self.diagonal:
-            quadratic = (queries * queries) @ P.T  # (n, K): x' P_c x
-        else:  # (K, n, d) in one batched product
-            quadratic = (torch.matmul(queries, P) * queries).sum(-1).T
+        if self.low_rank is not None:
+            quadratic = self.low_rank.quadratic(queries)  # (n, K): x' P_c x
+        else:
+            P = self.precisions.to(queries.device, queries.dtype)
+            if self.diagonal:
+                quadratic = (queries * queries) @ P.T
+            else:  # (K, n, d) in one batched product
+                quadratic = (torch.matmul(queries, P) * queries).sum(-1).T
         scores = torch.addmm(self.bias, queries, self.weights.T, alpha=2.0)
         return scores.sub_(quadratic[:, self.owner])
 
@@ -344,8 +398,9 @@ class FeCAMMetric(Metric):
         return (-scores).clamp_min(0.0).sqrt()
 
     def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> Iterable[Tensor] | None:
-        """Every shrinkage from one eigendecomposition per class covariance."""
-        if name != "shrinkage" or getattr(self, "statistics", None) is None or self.diagonal:
+        """Every shrinkage from one eigendecomposition per class covariance (not with the correlation
+        normalisation, which changes the eigenvectors with the shrinkage)."""
+        if name != "shrinkage" or getattr(self, "statistics", None) is None or self.diagonal or self.normalize:
             return None
         owner = class_of_proxy(self.proxy_counts.to(self.proxies.device))
         prior = _log_prior(self.class_counts.to(self.proxies.device), self.prior, torch.float64)
@@ -361,10 +416,114 @@ class FeCAMMetric(Metric):
         return out
 
     def options(self) -> dict[str, Any]:
-        return {"shrinkage": self.shrinkage, "prior": self.prior, "fecam_diagonal": self.diagonal}
+        options = {"shrinkage": self.shrinkage, "prior": self.prior, "fecam_diagonal": self.diagonal}
+        return {**options, "fecam_normalize": True} if self.normalize else options  # older files: no key
 
     def tensors(self) -> dict[str, Tensor]:
+        if self.low_rank is not None:
+            return {**self.low_rank.tensors(), "class_counts": self.class_counts}
         return {"precisions": self.precisions, "class_counts": self.class_counts}
+
+
+def _class_covariance(statistics: Scatter, shrinkage: float | str, normalize: bool) -> Tensor:
+    """A class's shrunk covariance, normalised to a correlation matrix with `normalize` (FeCAM)."""
+    covariance, _ = shrunk_covariance(statistics, shrinkage)
+    if normalize:  # a feature with no variance keeps unit variance
+        deviations = torch.diagonal(covariance).clamp_min(1e-300).sqrt()
+        covariance = covariance / (deviations[:, None] * deviations[None, :])
+    return covariance
+
+
+class LowRankPrecisions:
+    """Per class, the precision of a shrunk covariance of rank r < d as P_c = level_c s_c^2 - U_c diag(coef_c) U_c'
+    (U_c = s_c x the r eigenvectors, s_c the correlation scaling or ones): what a class of few samples needs, in
+    O(d r) instead of O(d^2). Classes with fewer eigenpairs are padded with zero coefficients."""
+
+    def __init__(self, scales: Tensor, bases: Tensor, coefs: Tensor, levels: Tensor) -> None:
+        self.scales, self.bases, self.coefs, self.levels = scales, bases, coefs, levels
+
+    @classmethod
+    def of(cls, statistics: list[Scatter], shrinkage: float | str, normalize: bool) -> LowRankPrecisions | None:
+        """From each class's residual rows; None where a class's shrunk covariance is singular (no shrinkage)."""
+        from imprint.stages.covariance import shrinkage_amount
+
+        d = statistics[0].outer.shape[0]
+        parts = []
+        for stats in statistics:
+            values, vectors, mu = _spectrum(stats)
+            a = shrinkage_amount(stats, shrinkage)
+            if mu <= 0:  # no variance at all: the identity, as the full path gives
+                values, vectors, level, scale = values[:0], vectors[:, :0], 1.0, torch.ones(d, dtype=torch.float64)
+                coef = values
+            else:
+                if a * mu <= 1e-12 * max(mu, 1e-300):
+                    return None
+                shrunk = (1.0 - a) * values + a * mu
+                level = 1.0 / (a * mu)
+                coef = level - 1.0 / shrunk
+                scale = torch.ones(d, dtype=torch.float64, device=vectors.device)
+                if normalize:  # sqrt of the shrunk variances: P = diag(s) S^-1 diag(s)
+                    variances = (1.0 - a) * (vectors.square() @ values) + a * mu
+                    scale = variances.clamp_min(1e-300).sqrt()
+            parts.append((scale, vectors * scale[:, None], coef, level))
+        width = max(1, max(len(coef) for _, _, coef, _ in parts))
+        bases = torch.zeros(len(parts), d, width, dtype=torch.float64)
+        coefs = torch.zeros(len(parts), width, dtype=torch.float64)
+        for c, (_, basis, coef, _) in enumerate(parts):
+            bases[c, :, :basis.shape[1]] = basis
+            coefs[c, :len(coef)] = coef
+        scales = torch.stack([scale.cpu() for scale, _, _, _ in parts])
+        levels = torch.tensor([level for _, _, _, level in parts], dtype=torch.float64)
+        return cls(scales.float(), bases.float(), coefs.float(), levels.float())
+
+    def apply(self, owner: Tensor, V: Tensor) -> Tensor:
+        """P_c v for each row v of V, c its class (`owner`)."""
+        device = V.device
+        scales, bases, coefs, levels = (t.to(device, torch.float64) for t in
+                                        (self.scales, self.bases, self.coefs, self.levels))
+        V64 = V.double()
+        projected = torch.einsum("pdr,pd->pr", bases[owner], V64) * coefs[owner]
+        return levels[owner, None] * scales[owner].square() * V64 - torch.einsum("pdr,pr->pd", bases[owner], projected)
+
+    def quadratic(self, queries: Tensor) -> Tensor:
+        """(n, K): x' P_c x for every query and class, from one product with the stacked bases."""
+        K, d, r = self.bases.shape
+        scales = self.scales.to(queries.device, queries.dtype)
+        spread = (queries * queries) @ scales.square().T * self.levels.to(queries.device, queries.dtype)
+        projections = queries @ self.bases.to(queries.device, queries.dtype).permute(1, 0, 2).reshape(d, K * r)
+        weighted = projections.square().view(len(queries), K, r) * self.coefs.to(queries.device, queries.dtype)
+        return spread - weighted.sum(-1)
+
+    def full(self) -> Tensor:
+        """The K x d x d precisions."""
+        out = []
+        for scale, basis, coef, level in zip(self.scales.double(), self.bases.double(), self.coefs.double(),
+                                             self.levels.double()):
+            out.append(level * torch.diag(scale.square()) - (basis * coef) @ basis.T)
+        return torch.stack(out).float()
+
+    def merged(self, other: LowRankPrecisions, new: Tensor) -> LowRankPrecisions:
+        """These classes and `other`'s, placed where `new` marks the new ones."""
+        width = max(self.bases.shape[2], other.bases.shape[2])
+
+        def padded(t: Tensor) -> Tensor:
+            return torch.nn.functional.pad(t, (0, width - t.shape[-1]))
+
+        parts = []
+        for mine, theirs in ((self.scales, other.scales), (padded(self.bases), padded(other.bases)),
+                             (padded(self.coefs), padded(other.coefs)), (self.levels, other.levels)):
+            merged = torch.empty((len(new), *mine.shape[1:]), dtype=mine.dtype)
+            merged[new.cpu()] = theirs.cpu()
+            merged[~new.cpu()] = mine.cpu()
+            parts.append(merged)
+        return LowRankPrecisions(*parts)
+
+    def restricted(self, keep: Tensor) -> LowRankPrecisions:
+        keep = keep.cpu()
+        return LowRankPrecisions(self.scales[keep], self.bases[keep], self.coefs[keep], self.levels[keep])
+
+    def tensors(self) -> dict[str, Tensor]:
+        return {"scales": self.scales, "bases": self.bases, "coefs": self.coefs, "levels": self.levels}
 
 
 def _lambda_candidates(**_: object) -> list[float]:
@@ -554,7 +713,18 @@ class KernelMetric(Metric):
 
 def _spectrum(statistics: Scatter) -> tuple[Tensor, Tensor, float]:
     """Eigenvalues and eigenvectors (float64) of the covariance of `statistics`, and its mean variance: every
-    shrinkage of it is a reweighting of the same eigenvectors."""
+    shrinkage of it is a reweighting of the same eigenvectors. With fewer residuals than dimensions, only the
+    r non-zero eigenpairs (d x r vectors, from the n x n Gram matrix of the residuals: n^3 work instead of d^3);
+    the other directions have eigenvalue 0."""
+    S_scale = max(1, statistics.n - statistics.means)
+    d = statistics.outer.shape[0]
+    if statistics.rows is not None:
+        R = statistics.rows
+        gram_values, gram_vectors = torch.linalg.eigh(R @ R.T / S_scale)
+        keep = gram_values > max(float(gram_values.max()), 1e-300) * 1e-12
+        values = gram_values[keep]
+        vectors = (R.T @ gram_vectors[:, keep]) / (values * S_scale).sqrt()
+        return values, vectors, float(gram_values.clamp_min(0).sum()) / d
     S = statistics.covariance()
     values, vectors = torch.linalg.eigh(S)
     return values, vectors, float(torch.diagonal(S).sum()) / S.shape[0]
@@ -565,23 +735,37 @@ def _shrunk_quadratics(statistics: Scatter, spectrum: tuple[Tensor, Tensor, floa
     """(x - w)' P_a (x - w) for every query x, proxy w and shrinkage value a, P_a the inverse of the shrunk
     covariance of `statistics` (whose `spectrum` is given). The queries are rotated once, in their own precision
     (as prediction reads them: the one d x d product per query and class), then every value's quadratic x' P_a x
-    and cross term x' P_a w come from one float64 product each, for all values at once."""
+    and cross term x' P_a w come from one float64 product each, for all values at once. With a spectrum of r < d
+    eigenpairs, the other d - r directions contribute ||x - w||^2 / (a mu) (their shrunk eigenvalue is a mu)."""
     from imprint.stages.covariance import shrinkage_amount
 
     eigenvalues, vectors, mu = spectrum
+    d = statistics.outer.shape[0]
+    thin = vectors.shape[1] < d
     vectors = vectors.to(queries.device)
     U, V = (queries @ vectors.to(queries.dtype)).double(), proxies.double() @ vectors
-    inverses = []
+    inverses, rest = [], []
     for value in values:
         a = shrinkage_amount(statistics, value)
         shrunk = (1.0 - a) * eigenvalues + a * mu if mu > 0 else torch.ones_like(eigenvalues)
-        inverses.append(1.0 / shrunk.clamp_min(max(float(shrunk.max()), 1e-300) * 1e-9))
-    inverse = torch.stack(inverses, dim=1).to(queries.device)  # d x values
-    query_terms = U.square() @ inverse  # n x values
-    proxy_terms = V.square() @ inverse  # p x values
-    cross = U @ (V.T[:, :, None] * inverse[:, None, :]).reshape(len(U.T), -1)  # n x (p * values)
-    cross = cross.view(len(U), len(V), len(values))
-    return [query_terms[:, i, None] - 2.0 * cross[:, :, i] + proxy_terms[None, :, i] for i in range(len(values))]
+        floor = max(float(shrunk.max()) if len(shrunk) else 0.0, a * mu, 1e-300) * 1e-9
+        outside = max(a * mu, floor) if mu > 0 else 1.0  # the eigenvalue of the directions left out
+        inverses.append(1.0 / shrunk.clamp_min(floor) - (1.0 / outside if thin else 0.0))
+        rest.append(1.0 / outside if thin else 0.0)
+    inverse = torch.stack(inverses, dim=1).to(queries.device)  # r x values
+    if len(inverse):
+        query_terms = U.square() @ inverse  # n x values
+        proxy_terms = V.square() @ inverse  # p x values
+        cross = U @ (V.T[:, :, None] * inverse[:, None, :]).reshape(len(U.T), -1)  # n x (p * values)
+        cross = cross.view(len(U), len(V), len(values))
+        out = [query_terms[:, i, None] - 2.0 * cross[:, :, i] + proxy_terms[None, :, i] for i in range(len(values))]
+    else:  # no variance at all: only the shrinkage's identity part
+        out = [torch.zeros(len(U), len(V), dtype=torch.float64, device=queries.device) for _ in values]
+    if thin:  # + ||x - w||^2 / (a mu) for every value
+        Q, W = queries.double(), proxies.double()
+        distances = (Q.square().sum(1)[:, None] - 2.0 * Q @ W.T + W.square().sum(1)[None, :]).clamp_min(0.0)
+        out = [scores + distances * extra for scores, extra in zip(out, rest)]
+    return out
 
 
 def make_metric(name: str, settings: dict[str, Any]) -> Metric:

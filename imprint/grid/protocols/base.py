@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score
 
+from imprint.calibration import expected_calibration_error
 from imprint.errors import UserError
 from imprint.settings import Registry
 
@@ -79,9 +80,12 @@ class Protocol:
         predict_time = time.perf_counter() - start
         predicted, scores = self.scored(model, task, predicted)
         val_accuracy = float((model.predict(task.Xv) == task.yv).mean()) if len(task.yv) else float("nan")
+        known = np.isin(task.yt, model.classes_)
+        ece = expected_calibration_error(model.predict_proba(task.Xt[known]),
+                                         np.searchsorted(model.classes_, task.yt[known])) if known.any() else np.nan
         return {**{f"{name}_tuned": value for name, value in getattr(model, "tuned_", {}).items()},
                 "accuracy": float((predicted == task.yt).mean()),
                 "macro_f1": float(f1_score(task.yt, predicted, average="macro", labels=np.unique(task.ys),
                                            zero_division=0)),
-                "val_accuracy": val_accuracy, "fit_time_s": fit_time, "predict_time_s": predict_time,
+                "val_accuracy": val_accuracy, "ece": ece, "fit_time_s": fit_time, "predict_time_s": predict_time,
                 **scores, **extra}

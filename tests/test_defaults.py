@@ -1,0 +1,83 @@
+"""The default is the best method for the data at hand (method="auto", chosen on the support set alone), and the
+probabilities mean what they say (a temperature fitted by cross-fitting on the support set)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import EXAMPLES, run
+
+from imprint import ImprintClassifier
+from imprint.calibration import expected_calibration_error, fit_temperature, softmax
+from imprint.presets import AUTO_CANDIDATES
+
+
+def test_the_default_chooses_a_published_method_on_the_support_set_and_records_it(mixture, tmp_path):
+    X, y = mixture
+    clf = ImprintClassifier().fit(X[::2], y[::2])
+    method = clf.tuned_["method"]
+    assert method in AUTO_CANDIDATES and 0.5 < clf.tuned_["method_cv_accuracy"] <= 1.0
+    assert set(clf.tuning_.method_scores) == set(AUTO_CANDIDATES)
+    assert clf.tuned_["method_cv_accuracy"] == pytest.approx(max(clf.tuning_.method_scores.values()), abs=1e-6)
+    same = ImprintClassifier.from_preset(method).fit(X[::2], y[::2])  # exactly the chosen method
+    np.testing.assert_allclose(clf.decision_function(X[1::2]), same.decision_function(X[1::2]), rtol=1e-5,
+                               atol=1e-5)
+    clf.save(tmp_path / "auto.safetensors")
+    loaded = ImprintClassifier.load(tmp_path / "auto.safetensors")
+    np.testing.assert_array_equal(loaded.decision_function(X[1::2]), clf.decision_function(X[1::2]))
+    assert loaded.tuned_["method"] == method and loaded.get_params() == clf.get_params()
+
+
+def test_a_stage_setting_given_pins_the_method_and_custom_pins_the_default_pipeline(mixture):
+    X, y = mixture
+    assert "method" not in ImprintClassifier(k=3).fit(X, y).tuned_
+    custom = ImprintClassifier(method="custom").fit(X, y)
+    assert "method" not in custom.tuned_ and custom.pipeline_.settings["generation"] == "kmeans"
+    gda = ImprintClassifier(method="gda").fit(X, y)
+    assert gda.pipeline_.settings["metric"] == "mahalanobis" and "shrinkage" in gda.tuned_
+    with pytest.raises(ValueError, match="method must be|unknown method"):
+        ImprintClassifier(method="gdaa").fit(X, y)
+
+
+def test_the_command_line_shows_the_chosen_method(tmp_path, capsys):
+    code, out, err = run(capsys, "fit", EXAMPLES, "-o", tmp_path / "c.safetensors", "--test-fraction", "0.3",
+                         "--cache-dir", tmp_path / "cache", "--quiet")
+    assert code == 0, err
+    assert "method=" in out and "method_cv_accuracy=" in out and "held-out accuracy" in out
+    code, out, _ = run(capsys, "info", tmp_path / "c.safetensors")
+    assert code == 0 and "chosen on the support set: method=" in out and "generation=kmeans" not in out
+    code, out, _ = run(capsys, "fit", EXAMPLES, "-o", tmp_path / "i.safetensors", "--preset", "imprint",
+                       "--cache-dir", tmp_path / "cache", "--quiet")
+    assert code == 0 and "method=" not in out  # the paper's configuration, one word away
+
+
+def test_a_fitted_temperature_is_the_likelihood_s_and_improves_calibration(real_embeddings):
+    Xs, ys, Xq, yq = real_embeddings("fashion_mnist")
+    support = np.concatenate([np.flatnonzero(ys == c)[:32] for c in range(10)])
+    fixed = ImprintClassifier.from_preset("gda", temperature=0.01).fit(Xs[support], ys[support])
+    fitted = ImprintClassifier.from_preset("gda").fit(Xs[support], ys[support])
+    assert fitted.tuned_["temperature"] > 0
+    before = expected_calibration_error(fixed.predict_proba(Xq), yq)
+    after = expected_calibration_error(fitted.predict_proba(Xq), yq)
+    assert after < before and after < 0.06, (before, after)
+    np.testing.assert_array_equal(fixed.predict(Xq), fitted.predict(Xq))  # labels unchanged
+    scores = fitted.decision_function(Xq)  # the held-out optimum by calibrate() beats both neighbours
+    t = fitted.calibrate(Xq, yq).tuned_["temperature"]
+    assert t == pytest.approx(fit_temperature(scores, yq), rel=1e-6)
+    nll = [-np.log(softmax(scores, t * f)[np.arange(len(yq)), yq]).mean() for f in (0.8, 1.0, 1.25)]
+    assert nll[1] <= nll[0] and nll[1] <= nll[2]
+
+
+def test_eval_draws_a_reliability_diagram_and_reports_rejection_apart(tmp_path, capsys):
+    cache = ["--cache-dir", tmp_path / "cache", "--quiet"]
+    assert run(capsys, "fit", EXAMPLES, "-o", tmp_path / "r.safetensors", "--preset", "gda", "--reject", "max_score",
+               *cache)[0] == 0
+    code, out, err = run(capsys, "eval", tmp_path / "r.safetensors", EXAMPLES, "--calibration", tmp_path / "rel.png",
+                         *cache)
+    assert code == 0, err
+    assert "closed set: every image gets its best class" in out and "rejected as unknown" in out
+    assert "expected calibration error" in out
+    assert (tmp_path / "rel.png").read_bytes()[:4] == b"\x89PNG"
+    code, out, _ = run(capsys, "info", tmp_path / "r.safetensors")
+    assert "threshold" in out
+    code, out, _ = run(capsys, "predict", tmp_path / "r.safetensors", EXAMPLES / "bag", "--format", "table", *cache)
+    assert code == 0 and "unknown score vs threshold" in out
