@@ -187,3 +187,11 @@ def test_the_word_none_turns_an_optional_setting_off():
     assert config.reject == [None, "max_score"] and config.text_alpha == [None, "auto"]
     with pytest.raises(ValueError, match="unknown metric 'none'"):
         parse_config({"datasets": ["digits"], "metric": "none"})
+
+
+def test_a_variant_can_ask_for_the_method_chosen_on_the_support_set():
+    config = parse_config({"datasets": ["digits"], "variants": [{"preset": "auto"}, {"preset": "gda"}]})
+    cells = expand(config).cells
+    assert [cell.method["method"] for cell in cells] == ["auto", "gda"]
+    with pytest.raises(ValueError, match="unknown preset 'gdaa'; valid: .*, auto"):
+        parse_config({"datasets": ["digits"], "variants": [{"preset": "gdaa"}]})

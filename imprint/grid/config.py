@@ -24,7 +24,7 @@ from imprint.data.tasks import TASK_SPLITS
 from imprint.encoders import DEFAULT_ENCODER
 from imprint.errors import UserError, quoted
 from imprint.grid.protocols import PROTOCOLS
-from imprint.presets import PRESETS
+from imprint.presets import AUTO, PRESETS
 from imprint.settings import OFF_WORDS, SETTINGS, did_you_mean
 from imprint.text_blend import needs_text
 
@@ -32,7 +32,7 @@ BASELINES = ("linear_probe",)
 NOT_AXES = ("seed", "device")  # the grid's `seeds` axis seeds each cell; `device` is a run setting
 
 
-GRID_DEFAULTS = {"method": "custom"}  # a grid runs the stages it names; `preset: auto` asks for the method choice
+GRID_DEFAULTS = {"method": "custom"}  # a grid runs the stages it names; `preset: auto` (or `method: auto`) chooses
 
 
 class ConfigError(UserError):
@@ -158,8 +158,8 @@ def _setting_check(name: str) -> Callable[[Any], Any]:
 
 
 def _preset(value: Any) -> str:
-    if value not in PRESETS:
-        raise UserError(f"unknown preset {quoted(value)}; valid: {', '.join(PRESETS)}")
+    if value != AUTO and value not in PRESETS:
+        raise UserError(f"unknown preset {quoted(value)}; valid: {', '.join(PRESETS)}, {AUTO}")
     return value
 
 
