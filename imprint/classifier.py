@@ -14,6 +14,7 @@ import inspect
 import os
 import re
 from collections.abc import Hashable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -306,6 +307,16 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         module.temperature = float(self.pipeline_.settings["temperature"])
         module.log_logits = self.tuning_.values.get("probability_logits") == "log"
         return module
+
+    def export_onnx(self, path: str | os.PathLike, encoder: Any = None, force: bool = False) -> Path:
+        """Write one ONNX graph from images (uint8 N x H x W x 3 at the encoder's input size) to class scores,
+        probabilities, the best class and, with rejection, the unknown score and whether it is accepted
+        (``imprint.export``). `encoder`: an encoder or its id (default: the one recorded, where imprint may build
+        it)."""
+        from imprint.export import export_onnx
+
+        check_is_fitted(self)
+        return export_onnx(self, path, encoder=encoder, force=force).path
 
     # ------------------------------------------------------------------ incremental
     def add_classes(self, X: Any, y: Any, *, text_embeddings: Any = None, text_labels: Any = None

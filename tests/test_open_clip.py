@@ -93,3 +93,15 @@ def test_a_local_checkpoint_serves_the_command_line(tiny_model_name, tmp_path, c
     assert main(["predict", str(tmp_path / "c.safetensors"), str(image), "--encoder", encoder,
                  "--cache-dir", str(tmp_path / "cache"), "--format", "csv"]) == 0
     assert capsys.readouterr().out.startswith("path,label,score,top_k")
+
+
+def test_random_weights_name_one_network_and_leave_the_callers_random_state_alone(tiny_model_name):
+    """A saved classifier or an export rebuilds `.../random` from its id: it must be the network it was fitted on."""
+    torch.manual_seed(123)
+    before = torch.rand(3)
+    torch.manual_seed(123)
+    first = create_encoder(f"open_clip:{tiny_model_name}/random", device="cpu")
+    assert torch.equal(torch.rand(3), before)
+    second = create_encoder(f"open_clip:{tiny_model_name}/random", device="cpu")
+    for (name, a), b in zip(first.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -147,6 +147,14 @@ def cmd_embed(args: argparse.Namespace) -> None:
         "(memory-mapped store)")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from imprint.export import export_file
+
+    done = export_file(args.classifier, args.output, encoder=args.encoder, force=args.force)
+    say(f"exported {done.n_classes} classes with {done.encoder} -> {done.path} (input: uint8 RGB images "
+        f"N x {done.height} x {done.width} x 3, resized and centre-cropped; see examples/onnx_predict.py)")
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from imprint.info import describe
 
@@ -246,6 +254,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
             f"encoders: {info['encoders']}")
 
 
-COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "eval": cmd_eval, "embed": cmd_embed, "info": cmd_info,
+COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "eval": cmd_eval, "embed": cmd_embed, "export": cmd_export,
+            "info": cmd_info,
             "presets": cmd_presets, "collapse": cmd_collapse, "fewshot": cmd_fewshot, "grid": cmd_grid,
             "report": cmd_report, "cache": cmd_cache}

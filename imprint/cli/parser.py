@@ -150,6 +150,14 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     _force_option(p)
     add_encoding_options(p)
 
+    p = command("export", "write a classifier as one ONNX graph from images to answers (runs with onnxruntime "
+                          "alone; see examples/onnx_predict.py)")
+    p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")
+    p.add_argument("-o", "--output", required=True, help="the ONNX model to write (.onnx)")
+    p.add_argument("--encoder", default=None, help="the encoder, where the classifier records one imprint does not "
+                   "build from a file alone (it must be the one it was fitted with)")
+    _force_option(p)
+
     p = command("info", "describe a saved classifier (no model is loaded)")
     p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")
     p.add_argument("--json", action="store_true", help="the description as JSON")

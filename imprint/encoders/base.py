@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -34,6 +35,14 @@ class Encoder(ABC):
     @abstractmethod
     def _forward(self, pixels: Tensor) -> Tensor:
         """Embeddings of a preprocessed batch on self.device."""
+
+    def export_module(self) -> nn.Module:
+        """The encoder as a module from normalised pixels (N x 3 x H x W) to embeddings, on the CPU, for a graph
+        export."""
+        return _Forward(self._forward_module()).cpu().eval()
+
+    def _forward_module(self) -> nn.Module:
+        return self.model
 
     # CPU convolutions run fastest on small channels-last batches (measured: ~4x at 16 vs 64 images)
     cpu_micro_batch = 16
@@ -73,3 +82,23 @@ def _as_rgb(image: Image.Image | np.ndarray) -> Image.Image:
     image = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
     check_proportions(*image.size)
     return image.convert("RGB")
+
+
+@contextmanager
+def reproducible_init(seed: int = 0) -> Iterator[None]:
+    """Random weights the same in every process (an ``.../random`` encoder id names one network, so a saved
+    classifier or an export rebuilds the one it was fitted with), without touching the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+class _Forward(nn.Module):
+    """A model's forward as a module of its own (an encoder whose embedding is not its plain forward wraps it)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        return self.model(pixels)

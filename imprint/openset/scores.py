@@ -59,6 +59,10 @@ class Rejector:
     def leave_one_out_scores(self, X: Tensor, codes: Tensor, model: Any) -> Tensor:
         raise NotImplementedError
 
+    def traceable_score(self, queries: Tensor, class_scores: Tensor, model: Any) -> Tensor:
+        """``score`` in operations a graph export can trace (the same numbers)."""
+        return self.score(queries, class_scores, model)
+
     def options(self) -> dict[str, Any]:
         return dict(self.options_)
 
@@ -133,6 +137,11 @@ class KNN(Rejector):
 
     def score(self, queries: Tensor, class_scores: Tensor | None, model: Any) -> Tensor:
         return -self._kth(unit_rows(model.norm_inf(queries.to(model.proxies.dtype))), self.k)
+
+    def traceable_score(self, queries: Tensor, class_scores: Tensor, model: Any) -> Tensor:
+        """The k-th largest similarity from one product and a top-k (FAISS does not trace)."""
+        similarities = unit_rows(model.norm_inf(queries.to(model.proxies.dtype))) @ self.support.T
+        return -similarities.topk(min(self.k, self.support.shape[0]), dim=1).values[:, -1]
 
     def leave_one_out_scores(self, X: Tensor, codes: Tensor, model: Any) -> Tensor:
         """Each support sample against the others: its own row (similarity 1) is the nearest, so take k + 1."""

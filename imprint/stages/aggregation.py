@@ -42,8 +42,25 @@ class _SegmentReduce(Aggregation):
         if self.equal_counts:  # the fast path: a reshape, no gather
             blocks = scores.view(scores.shape[0], self.n_classes, -1)
             return {"max": blocks.amax, "mean": blocks.mean, "sum": blocks.sum}[self.reduce](dim=2)
+        if torch.onnx.is_in_onnx_export():  # a graph has no segment reduction: a padded gather of the same values
+            return self._padded(scores)
         lengths = self.proxy_counts.to(scores.device).expand(scores.shape[0], -1).contiguous()
         return torch.segment_reduce(scores, self.reduce, lengths=lengths, axis=1)
+
+    def _padded(self, scores: Tensor) -> Tensor:
+        """The reduction over a (n, classes, most proxies) gather, padded with a column that changes nothing."""
+        counts = self.proxy_counts.cpu()
+        width, total = int(counts.max()), int(counts.sum())
+        starts = torch.cumsum(counts, 0) - counts
+        index = torch.full((self.n_classes, width), total, dtype=torch.long)
+        for c, (start, count) in enumerate(zip(starts.tolist(), counts.tolist())):
+            index[c, :count] = torch.arange(start, start + count)
+        pad = -torch.inf if self.reduce == "max" else 0.0
+        padded = torch.cat([scores, torch.full_like(scores[:, :1], pad)], dim=1)[:, index.to(scores.device)]
+        if self.reduce == "max":
+            return padded.amax(dim=2)
+        total_scores = padded.sum(dim=2)
+        return total_scores / counts.to(scores.device, scores.dtype) if self.reduce == "mean" else total_scores
 
 
 @AGGREGATIONS.register("max")

@@ -491,7 +491,7 @@ class LowRankPrecisions:
         scales = self.scales.to(queries.device, queries.dtype)
         spread = (queries * queries) @ scales.square().T * self.levels.to(queries.device, queries.dtype)
         projections = queries @ self.bases.to(queries.device, queries.dtype).permute(1, 0, 2).reshape(d, K * r)
-        weighted = projections.square().view(len(queries), K, r) * self.coefs.to(queries.device, queries.dtype)
+        weighted = projections.square().view(-1, K, r) * self.coefs.to(queries.device, queries.dtype)
         return spread - weighted.sum(-1)
 
     def full(self) -> Tensor:

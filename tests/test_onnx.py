@@ -1,0 +1,164 @@
+"""One ONNX graph from images to answers: for every preset, every head, normalisation, aggregation, rejection
+score and the zero-shot blend, ONNX Runtime on the graph gives imprint's labels and scores on real images; the
+standalone example needs neither torch nor imprint."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from imprint import ImprintClassifier
+from imprint.cli import main
+from imprint.presets import PRESETS
+
+onnxruntime = pytest.importorskip("onnxruntime")
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "onnx_predict.py"
+
+
+def _load_example():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("onnx_predict", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    """Real Fashion-MNIST images: 12 support and 10 test images per class as PNG files, embedded by Lite0."""
+    from imprint.data.builtin import load_dataset, per_class_split
+    from imprint.encoders import create_encoder
+
+    folder = tmp_path_factory.mktemp("onnx_images")
+    data = load_dataset("fashion_mnist")
+    support, test = per_class_split(data.labels, 12, 10, seed=3)
+    paths = []
+    for i in np.concatenate([support, test]):
+        path = folder / f"{i}.png"
+        Image.fromarray(data.images[i]).save(path)
+        paths.append(path)
+    encoder = create_encoder("lite0", device="cpu")
+    X = encoder.encode_images([Image.open(p) for p in paths])
+    names = np.asarray(data.class_names, dtype=object)
+    return {"encoder": encoder, "X_support": X[:len(support)], "y_support": names[data.labels[support]],
+            "X_test": X[len(support):], "y_test": names[data.labels[test]], "test_paths": paths[len(support):]}
+
+
+def _graph_answers(path: Path, images: list[Path]) -> dict[str, np.ndarray]:
+    model = _load_example().Model(str(path))
+    pixels = np.stack([model.pixels(p) for p in images])
+    return dict(zip(model.outputs, model.session.run(None, {"images": pixels}))), model
+
+
+def _same_answers(clf, path: Path, task) -> None:
+    answers, model = _graph_answers(path, task["test_paths"])
+    scores = clf._class_scores(task["X_test"])
+    agree = (answers["label"] == scores.argmax(1)).mean()
+    assert agree >= 0.999, agree
+    scale = np.abs(scores).max()
+    np.testing.assert_allclose(answers["scores"], scores, rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(answers["probabilities"], clf.predict_proba(task["X_test"]), atol=2e-4)
+    if clf.reject is not None:
+        unknown = clf.score_unknown(task["X_test"])
+        np.testing.assert_allclose(answers["unknown_score"], unknown, rtol=1e-3, atol=1e-3 * np.abs(unknown).max())
+        far = np.abs(unknown - clf.threshold_) > 1e-3 * np.abs(unknown).max()  # not on the threshold itself
+        assert (answers["accepted"][far] == (unknown[far] <= clf.threshold_)).all()
+    assert model.classes == clf.classes_.tolist()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_exports_to_the_same_answers(task, tmp_path, preset):
+    clf = ImprintClassifier.from_preset(preset).fit(task["X_support"], task["y_support"])
+    clf.export_onnx(tmp_path / "model.onnx")
+    _same_answers(clf, tmp_path / "model.onnx", task)
+
+
+@pytest.mark.parametrize("settings", [
+    dict(method="custom", norm_pre="center+l2", generation="kmeans", k=3, norm_post="quantile", norm_inf="center",
+         metric="euclidean", aggregation="mean"),
+    dict(method="custom", generation="fps", k=4, metric="dot", aggregation="mnn", m=3, mnn_weights="distance"),
+    dict(method="custom", generation="random", k=5, metric="kernel", beta=8.0, aggregation="sum"),
+    dict(method="custom", norm_pre="tukey", generation="kmeans", k=2, norm_post="none", norm_inf="tukey",
+         metric="fecam", shrinkage=0.3),
+    dict(method="custom", norm_pre="l2+random_relu", generation="mean", norm_post="none", norm_inf="l2+random_relu",
+         metric="ridge", projection_dim=512, ridge_lambda=0.1),
+    *(dict(method="gda", reject=score) for score in ("max_score", "energy", "knn", "mahalanobis", "neco")),
+])
+def test_every_stage_and_rejection_score_is_in_the_graph(task, tmp_path, settings):
+    """Each stage changes the scores; a graph without it would not give imprint's."""
+    clf = ImprintClassifier(**settings).fit(task["X_support"], task["y_support"])
+    clf.export_onnx(tmp_path / "model.onnx")
+    _same_answers(clf, tmp_path / "model.onnx", task)
+
+
+def test_the_zero_shot_blend_and_an_open_clip_tower_export(tmp_path, tiny_model_name):
+    from imprint.encoders import create_encoder
+
+    encoder = create_encoder(f"open_clip:{tiny_model_name}/random", device="cpu")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(24):
+        path = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 256, (48 + i, 40, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    X = encoder.encode_images([Image.open(p) for p in paths])
+    y = np.array(["cat", "dog", "fox"] * 8, dtype=object)
+    text = encoder.text_proxies(["cat", "dog", "fox"])
+    clf = ImprintClassifier.from_preset("gda", text_alpha=0.7, reject="max_score").fit(
+        X, y, text_embeddings=text, text_labels=np.array(["cat", "dog", "fox"], dtype=object))
+    assert clf.pipeline_.text is not None
+    clf.export_onnx(tmp_path / "clip.onnx")
+    _same_answers(clf, tmp_path / "clip.onnx", {"X_test": X, "test_paths": paths})
+
+
+def test_the_command_exports_lite1_and_the_example_runs_without_torch_or_imprint(tmp_path, capsys):
+    folder = ROOT / "examples" / "fashion"
+    cache = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main(["fit", str(folder), "-o", str(tmp_path / "c.safetensors"), "--encoder", "lite1", "--preset",
+                 "simpleshot", *cache]) == 0
+    assert main(["export", str(tmp_path / "c.safetensors"), "-o", str(tmp_path / "c.onnx")]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "c.safetensors"), str(folder / "bag"), "--format", "csv", *cache]) == 0
+    expected = [line.split(",")[1] for line in capsys.readouterr().out.splitlines()[1:]]
+    blocker = tmp_path / "blocker"  # `import torch` and `import imprint` fail in the example's process
+    for name in ("torch", "imprint"):
+        (blocker / name).mkdir(parents=True)
+        (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is not installed here')\n")
+    done = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "c.onnx"), str(folder / "bag")],
+                          capture_output=True, text=True, env={"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"},
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(",") for line in done.stdout.splitlines()[1:]]
+    assert [row[1] for row in rows] == expected and len(rows) == 20
+    probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True,
+                           env={"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"})
+    assert probe.returncode != 0  # the blocker works
+
+
+def test_bad_exports_and_foreign_models_are_one_line(tmp_path, capsys, mixture):
+    X, y = mixture
+    path = tmp_path / "c.safetensors"
+    ImprintClassifier(method="qi").fit(X, y, encoder_id="open_clip:ViT-B-32/laion2b_s34b_b79k").save(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "does not build from what a file says" in err and err.count("\n") == 1
+    ImprintClassifier(method="qi").fit(X, y).save(path)
+    assert main(["export", str(path), "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "does not record its encoder" in capsys.readouterr().err
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "foreign",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), tmp_path / "foreign.onnx")
+    done = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "foreign.onnx"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "not one 'imprint export' wrote" in done.stderr
+    assert done.stderr.count("\n") == 1
