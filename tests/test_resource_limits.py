@@ -23,10 +23,12 @@ def test_a_thin_image_is_refused_in_bounded_memory(tmp_path):
     clf = tmp_path / "clf.safetensors"
     cache = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
     assert main(["fit", str(EXAMPLES), "-o", str(clf), "--preset", "qi", *cache]) == 0
-    script = ("import resource, sys\nfrom imprint.cli import main\n"
+    # VmHWM is this process's own peak; ru_maxrss would inherit the pytest parent's across fork and exec
+    script = ("import sys\nfrom imprint.cli import main\n"
               f"code = main(['predict', {str(clf)!r}, {str(tmp_path / 'thin.png')!r}, {str(tmp_path / 'tall.png')!r},"
               f" *{cache!r}])\n"
-              "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)\nsys.exit(code)\n")
+              "peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+              "print(int(peak) // 1024, file=sys.stderr)\nsys.exit(code)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     lines = done.stderr.strip().splitlines()
     peak_mib = int(lines[-1])
