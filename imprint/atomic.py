@@ -86,10 +86,12 @@ def sweep_leftovers(target: Path) -> int:
     return removed
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sweep: bool = True) -> Path:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sweep: bool = True, durable: bool = True) -> Path:
     """Write `data` to a temporary file beside `path`, fsync it, then rename it over `path`. On failure the
     temporary file is removed, the earlier `path` (if any) is untouched, and a WriteError says so. With `sweep`,
-    temporary files that killed writers left beside `path` are removed first."""
+    temporary files that killed writers left beside `path` are removed first. ``durable=False`` skips the fsync:
+    only for files that carry their own checksum (a crash may then leave an empty or cut file, which its reader
+    detects and recomputes)."""
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(f"cannot write to {target}: it is a directory; give a file name")
@@ -104,7 +106,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, sweep: bool = Tr
             os.fchmod(handle.fileno(), 0o666 & ~_umask())
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
     except OSError as exc:
         if tmp is not None:

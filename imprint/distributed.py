@@ -19,10 +19,10 @@ from imprint.store import EmbeddingStore
 class EncodeBatch:
     """Ray Data actor: holds one encoder, turns a batch of image paths into embeddings."""
 
-    def __init__(self, encoder_id: str, device: str) -> None:
+    def __init__(self, encoder_id: str, device: str, runtime: str = "auto") -> None:
         from imprint.encoders import create_encoder
 
-        self.encoder = create_encoder(encoder_id, device=device)
+        self.encoder = create_encoder(encoder_id, device=device, runtime=runtime)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from imprint.embed import ImageFiles, collate_decoded
@@ -38,7 +38,8 @@ class EncodeBatch:
 
 
 def embed_with_ray(encoder_id: str, store: EmbeddingStore, *, batch_size: int = 64, actors: int | None = None,
-                   address: str | None = None, device: str = "auto", progress: bool = True) -> int:
+                   address: str | None = None, device: str = "auto", runtime: str = "auto",
+                   progress: bool = True) -> int:
     """Embed the store's pending rows with Ray Data; returns rows embedded now."""
     try:
         import ray
@@ -60,7 +61,8 @@ def embed_with_ray(encoder_id: str, store: EmbeddingStore, *, batch_size: int = 
         # a CPU actor gets its share of the cores, so torch in it runs that many threads (Ray sets them)
         placement = {"num_gpus": 1} if gpus else {"num_cpus": max(1, cpus // actors)}
         dataset = ray.data.from_items([{"row": int(r), "path": store.paths[r]} for r in pending])
-        encoded = dataset.map_batches(EncodeBatch, fn_constructor_kwargs={"encoder_id": encoder_id, "device": device},
+        encoded = dataset.map_batches(EncodeBatch, fn_constructor_kwargs={"encoder_id": encoder_id, "device": device,
+                                                                          "runtime": runtime},
                                       batch_size=batch_size, batch_format="numpy", concurrency=actors, **placement)
         done = 0
         with tqdm(total=len(pending), desc="embedding (ray)", unit="img", disable=not progress) as bar:

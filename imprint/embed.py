@@ -69,7 +69,8 @@ def collate_decoded(items):
 def default_workers(device: torch.device | None = None) -> int:
     """Decoding worker processes. A GPU encoder leaves the CPU to decoding; a CPU encoder already uses
     every core, and on 2 cores a worker costs more than it overlaps (measured: 0.80 vs 0.98 of the
-    encoder's own throughput), so small CPU machines decode in the main process."""
+    encoder's own throughput), so small CPU machines decode in the main process (on as many threads as the
+    encoder: decoding and resizing let go of the GIL)."""
     cores = os.cpu_count() or 1
     if device is not None and device.type == "cuda":
         return max(0, min(8, cores - 1))
@@ -81,14 +82,28 @@ def iter_embedded(encoder: Encoder, paths: Sequence[Path], *, batch_size: int = 
                   desc: str = "embedding") -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]]:
     """Per batch: (positions in `paths` that decoded, their embeddings, positions that did not, why)."""
     workers = default_workers(encoder.device) if workers is None else workers
-    loader = DataLoader(ImageFiles(paths, encoder.transform), batch_size=batch_size, num_workers=workers,
-                        collate_fn=collate_decoded, pin_memory=encoder.device.type == "cuda", persistent_workers=False)
+    files = ImageFiles(paths, encoder.transform)
+    if workers:
+        batches: Iterator = iter(DataLoader(files, batch_size=batch_size, num_workers=workers,
+                                            collate_fn=collate_decoded, pin_memory=encoder.device.type == "cuda",
+                                            persistent_workers=False))
+    else:
+        batches = _decoded_in_threads(files, batch_size, torch.get_num_threads())
     with tqdm(total=len(paths), desc=desc, unit="img", disable=not progress) as bar:
-        for pixels, good, bad, reasons in loader:
+        for pixels, good, bad, reasons in batches:
             vectors = encoder.encode_batch(pixels) if pixels is not None else \
                 np.zeros((0, encoder.embedding_dim), dtype=np.float32)
             yield np.asarray(good, dtype=np.int64), vectors, np.asarray(bad, dtype=np.int64), reasons
             bar.update(len(good) + len(bad))
+
+
+def _decoded_in_threads(files: ImageFiles, batch_size: int, threads: int) -> Iterator[tuple]:
+    """Batches of `files` decoded in this process by `threads` threads, in order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, threads), thread_name_prefix="imprint-decode") as pool:
+        for start in range(0, len(files), batch_size):
+            yield collate_decoded(list(pool.map(files.__getitem__, range(start, min(start + batch_size, len(files))))))
 
 
 def embed_paths(encoder: Encoder, paths: Sequence[Path], *, cache: EmbeddingCache | None = None,

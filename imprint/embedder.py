@@ -15,11 +15,13 @@ import numpy as np
 @dataclass
 class EmbedOptions:
     """How images are embedded: which encoder (None: the default, or the one a classifier records), on which
-    device, with which cache (a folder, or none with ``cache=False``), threads, batch size, decoding workers,
-    progress bars, and whether an unreadable image is an error (`strict`)."""
+    device and runtime (auto: ONNX Runtime on the CPU where installed, else torch), with which cache (a folder, or
+    none with ``cache=False``), threads, batch size, decoding workers, progress bars, and whether an unreadable
+    image is an error (`strict`)."""
 
     encoder: str | None = None
     device: str = "auto"
+    runtime: str = "auto"
     cache_dir: str | Path | None = None
     cache: bool = True
     threads: int | None = None
@@ -27,6 +29,12 @@ class EmbedOptions:
     workers: int | None = None
     progress: bool = False
     strict: bool = False
+
+    def __post_init__(self) -> None:
+        from imprint.encoders.runtime import resolve_runtime
+
+        if self.runtime != "auto":  # a runtime that is unknown or not installed: refused before any slow work
+            resolve_runtime(self.runtime, "cpu")
 
 
 class Embedder:
@@ -47,7 +55,8 @@ class Embedder:
             from imprint.encoders import DEFAULT_ENCODER, create_encoder
             from imprint.threads import encoder_threads, set_torch_threads
 
-            self._encoder = create_encoder(self.encoder_id or DEFAULT_ENCODER, device=self.options.device)
+            self._encoder = create_encoder(self.encoder_id or DEFAULT_ENCODER, device=self.options.device,
+                                           runtime=self.options.runtime)
             if self._encoder.device.type == "cpu":
                 set_torch_threads(encoder_threads(self.options.threads))
             self._cache = EmbeddingCache(self.options.cache_dir) if self.options.cache else None

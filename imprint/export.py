@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from imprint.encoders.preprocess import NotDescribable, Preprocess
 from imprint.errors import UserError, printable
 
 OPSET = 17
@@ -42,34 +43,6 @@ class Exported:
     encoder: str
     height: int
     width: int
-
-
-def preprocessing_of(transform: Any) -> dict[str, Any]:
-    """What an encoder's torchvision preprocessing does, in words the graph and its users need: the shortest side
-    resized to `resize` (`interpolation`), a centre crop of `crop` (height, width), then pixels / 255 normalised by
-    `mean` and `std` (inside the graph)."""
-    from torchvision import transforms
-
-    steps = getattr(transform, "transforms", [transform])
-    info: dict[str, Any] = {}
-    for step in steps:
-        if isinstance(step, transforms.Resize):
-            size = step.size if isinstance(step.size, int) else (step.size[0] if len(step.size) == 1 else None)
-            if size is None:
-                raise ExportError(f"the encoder resizes to a fixed {tuple(step.size)}, not its shortest side; only "
-                                  "shortest-side resizing is exported")
-            info["resize"] = int(size)
-            info["interpolation"] = str(step.interpolation.value)
-        elif isinstance(step, transforms.CenterCrop):
-            info["crop"] = [int(s) for s in step.size]
-        elif isinstance(step, transforms.Normalize):
-            info["mean"] = [float(v) for v in torch.as_tensor(step.mean).flatten()]
-            info["std"] = [float(v) for v in torch.as_tensor(step.std).flatten()]
-    missing = [key for key in ("resize", "crop", "mean", "std") if key not in info]
-    if missing:
-        raise ExportError(f"the encoder's preprocessing has no {missing[0]} step imprint can put in a graph "
-                          f"({transform!r})")
-    return info
 
 
 class ImagesToAnswers(nn.Module):
@@ -124,15 +97,20 @@ def export_onnx(classifier: Any, path: str | os.PathLike, encoder: Any = None, f
         if not self_contained(classifier.encoder_id_):
             raise ExportError(f"the classifier was fitted with {printable(classifier.encoder_id_)}, which imprint "
                               "does not build from what a file says; pass it yourself: --encoder ID")
-        encoder = create_encoder(classifier.encoder_id_, device="cpu")
+        encoder = create_encoder(classifier.encoder_id_, device="cpu", runtime="torch")
     elif isinstance(encoder, str):
-        encoder = create_encoder(encoder, device="cpu")
+        encoder = create_encoder(encoder, device="cpu", runtime="torch")
     if classifier.encoder_id_ is not None and encoder.id != classifier.encoder_id_:
         raise ExportError(f"the classifier was fitted with {printable(classifier.encoder_id_)}, not {encoder.id}")
     if encoder.embedding_dim != classifier.n_features_in_:
         raise ExportError(f"{encoder.id} gives {encoder.embedding_dim}-dimensional embeddings but the classifier "
                           f"expects {classifier.n_features_in_}")
-    preprocessing = preprocessing_of(encoder.transform)
+    try:
+        preprocessing = Preprocess.of_transform(encoder.transform).describe()
+    except NotDescribable as exc:
+        raise ExportError(f"the preprocessing of {encoder.id} has {exc}, which an exported graph's users cannot "
+                          "repeat; only shortest-side resizing, a centre crop and a normalisation are exported"
+                          ) from None
     module = _module(classifier, encoder, preprocessing).eval()
     height, width = preprocessing["crop"]
     example = torch.randint(0, 256, (2, height, width, 3), dtype=torch.uint8)

@@ -143,16 +143,24 @@ class EmbeddingStore:
 
     @classmethod
     def create(cls, root: str | Path, *, encoder_id: str, encoder_key: str, dim: int, paths: Sequence[str],
-               labels: np.ndarray, class_names: Sequence[str]) -> EmbeddingStore:
-        """Open `root` to (continue to) embed `paths`: a new store, or the same unfinished one to resume."""
+               labels: np.ndarray, class_names: Sequence[str], runtime: str = "torch") -> EmbeddingStore:
+        """Open `root` to (continue to) embed `paths`: a new store, or the same unfinished one to resume (with the
+        same encoder on the same `runtime`, so its rows never mix two runtimes' embeddings)."""
         root = Path(root)
         paths = [str(p) for p in paths]
         labels = np.asarray(labels, dtype=np.int64)
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "encoder": encoder_id,
                 "encoder_key": encoder_key, "dim": int(dim), "count": len(paths), "class_names": list(class_names)}
         meta["digest"] = _digest(paths, labels, _described(meta))
+        meta["runtime"] = runtime  # said in errors; the encoder key covers it
         if is_store(root):
             existing = cls.open(root, writable=True)
+            earlier = existing.meta.get("runtime", "torch")
+            if existing.meta.get("encoder") == encoder_id and earlier != runtime:
+                flag = "torch" if earlier == "torch" else "onnx"
+                raise StoreError(f"{printable(root)} holds embeddings from {printable(earlier)}, this run uses "
+                                 f"{runtime}; run it with --runtime {flag}, or choose a new output folder (a store "
+                                 "never mixes two runtimes' embeddings)")
             same_images = _digest(paths, labels, _described(existing.meta) if existing.version >= 3 else None)
             for differs, what in ((existing.meta.get("encoder_key") != encoder_key, "encoder"),
                                   (existing.meta.get("digest") != same_images, "list of images"),

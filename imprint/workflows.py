@@ -163,6 +163,7 @@ def _embed_store(data: Any, output: Path, options: EmbedOptions, engine: str, ac
 
     encoder = Embedder(options).encoder
     store = EmbeddingStore.create(output, encoder_id=encoder.id, encoder_key=encoder_namespace(encoder),
+                                  runtime=encoder.runtime_id,
                                   dim=encoder.embedding_dim, paths=[str(p) for p in data.paths],
                                   labels=data.labels, class_names=data.class_names)
     before = len(data.paths) - len(store.pending())
@@ -170,7 +171,7 @@ def _embed_store(data: Any, output: Path, options: EmbedOptions, engine: str, ac
         from imprint.distributed import embed_with_ray
 
         embed_with_ray(encoder.id, store, batch_size=options.batch_size, actors=actors, address=ray_address,
-                       device=options.device, progress=options.progress)
+                       device=options.device, runtime=encoder.runtime, progress=options.progress)
     elif engine == "local":
         embed_into_store(encoder, store, batch_size=options.batch_size, workers=options.workers,
                          progress=options.progress)

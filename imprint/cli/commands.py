@@ -13,9 +13,9 @@ from imprint.cli.output import json_text, percent, say, table, warn
 
 def embedding_options(args: argparse.Namespace) -> dict[str, Any]:
     """The embedding keywords of a library call (``imprint.embedder.EmbedOptions``) from the shared flags."""
-    return {"encoder": args.encoder, "device": args.device, "cache_dir": args.cache_dir, "cache": not args.no_cache,
-            "threads": args.threads, "batch_size": args.batch_size, "workers": args.workers,
-            "progress": not args.quiet, "strict": args.strict}
+    return {"encoder": args.encoder, "device": args.device, "runtime": args.runtime, "cache_dir": args.cache_dir,
+            "cache": not args.no_cache, "threads": args.threads, "batch_size": args.batch_size,
+            "workers": args.workers, "progress": not args.quiet, "strict": args.strict}
 
 
 def classifier_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -244,14 +244,18 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def cmd_cache(args: argparse.Namespace) -> None:
     from imprint.cache import EmbeddingCache
+    from imprint.encoders.runtime import cached_graphs, clear_graphs, graph_cache_dir
 
     cache = EmbeddingCache(args.cache_dir)
     if args.action == "clear":
         say(f"removed {cache.clear()} cached embeddings from {cache.root}")
+        say(f"removed {clear_graphs()} encoder graphs from {graph_cache_dir()}")
     else:
         info = cache.info()
+        graphs = cached_graphs()
         say(f"cache: {info['path']}\nentries: {info['entries']}\nsize: {info['bytes'] / 2**20:.1f} MiB\n"
-            f"encoders: {info['encoders']}")
+            f"encoders: {info['encoders']}\nencoder graphs: {len(graphs)} in {graph_cache_dir()} "
+            f"({sum(g.stat().st_size for g in graphs) / 2**20:.1f} MiB)")
 
 
 COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "eval": cmd_eval, "embed": cmd_embed, "export": cmd_export,

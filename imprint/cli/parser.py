@@ -56,6 +56,9 @@ def add_encoding_options(parser: argparse.ArgumentParser) -> None:
                         help="encoder id, e.g. timm:tf_efficientnet_lite0 (default), lite1, lite2, "
                              "open_clip:ViT-B-32/laion2b_s34b_b79k")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    parser.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
+                        help="what runs the encoder: auto (ONNX Runtime on the CPU, about 2x torch; torch on a "
+                             "GPU), torch, onnx")
     parser.add_argument("--batch-size", type=int, default=64, help="images per encoder batch (default: 64)")
     parser.add_argument("--workers", type=int, default=None,
                         help="image decoding processes (default: chosen for the machine)")
@@ -193,7 +196,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     p = command("report", "write results.csv, summary.md and figures of a grid folder")
     p.add_argument("folder", help="results folder of 'imprint grid'")
 
-    p = command("cache", "inspect or clear the embedding cache")
+    p = command("cache", "inspect or clear the embedding cache and the encoder graphs (both rebuilt when needed)")
     p.add_argument("action", choices=("info", "clear"), help="info: where it is and its size; clear: remove its "
                    "entries (and nothing else)")
     p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")

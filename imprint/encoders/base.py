@@ -4,6 +4,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,16 +47,41 @@ class Encoder(ABC):
 
     # CPU convolutions run fastest on small channels-last batches (measured: ~4x at 16 vs 64 images)
     cpu_micro_batch = 16
+    runtime = "torch"  # or "onnx": set by create_encoder (imprint.encoders.runtime)
+    _graphs: dict[tuple[int, int], Any] | None = None
+
+    def use_runtime(self, runtime: str) -> Encoder:
+        """Run the network on `runtime` (auto, torch, onnx; see imprint.encoders.runtime); returns self."""
+        from imprint.encoders.runtime import resolve_runtime
+
+        self.runtime, self._graphs = resolve_runtime(runtime, self.device.type), None
+        return self
+
+    @property
+    def preprocessing_id(self) -> str:
+        """What the preprocessing is, for cache keys (the transform's description)."""
+        return repr(self.transform)
+
+    @property
+    def runtime_id(self) -> str:
+        """The runtime and its version ("torch", "onnxruntime 1.20.1"): embedding caches and stores are kept apart
+        per runtime."""
+        from imprint.encoders.runtime import onnxruntime_version
+
+        return "torch" if self.runtime == "torch" else f"onnxruntime {onnxruntime_version()}"
 
     @torch.inference_mode()
     def encode_batch(self, pixels: Tensor) -> np.ndarray:
         """Embeddings (float32, n x embedding_dim) of a batch of preprocessed images. On the CPU every image goes
-        through a micro-batch of exactly `cpu_micro_batch` images (the last one zero-padded), so its embedding
-        is bit for bit the same whatever batch it came in (a lone image would otherwise take another kernel:
-        measured up to 1.2e-6 apart) and a resumed store equals an uninterrupted one."""
+        through a micro-batch of exactly `cpu_micro_batch` images (the last one zero-padded; on ONNX Runtime a
+        batch of one), so its embedding is bit for bit the same whatever batch it came in (a lone image would
+        otherwise take another kernel: measured up to 1.2e-6 apart) and a resumed store equals an uninterrupted
+        one."""
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.float16):
                 return self._forward(pixels.to(self.device, non_blocking=True)).float().cpu().numpy()
+        if self.runtime == "onnx":
+            return self._graph(*pixels.shape[2:])(pixels.numpy())
         pieces = []
         for part in pixels.split(self.cpu_micro_batch):
             n = len(part)
@@ -64,6 +90,16 @@ class Encoder(ABC):
             pieces.append(self._forward(part.to(self.device).contiguous(memory_format=torch.channels_last))[:n]
                           .float())
         return torch.cat(pieces).cpu().numpy()
+
+    def _graph(self, height: int, width: int) -> Any:
+        """The ONNX Runtime graph for H x W inputs, built (or read from the graph cache) on first use, with as
+        many threads as torch is set to use."""
+        from imprint.encoders.runtime import OnnxEncoderGraph
+
+        self._graphs = self._graphs or {}
+        if (height, width) not in self._graphs:
+            self._graphs[(height, width)] = OnnxEncoderGraph.for_encoder(self, height, width, torch.get_num_threads())
+        return self._graphs[(height, width)]
 
     def encode_images(self, images: Sequence[Image.Image | np.ndarray], batch_size: int = 64) -> Embeddings:
         """Embeddings of PIL images or uint8 arrays (grey or RGB, converted to RGB), in batches, tagged with

