@@ -7,6 +7,7 @@ then L2-normalises (SimpleShot's CL2N). A stage is rebuilt from disk as ``cls(**
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -213,6 +214,13 @@ PROJECTION_DIM = Setting("projection_dim", int, AUTO,
                          low=1, auto=True, tunable=_projection_candidates)
 
 
+@lru_cache(maxsize=4)
+def _gaussian(seed: int, rows: int, cols: int) -> Tensor:
+    """The seeded Gaussian matrix, drawn once per process (cross-validation fits the projection on every fold;
+    measured: 0.3 s of a 10-image fit drawing it again each time). Never written to in place."""
+    return torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed))
+
+
 @NORMS.register("random_relu", settings=[PROJECTION_DIM])
 class RandomReLU(Norm):
     """RanPAC's random projection: ReLU(x W) with W a fixed Gaussian d x M matrix (seeded by `seed`)."""
@@ -227,8 +235,7 @@ class RandomReLU(Norm):
         self.register_buffer("weight", weight)
 
     def fit(self, X: Tensor) -> RandomReLU:
-        gen = torch.Generator().manual_seed(self.seed)
-        self.weight = torch.randn(X.shape[1], self.projection_dim, generator=gen).to(X.device, X.dtype)
+        self.weight = _gaussian(self.seed, X.shape[1], self.projection_dim).to(X.device, X.dtype)
         return self
 
     def fit_stream(self, blocks: Callable[[], Iterable[Tensor]]) -> RandomReLU:
