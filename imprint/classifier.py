@@ -26,6 +26,7 @@ from imprint.calibration import fit_temperature, softmax
 from imprint.configuration import SLOT_NAMES, check_settings, is_oracle, method_settings, parameter_names
 from imprint.devices import resolve_device
 from imprint.errors import UserError, printable, quoted
+from imprint.examples import Examples
 from imprint.memory import need_memory
 from imprint.model import ImprintedModel
 from imprint.openset import REJECTORS
@@ -155,6 +156,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.encoder_id_ = encoder_id
         self.open_set_ = None
+        self.examples_: Examples | None = None
         if self.reject is not None:
             self._check_unknown_label()
             self._fit_open_set(np.array(X_checked, dtype=np.float32), codes.astype(np.int64))
@@ -365,6 +367,37 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             self.open_set_ = None  # held-out calibration of other classes no longer holds
         return self
 
+    def add_examples(self, X: Any, y: Any) -> ImprintClassifier:
+        """Teach classes by example: a label not imprinted yet becomes a new class (as ``add_classes``), and a
+        label taught this way before is imprinted again from all its examples, old and new, exactly as if they
+        had come at once. The examples are kept (in the saved file too); classes imprinted by ``fit`` keep none,
+        so they cannot be given more examples this way. All or nothing: on an error the classifier is unchanged."""
+        check_is_fitted(self)
+        X = np.asarray(check_embeddings(X, n_features=self.n_features_in_, keep_dtype=True), dtype=np.float32)
+        y = check_labels(y, len(X))
+        kept = self.examples_ or Examples()
+        known = set(self.classes_.tolist())
+        labels = np.unique(y).tolist()
+        from_fit = [label for label in labels if label in known and label not in kept]
+        if from_fit:
+            raise UserError(f"class {from_fit[0]!r} was imprinted by fit, which keeps no examples to add to; teach "
+                             "these examples under a new class name, or fit again with all of them")
+        again = [label for label in labels if label in known]
+        if again and len(self.classes_) - len(again) < 2:
+            raise UserError(f"class {again[0]!r} is imprinted again from all its examples, which needs at least 2 "
+                             "other classes meanwhile; teach another class first")
+        taught = copy.deepcopy(self)
+        if again:
+            taught.remove_classes(again)
+        old = [kept.of(label) for label in again]
+        taught.add_classes(np.concatenate([*old, X]),
+                           np.asarray([label for label, rows in zip(again, old) for _ in rows] + list(y)))
+        taught.examples_ = Examples(kept.by_class)
+        for label in labels:
+            taught.examples_.add(label, X[np.asarray(y) == label])
+        self.__dict__.update(taught.__dict__)
+        return self
+
     def remove_classes(self, labels: Iterable[Hashable]) -> ImprintClassifier:
         """Drop the given classes; the others keep their proxies (metrics that pool statistics over all
         classes cannot lose a class exactly and say so)."""
@@ -381,6 +414,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.pipeline_.restrict(keep)
         old_classes = self.classes_
         self.classes_ = self.classes_[keep]
+        if self.examples_ is not None:
+            self.examples_.drop(labels)
         if self.open_set_ is not None and self.open_set_.rejector is not None:
             rows = keep[self.open_set_.support_codes]
             self._fit_open_set(self.open_set_.support[rows],
@@ -401,6 +436,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         parts = [self.pipeline_.state(), (self.tuning_.state(), {})]
         if self.open_set_ is not None and self.open_set_.rejector is not None:
             parts.append(self.open_set_.state())
+        if self.examples_ is not None:
+            parts.append(self.examples_.state(self.classes_))
         write_classifier(path, meta, parts)
 
     def _plugins(self) -> dict[str, str]:
@@ -457,6 +494,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             raise ClassifierFileError(f"{path} is inconsistent: proxies of width "
                                       f"{clf.pipeline_.metric.proxies.shape[1]} for {dim}-dimensional embeddings")
         clf.open_set_ = None
+        clf.examples_ = Examples.restore(tensors, clf.classes_, dim)
         saved = clf.pipeline_.stage_arrays()
         if clf.reject is not None:
             clf.open_set_ = OpenSet.restore(clf.reject, clf.reject_rate, meta, tensors, clf.device_)

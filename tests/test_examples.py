@@ -1,35 +1,69 @@
-"""The example app: encoder + imprinted head as one module, same scores as the classifier."""
+"""Classes taught by example (``add_examples``): more examples later give exactly the classifier that all of them at
+once would, the examples survive in the file, and what cannot be done is refused in one line with nothing
+changed."""
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
-import torch
+import pytest
 
 from imprint import ImprintClassifier
-from imprint.cli import main
+from imprint.errors import UserError
+from imprint.examples import Examples
+from imprint.persistence import ClassifierFileError
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+@pytest.mark.parametrize("method", ["simpleshot", "qi", "fecam", "imprint", "tip_adapter"])
+def test_examples_given_in_parts_teach_what_all_at_once_would(mixture, method):
+    X, y = mixture
+    base, new = y < 4, y == 4
+    parts = ImprintClassifier(method=method).fit(X[base], y[base])
+    rows = np.flatnonzero(new)
+    parts.add_examples(X[rows[:30]], y[rows[:30]])
+    parts.add_examples(X[rows[30:]], y[rows[30:]])
+    once = ImprintClassifier(method=method).fit(X[base], y[base]).add_classes(X[new], y[new])
+    assert np.allclose(parts.decision_function(X), once.decision_function(X), atol=1e-5)
+    assert np.array_equal(parts.examples_.of(4), X[new])
 
 
-def test_embed_in_app_example(tmp_path, capsys):
-    clf_path = tmp_path / "fashion.safetensors"
-    assert main(["fit", str(EXAMPLES / "fashion"), "-o", str(clf_path), "--quiet", "--cache-dir",
-                 str(tmp_path / "cache")]) == 0
-    spec = importlib.util.spec_from_file_location("embed_in_app", EXAMPLES / "embed_in_app.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    app = module.ImageClassifier(str(clf_path))
-    image = sorted((EXAMPLES / "fashion" / "trouser").iterdir())[0]
-    label, probability = app.predict(str(image))
-    assert label == "trouser" and 0 < probability <= 1
-    clf = ImprintClassifier.load(clf_path)
-    from imprint.data.folder import load_rgb
+def test_the_examples_survive_in_the_file_and_leave_with_their_class(tmp_path, mixture):
+    X, y = mixture
+    clf = ImprintClassifier(method="simpleshot").fit(X[y < 4], y[y < 4])
+    clf.add_examples(X[y == 4], y[y == 4]).add_examples(X[y == 5][:7], y[y == 5][:7])
+    clf.save(tmp_path / "c.safetensors")
+    back = ImprintClassifier.load(tmp_path / "c.safetensors")
+    assert np.array_equal(back.examples_.of(4), X[y == 4]) and len(back.examples_.of(5)) == 7
+    assert np.array_equal(back.predict(X), clf.predict(X))
+    back.remove_classes([4])
+    back.save(tmp_path / "d.safetensors")
+    assert list(ImprintClassifier.load(tmp_path / "d.safetensors").examples_.by_class) == [5]
+    assert ImprintClassifier(method="qi").fit(X, y).examples_ is None  # fit keeps none
 
-    with torch.inference_mode():
-        pixels = app.preprocess(load_rgb(image))[None]
-        embedding = app.encoder(pixels.contiguous(memory_format=torch.channels_last)).numpy()
-        np.testing.assert_allclose(app(pixels).numpy(), clf.decision_function(embedding), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(app.head.probabilities(app(pixels)).numpy(), clf.predict_proba(embedding),
-                                   rtol=1e-4, atol=1e-6)
+
+def test_what_cannot_be_taught_is_refused_and_nothing_changes(mixture):
+    X, y = mixture
+    clf = ImprintClassifier(method="simpleshot").fit(X[y < 4], y[y < 4])
+    before = clf.decision_function(X)
+    with pytest.raises(UserError, match="imprinted by fit"):
+        clf.add_examples(X[:3], [0, 0, 0])
+    with pytest.raises(UserError, match="labels"):
+        clf.add_examples(X[:3], ["a", "b", "c"])  # another label type
+    assert np.array_equal(clf.decision_function(X), before) and clf.examples_ is None
+    gda = ImprintClassifier(method="gda").fit(X[y < 4], y[y < 4]).add_examples(X[y == 4], y[y == 4])
+    scores = gda.decision_function(X)
+    with pytest.raises(UserError, match="mahalanobis"):  # a pooled covariance cannot give the class back
+        gda.add_examples(X[y == 4][:2], [4, 4])
+    assert np.array_equal(gda.decision_function(X), scores) and len(gda.examples_.of(4)) == (y == 4).sum()
+
+
+def test_kept_examples_that_do_not_match_the_classes_are_refused(tmp_path, mixture, monkeypatch):
+    X, y = mixture
+    clf = ImprintClassifier(method="simpleshot").fit(X[y < 4], y[y < 4]).add_examples(X[y == 4], y[y == 4])
+    real_state = Examples.state
+
+    def wrong_codes(self, classes):
+        meta, arrays = real_state(self, classes)
+        return meta, {**arrays, "examples.codes": arrays["examples.codes"] + 99}
+    monkeypatch.setattr(Examples, "state", wrong_codes)
+    clf.save(tmp_path / "c.safetensors")  # checksummed as written, so only the consistency check can catch it
+    with pytest.raises(ClassifierFileError, match="kept examples do not match"):
+        ImprintClassifier.load(tmp_path / "c.safetensors")
