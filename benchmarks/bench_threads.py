@@ -4,7 +4,7 @@ encoder threads tried, with the machine idle and with other work keeping cores b
 The baseline encodes the same images, already decoded and preprocessed into tensors, in the same run. Thread
 settings: 1, every core (torch's default), and imprint's choice (``imprint.threads``: the cores not busy with
 other work). The busy cores run a spinning process each, started before imprint chooses.
-Run: python benchmarks/bench_folder.py [--images N] [--workers W] [--busy 0 1]
+Run: python benchmarks/bench_threads.py [--images N] [--workers W] [--busy 0 1]
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--busy", type=int, nargs="+", default=[0, 1], help="cores kept busy by other work")
     args = parser.parse_args()
-    encoder = create_encoder(device="auto")
+    encoder = create_encoder(device="auto", runtime="torch")  # torch's own threads are what this measures
     workers = default_workers(encoder.device) if args.workers is None else args.workers
     print("## Folder to classifier: end-to-end throughput and threads\n\n" + environment() + "\n")
     with tempfile.TemporaryDirectory() as tmp:
