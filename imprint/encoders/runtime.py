@@ -2,11 +2,12 @@
 
 Measured on 2 cores (EfficientNet-Lite0, 224 px, benchmarks/bench_folder.py): ONNX Runtime runs the encoder
 2.3x faster than torch eager on an Intel Xeon and about 3x on an AMD EPYC (batchnorm folded into the
-convolutions, fused activations), with embeddings within cosine 0.9999999 of torch's. ``auto`` picks ONNX Runtime on the CPU when it is installed and
-torch otherwise (and always on a GPU). The graph is exported from the encoder's own torch module the first time
-an (encoder, weights, input size, runtime version) is met, checked against torch on a random batch, and kept in
-the graph cache with a SHA-256 over it: a file altered on disk is rebuilt, never run. Every image runs as a
-batch of its own, so its embedding is bit for bit the same whatever batch it came in.
+convolutions, fused activations), with embeddings within cosine 0.9999999 of torch's. ``auto`` picks ONNX
+Runtime on the CPU when it is installed and torch otherwise (and always on a GPU). The graph is exported from the
+encoder's own torch module the first time an (encoder, weights, input size, runtime version) is met, checked
+against torch on a random batch, and kept in the graph cache with a SHA-256 over it: a file altered on disk is
+rebuilt, never run. Every image runs as a batch of its own, so its embedding is bit for bit the same whatever
+batch it came in.
 """
 from __future__ import annotations
 
