@@ -16,7 +16,9 @@ import numpy as np
 import torch
 
 CHUNK_BYTES = 1 << 28  # at most 256 MiB of scores per block
-MIN_ROWS, MAX_ROWS = 128, 1024  # measured: 64-row products at 0.8 of full speed, 128 and up at full speed
+MIN_ROWS, MAX_ROWS = 128, 256  # measured: 64-row products at 0.8 of full speed, 128 and up at full speed;
+# at most 256 rows, since the norms of a padded block cost its rows whatever the proxies (a single query in a
+# 1024-row block took 13.5 ms to predict, in a 256-row one 3.5 ms)
 PAD_FLOPS = 1 << 28  # a single padded query costs at most this many multiply-adds beyond its own (or MIN_ROWS)
 
 

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent / "imprint"
-UPPER = ("imprint.cli", "imprint.grid", "imprint.report", "imprint.workflows")
+UPPER = ("imprint.cli", "imprint.grid", "imprint.report", "imprint.workflows", "imprint.serve")
 LOWER = ("imprint.settings", "imprint.errors", "imprint.validation", "imprint.stages", "imprint.pipeline",
          "imprint.tuning", "imprint.openset", "imprint.classifier", "imprint.persistence", "imprint.configuration")
 

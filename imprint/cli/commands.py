@@ -155,6 +155,14 @@ def cmd_export(args: argparse.Namespace) -> None:
         f"N x {done.height} x {done.width} x 3, resized and centre-cropped; see examples/onnx_predict.py)")
 
 
+def cmd_serve(args: argparse.Namespace) -> None:
+    from imprint.serve import read_token, serve
+
+    serve(args.classifier, args.host, args.port, read_only=args.read_only, token=read_token(args.token_file),
+          max_images=args.max_images, max_image_mb=args.max_image_mb, log=say, encoder=args.encoder,
+          device=args.device, runtime=args.runtime, threads=args.threads, progress=False)
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from imprint.info import describe
 
@@ -259,6 +267,6 @@ def cmd_cache(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "eval": cmd_eval, "embed": cmd_embed, "export": cmd_export,
-            "info": cmd_info,
+            "serve": cmd_serve, "info": cmd_info,
             "presets": cmd_presets, "collapse": cmd_collapse, "fewshot": cmd_fewshot, "grid": cmd_grid,
             "report": cmd_report, "cache": cmd_cache}

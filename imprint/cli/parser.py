@@ -51,7 +51,8 @@ def add_setting_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] =
                            default=argparse.SUPPRESS, metavar=name.upper(), help=help_text.replace("%", "%%"))
 
 
-def add_encoding_options(parser: argparse.ArgumentParser) -> None:
+def add_encoding_options(parser: argparse.ArgumentParser, serving: bool = False) -> None:
+    """The encoder's flags (`serving`: only those a server uses: no cache, batches or progress bars)."""
     parser.add_argument("--encoder", default=None,
                         help="encoder id, e.g. timm:tf_efficientnet_lite0 (default), lite1, lite2, "
                              "open_clip:ViT-B-32/laion2b_s34b_b79k")
@@ -59,11 +60,13 @@ def add_encoding_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
                         help="what runs the encoder: auto (ONNX Runtime on the CPU, about 2x torch; torch on a "
                              "GPU), torch, onnx")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for the encoder (default: the cores not busy with other work)")
+    if serving:
+        return
     parser.add_argument("--batch-size", type=int, default=64, help="images per encoder batch (default: 64)")
     parser.add_argument("--workers", type=int, default=None,
                         help="image decoding processes (default: chosen for the machine)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="threads for the encoder (default: the cores not busy with other work)")
     parser.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")
     parser.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     parser.add_argument("--strict", action="store_true", help="unreadable images are an error, not a warning")
@@ -160,6 +163,19 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     p.add_argument("--encoder", default=None, help="the encoder, where the classifier records one imprint does not "
                    "build from a file alone (it must be the one it was fitted with)")
     _force_option(p)
+
+    p = command("serve", "serve a classifier over HTTP: predict, teach and remove classes by example, a page at /")
+    p.add_argument("classifier", help="classifier file (.safetensors); class changes are saved to it, the file "
+                   "they replace kept as NAME.previous.safetensors")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                   "only; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    p.add_argument("--read-only", action="store_true", help="predict only: no class changes, the file untouched")
+    p.add_argument("--token-file", default=None, help="file whose first line is a token that class changes must "
+                   "send ('Authorization: Bearer TOKEN'; default: $IMPRINT_SERVE_TOKEN, else none needed)")
+    p.add_argument("--max-images", type=int, default=64, help="images per request at most (default: 64)")
+    p.add_argument("--max-image-mb", type=float, default=20.0, help="megabytes per image at most (default: 20)")
+    add_encoding_options(p, serving=True)
 
     p = command("info", "describe a saved classifier (no model is loaded)")
     p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")

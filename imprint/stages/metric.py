@@ -53,6 +53,8 @@ class Metric(nn.Module):
     has_distance = True
     #: floats of scratch memory a query needs besides its proxy scores
     scratch_per_query = 0
+    #: whether ``restrict`` drops classes exactly (false where statistics are pooled over all classes)
+    forgets_classes = True
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
@@ -181,6 +183,7 @@ class MahalanobisMetric(Metric):
     """GDA / LDA: -1/2 (x - w)' P (x - w) + log prior with one shared, shrunk within-class precision P."""
 
     has_query_term = True
+    forgets_classes = False
 
     def __init__(self, shrinkage: float | str = "ledoit_wolf", prior: str = "uniform", outer: Tensor | None = None,
                  stats: Tensor | None = None, class_counts: Tensor | None = None, **options: Any) -> None:
@@ -550,6 +553,7 @@ class RidgeMetric(Metric):
     are added to) is then formed only when needed."""
 
     has_distance = False
+    forgets_classes = False
 
     def __init__(self, ridge_lambda: float | str = 1.0, gram: Tensor | None = None, targets: Tensor | None = None,
                  weights: Tensor | None = None, **options: Any) -> None:

@@ -1,0 +1,222 @@
+"""The HTTP service on real images: predictions in the order sent, classes taught by example and used by the very
+next prediction, each change saved atomically with a backup and served after a restart, one-line 4xx answers to
+bad requests with the server still serving, and predictions that see one version whole while classes change."""
+from __future__ import annotations
+
+import base64
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import EXAMPLES
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from imprint import ImprintClassifier  # noqa: E402
+from imprint.serve.app import ServeOptions, create_app  # noqa: E402
+from imprint.serve.live import LiveClassifier, backup_path  # noqa: E402
+from imprint.serve.uploads import Limits  # noqa: E402
+
+BAGS = sorted((EXAMPLES / "bag").glob("*.png"))
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from imprint.encoders import create_encoder
+
+    return create_encoder("lite0", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fashion(encoder):
+    """Embeddings of the bundled images of every class but 'bag' (which the tests teach)."""
+    paths = [p for p in sorted(EXAMPLES.glob("*/*.png")) if p.parent.name != "bag"]
+    from PIL import Image
+
+    X = encoder.encode_images([Image.open(p) for p in paths])
+    return X, np.array([p.parent.name for p in paths])
+
+
+def served(tmp_path: Path, encoder, fashion, method: str = "simpleshot", **options) -> tuple[TestClient, Path]:
+    X, y = fashion
+    path = tmp_path / "clf.safetensors"
+    settings = {"reject": "max_score", "reject_rate": 0.05} if method == "rejecting" else {}
+    ImprintClassifier(method="simpleshot" if method == "rejecting" else method, **settings).fit(X, y).save(path)
+    live = LiveClassifier(path, ImprintClassifier.load(path), encoder, read_only=options.pop("read_only", False))
+    return TestClient(create_app(live, ServeOptions(read_only=live.read_only, **options))), path
+
+
+def images(paths) -> list:
+    return [("images", (p.name, p.read_bytes(), "image/png")) for p in paths]
+
+
+def test_a_class_taught_by_example_is_used_by_the_next_prediction(tmp_path, encoder, fashion):
+    client, path = served(tmp_path, encoder, fashion)
+    with client:
+        before = client.post("/predict", files=images(BAGS[:4])).json()
+        assert before["version"] == 1 and all(p["label"] != "bag" for p in before["predictions"])
+        taught = client.post("/classes/bag/examples", files=images(BAGS[4:12]))
+        assert taught.status_code == 200 and taught.json()["version"] == 2
+        after = client.post("/predict", json={"images": [base64.b64encode(p.read_bytes()).decode()
+                                                          for p in BAGS[:4]]}).json()
+        assert after["version"] == 2 and [p["label"] for p in after["predictions"]].count("bag") >= 3
+        first = after["predictions"][0]
+        assert {"label", "score", "top"} <= set(first) and first["unknown_score"] is None
+        listed = client.get("/classes").json()
+        assert {"name": "bag", "count": 8, "proxies": 1} in listed["classes"] and listed["version"] == 2
+        more = client.post("/classes/bag/examples", files=images(BAGS[12:14])).json()
+        assert more["version"] == 3 and {"name": "bag", "count": 10, "proxies": 1} in more["classes"]
+    # saved as it changed, the replaced file kept; a restart serves what was last written
+    restarted = ImprintClassifier.load(path)
+    assert "bag" in restarted.classes_ and len(restarted.examples_.of("bag")) == 10
+    assert len(ImprintClassifier.load(backup_path(path)).examples_.of("bag")) == 8
+
+
+def test_predictions_come_in_the_order_sent_with_the_top_classes(tmp_path, encoder, fashion):
+    client, _ = served(tmp_path, encoder, fashion)
+    order = [EXAMPLES / "trouser" / "0.png", EXAMPLES / "sneaker" / "0.png", EXAMPLES / "trouser" / "1.png"]
+    order = [p if p.exists() else sorted(p.parent.glob("*.png"))[0] for p in order]
+    with client:
+        answer = client.post("/predict?top_k=2", files=images(order)).json()["predictions"]
+    assert [p["label"] for p in answer] == ["trouser", "sneaker", "trouser"]
+    assert all(len(p["top"]) == 2 and p["top"][0]["label"] == p["label"] for p in answer)
+
+
+def test_a_rejecting_classifier_answers_with_the_unknown_score(tmp_path, encoder, fashion):
+    client, _ = served(tmp_path, encoder, fashion, method="rejecting")
+    with client:
+        answer = client.post("/predict", files=images(BAGS[:2] + [EXAMPLES / "coat" / p.name for p in
+                                                                  sorted((EXAMPLES / "coat").glob("*.png"))[:1]]))
+    found = answer.json()["predictions"]
+    assert all(isinstance(p["unknown_score"], float) and isinstance(p["accepted"], bool) and p["threshold"]
+               for p in found)
+    assert found[2]["accepted"] and found[2]["label"] == "coat"
+
+
+def test_removing_a_class_and_the_heads_that_cannot(tmp_path, encoder, fashion):
+    client, path = served(tmp_path, encoder, fashion)
+    with client:
+        assert client.post("/classes/bag/examples", files=images(BAGS[:5])).status_code == 200
+        gone = client.delete("/classes/bag")
+        assert gone.status_code == 200 and "bag" not in [c["name"] for c in gone.json()["classes"]]
+        assert client.delete("/classes/bag").status_code == 404
+        assert client.get("/classes").json()["can_remove"] is True
+    assert "bag" not in ImprintClassifier.load(path).classes_
+    (tmp_path / "gda").mkdir()
+    gda, _ = served(tmp_path / "gda", encoder, fashion, method="gda")
+    with gda:
+        assert gda.get("/classes").json()["can_remove"] is False
+        refused = gda.delete("/classes/coat")
+        assert refused.status_code == 409 and "mahalanobis" in refused.json()["error"]
+        assert gda.post("/classes/bag/examples", files=images(BAGS[:3])).status_code == 200  # adding is exact
+
+
+@pytest.mark.parametrize("request_args, status, words", [
+    ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "multipart/form-data"),
+    ({"json": {"images": []}}, 400, "no images"),
+    ({"json": {"pictures": ["x"]}}, 400, "list of base64"),
+    ({"json": {"images": ["@@not base64@@"]}}, 400, "not valid base64"),
+    ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+    ({"files": [("images", ("a.png", b"GIF89a not really", "image/png"))]}, 422, "image 1 (a.png)"),
+    ({"files": [("other", ("a.png", b"x", "image/png"))]}, 400, "named 'images'"),
+    ({"files": [("images", ("a.png", b"x" * 3000, "image/png"))]}, 413, "at most 2048"),
+    ({"files": [("images", (f"{i}.png", b"x", "image/png")) for i in range(4)]}, 413, "at most 3"),
+])
+def test_bad_requests_get_a_4xx_that_names_the_problem_and_the_server_keeps_serving(
+        tmp_path, encoder, fashion, request_args, status, words):
+    client, _ = served(tmp_path, encoder, fashion, limits=Limits(max_images=3, max_image_bytes=2048))
+    with client:
+        answer = client.post("/predict", **request_args)
+        assert answer.status_code == status and words in answer.json()["error"], answer.json()
+        assert "\n" not in answer.json()["error"]
+        assert client.post("/predict", files=images(BAGS[:1])).status_code == 200  # and serves the next one
+        assert client.get("/health").json()["status"] == "ok"
+
+
+def test_class_changes_are_refused_clearly(tmp_path, encoder, fashion):
+    client, path = served(tmp_path, encoder, fashion)
+    with client:
+        fitted = client.post("/classes/coat/examples", files=images(BAGS[:2]))
+        assert fitted.status_code == 409 and "imprinted by fit" in fitted.json()["error"]
+        for name in ("%20bag", "x" * 101, "tab%09here"):
+            assert client.post(f"/classes/{name}/examples", files=images(BAGS[:1])).status_code == 422
+        assert client.delete("/classes/no-such-class").json() == {"error": "no class named 'no-such-class'"}
+        bad = client.post("/predict?top_k=0", files=images(BAGS[:1]))
+        assert bad.status_code == 422 and "top_k" in bad.json()["error"]
+        assert client.get("/nowhere").status_code == 404
+    assert ImprintClassifier.load(path).classes_.tolist().count("bag") == 0
+
+
+def test_read_only_and_token(tmp_path, encoder, fashion):
+    client, path = served(tmp_path, encoder, fashion, read_only=True)
+    before = path.read_bytes()
+    with client:
+        assert client.post("/classes/bag/examples", files=images(BAGS[:2])).status_code == 403
+        assert client.delete("/classes/coat").status_code == 403
+        assert client.post("/predict", files=images(BAGS[:1])).status_code == 200
+    assert path.read_bytes() == before and not backup_path(path).exists()
+    (tmp_path / "t").mkdir()
+    client, path = served(tmp_path / "t", encoder, fashion, token="s3cret-token")
+    with client:
+        assert client.post("/classes/bag/examples", files=images(BAGS[:2])).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert client.delete("/classes/coat", headers=wrong).status_code == 401
+        right = {"Authorization": "Bearer s3cret-token"}
+        assert client.post("/classes/bag/examples", files=images(BAGS[:2]), headers=right).status_code == 200
+        assert client.post("/predict", files=images(BAGS[:1])).status_code == 200  # predicting needs none
+
+
+def test_health_metrics_page_and_openapi(tmp_path, encoder, fashion):
+    client, _ = served(tmp_path, encoder, fashion)
+    with client:
+        client.post("/predict", files=images(BAGS[:3]))
+        client.post("/predict", json={"images": ["@@"]})
+        assert client.get("/health").json() == {"status": "ok", "version": 1, "classes": 9,
+                                                "encoder": "timm:tf_efficientnet_lite0"}
+        metrics = client.get("/metrics").text
+        assert 'imprint_requests_total{method="POST",route="/predict",status="200"} 1.0' in metrics
+        assert 'imprint_errors_total{route="/predict",status="400"} 1.0' in metrics
+        assert "imprint_request_seconds_bucket" in metrics and "imprint_encoder_batch_images_sum 3.0" in metrics
+        page = client.get("/")
+        assert page.status_code == 200 and "Teach a class by example" in page.text
+        spec = client.get("/openapi.json").json()
+        assert {"/predict", "/classes", "/classes/{name}/examples", "/classes/{name}", "/health",
+                "/metrics"} <= set(spec["paths"])
+        assert "multipart/form-data" in spec["paths"]["/predict"]["post"]["requestBody"]["content"]
+
+
+def test_predictions_during_changes_see_one_version_whole(tmp_path, encoder, fashion):
+    """Concurrent predictions while a class is taught and removed again and again: every answer names only
+    classes of the version it reports."""
+    client, _ = served(tmp_path, encoder, fashion)
+    payload = {"images": [base64.b64encode(p.read_bytes()).decode() for p in BAGS[:6]]}
+    seen, failures = [], []
+    with client:
+        classes_of = {1: set(client.get("/classes").json()["classes"][i]["name"] for i in range(9))}
+
+        def change() -> None:
+            for _ in range(4):
+                taught = client.post("/classes/bag/examples", files=images(BAGS[6:10])).json()
+                classes_of[taught["version"]] = {c["name"] for c in taught["classes"]}
+                gone = client.delete("/classes/bag").json()
+                classes_of[gone["version"]] = {c["name"] for c in gone["classes"]}
+
+        def predict() -> None:
+            for _ in range(6):
+                answer = client.post("/predict?top_k=10", json=payload)
+                if answer.status_code != 200:
+                    failures.append(answer.text)
+                    continue
+                body = answer.json()
+                seen.append((body["version"], {t["label"] for p in body["predictions"] for t in p["top"]}))
+
+        threads = [threading.Thread(target=change)] + [threading.Thread(target=predict) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+    assert not failures and len(seen) == 18
+    assert all(labels <= classes_of[version] for version, labels in seen)
+    assert len(classes_of) == 9  # versions 1..9
