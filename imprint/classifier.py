@@ -113,7 +113,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X: Any, y: Any, *, encoder_id: str | None = None, text_embeddings: Any = None,
-            text_labels: Any = None) -> ImprintClassifier:
+            text_labels: Any = None, keep_examples: bool = False) -> ImprintClassifier:
         """Imprint proxies for every class in y from the embeddings X; returns self.
 
         `encoder_id` records which encoder produced X (arrays from ``imprint``'s own embedding functions carry
@@ -123,6 +123,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         scores with weight `text_alpha` (every class needs images and text). With ``text_alpha=None`` they join
         the support set as extra samples of their classes instead: a class can then be imprinted from text
         alone (X may have no rows for it, or no rows at all) and improves with every image added.
+        `keep_examples` keeps the support embeddings in the classifier (and its file), so that ``add_examples``
+        can later give any class more examples (the file grows by 4 bytes per support value).
         """
         params = check_settings(self._params())
         encoder_id = encoder_id or getattr(X, "encoder_id", None)
@@ -157,6 +159,10 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.encoder_id_ = encoder_id
         self.open_set_ = None
         self.examples_: Examples | None = None
+        if keep_examples:
+            need_memory(X_checked.shape[0] * X_checked.shape[1] * 4, "keep_examples keeps a float32 copy of the "
+                        "support set")
+            self.examples_ = Examples.of_support(X_checked, classes, codes)
         if self.reject is not None:
             self._check_unknown_label()
             self._fit_open_set(np.array(X_checked, dtype=np.float32), codes.astype(np.int64))
@@ -370,8 +376,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     def add_examples(self, X: Any, y: Any) -> ImprintClassifier:
         """Teach classes by example: a label not imprinted yet becomes a new class (as ``add_classes``), and a
         label taught this way before is imprinted again from all its examples, old and new, exactly as if they
-        had come at once. The examples are kept (in the saved file too); classes imprinted by ``fit`` keep none,
-        so they cannot be given more examples this way. All or nothing: on an error the classifier is unchanged."""
+        had come at once. The examples are kept (in the saved file too); classes imprinted by ``fit`` keep theirs
+        only with ``fit(..., keep_examples=True)``. All or nothing: on an error the classifier is unchanged."""
         check_is_fitted(self)
         X = np.asarray(check_embeddings(X, n_features=self.n_features_in_, keep_dtype=True), dtype=np.float32)
         y = check_labels(y, len(X))
@@ -380,8 +386,9 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         labels = np.unique(y).tolist()
         from_fit = [label for label in labels if label in known and label not in kept]
         if from_fit:
-            raise UserError(f"class {from_fit[0]!r} was imprinted by fit, which keeps no examples to add to; teach "
-                             "these examples under a new class name, or fit again with all of them")
+            raise UserError(f"class {from_fit[0]!r} was imprinted by fit without keeping its examples, so it has "
+                             "none to add to; teach these under a new class name, or fit with keep_examples "
+                             "(imprint fit --keep-examples)")
         again = [label for label in labels if label in known]
         if again and len(self.classes_) - len(again) < 2:
             raise UserError(f"class {again[0]!r} is imprinted again from all its examples, which needs at least 2 "

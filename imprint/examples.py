@@ -1,9 +1,10 @@
 """The examples a classifier was taught class by class (``add_examples``), kept in its file so that a class can be
 given more examples later and imprinted again from all of them, exactly as if they had come at once.
 
-Classes imprinted by ``fit`` are not kept (their support set may be millions of rows); only classes taught one by
-one, as a live service does, are. The component owns its part of the classifier file: the arrays ``examples``
-(float32 rows) and ``examples.codes`` (each row's class, as an index into the classifier's classes).
+Classes imprinted by ``fit`` are kept only when asked (``keep_examples``: their support set may be millions of
+rows); classes taught one by one, as a live service does, always are. The component owns its part of the
+classifier file: the arrays ``examples`` (float32 rows) and ``examples.codes`` (each row's class, as an index
+into the classifier's classes).
 """
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ class Examples:
     def of(self, label: Hashable) -> np.ndarray:
         """The kept examples of `label` (rows of float32)."""
         return self.by_class[label]
+
+    @classmethod
+    def of_support(cls, X: np.ndarray, classes: np.ndarray, codes: np.ndarray) -> Examples:
+        """Every class's rows of a support set (float32 copies), for ``fit(keep_examples=True)``."""
+        rows = np.asarray(X, dtype=np.float32)
+        return cls({label: rows[codes == code].copy() for code, label in enumerate(classes.tolist())})
 
     def add(self, label: Hashable, X: np.ndarray) -> None:
         """Keep rows X as more examples of `label`."""

@@ -51,7 +51,7 @@ def _split_options(options: dict[str, Any]) -> tuple[EmbedOptions, dict[str, Any
 def fit_folder(source: str | Path, *, output: str | Path | None = None, preset: str | None = None,
                test_fraction: float | None = None, shots: int | None = None, test_dir: str | Path | None = None,
                zero_shot: bool = False, templates: str | Path | None = None, seed: int = 0, force: bool = False,
-               **options: Any) -> Any:
+               keep_examples: bool = False, **options: Any) -> Any:
     """Imprint a classifier from `source`: an image folder (DIR/<class>/<image>), a store or an embeddings file
     from ``imprint embed``. Returns the fitted ``ImprintClassifier``, with a ``FitReport`` as its ``fit_report_``.
 
@@ -60,7 +60,8 @@ def fit_folder(source: str | Path, *, output: str | Path | None = None, preset: 
     workers, progress, strict) say how images are embedded. `test_fraction` holds out that share of every class
     and reports accuracy on it; `shots` keeps that many support images per class; `test_dir` is a second
     labelled folder to evaluate on; `zero_shot` blends the class names' text embeddings (CLIP encoders);
-    `output` saves the classifier as soon as it is fitted (`force`: even over a file imprint did not write).
+    `output` saves the classifier as soon as it is fitted (`force`: even over a file imprint did not write);
+    `keep_examples` keeps the support embeddings in it, so a class can later get more examples (``imprint serve``).
     Settings and the output are checked before any image is embedded."""
     from imprint.classifier import ImprintClassifier
     from imprint.outputs import check_output
@@ -99,7 +100,7 @@ def fit_folder(source: str | Path, *, output: str | Path | None = None, preset: 
         text = {"text_embeddings": class_name_proxies(embedder.encoder, names, templates),
                 "text_labels": np.asarray(names, dtype=object)}
     start = time.perf_counter()
-    clf.fit(X, labels, encoder_id=data.encoder_id, **text)
+    clf.fit(X, labels, encoder_id=data.encoder_id, keep_examples=keep_examples, **text)
     report = FitReport(data.description, data.paths is not None, len(X), time.perf_counter() - start,
                        None if output is None else Path(output))
     clf.fit_report_ = report

@@ -67,3 +67,27 @@ def test_kept_examples_that_do_not_match_the_classes_are_refused(tmp_path, mixtu
     clf.save(tmp_path / "c.safetensors")  # checksummed as written, so only the consistency check can catch it
     with pytest.raises(ClassifierFileError, match="kept examples do not match"):
         ImprintClassifier.load(tmp_path / "c.safetensors")
+
+
+def test_a_fit_that_keeps_its_examples_lets_any_class_get_more(tmp_path, mixture, capsys):
+    X, y = mixture
+    first = np.concatenate([np.flatnonzero(y == c)[:60] for c in range(6)])
+    later = np.flatnonzero(y == 2)[60:]
+    clf = ImprintClassifier(method="qi").fit(X[first], y[first], keep_examples=True)
+    assert sorted(clf.examples_.by_class) == list(range(6))
+    clf.add_examples(X[later], y[later])
+    union = np.concatenate([first, later])
+    whole = ImprintClassifier(method="qi").fit(X[union], y[union])
+    assert np.allclose(clf.decision_function(X), whole.decision_function(X), atol=1e-5)
+    assert len(clf.examples_.of(2)) == 60 + len(later)
+
+
+def test_fit_keep_examples_from_the_command_line(tmp_path, capsys):
+    from conftest import copy_examples, run
+
+    folder = copy_examples(tmp_path / "images", per_class=6)
+    code, out, _ = run(capsys, "fit", folder, "-o", tmp_path / "c.safetensors", "--preset", "qi", "--keep-examples",
+                       "--quiet", "--cache-dir", tmp_path / "cache")
+    assert code == 0
+    kept = ImprintClassifier.load(tmp_path / "c.safetensors").examples_
+    assert sorted(kept.by_class) == ["bag", "sneaker", "trouser"] and len(kept.of("bag")) == 6

@@ -39,11 +39,13 @@ def fashion(encoder):
     return X, np.array([p.parent.name for p in paths])
 
 
-def served(tmp_path: Path, encoder, fashion, method: str = "simpleshot", **options) -> tuple[TestClient, Path]:
+def served(tmp_path: Path, encoder, fashion, method: str = "simpleshot", keep_examples: bool = False,
+           **options) -> tuple[TestClient, Path]:
     X, y = fashion
     path = tmp_path / "clf.safetensors"
     settings = {"reject": "max_score", "reject_rate": 0.05} if method == "rejecting" else {}
-    ImprintClassifier(method="simpleshot" if method == "rejecting" else method, **settings).fit(X, y).save(path)
+    ImprintClassifier(method="simpleshot" if method == "rejecting" else method, **settings).fit(
+        X, y, keep_examples=keep_examples).save(path)
     live = LiveClassifier(path, ImprintClassifier.load(path), encoder, read_only=options.pop("read_only", False))
     return TestClient(create_app(live, ServeOptions(read_only=live.read_only, **options))), path
 
@@ -72,6 +74,16 @@ def test_a_class_taught_by_example_is_used_by_the_next_prediction(tmp_path, enco
     restarted = ImprintClassifier.load(path)
     assert "bag" in restarted.classes_ and len(restarted.examples_.of("bag")) == 10
     assert len(ImprintClassifier.load(backup_path(path)).examples_.of("bag")) == 8
+
+
+def test_a_class_from_a_fit_that_kept_its_examples_gets_more(tmp_path, encoder, fashion):
+    client, path = served(tmp_path, encoder, fashion, keep_examples=True)
+    with client:
+        counts = {c["name"]: c["count"] for c in client.get("/classes").json()["classes"]}
+        more = client.post("/classes/coat/examples", files=images(BAGS[:2]))
+        assert more.status_code == 200
+        assert {c["name"]: c["count"] for c in more.json()["classes"]}["coat"] == counts["coat"] + 2
+    assert len(ImprintClassifier.load(path).examples_.of("coat")) == counts["coat"] + 2
 
 
 def test_predictions_come_in_the_order_sent_with_the_top_classes(tmp_path, encoder, fashion):

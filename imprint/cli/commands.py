@@ -62,7 +62,8 @@ def cmd_fit(args: argparse.Namespace) -> None:
 
     clf = fit_folder(args.source, output=args.output, preset=args.preset, test_fraction=args.test_fraction,
                      shots=args.shots, test_dir=args.test_dir, zero_shot=args.zero_shot, templates=args.templates,
-                     seed=args.seed, force=args.force, **embedding_options(args), **classifier_settings(args))
+                     seed=args.seed, force=args.force, keep_examples=args.keep_examples, **embedding_options(args),
+                     **classifier_settings(args))
     report = clf.fit_report_
     tuned = "".join(f", {name}={value}" for name, value in clf.tuned_.items())
     say(f"imprinted {len(clf.classes_)} classes from {report.n_support} {'images' if report.images else 'embeddings'} "

@@ -112,6 +112,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
                    help="hold out this share of every class and report accuracy on it")
     p.add_argument("--test-dir", default=None, help="a second labelled folder to evaluate on")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the few-shot draw and the classifier")
+    p.add_argument("--keep-examples", action="store_true", help="keep the support embeddings in the file, so "
+                   "'imprint serve' can give any class more examples (the file grows by 4 bytes per value)")
     p.add_argument("--zero-shot", action="store_true", help="blend zero-shot text scores of each class's folder "
                    "name into the class scores (CLIP encoders; weight --text-alpha, auto: chosen by cross-validation "
                    "on the support set); with --text-alpha none the text joins the support set instead, and empty "
