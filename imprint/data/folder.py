@@ -155,15 +155,19 @@ def load_rgb(path: Path) -> Image.Image:
     8-bit RGB: grey, palette, CMYK and deep (16-bit, float) images included, transparency on white. Images
     beyond Pillow's pixel limit (decompression bombs) are refused, not decoded."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # only quiets Pillow's warning: the limit is enforced below, since warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # filters are not thread-safe
             with Image.open(path) as image:
                 check_proportions(*image.size)  # from the header, before any pixel is decoded
+                limit = Image.MAX_IMAGE_PIXELS
+                if limit and image.size[0] * image.size[1] > limit:
+                    raise Image.DecompressionBombError(f"Image size ({image.size[0] * image.size[1]} pixels) "
+                                                       f"exceeds limit of {limit} pixels")
                 image.load()
                 image = ImageOps.exif_transpose(image)
     except UnreadableImage:
         raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
         raise UnreadableImage(f"refused: more pixels than Pillow's limit of {Image.MAX_IMAGE_PIXELS} "
                               f"(a decompression bomb?): {exc}") from None
     except UnidentifiedImageError:
