@@ -8,9 +8,7 @@ built once beforehand (its build time is reported apart). Runs alternate, baseli
 machine hits both alike; ratios are of medians.
 
 The images are the 2,000 simulated textile photographs (250 x 250 JPEG, 3 classes) shipped by PyPI's
-``conformal-clip-data``. The encoder alone: the same 256 preprocessed images through torch eager, ONNX Runtime as
-imprint runs it, and OpenVINO (fp32, and its default precision, which is lower on CPUs with bf16) where it is
-installed, each with as many threads as imprint would use.
+``conformal-clip-data``. The encoder alone: see ``encoder_alone``.
 Run: python benchmarks/bench_folder.py [--baseline REF] [--rounds 3]
 """
 from __future__ import annotations
@@ -33,6 +31,9 @@ from common import environment
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "b67e6dd"  # "imprint export" landed, the encoder still on torch eager, cache entries fsynced one by one
+# The encoder alone: the same 256 preprocessed images through torch eager, imprint's ONNX Runtime and OpenVINO
+# engines and its auto choice, and OpenVINO's own async API (fp32, and its default precision, lower on CPUs with
+# bf16), each with as many threads as imprint would use.
 TEXTILES = Path(__import__("conformal_clip_data").__file__).parent / "data" / "textile_images" / "simulated"
 
 
@@ -52,7 +53,9 @@ def fit_seconds(code: Path | None, folder: Path, work: Path, extra: list[str] = 
 
 
 def encoder_alone(images: int) -> list[tuple[str, float, float]]:
-    """(runtime, images/s, least cosine to torch's embeddings) for the same preprocessed images."""
+    """(runtime, images/s, least cosine to torch's embeddings) for the same preprocessed images: torch eager,
+    imprint's two graph engines and its `auto` choice, and OpenVINO's own fastest way (async infer requests) at
+    fp32 and at its default precision."""
     from imprint.data.folder import load_rgb
     from imprint.encoders import create_encoder
     from imprint.threads import idle_cores
@@ -60,11 +63,15 @@ def encoder_alone(images: int) -> list[tuple[str, float, float]]:
     threads = idle_cores()
     torch.set_num_threads(threads)
     on_torch = create_encoder("lite0", device="cpu", runtime="torch")
-    on_onnx = create_encoder("lite0", device="cpu", runtime="onnx")
     paths = sorted(TEXTILES.glob("*/*.jpg"))[::len(list(TEXTILES.glob("*/*.jpg"))) // images][:images]
     pixels = torch.stack([on_torch.transform(load_rgb(p)) for p in paths])
-    runs = {"torch eager (imprint before)": lambda p: np.concatenate([on_torch.encode_batch(b) for b in p.split(64)]),
-            "ONNX Runtime (imprint now)": lambda p: on_onnx.encode_batch(p)}
+    runs = {"torch eager (imprint before)": lambda p: np.concatenate([on_torch.encode_batch(b) for b in p.split(64)])}
+    for runtime, label in (("onnx", "imprint on ONNX Runtime"), ("openvino", "imprint on OpenVINO fp32"),
+                           ("auto", "imprint, auto")):
+        encoder = create_encoder("lite0", device="cpu", runtime=runtime)
+        if runtime == "auto":
+            label += f" (chose {encoder.runtime_id.split('-')[0]})"
+        runs[label] = encoder.encode_batch
     runs.update(_openvino(on_torch, threads))
     reference = None
     out = []
@@ -101,8 +108,8 @@ def _openvino(encoder, threads: int) -> dict:
         (Path(tmp) / "encoder.onnx").write_bytes(buffer.getvalue())
         model = core.read_model(str(Path(tmp) / "encoder.onnx"))
     runs = {}
-    for label, config in (("OpenVINO fp32", {"INFERENCE_PRECISION_HINT": "f32"}),
-                          ("OpenVINO default precision", {})):
+    for label, config in (("OpenVINO's own async API, fp32", {"INFERENCE_PRECISION_HINT": "f32"}),
+                          ("OpenVINO's own async API, default precision", {})):
         compiled = core.compile_model(model, "CPU", {**config, "INFERENCE_NUM_THREADS": threads,
                                                      "NUM_STREAMS": threads, "PERFORMANCE_HINT": "THROUGHPUT"})
 

@@ -172,7 +172,7 @@ def _embed_store(data: Any, output: Path, options: EmbedOptions, engine: str, ac
         from imprint.distributed import embed_with_ray
 
         embed_with_ray(encoder.id, store, batch_size=options.batch_size, actors=actors, address=ray_address,
-                       device=options.device, runtime=encoder.runtime, progress=options.progress)
+                       device=options.device, runtime=encoder.engine, progress=options.progress)
     elif engine == "local":
         embed_into_store(encoder, store, batch_size=options.batch_size, workers=options.workers,
                          progress=options.progress)

@@ -13,7 +13,7 @@ from conftest import EXAMPLES, copy_examples, run
 from PIL import Image
 
 from imprint.encoders import create_encoder
-from imprint.encoders.runtime import OnnxEncoderGraph, RuntimeChoiceError, graph_key, resolve_runtime
+from imprint.encoders.runtime import RuntimeChoiceError, encoder_graph, graph_key, resolve_runtime
 
 pytest.importorskip("onnxruntime")
 TEXTILES = Path(__import__("conformal_clip_data").__file__).parent / "data" / "textile_images" / "simulated"
@@ -36,10 +36,52 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def test_auto_runs_the_encoder_on_onnx_runtime_on_the_cpu_and_torch_elsewhere():
-    assert resolve_runtime("auto", "cpu") == "onnx" and resolve_runtime("auto", "cuda") == "torch"
-    assert resolve_runtime("torch", "cpu") == "torch"
-    assert create_encoder("lite0", device="cpu").runtime == "onnx"
+def test_auto_runs_the_encoder_on_the_faster_engine_on_the_cpu_and_torch_elsewhere(monkeypatch):
+    assert resolve_runtime("auto", "cpu") == "fastest" and resolve_runtime("auto", "cuda") == "torch"
+    assert resolve_runtime("torch", "cpu") == "torch" and resolve_runtime("openvino", "cpu") == "openvino"
+    assert create_encoder("lite0", device="cpu").runtime == "fastest"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
+    assert resolve_runtime("auto", "cpu") == "onnx"
+
+
+def test_openvino_gives_the_same_embeddings_bit_for_bit_in_any_batch(encoders):
+    on_torch, _ = encoders
+    on_openvino = create_encoder("lite0", device="cpu", runtime="openvino")
+    images = _images()
+    assert _cosines(on_torch.encode_images(images), on_openvino.encode_images(images)).min() >= 0.9999
+    assert on_openvino.runtime_id.startswith("openvino ")
+    pixels = torch.stack([on_openvino.transform(image) for image in images[:11]])
+    together = on_openvino.encode_batch(pixels)
+    for size in (1, 4):
+        assert np.array_equal(np.concatenate([on_openvino.encode_batch(p) for p in pixels.split(size)]), together)
+
+
+def test_the_engines_are_measured_once_per_machine_and_a_disagreeing_one_is_not_run(tmp_path, encoders,
+                                                                                       monkeypatch):
+    import json
+
+    import imprint.encoders.runtime as runtime
+
+    on_torch, _ = encoders
+    graph = encoder_graph(on_torch, 224, 224, 2, "fastest", cache_dir=tmp_path)
+    choice_file = tmp_path / f"{graph_key(on_torch.id, on_torch.weights_id)}.choice.json"
+    choice = json.loads(choice_file.read_text())
+    assert graph.engine == choice["fastest"] and choice["agreement"] >= 0.9999
+    assert set(choice["images_per_s"]) == {"onnx", "openvino"} and set(choice["machine"]) == {"cpu", "versions"}
+    assert encoder_graph(on_torch, 224, 224, 1, "fastest", cache_dir=tmp_path).engine == graph.engine  # any threads
+    monkeypatch.setattr(runtime, "ENGINES", {**runtime.ENGINES})
+    assert encoder_graph(on_torch, 224, 224, 2, "fastest", cache_dir=tmp_path).engine == choice["fastest"]
+    assert json.loads(choice_file.read_text()) == choice  # read back, not measured again
+
+    class Disagreeing(runtime.OpenVinoEncoderGraph):  # an engine whose graph would give other embeddings
+        def _one(self, image):
+            return -super()._one(image)
+    runtime.ENGINES["openvino"] = Disagreeing
+    choice_file.write_text(json.dumps({**choice, "machine": {**choice["machine"], "cpu": "another"}}))
+    assert encoder_graph(on_torch, 224, 224, 2, "fastest", cache_dir=tmp_path).engine == "onnx"
+    assert json.loads(choice_file.read_text())["agreement"] < 0
+    with pytest.raises(RuntimeChoiceError, match="disagree with ONNX Runtime"):
+        encoder_graph(on_torch, 224, 224, 2, "openvino", cache_dir=tmp_path)
 
 
 def test_both_runtimes_give_the_same_embeddings_of_real_images(encoders):
@@ -69,7 +111,7 @@ def test_an_image_gets_the_same_bits_alone_or_in_any_batch(encoders):
 def test_the_graph_is_built_once_and_a_damaged_one_is_rebuilt(tmp_path, encoders, monkeypatch):
     on_torch, _ = encoders
     pixels = np.random.default_rng(0).normal(size=(2, 3, 224, 224)).astype(np.float32)
-    first = OnnxEncoderGraph.for_encoder(on_torch, 224, 224, 1, cache_dir=tmp_path)(pixels)
+    first = encoder_graph(on_torch, 224, 224, 1, "onnx", cache_dir=tmp_path)(pixels)
     stored = tmp_path / f"{graph_key(on_torch.id, on_torch.weights_id)}.graph"
     assert stored.is_file() and oct(stored.stat().st_mode & 0o777) != "0o600"
 
@@ -77,13 +119,13 @@ def test_the_graph_is_built_once_and_a_damaged_one_is_rebuilt(tmp_path, encoders
 
     real_export = runtime._export
     monkeypatch.setattr(runtime, "_export", lambda *a: pytest.fail("exported again although it is cached"))
-    assert np.array_equal(OnnxEncoderGraph.for_encoder(on_torch, 224, 224, 1, cache_dir=tmp_path)(pixels), first)
+    assert np.array_equal(encoder_graph(on_torch, 224, 224, 1, "onnx", cache_dir=tmp_path)(pixels), first)
     blob = bytearray(stored.read_bytes())
     blob[len(blob) // 2] ^= 0xFF  # one flipped byte in the weights
     stored.write_bytes(bytes(blob))
     calls = []
     monkeypatch.setattr(runtime, "_export", lambda *a: calls.append(1) or real_export(*a))
-    again = OnnxEncoderGraph.for_encoder(on_torch, 224, 224, 1, cache_dir=tmp_path)(pixels)
+    again = encoder_graph(on_torch, 224, 224, 1, "onnx", cache_dir=tmp_path)(pixels)
     assert calls == [1] and np.array_equal(again, first) and stored.read_bytes() != bytes(blob)
 
 
@@ -93,7 +135,7 @@ def test_a_graph_cache_that_cannot_be_written_is_skipped_with_a_warning(tmp_path
     blocker.write_text("a file where the cache folder would go")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        graph = OnnxEncoderGraph.for_encoder(on_torch, 224, 224, 1, cache_dir=blocker / "graphs")
+        graph = encoder_graph(on_torch, 224, 224, 1, "onnx", cache_dir=blocker / "graphs")
     assert graph(np.zeros((1, 3, 224, 224), np.float32)).shape == (1, 1280)
     assert any("graph cache" in str(w.message) for w in caught)
 
@@ -130,10 +172,12 @@ def test_a_runtime_that_cannot_run_is_refused_in_one_line(tmp_path, capsys, monk
         resolve_runtime("tensorrt", "cpu")
     code, _, err = run(capsys, "fit", EXAMPLES, "-o", tmp_path / "c.safetensors", "--runtime", "tensorrt")
     assert code == 2 and "invalid choice: 'tensorrt'" in err
-    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if neither engine were installed
+    monkeypatch.setitem(sys.modules, "openvino", None)
     assert resolve_runtime("auto", "cpu") == "torch"
-    code, _, err = run(capsys, "fit", EXAMPLES, "-o", tmp_path / "c.safetensors", "--runtime", "onnx")
-    assert code == 2 and "pip install onnxruntime" in err and err.count("\n") == 1
+    for engine, package in (("onnx", "onnxruntime"), ("openvino", "openvino")):
+        code, _, err = run(capsys, "fit", EXAMPLES, "-o", tmp_path / "c.safetensors", "--runtime", engine)
+        assert code == 2 and f"pip install {package}" in err and err.count("\n") == 1
     assert not (tmp_path / "c.safetensors").exists()
 
 
@@ -194,7 +238,7 @@ def test_a_cached_graph_runs_without_building_the_model_or_importing_timm(tmp_pa
     in_full = BACKENDS.get("timm")("tf_efficientnet_lite0", torch.device("cpu")).use_runtime("onnx")
     graph_only = subprocess.run([sys.executable, "-c", "from imprint.encoders import create_encoder; "
                                  "from imprint.cache import encoder_namespace; "
-                                 "print(encoder_namespace(create_encoder('lite0', device='cpu')))"],
+                                 "print(encoder_namespace(create_encoder('lite0', device='cpu', runtime='onnx')))"],
                                 env=env, capture_output=True, text=True)
     assert graph_only.stdout.strip() == encoder_namespace(in_full)  # one cache entry whichever way it was built
 
@@ -202,7 +246,7 @@ def test_a_cached_graph_runs_without_building_the_model_or_importing_timm(tmp_pa
 def test_cache_clear_removes_the_graphs_and_nothing_else(tmp_path, encoders, monkeypatch, capsys):
     on_torch, _ = encoders
     monkeypatch.setenv("IMPRINT_CACHE_DIR", str(tmp_path))
-    OnnxEncoderGraph.for_encoder(on_torch, 224, 224, 1)
+    encoder_graph(on_torch, 224, 224, 1, "onnx")
     mine = tmp_path / "graphs" / "notes.graph"
     mine.write_text("a user's file in the cache folder")
     code, out, _ = run(capsys, "cache", "info")

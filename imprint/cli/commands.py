@@ -261,10 +261,11 @@ def cmd_cache(args: argparse.Namespace) -> None:
         say(f"removed {clear_graphs()} encoder graphs from {graph_cache_dir()}")
     else:
         info = cache.info()
-        graphs = cached_graphs()
+        files = cached_graphs()
+        graphs = [f for f in files if f.suffix == ".graph"]
         say(f"cache: {info['path']}\nentries: {info['entries']}\nsize: {info['bytes'] / 2**20:.1f} MiB\n"
             f"encoders: {info['encoders']}\nencoder graphs: {len(graphs)} in {graph_cache_dir()} "
-            f"({sum(g.stat().st_size for g in graphs) / 2**20:.1f} MiB)")
+            f"({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB)")
 
 
 COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "eval": cmd_eval, "embed": cmd_embed, "export": cmd_export,

@@ -57,9 +57,9 @@ def add_encoding_options(parser: argparse.ArgumentParser, serving: bool = False)
                         help="encoder id, e.g. timm:tf_efficientnet_lite0 (default), lite1, lite2, "
                              "open_clip:ViT-B-32/laion2b_s34b_b79k")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
-    parser.add_argument("--runtime", choices=["auto", "torch", "onnx"], default="auto",
-                        help="what runs the encoder: auto (ONNX Runtime on the CPU, about 2x torch; torch on a "
-                             "GPU), torch, onnx")
+    parser.add_argument("--runtime", choices=["auto", "torch", "onnx", "openvino"], default="auto",
+                        help="what runs the encoder: auto (on the CPU the faster of ONNX Runtime and OpenVINO, "
+                             "measured once per machine, 2-3x torch; torch on a GPU), torch, onnx, openvino")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for the encoder (default: the cores not busy with other work)")
     if serving:

@@ -47,11 +47,12 @@ class Encoder(ABC):
 
     # CPU convolutions run fastest on small channels-last batches (measured: ~4x at 16 vs 64 images)
     cpu_micro_batch = 16
-    runtime = "torch"  # or "onnx": set by create_encoder (imprint.encoders.runtime)
+    runtime = "torch"  # or a graph engine (onnx, openvino, fastest): set by create_encoder (imprint.encoders.runtime)
     _graphs: dict[tuple[int, int], Any] | None = None
 
     def use_runtime(self, runtime: str) -> Encoder:
-        """Run the network on `runtime` (auto, torch, onnx; see imprint.encoders.runtime); returns self."""
+        """Run the network on `runtime` (auto, torch, onnx, openvino; see imprint.encoders.runtime); returns
+        self."""
         from imprint.encoders.runtime import resolve_runtime
 
         self.runtime, self._graphs = resolve_runtime(runtime, self.device.type), None
@@ -64,11 +65,23 @@ class Encoder(ABC):
 
     @property
     def runtime_id(self) -> str:
-        """The runtime and its version ("torch", "onnxruntime 1.20.1"): embedding caches and stores are kept apart
-        per runtime."""
-        from imprint.encoders.runtime import onnxruntime_version
+        """The runtime and its version ("torch", "onnxruntime 1.20.1", "openvino 2026.4.1"): embedding caches and
+        stores are kept apart per runtime. With ``fastest`` the graph is opened (and the engines measured, once
+        per machine) to know which it is."""
+        from imprint.encoders.runtime import PACKAGES, engine_version
 
-        return "torch" if self.runtime == "torch" else f"onnxruntime {onnxruntime_version()}"
+        engine = self.engine
+        return "torch" if engine == "torch" else f"{PACKAGES[engine]} {engine_version(engine)}"
+
+    @property
+    def engine(self) -> str:
+        """What runs the network: torch, onnx or openvino (``fastest`` resolved, by opening the graph)."""
+        return "torch" if self.runtime == "torch" else self._graph(*self.input_size).engine
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the pixels the network takes, as the transform makes them."""
+        return tuple(self.transform(Image.new("RGB", (512, 512))).shape[1:])
 
     @torch.inference_mode()
     def encode_batch(self, pixels: Tensor) -> np.ndarray:
@@ -80,7 +93,7 @@ class Encoder(ABC):
         if self.device.type == "cuda":
             with torch.autocast("cuda", dtype=torch.float16):
                 return self._forward(pixels.to(self.device, non_blocking=True)).float().cpu().numpy()
-        if self.runtime == "onnx":
+        if self.runtime != "torch":
             return self._graph(*pixels.shape[2:])(pixels.numpy())
         pieces = []
         for part in pixels.split(self.cpu_micro_batch):
@@ -92,13 +105,13 @@ class Encoder(ABC):
         return torch.cat(pieces).cpu().numpy()
 
     def _graph(self, height: int, width: int) -> Any:
-        """The ONNX Runtime graph for H x W inputs, built (or read from the graph cache) on first use, with as
-        many threads as torch is set to use."""
-        from imprint.encoders.runtime import OnnxEncoderGraph
+        """The graph for H x W inputs on this encoder's engine, built (or read from the graph cache) on first use,
+        with as many threads as torch is set to use."""
+        from imprint.encoders.runtime import encoder_graph
 
         self._graphs = self._graphs or {}
         if (height, width) not in self._graphs:
-            self._graphs[(height, width)] = OnnxEncoderGraph.for_encoder(self, height, width, torch.get_num_threads())
+            self._graphs[(height, width)] = encoder_graph(self, height, width, torch.get_num_threads(), self.runtime)
         return self._graphs[(height, width)]
 
     def encode_images(self, images: Sequence[Image.Image | np.ndarray], batch_size: int = 64) -> Embeddings:

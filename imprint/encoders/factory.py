@@ -66,7 +66,8 @@ def self_contained(encoder_id: str) -> bool:
 def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device = "auto",
                    runtime: str = "auto") -> Encoder:
     """Build the encoder named `encoder_id` ('backend:model...', see each backend) on `device`, its network run
-    by `runtime` (auto: ONNX Runtime on the CPU where installed, else torch; see imprint.encoders.runtime)."""
+    by `runtime` (auto: on the CPU the faster of ONNX Runtime and OpenVINO where installed, else torch; see
+    imprint.encoders.runtime)."""
     from imprint.encoders.runtime import resolve_runtime
 
     if not isinstance(encoder_id, str):
@@ -78,11 +79,13 @@ def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device
                            f"backends: {', '.join(BACKENDS.names())}")
     device = device if isinstance(device, torch.device) else resolve_device(device)
     build = BACKENDS.get(backend)
-    if resolve_runtime(runtime, device.type) == "onnx" and backend in IDENTITIES:  # refused before any model loads
+    resolved = resolve_runtime(runtime, device.type)  # one that cannot run is refused before any model loads
+    if resolved != "torch" and backend in IDENTITIES:
         from imprint.encoders.runtime import GraphEncoder
 
         identity = IDENTITIES[backend](rest)
-        cached = None if identity is None else GraphEncoder.cached(*identity, build=lambda: build(rest, device))
+        cached = None if identity is None else GraphEncoder.cached(*identity, build=lambda: build(rest, device),
+                                                                   runtime=resolved)
         if cached is not None:
             return cached
     return build(rest, device).use_runtime(runtime)

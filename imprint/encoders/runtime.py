@@ -1,21 +1,30 @@
-"""Where an encoder's network runs: torch, or ONNX Runtime on the CPU from a graph exported once and cached.
+"""Where an encoder's network runs: torch, or on the CPU ONNX Runtime or OpenVINO, from a graph exported once and
+cached.
 
 Measured on 2 cores (EfficientNet-Lite0, 224 px, benchmarks/bench_folder.py): ONNX Runtime runs the encoder
 2.3x faster than torch eager on an Intel Xeon and about 3x on an AMD EPYC (batchnorm folded into the
-convolutions, fused activations), with embeddings within cosine 0.9999999 of torch's. ``auto`` picks ONNX
-Runtime on the CPU when it is installed and torch otherwise (and always on a GPU). The graph is exported from the
-encoder's own torch module the first time an (encoder, weights, input size, runtime version) is met, checked
-against torch on a random batch, and kept in the graph cache with a SHA-256 over it: a file altered on disk is
-rebuilt, never run. Every image runs as a batch of its own, so its embedding is bit for bit the same whatever
-batch it came in.
+convolutions, fused activations), with embeddings within cosine 0.9999999 of torch's; OpenVINO (fp32) is 1.4x
+faster again on that Xeon, and slower than ONNX Runtime on the EPYC. So ``auto`` measures: on the CPU it runs the
+faster of the two engines installed, timed once per machine on the encoder's own graph (and checked to agree with
+the other), and torch where neither is installed (and always on a GPU). The graph is exported from the encoder's
+own torch module the first time an (encoder, weights, input size, runtime version) is met, checked against torch
+on a random batch, and kept in the graph cache with a SHA-256 over it: a file altered on disk is rebuilt, never
+run. Every image runs as a batch of its own, so its embedding is bit for bit the same whatever batch it came in.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
+import importlib.metadata
+import importlib.util
 import io
 import json
 import os
+import platform
+import queue
 import re
+import sys
+import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -28,44 +37,66 @@ from imprint.encoders.base import Encoder
 from imprint.encoders.preprocess import NotDescribable, Preprocess
 from imprint.errors import UserError
 
-RUNTIMES = ("auto", "torch", "onnx")
+RUNTIMES = ("auto", "torch", "onnx", "openvino")
+GRAPH_RUNTIMES = ("onnx", "openvino")  # engines that run the encoder's exported ONNX graph on the CPU
+FASTEST = "fastest"  # auto on the CPU with both engines installed: the faster one, measured once per machine
+PACKAGES = {"onnx": "onnxruntime", "openvino": "openvino"}
+AGREEMENT = 0.9999  # least cosine between the embeddings of an engine and of torch (or of the other engine)
 OPSET = 17
 MAGIC = b"IMPRINT-GRAPH2"
 GRAPH_FORMAT = 1  # bump when the exported graph changes for the same encoder
 GRAPH_NAME = re.compile(r"[0-9a-f]{32}\.graph")
+CHOICE_NAME = re.compile(r"[0-9a-f]{32}\.choice\.json")
 
 
 class RuntimeChoiceError(UserError):
     """A runtime that does not exist, is not installed, or cannot run on the device asked for."""
 
 
+def installed(runtime: str) -> bool:
+    """Whether the package of a graph engine is installed (found without importing it)."""
+    name = PACKAGES[runtime]
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
+
+
+def engine_version(runtime: str) -> str | None:
+    """A graph engine's version, or None when it is not installed (read from the package's metadata where it can
+    be: importing OpenVINO takes 0.4 s)."""
+    if not installed(runtime):
+        return None
+    try:
+        return importlib.metadata.version(PACKAGES[runtime])
+    except importlib.metadata.PackageNotFoundError:  # another distribution of the module (onnxruntime-gpu, ...)
+        module = importlib.import_module(PACKAGES[runtime])
+        return str(getattr(module, "__version__", None) or module.get_version())
+
+
 def onnxruntime_version() -> str | None:
     """ONNX Runtime's version, or None when it is not installed."""
-    try:
-        import onnxruntime
-    except ImportError:
-        return None
-    return str(onnxruntime.__version__)
+    return engine_version("onnx")
 
 
 def resolve_runtime(requested: str, device_type: str) -> str:
-    """``torch`` or ``onnx`` for `requested` (auto, torch, onnx) on a device of `device_type`, or a one-line
-    error naming the fix."""
+    """``torch``, ``onnx``, ``openvino`` or ``fastest`` (the faster engine, measured on first use) for
+    `requested` (auto, torch, onnx, openvino) on a device of `device_type`, or a one-line error naming the fix."""
     if requested not in RUNTIMES:
         raise RuntimeChoiceError(f"unknown runtime {requested!r}; valid: {', '.join(RUNTIMES)}")
     if requested == "torch":
         return "torch"
     if device_type != "cpu":
-        if requested == "onnx":
-            raise RuntimeChoiceError(f"runtime 'onnx' runs the encoder on the CPU, not on {device_type}; use "
+        if requested in GRAPH_RUNTIMES:
+            raise RuntimeChoiceError(f"runtime {requested!r} runs the encoder on the CPU, not on {device_type}; use "
                                      "--runtime torch (or auto) on a GPU, or --device cpu")
         return "torch"
-    if onnxruntime_version() is None:
-        if requested == "onnx":
-            raise RuntimeChoiceError("runtime 'onnx' needs ONNX Runtime, which is not installed: pip install "
-                                     "onnxruntime (or use --runtime torch)")
-        return "torch"
-    return "onnx"
+    if requested in GRAPH_RUNTIMES:
+        if not installed(requested):
+            raise RuntimeChoiceError(f"runtime {requested!r} needs {PACKAGES[requested]}, which is not installed: "
+                                     f"pip install {PACKAGES[requested]} (or use --runtime auto)")
+        return requested
+    engines = [runtime for runtime in GRAPH_RUNTIMES if installed(runtime)]
+    return "torch" if not engines else engines[0] if len(engines) == 1 else FASTEST
 
 
 def graph_cache_dir() -> Path:
@@ -85,53 +116,156 @@ def graph_key(encoder_id: str, weights_id: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
 
-class OnnxEncoderGraph:
-    """An encoder's network (normalised pixels N x 3 x H x W -> embeddings) as an ONNX Runtime session.
+class PerImageGraph:
+    """An encoder's network (normalised pixels N x 3 x H x W -> embeddings) run by a graph engine, each image alone
+    on one thread, `threads` of them at once: an image's embedding is the same bits whatever batch it came in, and
+    this is the engines' fastest way on a small CPU (ONNX Runtime on 2 cores: 194 images/s, against 143 with two
+    threads per image and 81 in batches of sixteen)."""
 
-    Images run one at a time, each on one thread, `threads` of them at once: an image's embedding is the same
-    bits whatever batch it came in, and this is ONNX Runtime's fastest way on a small CPU (measured on 2 cores:
-    194 images/s, against 143 with two threads per image and 81 in batches of sixteen)."""
+    engine = ""
+    width = 0
+
+    def __init__(self, threads: int) -> None:
+        self.threads = max(1, int(threads))
+        self._pool: ThreadPoolExecutor | None = None
+
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """Embeddings (float32) of a batch."""
+        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        if self.threads > 1 and len(pixels) > 1:
+            self._pool = self._pool or ThreadPoolExecutor(self.threads, thread_name_prefix=f"imprint-{self.engine}")
+            rows = list(self._pool.map(self._one, pixels))  # the engines let go of the GIL while they run
+        else:
+            rows = [self._one(image) for image in pixels]
+        return np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, self.width), np.float32)
+
+
+class OnnxEncoderGraph(PerImageGraph):
+    """The graph on an ONNX Runtime session (CPU, all graph optimisations, one thread per image)."""
+
+    engine = "onnx"
 
     def __init__(self, model_bytes: bytes, threads: int) -> None:
         import onnxruntime
 
+        super().__init__(threads)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = onnxruntime.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0].name
-        self.threads = max(1, int(threads))
-        self._pool: ThreadPoolExecutor | None = None
+        self.width = int(self.session.get_outputs()[0].shape[1])
 
     def _one(self, image: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input: image[None]})[0][0]
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        """Embeddings (float32) of a batch."""
-        pixels = np.ascontiguousarray(pixels, dtype=np.float32)
-        if self.threads > 1 and len(pixels) > 1:
-            self._pool = self._pool or ThreadPoolExecutor(self.threads, thread_name_prefix="imprint-onnx")
-            rows = list(self._pool.map(self._one, pixels))  # ONNX Runtime lets go of the GIL while it runs
-        else:
-            rows = [self._one(image) for image in pixels]
-        return np.stack(rows).astype(np.float32, copy=False) if rows else \
-            np.zeros((0, self.session.get_outputs()[0].shape[1]), dtype=np.float32)
 
-    @classmethod
-    def for_encoder(cls, encoder: Any, height: int, width: int, threads: int,
-                    cache_dir: Path | None = None) -> OnnxEncoderGraph:
-        """The encoder's graph for H x W inputs: read from the graph cache when there and intact, else exported,
-        checked against torch and cached (a cache that cannot be written is skipped with a warning)."""
-        path = (cache_dir or graph_cache_dir()) / f"{graph_key(encoder.id, encoder.weights_id)}.graph"
-        stored = read_graph(path)
-        if stored is not None and stored[0].get("height") == height and stored[0].get("width") == width:
-            return cls(stored[1], threads)
+class OpenVinoEncoderGraph(PerImageGraph):
+    """The graph compiled by OpenVINO for the CPU at fp32 (its default precision is lower on CPUs with bf16:
+    measured cosine 0.996), one infer request per image, `threads` requests at once."""
+
+    engine = "openvino"
+
+    def __init__(self, model_bytes: bytes, threads: int) -> None:
+        import openvino
+
+        super().__init__(threads)
+        core = openvino.Core()
+        compiled = core.compile_model(core.read_model(model_bytes), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.threads,
+            "INFERENCE_NUM_THREADS": self.threads})
+        self.width = int(compiled.output(0).get_partial_shape()[1].get_length())
+        self._requests: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(self.threads):
+            self._requests.put(compiled.create_infer_request())
+
+    def _one(self, image: np.ndarray) -> np.ndarray:
+        request = self._requests.get()
+        try:
+            return request.infer({0: image[None]})[0][0].copy()
+        finally:
+            self._requests.put(request)
+
+
+ENGINES: dict[str, type[PerImageGraph]] = {"onnx": OnnxEncoderGraph, "openvino": OpenVinoEncoderGraph}
+
+
+def encoder_graph(encoder: Any, height: int, width: int, threads: int, runtime: str,
+                  cache_dir: Path | None = None) -> PerImageGraph:
+    """The encoder's graph for H x W inputs on `runtime` (an engine, or ``fastest``): read from the graph cache
+    when there and intact, else exported, checked against torch and cached (a cache that cannot be written is
+    skipped with a warning)."""
+    folder = cache_dir or graph_cache_dir()
+    key = graph_key(encoder.id, encoder.weights_id)
+    stored = read_graph(folder / f"{key}.graph")
+    if stored is not None and stored[0].get("height") == height and stored[0].get("width") == width:
+        model_bytes = stored[1]
+    else:
         model_bytes = _export(encoder, height, width)
-        graph = cls(model_bytes, threads)
-        _check_against_torch(graph, encoder, height, width)
-        _write_graph(path, _card(encoder, height, width), model_bytes)
-        return graph
+        reference = "onnx" if installed("onnx") else runtime if runtime in GRAPH_RUNTIMES else "openvino"
+        _check_against_torch(ENGINES[reference](model_bytes, 1), encoder, height, width)
+        _write_graph(folder / f"{key}.graph", _card(encoder, height, width), model_bytes)
+    return open_graph(model_bytes, runtime, threads, (height, width), folder / f"{key}.choice.json")
+
+
+def open_graph(model_bytes: bytes, runtime: str, threads: int, size: tuple[int, int],
+               choice_path: Path) -> PerImageGraph:
+    """The graph on `runtime`: that engine, or the faster of the two (``fastest``), as measured on this machine
+    (the measure is kept beside the graph, and taken again when the CPU, the threads or a version change).
+    OpenVINO runs a graph only once it was seen to agree with ONNX Runtime on it."""
+    if runtime == "onnx" or (runtime == "openvino" and not installed("onnx")):
+        return ENGINES[runtime](model_bytes, threads)
+    choice = _measured(model_bytes, size, choice_path)
+    if runtime == "openvino" and choice["agreement"] < AGREEMENT:
+        raise RuntimeChoiceError(f"OpenVINO's embeddings disagree with ONNX Runtime's on this encoder (cosine "
+                                 f"{choice['agreement']:.5f}); use --runtime onnx, and please report it")
+    return ENGINES[runtime if runtime in GRAPH_RUNTIMES else choice["fastest"]](model_bytes, threads)
+
+
+def _measured(model_bytes: bytes, size: tuple[int, int], choice_path: Path) -> dict[str, Any]:
+    """Each engine's images per second on one thread (as each image runs) on this CPU and their agreement, from
+    `choice_path` when it was measured on this CPU with these versions, else measured now (random images, three
+    alternating rounds, a second or two) and kept. Not per thread count: the choice, and so the embedding cache's
+    namespace, must not depend on how busy the machine was when a command started."""
+    machine = {"cpu": _cpu_name(), "versions": {runtime: engine_version(runtime) for runtime in GRAPH_RUNTIMES}}
+    try:
+        kept = json.loads(choice_path.read_text())
+        if isinstance(kept, dict) and kept.get("machine") == machine and kept.get("fastest") in GRAPH_RUNTIMES \
+                and isinstance(kept.get("agreement"), float):
+            return kept
+    except (OSError, ValueError):
+        pass
+    pixels = np.random.default_rng(0).normal(size=(6, 3, *size)).astype(np.float32)
+    graphs = {runtime: ENGINES[runtime](model_bytes, 1) for runtime in GRAPH_RUNTIMES}
+    rates, outputs = dict.fromkeys(GRAPH_RUNTIMES, 0.0), {}
+    for _ in range(3):  # alternating rounds, the best of each: other work on the machine hits both alike
+        for runtime, graph in graphs.items():
+            start = time.perf_counter()
+            outputs[runtime] = graph(pixels)
+            rates[runtime] = max(rates[runtime], len(pixels) / (time.perf_counter() - start))
+    a, b = outputs["onnx"], outputs["openvino"]
+    agreement = float(np.min((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
+    fastest = "openvino" if agreement >= AGREEMENT and rates["openvino"] > rates["onnx"] else "onnx"
+    choice = {"machine": machine, "images_per_s": rates, "agreement": agreement, "fastest": fastest}
+    try:
+        from imprint.atomic import atomic_write_bytes
+
+        atomic_write_bytes(choice_path, json.dumps(choice).encode(), durable=False)
+    except OSError:
+        pass  # measured again next time
+    return choice
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            return next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 class GraphEncoder(Encoder):
@@ -139,11 +273,11 @@ class GraphEncoder(Encoder):
     graph's card, so neither the torch model nor timm and torchvision are loaded (a cold ``imprint fit`` 1.7 s
     sooner). Whatever needs the torch model itself (an export) builds it on first use with `build`."""
 
-    runtime = "onnx"
-
-    def __init__(self, card: dict[str, Any], model_bytes: bytes, build: Callable[[], Encoder]) -> None:
+    def __init__(self, card: dict[str, Any], model_bytes: bytes, build: Callable[[], Encoder], runtime: str,
+                 choice_path: Path) -> None:
         import torch
 
+        self.runtime, self._choice_path = runtime, choice_path
         self.id, self._weights_id = str(card["encoder"]), str(card["weights"])
         self.embedding_dim = int(card["dim"])
         self.transform = Preprocess.from_description(card["preprocessing"])
@@ -153,15 +287,17 @@ class GraphEncoder(Encoder):
             build, None
 
     @classmethod
-    def cached(cls, encoder_id: str, weights_id: str, build: Callable[[], Encoder],
+    def cached(cls, encoder_id: str, weights_id: str, build: Callable[[], Encoder], runtime: str,
                cache_dir: Path | None = None) -> GraphEncoder | None:
-        """The encoder from the graph cache, or None when its graph is not there (or not usable alone)."""
-        stored = read_graph((cache_dir or graph_cache_dir()) / f"{graph_key(encoder_id, weights_id)}.graph")
+        """The encoder on `runtime` (a graph engine, or ``fastest``) from the graph cache, or None when its graph
+        is not there (or not usable alone)."""
+        key = graph_key(encoder_id, weights_id)
+        stored = read_graph((cache_dir or graph_cache_dir()) / f"{key}.graph")
         if stored is None or stored[0].get("preprocessing") is None or stored[0].get("encoder") != encoder_id or \
                 stored[0].get("weights") != weights_id:
             return None
         try:
-            return cls(stored[0], stored[1], build)
+            return cls(stored[0], stored[1], build, runtime, (cache_dir or graph_cache_dir()) / f"{key}.choice.json")
         except (KeyError, TypeError, ValueError):  # a card this version does not read: build as usual
             return None
 
@@ -174,17 +310,21 @@ class GraphEncoder(Encoder):
         return self._transform_id
 
     def use_runtime(self, runtime: str) -> Encoder:
-        if resolve_runtime(runtime, "cpu") != "onnx":
+        resolved = resolve_runtime(runtime, "cpu")
+        if resolved == "torch":
             return self.full.use_runtime(runtime)
+        self.runtime, self._graphs = resolved, None
         return self
 
     def _graph(self, height: int, width: int) -> Any:
         import torch
 
         if (height, width) != tuple(self._size):
+            self.full.runtime = self.runtime
             return self.full._graph(height, width)
         if self._graphs is None:
-            self._graphs = {(height, width): OnnxEncoderGraph(self._model_bytes, torch.get_num_threads())}
+            self._graphs = {(height, width): open_graph(self._model_bytes, self.runtime, torch.get_num_threads(),
+                                                        (height, width), self._choice_path)}
         return self._graphs[(height, width)]
 
     @property
@@ -192,7 +332,7 @@ class GraphEncoder(Encoder):
         """The encoder with its torch model, built on first use."""
         if self._full is None:
             self._full = self._build()
-            self._full.runtime = "onnx"
+            self._full.runtime = self.runtime
         return self._full
 
     @property
@@ -235,7 +375,7 @@ def _export(encoder: Any, height: int, width: int) -> bytes:
     return buffer.getvalue()
 
 
-def _check_against_torch(graph: OnnxEncoderGraph, encoder: Any, height: int, width: int) -> None:
+def _check_against_torch(graph: PerImageGraph, encoder: Any, height: int, width: int) -> None:
     """The graph's embeddings of a random batch agree with torch's to cosine 0.9999, else it is not used."""
     import torch
 
@@ -245,10 +385,10 @@ def _check_against_torch(graph: OnnxEncoderGraph, encoder: Any, height: int, wid
         want = encoder.export_module()(pixels).float().numpy()
     got = graph(pixels.numpy())
     cosine = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1) + 1e-12)
-    if got.shape != want.shape or not np.all(cosine >= 0.9999):
-        raise RuntimeChoiceError(f"{encoder.id} gives other embeddings on ONNX Runtime than on torch (cosine "
-                                 f"{float(np.min(cosine)) if got.shape == want.shape else 0:.5f}); use --runtime "
-                                 "torch, and please report it")
+    if got.shape != want.shape or not np.all(cosine >= AGREEMENT):
+        raise RuntimeChoiceError(f"{encoder.id} gives other embeddings on {PACKAGES[graph.engine]} than on torch "
+                                 f"(cosine {float(np.min(cosine)) if got.shape == want.shape else 0:.5f}); use "
+                                 "--runtime torch, and please report it")
 
 
 def read_graph(path: Path) -> tuple[dict[str, Any], bytes] | None:
@@ -271,31 +411,40 @@ def read_graph(path: Path) -> tuple[dict[str, Any], bytes] | None:
 
 
 def cached_graphs(folder: Path | None = None) -> list[Path]:
-    """The graph files in the graph cache: names of its pattern that start with its signature (nothing else
-    there is counted or removed)."""
+    """The graph cache's own files: graphs (names of their pattern that start with its signature) and the
+    measures of the engines kept beside them (nothing else there is counted or removed)."""
     folder = folder or graph_cache_dir()
     if not folder.is_dir():
         return []
     found = []
     for item in folder.iterdir():
-        if GRAPH_NAME.fullmatch(item.name) and item.is_file() and not item.is_symlink():
+        if not item.is_file() or item.is_symlink():
+            continue
+        if GRAPH_NAME.fullmatch(item.name):
             with open(item, "rb") as handle:
                 if handle.read(len(MAGIC)) == MAGIC:
                     found.append(item)
+        elif CHOICE_NAME.fullmatch(item.name):
+            try:
+                if "machine" in json.loads(item.read_text()):
+                    found.append(item)
+            except (OSError, ValueError, TypeError):
+                pass
     return found
 
 
 def clear_graphs(folder: Path | None = None) -> int:
-    """Delete the cached graphs (rebuilt on next use) and the folder when it is left empty; returns how many."""
+    """Delete the cached graphs (rebuilt on next use) and their measures, and the folder when it is left empty;
+    returns how many graphs there were."""
     folder = folder or graph_cache_dir()
-    graphs = cached_graphs(folder)
-    for graph in graphs:
-        graph.unlink(missing_ok=True)
+    files = cached_graphs(folder)
+    for item in files:
+        item.unlink(missing_ok=True)
     try:
         folder.rmdir()
     except OSError:
         pass
-    return len(graphs)
+    return sum(GRAPH_NAME.fullmatch(item.name) is not None for item in files)
 
 
 def _write_graph(path: Path, card: dict[str, Any], model_bytes: bytes) -> None:
