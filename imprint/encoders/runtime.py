@@ -227,11 +227,16 @@ def open_graph(model_bytes: bytes, runtime: str, threads: int, size: tuple[int, 
 
 
 def _measured(model_bytes: bytes, size: tuple[int, int], choice_path: Path) -> dict[str, Any]:
-    """Each engine's images per second on one thread (as each image runs) on this CPU and their agreement, from
-    `choice_path` when it was measured on this CPU with these versions, else measured now (random images, three
-    alternating rounds, a second or two) and kept. Not per thread count: the choice, and so the embedding cache's
-    namespace, must not depend on how busy the machine was when a command started."""
-    machine = {"cpu": _cpu_name(), "versions": {runtime: engine_version(runtime) for runtime in GRAPH_RUNTIMES}}
+    """Each engine's images per second on this machine (with every core it may use) and their agreement, from
+    `choice_path` when it was measured here with these versions, else measured now (random images, four
+    alternating rounds, the best of each: a second or two) and kept. Not per thread count of the command: the
+    choice, and so the embedding cache's namespace, must not depend on how busy the machine was when a command
+    started."""
+    from imprint.threads import available_cores
+
+    threads = available_cores()
+    machine = {"cpu": _cpu_name(), "cores": threads,
+               "versions": {runtime: engine_version(runtime) for runtime in GRAPH_RUNTIMES}}
     try:
         kept = json.loads(choice_path.read_text())
         if isinstance(kept, dict) and kept.get("machine") == machine and kept.get("fastest") in GRAPH_RUNTIMES \
@@ -239,10 +244,10 @@ def _measured(model_bytes: bytes, size: tuple[int, int], choice_path: Path) -> d
             return kept
     except (OSError, ValueError):
         pass
-    pixels = np.random.default_rng(0).normal(size=(6, 3, *size)).astype(np.float32)
-    graphs = {runtime: ENGINES[runtime](model_bytes, 1) for runtime in GRAPH_RUNTIMES}
+    pixels = np.random.default_rng(0).normal(size=(8 * threads, 3, *size)).astype(np.float32)
+    graphs = {runtime: ENGINES[runtime](model_bytes, threads) for runtime in GRAPH_RUNTIMES}
     rates, outputs = dict.fromkeys(GRAPH_RUNTIMES, 0.0), {}
-    for _ in range(3):  # alternating rounds, the best of each: other work on the machine hits both alike
+    for _ in range(4):  # alternating rounds, the best of each: other work on the machine hits both alike
         for runtime, graph in graphs.items():
             start = time.perf_counter()
             outputs[runtime] = graph(pixels)
