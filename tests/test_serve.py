@@ -147,6 +147,18 @@ def test_bad_requests_get_a_4xx_that_names_the_problem_and_the_server_keeps_serv
         assert client.get("/health").json()["status"] == "ok"
 
 
+def test_a_body_over_the_limit_is_refused_declared_or_chunked(tmp_path, encoder, fashion):
+    client, _ = served(tmp_path, encoder, fashion, limits=Limits(max_images=1, max_image_bytes=1024))
+    limit = Limits(max_images=1, max_image_bytes=1024).max_request_bytes
+    with client:
+        declared = client.post("/predict", content=b"x" * (limit + 1), headers={"content-type": "application/json"})
+        assert declared.status_code == 413 and "at most" in declared.json()["error"]
+        chunks = (b"x" * 65536 for _ in range(limit // 65536 + 2))  # no length: sent chunked
+        chunked = client.post("/predict", content=chunks, headers={"content-type": "application/json"})
+        assert chunked.status_code == 413 and "larger than" in chunked.json()["error"]
+        assert client.post("/predict", files=images(BAGS[:1])).status_code == 200
+
+
 def test_class_changes_are_refused_clearly(tmp_path, encoder, fashion):
     client, path = served(tmp_path, encoder, fashion)
     with client:

@@ -123,9 +123,9 @@ class Metrics:
 
 
 class Measured:
-    """ASGI middleware: counts and times every request by route and status, and refuses a body declared larger
-    than the limit before it is read (a plain ASGI layer: Starlette's BaseHTTPMiddleware costs a task per
-    request)."""
+    """ASGI middleware: counts and times every request by route and status, and refuses a body larger than the
+    limit: before it is read when its length is declared, as soon as it passes the limit when it comes in chunks
+    (a plain ASGI layer: Starlette's BaseHTTPMiddleware costs a task per request)."""
 
     def __init__(self, app: Any, metrics: Metrics, max_bytes: int) -> None:
         self.app, self.metrics, self.max_bytes = app, metrics, max_bytes
@@ -142,12 +142,23 @@ class Measured:
             await _problem(413, f"the request has {int(declared)} bytes; at most {self.max_bytes} (send fewer or "
                                 "smaller images)")(scope, receive, send)
         else:
+            received = 0
+
+            async def receiving() -> dict:  # a body sent in chunks, with no length declared, is counted as it comes
+                nonlocal received
+                message = await receive()
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise BadRequest(413, f"the request is larger than {self.max_bytes} bytes (send fewer or smaller "
+                                          "images)")
+                return message
+
             async def sending(message: dict) -> None:
                 nonlocal status
                 if message["type"] == "http.response.start":
                     status = message["status"]
                 await send(message)
-            await self.app(scope, receive, sending)
+            await self.app(scope, receiving, sending)
         route = getattr(scope.get("route"), "path", "unmatched")  # the template (/classes/{name}): few series
         self.metrics.latency.labels(route).observe(time.perf_counter() - start)
         self.metrics.requests.labels(route, scope["method"], str(status)).inc()
