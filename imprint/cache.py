@@ -49,8 +49,9 @@ def encoder_namespace(encoder: Encoder) -> str:
     """Digest of everything about the encoder that changes its output, the runtime included (embeddings of two
     runtimes are never mixed)."""
     text = f"{encoder.id}\n{encoder.weights_id}\n{encoder.preprocessing_id}"
-    if encoder.runtime_id != "torch":  # torch's namespace is the one caches had before runtimes were chosen
-        text += f"\n{encoder.runtime_id}"
+    runtime = encoder.runtime_id
+    if runtime != "torch":  # torch's namespace is the one caches had before runtimes were chosen
+        text += f"\n{runtime}"
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 

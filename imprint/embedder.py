@@ -15,9 +15,9 @@ import numpy as np
 @dataclass
 class EmbedOptions:
     """How images are embedded: which encoder (None: the default, or the one a classifier records), on which
-    device and runtime (auto: ONNX Runtime on the CPU where installed, else torch), with which cache (a folder, or
-    none with ``cache=False``), threads, batch size, decoding workers, progress bars, and whether an unreadable
-    image is an error (`strict`)."""
+    device and runtime (auto: on the CPU the faster of ONNX Runtime and OpenVINO, else torch), with which cache (a
+    folder, or none with ``cache=False``), threads, batch size, decoding workers, progress bars, and whether an
+    unreadable image is an error (`strict`)."""
 
     encoder: str | None = None
     device: str = "auto"

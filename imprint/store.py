@@ -157,10 +157,11 @@ class EmbeddingStore:
             existing = cls.open(root, writable=True)
             earlier = existing.meta.get("runtime", "torch")
             if existing.meta.get("encoder") == encoder_id and earlier != runtime:
-                flag = "torch" if earlier == "torch" else "onnx"
+                from imprint.encoders.runtime import runtime_flag
+
                 raise StoreError(f"{printable(root)} holds embeddings from {printable(earlier)}, this run uses "
-                                 f"{runtime}; run it with --runtime {flag}, or choose a new output folder (a store "
-                                 "never mixes two runtimes' embeddings)")
+                                 f"{runtime}; run it with --runtime {runtime_flag(str(earlier))}, or choose a new "
+                                 "output folder (a store never mixes two runtimes' embeddings)")
             same_images = _digest(paths, labels, _described(existing.meta) if existing.version >= 3 else None)
             for differs, what in ((existing.meta.get("encoder_key") != encoder_key, "encoder"),
                                   (existing.meta.get("digest") != same_images, "list of images"),

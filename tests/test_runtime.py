@@ -13,7 +13,7 @@ from conftest import EXAMPLES, copy_examples, run
 from PIL import Image
 
 from imprint.encoders import create_encoder
-from imprint.encoders.runtime import RuntimeChoiceError, encoder_graph, graph_key, resolve_runtime
+from imprint.encoders.runtime import RuntimeChoiceError, encoder_graph, graph_key, resolve_runtime, runtime_flag
 
 pytest.importorskip("onnxruntime")
 TEXTILES = Path(__import__("conformal_clip_data").__file__).parent / "data" / "textile_images" / "simulated"
@@ -39,6 +39,8 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_auto_runs_the_encoder_on_the_faster_engine_on_the_cpu_and_torch_elsewhere(monkeypatch):
     assert resolve_runtime("auto", "cpu") == "fastest" and resolve_runtime("auto", "cuda") == "torch"
     assert resolve_runtime("torch", "cpu") == "torch" and resolve_runtime("openvino", "cpu") == "openvino"
+    assert [runtime_flag(r) for r in ("torch", "onnxruntime 1.32.0", "openvino 2026.4.1")] == \
+        ["torch", "onnx", "openvino"]  # what a store started on another runtime tells the user to pass
     assert create_encoder("lite0", device="cpu").runtime == "fastest"
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if it were not installed
     assert resolve_runtime("auto", "cpu") == "onnx"

@@ -86,7 +86,7 @@ class Encoder(ABC):
     @torch.inference_mode()
     def encode_batch(self, pixels: Tensor) -> np.ndarray:
         """Embeddings (float32, n x embedding_dim) of a batch of preprocessed images. On the CPU every image goes
-        through a micro-batch of exactly `cpu_micro_batch` images (the last one zero-padded; on ONNX Runtime a
+        through a micro-batch of exactly `cpu_micro_batch` images (the last one zero-padded; on a graph engine a
         batch of one), so its embedding is bit for bit the same whatever batch it came in (a lone image would
         otherwise take another kernel: measured up to 1.2e-6 apart) and a resumed store equals an uninterrupted
         one."""

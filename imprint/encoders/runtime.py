@@ -73,6 +73,17 @@ def engine_version(runtime: str) -> str | None:
         return str(getattr(module, "__version__", None) or module.get_version())
 
 
+def runtime_flag(runtime_id: str) -> str:
+    """The --runtime value that runs an encoder as `runtime_id` says ("openvino 2026.4.1" -> "openvino")."""
+    package = runtime_id.split(" ", 1)[0]
+    return next((runtime for runtime, name in PACKAGES.items() if name == package), "torch")
+
+
+def least_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The smallest cosine between matching rows of two embedding arrays."""
+    return float(np.min((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
+
+
 def onnxruntime_version() -> str | None:
     """ONNX Runtime's version, or None when it is not installed."""
     return engine_version("onnx")
@@ -206,7 +217,7 @@ def encoder_graph(encoder: Any, height: int, width: int, threads: int, runtime: 
         model_bytes = stored[1]
     else:
         model_bytes = _export(encoder, height, width)
-        reference = "onnx" if installed("onnx") else runtime if runtime in GRAPH_RUNTIMES else "openvino"
+        reference = "onnx" if installed("onnx") else "openvino"  # fastest needs both, so only openvino is left
         _check_against_torch(ENGINES[reference](model_bytes, 1), encoder, height, width)
         _write_graph(folder / f"{key}.graph", _card(encoder, height, width), model_bytes)
     return open_graph(model_bytes, runtime, threads, (height, width), folder / f"{key}.choice.json")
@@ -215,12 +226,12 @@ def encoder_graph(encoder: Any, height: int, width: int, threads: int, runtime: 
 def open_graph(model_bytes: bytes, runtime: str, threads: int, size: tuple[int, int],
                choice_path: Path) -> PerImageGraph:
     """The graph on `runtime`: that engine, or the faster of the two (``fastest``), as measured on this machine
-    (the measure is kept beside the graph, and taken again when the CPU, the threads or a version change).
+    (the measure is kept beside the graph, and taken again when the CPU, its cores or a version change).
     OpenVINO runs a graph only once it was seen to agree with ONNX Runtime on it."""
     if runtime == "onnx" or (runtime == "openvino" and not installed("onnx")):
         return ENGINES[runtime](model_bytes, threads)
     choice = _measured(model_bytes, size, choice_path)
-    if runtime == "openvino" and choice["agreement"] < AGREEMENT:
+    if runtime == "openvino" and not choice["agreement"] >= AGREEMENT:  # NaN too
         raise RuntimeChoiceError(f"OpenVINO's embeddings disagree with ONNX Runtime's on this encoder (cosine "
                                  f"{choice['agreement']:.5f}); use --runtime onnx, and please report it")
     return ENGINES[runtime if runtime in GRAPH_RUNTIMES else choice["fastest"]](model_bytes, threads)
@@ -252,8 +263,7 @@ def _measured(model_bytes: bytes, size: tuple[int, int], choice_path: Path) -> d
             start = time.perf_counter()
             outputs[runtime] = graph(pixels)
             rates[runtime] = max(rates[runtime], len(pixels) / (time.perf_counter() - start))
-    a, b = outputs["onnx"], outputs["openvino"]
-    agreement = float(np.min((a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)))
+    agreement = least_cosine(outputs["onnx"], outputs["openvino"])
     fastest = "openvino" if agreement >= AGREEMENT and rates["openvino"] > rates["onnx"] else "onnx"
     choice = {"machine": machine, "images_per_s": rates, "agreement": agreement, "fastest": fastest}
     try:
@@ -296,13 +306,13 @@ class GraphEncoder(Encoder):
                cache_dir: Path | None = None) -> GraphEncoder | None:
         """The encoder on `runtime` (a graph engine, or ``fastest``) from the graph cache, or None when its graph
         is not there (or not usable alone)."""
-        key = graph_key(encoder_id, weights_id)
-        stored = read_graph((cache_dir or graph_cache_dir()) / f"{key}.graph")
+        key, folder = graph_key(encoder_id, weights_id), cache_dir or graph_cache_dir()
+        stored = read_graph(folder / f"{key}.graph")
         if stored is None or stored[0].get("preprocessing") is None or stored[0].get("encoder") != encoder_id or \
                 stored[0].get("weights") != weights_id:
             return None
         try:
-            return cls(stored[0], stored[1], build, runtime, (cache_dir or graph_cache_dir()) / f"{key}.choice.json")
+            return cls(stored[0], stored[1], build, runtime, folder / f"{key}.choice.json")
         except (KeyError, TypeError, ValueError):  # a card this version does not read: build as usual
             return None
 
@@ -389,11 +399,10 @@ def _check_against_torch(graph: PerImageGraph, encoder: Any, height: int, width:
     with torch.no_grad():
         want = encoder.export_module()(pixels).float().numpy()
     got = graph(pixels.numpy())
-    cosine = (got * want).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1) + 1e-12)
-    if got.shape != want.shape or not np.all(cosine >= AGREEMENT):
+    cosine = least_cosine(got, want) if got.shape == want.shape else 0.0
+    if not cosine >= AGREEMENT:  # NaN too
         raise RuntimeChoiceError(f"{encoder.id} gives other embeddings on {PACKAGES[graph.engine]} than on torch "
-                                 f"(cosine {float(np.min(cosine)) if got.shape == want.shape else 0:.5f}); use "
-                                 "--runtime torch, and please report it")
+                                 f"(cosine {cosine:.5f}); use --runtime torch, and please report it")
 
 
 def read_graph(path: Path) -> tuple[dict[str, Any], bytes] | None:
