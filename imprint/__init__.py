@@ -16,6 +16,7 @@ _PUBLIC = {
     "embed_folder": "imprint.workflows",
     "evaluate_folder": "imprint.evaluation",
     "predict_images": "imprint.predictions",
+    "inspect_data": "imprint.inspection",
     "UserError": "imprint.errors",
     "ClassifierFileError": "imprint.persistence",
     "UnknownStageError": "imprint.settings",

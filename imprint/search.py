@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 BASE_BLOCK = 1 << 16  # base rows per matrix product on the GPU path
+QUERY_BLOCK = 256  # query rows per matrix product when FAISS is not installed
 
 
 def _faiss():
@@ -31,3 +32,23 @@ def kth_similarity(queries: Tensor, base: Tensor, k: int) -> Tensor:
         best = scores if best is None else torch.cat([best, scores], dim=1)
         best = best.topk(min(k, best.shape[1]), dim=1).values
     return best[:, k - 1]
+
+
+def nearest(queries: np.ndarray, base: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(similarities, indices) of the k largest inner products of every query with the rows of `base`, best
+    first; memory grows with len(queries) x k, never len(queries) x len(base)."""
+    k = min(k, len(base))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    base = np.ascontiguousarray(base, dtype=np.float32)
+    faiss = _faiss()
+    if faiss is not None:
+        similarities, indices = faiss.knn(queries, base, k, metric=faiss.METRIC_INNER_PRODUCT)
+        return similarities, indices.astype(np.int64)
+    best_s = np.empty((len(queries), k), dtype=np.float32)
+    best_i = np.empty((len(queries), k), dtype=np.int64)
+    base_t = torch.from_numpy(base)
+    for start in range(0, len(queries), QUERY_BLOCK):
+        scores = torch.from_numpy(queries[start:start + QUERY_BLOCK]) @ base_t.T
+        top = scores.topk(k, dim=1)
+        best_s[start:start + QUERY_BLOCK], best_i[start:start + QUERY_BLOCK] = top.values.numpy(), top.indices.numpy()
+    return best_s, best_i

@@ -32,6 +32,21 @@ def copy_examples(root: Path, classes: tuple[str, ...] = ("bag", "sneaker", "tro
     return root
 
 
+def headless_browser():
+    """Headless chromium driven by selenium, or a skip naming what is missing."""
+    webdriver = pytest.importorskip("selenium.webdriver")
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if not binary or not driver:
+        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
+                 "--disable-gpu"):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+
+
 def unprivileged(command: list[str]) -> list[str]:
     """`command` without root's power to read and write past permissions (its capabilities dropped), so tests of
     unreadable and read-only places mean the same as root as for a user."""

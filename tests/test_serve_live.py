@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import EXAMPLES, run
+from conftest import EXAMPLES, headless_browser, run
 
 from imprint import ImprintClassifier
 
@@ -113,21 +113,6 @@ def test_serve_refuses_mistakes_in_one_line_before_loading_anything(tmp_path, ni
     assert code == 2 and "at least 8 characters" in err
 
 
-def _browser():
-    """Headless chromium driven by selenium, or a skip naming what is missing."""
-    webdriver = pytest.importorskip("selenium.webdriver")
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    driver = shutil.which("chromedriver")
-    if not binary or not driver:
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs them)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = binary
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
-                 "--disable-gpu"):
-        options.add_argument(flag)
-    return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
-
-
 def test_the_page_teaches_a_class_and_the_next_prediction_uses_it(tmp_path, nine_classes):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
@@ -135,7 +120,7 @@ def test_the_page_teaches_a_class_and_the_next_prediction_uses_it(tmp_path, nine
     path = tmp_path / "clf.safetensors"
     shutil.copy(nine_classes, path)
     process, url = start_server(path)
-    browser = _browser()
+    browser = headless_browser()
     try:
         browser.get(url)
         wait = WebDriverWait(browser, 60)

@@ -74,6 +74,27 @@ def cmd_fit(args: argparse.Namespace) -> None:
         report_evaluation(report.test.evaluation, "test", per_class=True)
 
 
+def cmd_inspect(args: argparse.Namespace) -> None:
+    from imprint.inspection import inspect_data
+
+    found = inspect_data(args.source, args.output, test_dir=args.test_dir, unlabelled=args.unlabelled,
+                         budget=args.budget, preset=args.preset, folds=args.folds, reject=args.reject,
+                         outlier_rate=args.outlier_rate, duplicate_threshold=args.duplicate_threshold,
+                         pixel_threshold=args.pixel_threshold, fix=args.fix, seed=args.seed, force=args.force,
+                         **embedding_options(args))
+    counts = found.counts
+    say(f"inspected {found.contents.settings['n_support']} support images of {len(found.contents.classes)} classes "
+        f"in {found.seconds:.1f} s: {counts['label']} likely wrong label(s), {counts['duplicate']} duplicate(s) or "
+        f"leak(s), {counts['outlier']} outlier(s)" + (f"; {len(found.contents.to_label)} images to label next"
+                                                      if found.contents.to_label else ""))
+    for finding in found.findings[:10]:
+        other = finding.suggested_label or finding.other_path
+        say(f"  {finding.kind:9s} {finding.score:8.3f}  {finding.path}" + (f" -> {other}" if other else ""))
+    if len(found.findings) > 10:
+        say(f"  ... {len(found.findings) - 10} more in {Path(args.output) / 'issues.csv'}")
+    say(f"report -> {Path(args.output) / 'index.html'}")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from imprint.deployed import open_classifier
     from imprint.embedder import EmbedOptions
@@ -268,7 +289,7 @@ def cmd_cache(args: argparse.Namespace) -> None:
             f"({sum(f.stat().st_size for f in files) / 2**20:.1f} MiB)")
 
 
-COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "eval": cmd_eval, "embed": cmd_embed, "export": cmd_export,
-            "serve": cmd_serve, "info": cmd_info,
+COMMANDS = {"fit": cmd_fit, "predict": cmd_predict, "eval": cmd_eval, "inspect": cmd_inspect, "embed": cmd_embed,
+            "export": cmd_export, "serve": cmd_serve, "info": cmd_info,
             "presets": cmd_presets, "collapse": cmd_collapse, "fewshot": cmd_fewshot, "grid": cmd_grid,
             "report": cmd_report, "cache": cmd_cache}

@@ -179,6 +179,30 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     p.add_argument("--max-image-mb", type=float, default=20.0, help="megabytes per image at most (default: 20)")
     add_encoding_options(p, serving=True)
 
+    p = command("inspect", "find likely wrong labels, duplicates and test leaks, outliers, class health and the "
+                           "images to label next; writes a report folder (CSV, JSON and an HTML page)")
+    p.add_argument("source", help="labelled image folder DIR/<class>/<image>, store folder or FILE.npz")
+    p.add_argument("-o", "--output", required=True, help="report folder to write (new, empty or an earlier report)")
+    p.add_argument("--test-dir", default=None, help="a test folder: its near copies of support images are leaks")
+    p.add_argument("--unlabelled", default=None, metavar="FOLDER", help="unlabelled images to rank for labelling")
+    p.add_argument("--budget", type=int, default=None, help="images to pick from --unlabelled (default: 50)")
+    p.add_argument("--preset", default="gda", help="the classifier fitted without each image to judge it "
+                   "(default: gda; 'imprint presets' lists them)")
+    p.add_argument("--folds", type=int, default=5, help="cross-fitting folds (default: 5)")
+    p.add_argument("--reject", default="knn", help="unknown score that finds outliers (default: knn)")
+    p.add_argument("--outlier-rate", type=float, default=0.01,
+                   help="share of the support set flagged as outliers: the highest unknown scores, at least one "
+                   "image (default: 0.01)")
+    p.add_argument("--duplicate-threshold", type=float, default=0.92,
+                   help="embedding cosine from which two images may be near copies (default: 0.92)")
+    p.add_argument("--pixel-threshold", type=float, default=0.95,
+                   help="cosine of 16x16 grey thumbnails from which two images may be near copies (default: 0.95)")
+    p.add_argument("--fix", action="store_true", help="also write relabelled.csv: every support image with the "
+                   "suggested label where one is flagged (your files are never changed)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the folds and the clustering (default: 0)")
+    _force_option(p)
+    add_encoding_options(p)
+
     p = command("info", "describe a saved classifier (no model is loaded)")
     p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")
     p.add_argument("--json", action="store_true", help="the description as JSON")

@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -47,6 +48,9 @@ class GridRun:
     planned: int
     skipped: int
     ran: int
+
+
+LEAK_THRESHOLD = 0.98  # embedding cosine from which a test image counts as a copy of a pool image
 
 
 def is_grid_folder(path: Path) -> bool:
@@ -221,6 +225,20 @@ def _by_data(out: Path, cells: list[Cell], config: GridBase) -> list[tuple[Path,
     return list(groups.items())
 
 
+def _warn_of_leaks(data: Any, label: str) -> None:
+    """Warn when test images of a dataset are near copies of its pool images (which support sets come from):
+    every accuracy of it would be inflated. Embeddings alone judge here, so the bar is higher than inspect's
+    (at inspect's 0.92, MNIST digits that merely look alike pass it)."""
+    from imprint.inspection.duplicates import find_duplicates
+
+    pool, test = data.X[~data.is_test], data.X[data.is_test]
+    pairs = find_duplicates(pool, None, threshold=LEAK_THRESHOLD, pixel_threshold=1.0, other=test)
+    if pairs:
+        warnings.warn(f"{label}: {len({p.second for p in pairs})} test image(s) are near copies of support-pool "
+                      f"images (embedding cosine >= {LEAK_THRESHOLD}); its accuracies may be inflated. 'imprint "
+                      "inspect' on its folders lists the pairs", stacklevel=2)
+
+
 def _prepare(cell: Cell, data_file: Path, config: GridBase, cache: EmbeddingCache | None,
              encoders: dict[str, Any], log: Callable[[str], None]) -> None:
     """Embed the cell's dataset (through the cache) and save it for the workers; `encoders` keeps the
@@ -232,6 +250,7 @@ def _prepare(cell: Cell, data_file: Path, config: GridBase, cache: EmbeddingCach
         encoders[cell.encoder] = create_encoder(cell.encoder, device=config.device, runtime=config.runtime)
     log(f"embeddings of {cell.dataset.label} with {cell.encoder} (from the cache where there)")
     data = embed_dataset(encoders[cell.encoder], cell.dataset, cache)
+    _warn_of_leaks(data, cell.dataset.label)
     far = _far_datasets(cell, config)
     if far:
         log(f"unknown test images of {', '.join(d.label for d in far)} with {cell.encoder}")
