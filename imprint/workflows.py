@@ -42,7 +42,7 @@ class FitReport:
     test: FolderEvaluation | None = None
 
 
-def _split_options(options: dict[str, Any]) -> tuple[EmbedOptions, dict[str, Any]]:
+def split_options(options: dict[str, Any]) -> tuple[EmbedOptions, dict[str, Any]]:
     """(the embedding options, the classifier settings) among the keyword arguments of a workflow."""
     embedding = {name: options.pop(name) for name in list(options) if name in EMBED_OPTIONS and name != "device"}
     return EmbedOptions(**embedding, device=options.get("device", "auto")), options
@@ -70,7 +70,7 @@ def fit_folder(source: str | Path, *, output: str | Path | None = None, preset: 
     from imprint.sources import open_source, select
     from imprint.text_blend import needs_text
 
-    embedding, settings = _split_options(dict(options))
+    embedding, settings = split_options(dict(options))
     clf = ImprintClassifier(**{**(preset_settings(preset) if preset else {}), **settings, "seed": seed}).check()
     if not zero_shot and needs_text(clf.text_alpha):
         raise WorkflowError("--text-alpha weighs zero-shot text scores: add --zero-shot (with an encoder that has a "

@@ -195,8 +195,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
                    "image (default: 0.01)")
     p.add_argument("--duplicate-threshold", type=float, default=0.92,
                    help="embedding cosine from which two images may be near copies (default: 0.92)")
-    p.add_argument("--pixel-threshold", type=float, default=0.95,
-                   help="cosine of 16x16 grey thumbnails from which two images may be near copies (default: 0.95)")
+    p.add_argument("--pixel-threshold", type=float, default=0.98,
+                   help="cosine of 16x16 grey thumbnails from which two images may be near copies (default: 0.98)")
     p.add_argument("--fix", action="store_true", help="also write relabelled.csv: every support image with the "
                    "suggested label where one is flagged (your files are never changed)")
     p.add_argument("--seed", type=int, default=0, help="seed of the folds and the clustering (default: 0)")

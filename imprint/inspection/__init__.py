@@ -22,7 +22,7 @@ from imprint.errors import UserError, printable
 from imprint.inspection.report import Finding, ReportContents, is_report_folder, write_report
 
 DEFAULTS = dict(preset="gda", folds=5, reject="knn", outlier_rate=0.01, duplicate_threshold=0.92,
-                pixel_threshold=0.95, budget=50)
+                pixel_threshold=0.98, budget=50)
 
 
 class InspectError(UserError):
@@ -101,6 +101,36 @@ def _existing(names: list[str]) -> list[Path] | None:
     return paths if paths and all(p.is_file() for p in paths) else None
 
 
+def _label_rows(found: Any, proba: np.ndarray, names: list[str], codes: np.ndarray,
+                class_names: list[str]) -> list[Finding]:
+    """A `label` finding per flagged support row, with the two probabilities behind it."""
+    rows = []
+    for i in np.flatnonzero(found.flagged):
+        given, suggested = class_names[codes[i]], int(found.suggested[i])
+        rows.append(Finding(names[i], "label", float(found.score[i]), given, class_names[suggested],
+                            detail=f"p({given}) = {proba[i, codes[i]]:.3f}, p({class_names[suggested]}) = "
+                                   f"{proba[i, suggested]:.3f} from models that did not see it"))
+    return rows
+
+
+def _to_label(embedder: Any, pool_paths: list[Path], X: np.ndarray, codes: np.ndarray, class_names: list[str],
+              preset: str, budget: int, seed: int) -> list[dict[str, Any]]:
+    """The rows of to_label.csv: `budget` readable images of the pool, best first."""
+    from imprint.classifier import ImprintClassifier
+    from imprint.inspection.selection import pick_to_label
+
+    Xu, ok = embedder(pool_paths)
+    pool = [p for p, good in zip(pool_paths, ok) if good]
+    if not pool:
+        return []
+    Xu = np.asarray(Xu, dtype=np.float32)
+    model = ImprintClassifier.from_preset(preset, seed=seed).fit(X, codes)
+    picks = pick_to_label(model.predict_proba(Xu), Xu, budget, seed=seed)
+    return [{"rank": rank + 1, "path": str(pool[i]), "expected": class_names[int(e)], "uncertainty": round(float(u), 6),
+             "cluster_size": int(n)}
+            for rank, (i, u, n, e) in enumerate(zip(picks.rows, picks.uncertainty, picks.cluster_size, picks.expected))]
+
+
 def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path | None = None,
                  unlabelled: str | Path | None = None, budget: int | None = None, preset: str = DEFAULTS["preset"],
                  folds: int = DEFAULTS["folds"], reject: str = DEFAULTS["reject"],
@@ -122,11 +152,10 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
     from imprint.inspection.health import class_health
     from imprint.inspection.labels import find_label_issues
     from imprint.inspection.outliers import find_outliers
-    from imprint.inspection.selection import pick_to_label
     from imprint.predictions import list_image_paths
     from imprint.presets import preset_settings
     from imprint.sources import open_source
-    from imprint.workflows import _split_options
+    from imprint.workflows import split_options
 
     start = time.perf_counter()
     source, output = Path(source), Path(output)
@@ -137,7 +166,7 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
            thresholds=(duplicate_threshold, pixel_threshold), force=force)
     preset_settings(preset)  # an unknown preset is refused here, before any image is embedded
     ImprintClassifier.from_preset(preset, reject=reject).check()
-    options, rest = _split_options(dict(embedding))
+    options, rest = split_options(dict(embedding))
     rest.pop("device", None)  # in the embedding options too; the classifiers run where imprint chooses
     if rest:
         raise InspectError(f"unknown option(s) for inspect: {', '.join(sorted(rest))}")
@@ -161,43 +190,26 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
     label_findings = find_label_issues(proba, codes)
     outliers = find_outliers(X, codes, preset=preset, reject=reject, rate=outlier_rate, seed=seed)
     image_paths = _existing(names)
-    findings: list[Finding] = []
-    for i in np.flatnonzero(label_findings.flagged):
-        s = int(label_findings.suggested[i])
-        findings.append(Finding(names[i], "label", float(label_findings.score[i]), class_names[codes[i]],
-                                class_names[s], detail=f"p({class_names[codes[i]]}) = {proba[i, codes[i]]:.3f}, "
-                                f"p({class_names[s]}) = {proba[i, s]:.3f} from models that did not see it"))
-    for pair in find_duplicates(X, image_paths, threshold=duplicate_threshold, pixel_threshold=pixel_threshold):
-        a, b = pair.first, pair.second
-        same = "same label" if codes[a] == codes[b] else f"labelled {class_names[codes[a]]} and {class_names[codes[b]]}"
-        findings.append(Finding(names[a], "duplicate", pair.similarity, class_names[codes[a]], other_path=names[b],
-                                detail=f"{pair.how} within the support set ({same})"))
+    given = [class_names[c] for c in codes]
+    findings = _label_rows(label_findings, proba, names, codes, class_names)
+    pairs = find_duplicates(X, image_paths, threshold=duplicate_threshold, pixel_threshold=pixel_threshold)
+    findings += [Finding(names[p.first], "duplicate", p.similarity, given[p.first], other_path=names[p.second],
+                         detail=f"{p.how} within the support set ("
+                                + ("same label)" if codes[p.first] == codes[p.second]
+                                   else f"labelled {given[p.first]} and {given[p.second]})")) for p in pairs]
     if test_paths is not None:
         Xt, okt = embedder(test_paths)
         kept = [p for p, good in zip(test_paths, okt) if good]
-        for pair in find_duplicates(X, image_paths, threshold=duplicate_threshold, pixel_threshold=pixel_threshold,
-                                    other=np.asarray(Xt, dtype=np.float32), other_paths=kept):
-            findings.append(Finding(names[pair.first], "duplicate", pair.similarity, class_names[codes[pair.first]],
-                                    other_path=str(kept[pair.second]),
-                                    detail=f"leak: {pair.how} copy in the test folder"))
-    for i in np.flatnonzero(outliers.flagged):
-        findings.append(Finding(names[i], "outlier", float(outliers.score[i]), class_names[codes[i]],
-                                detail=f"{reject} unknown score {outliers.score[i]:.4g}, among the highest "
-                                       f"{outlier_rate:.1%} (from models that did not see it)"))
+        pairs = find_duplicates(X, image_paths, threshold=duplicate_threshold, pixel_threshold=pixel_threshold,
+                                other=np.asarray(Xt, dtype=np.float32), other_paths=kept)
+        findings += [Finding(names[p.first], "duplicate", p.similarity, given[p.first], other_path=str(kept[p.second]),
+                             detail=f"leak: {p.how} copy in the test folder") for p in pairs]
+    findings += [Finding(names[i], "outlier", float(outliers.score[i]), given[i],
+                         detail=f"{reject} unknown score {outliers.score[i]:.4g}, among the highest {outlier_rate:.1%} "
+                                "(from models that did not see it)") for i in np.flatnonzero(outliers.flagged)]
     order = {"label": 0, "duplicate": 1, "outlier": 2}
     findings.sort(key=lambda f: (order[f.kind], -f.score))
-
-    to_label: list[dict[str, Any]] = []
-    if pool_paths is not None:
-        Xu, oku = embedder(pool_paths)
-        pool = [p for p, good in zip(pool_paths, oku) if good]
-        if len(pool):
-            model = ImprintClassifier.from_preset(preset, seed=seed).fit(X, codes)
-            picks = pick_to_label(model.predict_proba(np.asarray(Xu, dtype=np.float32)), Xu, budget, seed=seed)
-            to_label = [{"rank": r + 1, "path": str(pool[i]), "expected": class_names[int(e)],
-                         "uncertainty": round(float(u), 6), "cluster_size": int(s)}
-                        for r, (i, u, s, e) in enumerate(zip(picks.rows, picks.uncertainty, picks.cluster_size,
-                                                             picks.expected))]
+    to_label = _to_label(embedder, pool_paths, X, codes, class_names, preset, budget, seed) if pool_paths else []
     health = [asdict(h) for h in class_health(X, codes, class_names, proba, proba_half)]
     relabelled = None
     if fix:
