@@ -2,8 +2,8 @@
 
 - labels: labels flipped at random (5% and 20%, seeds 0-2) on Fashion-MNIST (300 training images per class) and
   the textile folder (all 2,000); precision, recall and F1 of the flagged set: imprint's confident learning on
-  cross-fitted GDA probabilities against cleanlab's ``find_label_issues`` on the cross-validated probabilities of
-  a scikit-learn logistic regression on the same embeddings (5 folds both).
+  the mean of cross-fitted GDA and leave-one-out 15-NN probabilities against cleanlab's ``find_label_issues`` on
+  the cross-validated probabilities of a scikit-learn logistic regression on the same embeddings (5 folds both).
 - duplicates: near copies planted (resized to 2/3, JPEG quality 40, cropped 3% a side) of 300 Fashion-MNIST
   images among 2,000 (upscaled to 112 px) and of 150 textile images among the 2,000; recall of the planted pairs
   and the pairs found that were not planted, at the default thresholds and a sweep around them.
@@ -71,11 +71,14 @@ def prf(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
 
 
 def imprint_flags(X: np.ndarray, codes: np.ndarray) -> np.ndarray:
-    from imprint.inspection.crossfit import cross_fitted_proba
+    """What inspect_data flags: confident learning on the mean of cross-fitted GDA and k-NN probabilities."""
+    from imprint.inspection.crossfit import NEIGHBOUR_VOTES, cross_fitted_proba, neighbour_votes
+    from imprint.inspection.duplicates import neighbours, unit_rows
     from imprint.inspection.labels import find_label_issues
 
     proba = cross_fitted_proba(X, codes, codes.max() + 1, preset="gda", n_folds=5, seed=0)
-    return find_label_issues(proba, codes).flagged
+    votes = neighbour_votes(neighbours(unit_rows(X), NEIGHBOUR_VOTES)[1], codes, codes.max() + 1)
+    return find_label_issues((proba + votes) / 2, codes).flagged
 
 
 def cleanlab_flags(X: np.ndarray, codes: np.ndarray, max_iter: int = 1000) -> np.ndarray:
@@ -89,8 +92,8 @@ def cleanlab_flags(X: np.ndarray, codes: np.ndarray, max_iter: int = 1000) -> np
 
 
 def part_labels(sets: dict) -> None:
-    print("\n## Likely wrong labels: imprint (cross-fitted GDA + confident learning) vs cleanlab (cross-validated "
-          "logistic regression + find_label_issues)\n")
+    print("\n## Likely wrong labels: imprint (confident learning on cross-fitted GDA + 15-NN probabilities) vs "
+          "cleanlab (cross-validated logistic regression + find_label_issues)\n")
     print("| data | noise | imprint P / R / F1 | cleanlab P / R / F1 | F1 ratio | time ratio |")
     print("|---|---|---|---|---|---|")
     for name, (X, y) in sets.items():

@@ -56,6 +56,15 @@ def test_confident_learning_rules_on_known_probabilities():
     assert np.isnan(find_label_issues(proba, codes).score[5])  # a row nothing could judge has no score
 
 
+def test_neighbour_votes_leave_the_row_itself_out():
+    from imprint.inspection.crossfit import neighbour_votes
+
+    codes = np.array([0, 0, 1, 1])
+    indices = np.array([[0, 1, 2], [0, 1, 3], [2, 3, 1], [2, 3, -1]])  # row 1 is not first in its own list
+    votes = neighbour_votes(indices, codes, 2, k=2)
+    assert votes.tolist() == [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.0, 1.0]]
+
+
 def test_near_duplicates_within_and_across_sets_never_form_all_pairs():
     from imprint.inspection.duplicates import find_duplicates, identical_files, merge, similar_pairs, unit_rows
 

@@ -145,10 +145,17 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
     classifier cross-fitted in `folds` folds; `reject` the unknown score flagging `outlier_rate` of the support set;
     `duplicate_threshold` / `pixel_threshold` the cosines of embeddings / pixel thumbnails that make a near copy.
     Keywords: embedding options (encoder, device, runtime, cache_dir, threads, batch_size, progress, ...)."""
+    start = time.perf_counter()
+    source, output = Path(source), Path(output)
+    inputs = [Path(p) for p in (test_dir, unlabelled) if p is not None]
+    if unlabelled is not None and budget is None:
+        budget = DEFAULTS["budget"]
+    _check(source, output, inputs, budget=budget, unlabelled=unlabelled, folds=folds, outlier_rate=outlier_rate,
+           thresholds=(duplicate_threshold, pixel_threshold), force=force)
     from imprint.classifier import ImprintClassifier
     from imprint.embedder import Embedder
-    from imprint.inspection.crossfit import cross_fitted_proba
-    from imprint.inspection.duplicates import find_duplicates
+    from imprint.inspection.crossfit import NEIGHBOUR_VOTES, cross_fitted_proba, neighbour_votes
+    from imprint.inspection.duplicates import find_duplicates, neighbours, unit_rows
     from imprint.inspection.health import class_health
     from imprint.inspection.labels import find_label_issues
     from imprint.inspection.outliers import find_outliers
@@ -157,13 +164,6 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
     from imprint.sources import open_source
     from imprint.workflows import split_options
 
-    start = time.perf_counter()
-    source, output = Path(source), Path(output)
-    inputs = [Path(p) for p in (test_dir, unlabelled) if p is not None]
-    if unlabelled is not None and budget is None:
-        budget = DEFAULTS["budget"]
-    _check(source, output, inputs, budget=budget, unlabelled=unlabelled, folds=folds, outlier_rate=outlier_rate,
-           thresholds=(duplicate_threshold, pixel_threshold), force=force)
     preset_settings(preset)  # an unknown preset is refused here, before any image is embedded
     ImprintClassifier.from_preset(preset, reject=reject).check()
     options, rest = split_options(dict(embedding))
@@ -187,12 +187,15 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
 
     proba = cross_fitted_proba(X, codes, len(classes), preset=preset, n_folds=folds, seed=seed)
     proba_half = cross_fitted_proba(X, codes, len(classes), preset=preset, n_folds=2, seed=seed)
-    label_findings = find_label_issues(proba, codes)
+    near = neighbours(unit_rows(X), NEIGHBOUR_VOTES)  # one search: the k-NN votes and the duplicates
+    judged_proba = (proba + neighbour_votes(near[1], codes, len(classes))) / 2
+    label_findings = find_label_issues(judged_proba, codes)
     outliers = find_outliers(X, codes, preset=preset, reject=reject, rate=outlier_rate, seed=seed)
     image_paths = _existing(names)
     given = [class_names[c] for c in codes]
-    findings = _label_rows(label_findings, proba, names, codes, class_names)
-    pairs = find_duplicates(X, image_paths, threshold=duplicate_threshold, pixel_threshold=pixel_threshold)
+    findings = _label_rows(label_findings, judged_proba, names, codes, class_names)
+    pairs = find_duplicates(X, image_paths, threshold=duplicate_threshold, pixel_threshold=pixel_threshold,
+                            found=near)
     findings += [Finding(names[p.first], "duplicate", p.similarity, given[p.first], other_path=names[p.second],
                          detail=f"{p.how} within the support set ("
                                 + ("same label)" if codes[p.first] == codes[p.second]

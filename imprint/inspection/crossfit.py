@@ -1,5 +1,6 @@
-"""Class probabilities of every support row from a model that did not see it: stratified folds, one classifier
-of a preset per fold (the confident-learning input of ``labels`` and the confusions of ``health``)."""
+"""Class probabilities of every support row from models that did not see it: stratified folds, one classifier
+of a preset per fold (the confusions of ``health``), and the labels of its nearest other rows (leave-one-out
+k-NN votes). Their mean is what ``labels`` judges: on real embeddings it beat either alone (docs/inspect.md)."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,3 +29,19 @@ def cross_fitted_proba(X: np.ndarray, codes: np.ndarray, n_classes: int, *, pres
         judged = np.isin(codes[test], present)
         proba[test[judged]] = rows[judged]
     return proba
+
+
+NEIGHBOUR_VOTES = 15  # neighbours whose labels vote in the k-NN probabilities
+
+
+def neighbour_votes(indices: np.ndarray, codes: np.ndarray, n_classes: int, k: int = NEIGHBOUR_VOTES) -> np.ndarray:
+    """(n_rows, n_classes) share of each class among the labels of every row's k nearest other rows, from
+    `indices` (n_rows x at least k + 1 nearest rows, best first, the row itself usually among them)."""
+    n = len(indices)
+    others = indices != np.arange(n)[:, None]
+    others &= indices >= 0
+    keep = others & (np.cumsum(others, axis=1) <= k)  # the first k that are not the row itself
+    rows = np.repeat(np.arange(n), keep.sum(axis=1))
+    votes = np.zeros((n, n_classes))
+    np.add.at(votes, (rows, codes[indices[keep]]), 1.0)
+    return votes / np.maximum(votes.sum(axis=1, keepdims=True), 1.0)

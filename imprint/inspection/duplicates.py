@@ -75,14 +75,24 @@ def pixel_fingerprints(paths: Sequence[Path]) -> np.ndarray:
     return out
 
 
-def similar_pairs(first: np.ndarray, second: np.ndarray | None, threshold: float, how: str) -> list[Pair]:
+def neighbours(units: np.ndarray, k: int = CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
+    """(cosines, indices) of every unit row's max(k, CANDIDATES) + 1 nearest rows of its own set (itself
+    included), best first."""
+    return nearest(units, units, max(k, CANDIDATES) + 1)
+
+
+def similar_pairs(first: np.ndarray, second: np.ndarray | None, threshold: float, how: str,
+                  found: tuple[np.ndarray, np.ndarray] | None = None) -> list[Pair]:
     """Pairs of unit rows with cosine >= threshold that stand out from the row's neighbours: within `first`
-    (each pair once) when `second` is None, else from `first` to `second`."""
+    (each pair once) when `second` is None, else from `first` to `second`. `found`: ``neighbours(first)``
+    already computed."""
     same = second is None
     base = first if same else second
     if not len(first) or not len(base):
         return []
-    similarities, indices = nearest(first, base, CANDIDATES + int(same))
+    width = CANDIDATES + int(same)
+    similarities, indices = (found[0][:, :width], found[1][:, :width]) if found is not None else \
+        nearest(first, base, width)
     if similarities.shape[1] > CANDIDATES - 1 + int(same):  # enough neighbours to say what is ordinary here
         ordinary = 1.0 - similarities[:, -1:]
         close = (similarities >= threshold) & (1.0 - similarities <= STANDS_OUT * ordinary)
@@ -124,10 +134,13 @@ def merge(pairs: list[Pair]) -> list[Pair]:
 
 
 def find_duplicates(embeddings: np.ndarray, paths: list[Path] | None, *, threshold: float, pixel_threshold: float,
-                    other: np.ndarray | None = None, other_paths: list[Path] | None = None) -> list[Pair]:
+                    other: np.ndarray | None = None, other_paths: list[Path] | None = None,
+                    found: tuple[np.ndarray, np.ndarray] | None = None) -> list[Pair]:
     """Duplicate pairs within one set (`other` None) or from it to `other`: identical files, embedding cosine
-    >= `threshold`, pixel-thumbnail cosine >= `pixel_threshold` (the last two only where files are readable)."""
-    pairs = similar_pairs(unit_rows(embeddings), None if other is None else unit_rows(other), threshold, "embedding")
+    >= `threshold`, pixel-thumbnail cosine >= `pixel_threshold` (the last two only where files are readable).
+    `found`: the set's ``neighbours`` already computed (within one set only)."""
+    pairs = similar_pairs(unit_rows(embeddings), None if other is None else unit_rows(other), threshold, "embedding",
+                          found if other is None else None)
     if paths is not None and (other is None or other_paths is not None):
         digests = [file_digest(p) for p in paths]
         other_digests = None if other_paths is None else [file_digest(p) for p in other_paths]

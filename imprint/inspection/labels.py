@@ -1,6 +1,7 @@
 """Likely wrong labels by confident learning (Northcutt, Jiang, Chuang. JAIR 2021) on cross-fitted
-probabilities: a class's threshold is the mean probability its own rows get for it; a row whose most likely class
-among those it clears is not its given one is flagged, ranked by how little probability its given class gets."""
+probabilities: a class's threshold is the mean probability its own rows get for it; a row is flagged when its most
+likely class among those it clears is not its given one and is more probable than it; rows are ranked by how
+little probability their given class gets."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,7 +31,8 @@ def find_label_issues(proba: np.ndarray, codes: np.ndarray) -> LabelFindings:
     filled = np.where(judged[:, None], proba, 0.0)
     clears = filled >= thresholds[None, :]
     suggested = np.where(clears, filled, -1.0).argmax(axis=1)
-    flagged = judged & clears.any(axis=1) & (suggested != codes)
+    rows = np.arange(len(codes))
+    flagged = judged & clears.any(axis=1) & (suggested != codes) & (filled[rows, suggested] > filled[rows, codes])
     suggested = np.where(clears.any(axis=1), suggested, filled.argmax(axis=1))
     score = np.where(judged, 1.0 - own, np.nan)
     return LabelFindings(flagged, score, suggested, thresholds)
