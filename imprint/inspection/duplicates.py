@@ -55,18 +55,18 @@ def pixel_fingerprints(paths: Sequence[Path]) -> np.ndarray:
     """A unit-length, zero-mean grey-level thumbnail of every image (a zero row for one that cannot be read)."""
     from PIL import Image
 
+    from imprint.data.folder import load_rgb
+
     out = np.zeros((len(paths), THUMBNAIL * THUMBNAIL), dtype=np.float32)
     for row, path in enumerate(paths):
-        try:
-            with Image.open(path) as image:
-                image.draft("L", (THUMBNAIL * 4, THUMBNAIL * 4))  # JPEG: decode at a fraction of the size
-                grey = image.convert("L")
-                w, h = grey.size
-                left, top = int(w * THUMBNAIL_MARGIN), int(h * THUMBNAIL_MARGIN)
-                box = (left, top, max(w - left, left + 1), max(h - top, top + 1))
-                small = grey.crop(box).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
+        try:  # decoded as for embedding: thin images and decompression bombs are refused from the header
+            grey = load_rgb(path).convert("L")
         except Exception:  # noqa: BLE001 - an unreadable image simply has no fingerprint
             continue
+        w, h = grey.size
+        left, top = int(w * THUMBNAIL_MARGIN), int(h * THUMBNAIL_MARGIN)
+        box = (left, top, max(w - left, left + 1), max(h - top, top + 1))
+        small = grey.crop(box).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
         values = np.asarray(small, dtype=np.float32).ravel()
         values -= values.mean()
         norm = np.linalg.norm(values)

@@ -68,15 +68,13 @@ def _csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
 
 def _thumbnail(path: str) -> str:
     """A data: URI of a small JPEG of the image at `path`, or "" when it cannot be read."""
-    from PIL import Image
+    from imprint.data.folder import load_rgb
 
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (THUMB * 2, THUMB * 2))
-            small = image.convert("RGB")
-            small.thumbnail((THUMB, THUMB))
-            buffer = io.BytesIO()
-            small.save(buffer, "JPEG", quality=80)
+    try:  # decoded as for embedding: thin images and decompression bombs are refused from the header
+        small = load_rgb(Path(path))
+        small.thumbnail((THUMB, THUMB))
+        buffer = io.BytesIO()
+        small.save(buffer, "JPEG", quality=80)
     except Exception:  # noqa: BLE001 - a stored path that is gone or unreadable shows no picture
         return ""
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
