@@ -139,6 +139,9 @@ class PerImageGraph:
     def __init__(self, threads: int) -> None:
         self.threads = max(1, int(threads))
         self._pool: ThreadPoolExecutor | None = None
+        # The first image runs alone in the caller's thread: OpenVINO's Python binding sets up numpy's C API on
+        # first use behind a once-lock that deadlocks when two threads race for it (an embed hung so in a test).
+        self._started = False
 
     def _one(self, image: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -146,11 +149,16 @@ class PerImageGraph:
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         """Embeddings (float32) of a batch."""
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
+        rows = []
+        if not self._started and len(pixels):
+            rows.append(self._one(pixels[0]))
+            self._started = True
+            pixels = pixels[1:]
         if self.threads > 1 and len(pixels) > 1:
             self._pool = self._pool or ThreadPoolExecutor(self.threads, thread_name_prefix=f"imprint-{self.engine}")
-            rows = list(self._pool.map(self._one, pixels))  # the engines let go of the GIL while they run
+            rows.extend(self._pool.map(self._one, pixels))  # the engines let go of the GIL while they run
         else:
-            rows = [self._one(image) for image in pixels]
+            rows.extend(self._one(image) for image in pixels)
         return np.stack(rows).astype(np.float32, copy=False) if rows else np.zeros((0, self.width), np.float32)
 
 
