@@ -257,3 +257,31 @@ def test_cache_clear_removes_the_graphs_and_nothing_else(tmp_path, encoders, mon
     code, out, _ = run(capsys, "cache", "clear")
     assert code == 0 and "removed 1 encoder graphs" in out
     assert [p.name for p in (tmp_path / "graphs").iterdir()] == ["notes.graph"]
+
+
+def test_a_graph_runs_its_first_image_alone_in_the_callers_thread():
+    """OpenVINO's binding sets up numpy's C API once, behind a lock two racing threads deadlock on (an embed hung
+    so): the first image must run before the pool starts."""
+    import threading
+
+    from imprint.encoders.runtime import PerImageGraph
+
+    class Recorder(PerImageGraph):
+        width = 2
+
+        def __init__(self) -> None:
+            super().__init__(threads=2)
+            self.calls: list[tuple[str, int]] = []
+
+        def _one(self, image: np.ndarray) -> np.ndarray:
+            self.calls.append((threading.current_thread().name, len(self.calls)))
+            return image.reshape(-1)[:2]
+
+    graph = Recorder()
+    out = graph(np.arange(8, dtype=np.float32).reshape(4, 2))
+    assert graph.calls[0][0] == threading.current_thread().name
+    assert all(name.startswith("imprint-") for name, _ in graph.calls[1:])  # the rest in the pool
+    np.testing.assert_array_equal(out, np.arange(8, dtype=np.float32).reshape(4, 2))  # order kept
+    graph.calls.clear()
+    graph(np.zeros((3, 2), dtype=np.float32))
+    assert all(name.startswith("imprint-") for name, _ in graph.calls)  # later batches: all in the pool
