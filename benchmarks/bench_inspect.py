@@ -115,13 +115,15 @@ def part_labels(sets: dict) -> None:
 
 def _plant(images: list, folder: Path, crop: float = 0.03) -> list[tuple[Path, Path]]:
     """Three near copies of every (path, PIL image) pair written under `folder`: (original, copy) pairs."""
+    from PIL import Image
+
     pairs = []
     for path, image in images:
         w, h = image.size
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, "JPEG", quality=40)
         copies = {"resized": image.resize((w * 2 // 3, h * 2 // 3)),
-                  "jpeg": __import__("PIL.Image").Image.open(io.BytesIO(buffer.getvalue())),
+                  "jpeg": Image.open(io.BytesIO(buffer.getvalue())),
                   "cropped": image.crop((int(w * crop), int(h * crop), int(w * (1 - crop)), int(h * (1 - crop))))}
         for kind, copy in copies.items():
             target = folder / f"{path.stem}_{kind}.png"

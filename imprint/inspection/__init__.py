@@ -51,7 +51,6 @@ def _check(source: Path, output: Path, inputs: list[Path], *, budget: int | None
            outlier_rate: float, thresholds: tuple[float, float], force: bool) -> None:
     """Refuse, in one line and before any work, what cannot be inspected or written."""
     from imprint.outputs import check_output_folder
-    from imprint.presets import preset_settings  # noqa: F401 - imported for its check below
 
     if budget is not None and unlabelled is None:
         raise InspectError("--budget picks images to label from --unlabelled DIR; give that folder too")

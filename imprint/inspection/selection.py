@@ -40,6 +40,7 @@ def pick_to_label(proba: np.ndarray, embeddings: np.ndarray, budget: int, seed: 
     labelled support, and its `embeddings`), ranked best first."""
     from imprint.clustering import batched_kmeans
     from imprint.inspection.duplicates import unit_rows
+    from imprint.search import nearest
 
     n = len(embeddings)
     budget = min(int(budget), n)
@@ -48,15 +49,8 @@ def pick_to_label(proba: np.ndarray, embeddings: np.ndarray, budget: int, seed: 
     units = unit_rows(embeddings)
     clusters = batched_kmeans(torch.from_numpy(units), torch.tensor([n]), budget, seed=seed, with_inertia=False)
     centres = clusters.centroids.numpy().astype(np.float32)
-    closeness = units @ centres.T if n * len(centres) <= 1 << 26 else None
-    if closeness is None:  # large sets: nearest centre by exact search, in blocks
-        from imprint.search import nearest
-
-        similarity, assigned = nearest(units, unit_rows(centres), 1)
-        similarity, assigned = similarity[:, 0], assigned[:, 0]
-    else:
-        assigned = closeness.argmax(axis=1)
-        similarity = closeness[np.arange(n), assigned]
+    similarity, assigned = nearest(units, centres, 1)  # the centre of largest inner product, in blocks
+    similarity, assigned = similarity[:, 0], assigned[:, 0]
     sizes = np.bincount(assigned, minlength=len(centres))
     merit = UNCERTAINTY_WEIGHT * _within_rank(uncertainty, assigned) + \
         (1 - UNCERTAINTY_WEIGHT) * _within_rank(similarity, assigned)
