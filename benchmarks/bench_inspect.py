@@ -73,11 +73,12 @@ def prf(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
 def imprint_flags(X: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """What inspect_data flags: confident learning on the mean of cross-fitted GDA and k-NN probabilities."""
     from imprint.inspection.crossfit import NEIGHBOUR_VOTES, cross_fitted_proba, neighbour_votes
-    from imprint.inspection.duplicates import neighbours, unit_rows
+    from imprint.inspection.duplicates import unit_rows
     from imprint.inspection.labels import find_label_issues
+    from imprint.search import nearest_within
 
     proba = cross_fitted_proba(X, codes, codes.max() + 1, preset="gda", n_folds=5, seed=0)
-    votes = neighbour_votes(neighbours(unit_rows(X), NEIGHBOUR_VOTES)[1], codes, codes.max() + 1)
+    votes = neighbour_votes(nearest_within(unit_rows(X), NEIGHBOUR_VOTES + 1)[1], codes, codes.max() + 1)
     return find_label_issues((proba + votes) / 2, codes).flagged
 
 
@@ -118,7 +119,7 @@ def _plant(images: list, folder: Path, crop: float = 0.03) -> list[tuple[Path, P
     from PIL import Image
 
     pairs = []
-    for path, image in images:
+    for number, (path, image) in enumerate(images):  # numbered: two folders may hold one file name
         w, h = image.size
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, "JPEG", quality=40)
@@ -126,7 +127,7 @@ def _plant(images: list, folder: Path, crop: float = 0.03) -> list[tuple[Path, P
                   "jpeg": Image.open(io.BytesIO(buffer.getvalue())),
                   "cropped": image.crop((int(w * crop), int(h * crop), int(w * (1 - crop)), int(h * (1 - crop))))}
         for kind, copy in copies.items():
-            target = folder / f"{path.stem}_{kind}.png"
+            target = folder / f"{number:04d}_{path.stem}_{kind}.png"
             copy.convert("RGB").save(target)
             pairs.append((path, target))
     return pairs
@@ -138,11 +139,11 @@ def part_duplicates(textile_paths: list[Path]) -> None:
     from imprint.data.builtin import load_dataset
     from imprint.embedder import Embedder, EmbedOptions
     from imprint.inspection import DEFAULTS
-    from imprint.inspection.duplicates import find_duplicates
+    from imprint.inspection.duplicates import COARSE_THRESHOLD, find_duplicates
 
     print("\n## Planted near duplicates (resized to 2/3, JPEG quality 40, cropped 3% a side)\n")
-    print(f"Defaults: embedding cosine >= {DEFAULTS['duplicate_threshold']}, pixel-thumbnail cosine >= "
-          f"{DEFAULTS['pixel_threshold']}, identical files.\n")
+    print(f"Defaults: embedding cosine >= {DEFAULTS['duplicate_threshold']}, 16 x 16 pixel-thumbnail cosine >= "
+          f"{DEFAULTS['pixel_threshold']}, 8 x 8 >= {COARSE_THRESHOLD}, identical files.\n")
     print("| data | images | planted pairs | recall (resized / jpeg / cropped) | pairs found not planted |")
     print("|---|---|---|---|---|")
     embed = Embedder(EmbedOptions(progress=False))

@@ -65,6 +65,39 @@ def test_neighbour_votes_leave_the_row_itself_out():
     assert votes.tolist() == [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.0, 1.0]]
 
 
+def test_approximate_search_of_a_large_set_finds_most_true_neighbours(real_embeddings, monkeypatch):
+    from imprint import search
+    from imprint.inspection.duplicates import unit_rows
+
+    X = unit_rows(real_embeddings("fashion_mnist")[0])  # 3,000 real embeddings
+    exact_s, exact_i, how = search.nearest_within(X, 16)
+    assert how == "exact"
+    monkeypatch.setattr(search, "EXACT_LIMIT", 1000)
+    found_s, found_i, how = search.nearest_within(X, 16)
+    assert how.startswith("approximate") and found_i.shape == (len(X), 16)
+    recall = np.mean([len(set(a) & set(b)) / 16 for a, b in zip(found_i.tolist(), exact_i.tolist())])
+    assert recall >= 0.9, recall  # measured 0.998 (candidates from 128 principal directions)
+    assert np.all(np.diff(found_s, axis=1) <= 1e-6)  # best first
+    true_s = np.einsum("nd,nkd->nk", X, X[found_i])  # the similarities given are those of the rows named
+    np.testing.assert_allclose(found_s, true_s, atol=1e-4)
+    assert np.all(found_s <= exact_s + 1e-4)  # never better than the true neighbours
+
+
+def test_knn_outlier_scores_from_the_shared_search_are_the_classifiers(real_embeddings):
+    from imprint.inspection.duplicates import unit_rows
+    from imprint.inspection.outliers import classifier_scores, knn_scores, knn_width
+    from imprint.search import nearest_within
+
+    X, y, _, _ = real_embeddings("fashion_mnist")
+    rows = np.concatenate([np.flatnonzero(y == c)[:120] for c in np.unique(y)])
+    X, codes = X[rows], y[rows]
+    width = knn_width("gda", "knn", codes)
+    assert width == 13 and knn_width("tukey_gda", "knn", codes) == 0 and knn_width("gda", "energy", codes) == 0
+    shared = knn_scores(nearest_within(unit_rows(X), 16)[0], width)
+    theirs = classifier_scores(X, codes, preset="gda", reject="knn", rate=0.01, seed=0)
+    np.testing.assert_allclose(shared, theirs, atol=1e-5)
+
+
 def test_near_duplicates_within_and_across_sets_never_form_all_pairs():
     from imprint.inspection.duplicates import find_duplicates, identical_files, merge, similar_pairs, unit_rows
 
@@ -81,6 +114,22 @@ def test_near_duplicates_within_and_across_sets_never_form_all_pairs():
     kept = merge(pairs + identical_files([None] * 3 + ["x"] + [None] * 6 + ["x"], None))
     assert len(kept) == 1 and kept[0].how == "identical file"
     assert find_duplicates(X[:0], None, threshold=0.9, pixel_threshold=0.9) == []
+
+
+def test_a_slight_crop_of_a_texture_is_found_by_the_coarse_thumbnail(tmp_path):
+    from imprint.data.builtin import folder_of
+    from imprint.data.folder import scan_folder
+    from imprint.inspection.duplicates import COARSE, find_duplicates
+
+    textures = scan_folder(folder_of("textile")).paths[:40]  # real simulated textile images, noise-like
+    image = Image.open(textures[7])
+    w, h = image.size
+    crop = tmp_path / "crop.png"
+    image.crop((int(w * 0.03), int(h * 0.03), int(w * 0.97), int(h * 0.97))).save(crop)
+    paths = [*textures, crop]
+    unrelated = np.eye(len(paths), dtype=np.float32)  # embeddings that find nothing: the pixels must
+    pairs = find_duplicates(unrelated, paths, threshold=0.92, pixel_threshold=0.98)
+    assert [(p.first, p.second, p.how) for p in pairs] == [(7, len(textures), COARSE.how)]
 
 
 def test_picks_cover_the_clusters_and_respect_the_budget():

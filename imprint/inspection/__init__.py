@@ -154,12 +154,13 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
     from imprint.classifier import ImprintClassifier
     from imprint.embedder import Embedder
     from imprint.inspection.crossfit import NEIGHBOUR_VOTES, cross_fitted_proba, neighbour_votes
-    from imprint.inspection.duplicates import find_duplicates, neighbours, unit_rows
+    from imprint.inspection.duplicates import CANDIDATES, COARSE_THRESHOLD, find_duplicates, unit_rows
     from imprint.inspection.health import class_health
     from imprint.inspection.labels import find_label_issues
-    from imprint.inspection.outliers import find_outliers
+    from imprint.inspection.outliers import classifier_scores, flag_outliers, knn_scores, knn_width
     from imprint.predictions import list_image_paths
     from imprint.presets import preset_settings
+    from imprint.search import nearest_within
     from imprint.sources import open_source
     from imprint.workflows import split_options
 
@@ -186,15 +187,19 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
 
     proba = cross_fitted_proba(X, codes, len(classes), preset=preset, n_folds=folds, seed=seed)
     proba_half = cross_fitted_proba(X, codes, len(classes), preset=preset, n_folds=2, seed=seed)
-    near = neighbours(unit_rows(X), NEIGHBOUR_VOTES)  # one search: the k-NN votes and the duplicates
+    knn_columns = knn_width(preset, reject, codes)
+    # one search serves the k-NN votes, the duplicates and (for the knn score) the outliers
+    *near, search = nearest_within(unit_rows(X), max(NEIGHBOUR_VOTES, CANDIDATES, knn_columns) + 1)
     judged_proba = (proba + neighbour_votes(near[1], codes, len(classes))) / 2
     label_findings = find_label_issues(judged_proba, codes)
-    outliers = find_outliers(X, codes, preset=preset, reject=reject, rate=outlier_rate, seed=seed)
+    outlier_scores = knn_scores(near[0], knn_columns) if knn_columns else \
+        classifier_scores(X, codes, preset=preset, reject=reject, rate=outlier_rate, seed=seed)
+    outliers = flag_outliers(outlier_scores, reject=reject, rate=outlier_rate)
     image_paths = _existing(names)
     given = [class_names[c] for c in codes]
     findings = _label_rows(label_findings, judged_proba, names, codes, class_names)
     pairs = find_duplicates(X, image_paths, threshold=duplicate_threshold, pixel_threshold=pixel_threshold,
-                            found=near)
+                            found=tuple(near))
     findings += [Finding(names[p.first], "duplicate", p.similarity, given[p.first], other_path=names[p.second],
                          detail=f"{p.how} within the support set ("
                                 + ("same label)" if codes[p.first] == codes[p.second]
@@ -219,8 +224,9 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
         relabelled = [(names[i], class_names[int(suggested[i])]) for i in range(len(names))]
     settings = {"preset": preset, "folds": folds, "reject": reject, "outlier_rate": outlier_rate,
                 "outlier_threshold": outliers.threshold if math.isfinite(outliers.threshold) else None,
-                "duplicate_threshold": duplicate_threshold, "pixel_threshold": pixel_threshold, "seed": seed,
-                "n_support": len(X), "encoder": encoder_id,
+                "duplicate_threshold": duplicate_threshold, "pixel_threshold": pixel_threshold,
+                "coarse_pixel_threshold": COARSE_THRESHOLD, "seed": seed,
+                "n_support": len(X), "encoder": encoder_id, "neighbour_search": search,
                 "label_thresholds": {n: round(float(t), 6) for n, t in zip(class_names, label_findings.thresholds)
                                      if math.isfinite(t)}}
     contents = ReportContents(data.description, findings, health, to_label, settings, relabelled)

@@ -1,10 +1,13 @@
 """Exact and near duplicates, within one set or across two (support and test: a leak): identical files by
-content digest; near copies (resized, re-encoded, cropped) by the cosine of their embeddings or of a small
-grey-level thumbnail of their pixels. A pair is a near copy when its cosine is at least the stated threshold and
-it stands out from the row's neighbourhood: its distance (1 - cosine) at most STANDS_OUT times that of the row's
-CANDIDATES-th nearest neighbour, so that sets of look-alike images (simulated textures, where distinct images
-have embedding cosines of 0.99) do not turn into thousands of pairs. Nearest neighbours come from exact search
-(FAISS when installed) over CANDIDATES per row: memory grows with rows x CANDIDATES, never rows squared."""
+content digest; near copies (resized, re-encoded, cropped) by the cosine of their embeddings or of grey-level
+thumbnails of their pixels at two scales. A pair is a near copy when its cosine is at least the stated threshold
+and it stands out from the row's neighbourhood: its distance (1 - cosine) at most a share (STANDS_OUT) of that
+of the row's CANDIDATES-th nearest neighbour, so that sets of look-alike images (simulated textures, where
+distinct images have embedding cosines of 0.99) do not turn into thousands of pairs. The coarse thumbnail finds
+crops the others miss (a texture's 3% crop: embedding cosine 0.90-0.96 where distinct textures have 0.99, fine
+thumbnail 0.79) and must stand out twice as far. Nearest neighbours come from ``imprint.search`` (exact, or
+approximate for a large set within itself) over CANDIDATES per row: memory grows with rows x CANDIDATES, never
+rows squared."""
 from __future__ import annotations
 
 import hashlib
@@ -14,18 +17,33 @@ from pathlib import Path
 
 import numpy as np
 
-from imprint.search import nearest
+from imprint.search import nearest, nearest_within
 
-THUMBNAIL = 16  # side of the grey-level pixel fingerprint
-THUMBNAIL_MARGIN = 0.04  # trimmed from every side first, so a slight crop or border moves it little
 CANDIDATES = 10  # nearest neighbours examined per row
 STANDS_OUT = 0.5  # a near copy is at most this share of the distance to the row's CANDIDATES-th neighbour
 
 
 @dataclass(frozen=True)
+class Thumbnail:
+    """A pixel fingerprint: a `side` x `side` grey thumbnail after trimming `margin` of every side (so a slight
+    crop or border moves it little); `how` names its pairs, `stands_out` is their STANDS_OUT."""
+
+    how: str
+    side: int
+    margin: float
+    stands_out: float
+
+
+FINE = Thumbnail("pixels", 16, 0.04, STANDS_OUT)  # its threshold: the caller's pixel_threshold (0.98)
+COARSE = Thumbnail("coarse pixels", 8, 0.10, 0.25)
+COARSE_THRESHOLD = 0.85  # measured: textile crops 0.86-0.95, distinct textures near 0 (docs/inspect.md)
+
+
+@dataclass(frozen=True)
 class Pair:
     """Rows `first` (of the first set) and `second` (of the second, or the same set) judged copies: `how` is
-    "identical file", "embedding" or "pixels", `similarity` the cosine that judged them (1 for identical)."""
+    "identical file", "embedding", "pixels" or "coarse pixels", `similarity` the cosine that judged them (1 for
+    identical files)."""
 
     first: int
     second: int
@@ -51,51 +69,50 @@ def file_digest(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def pixel_fingerprints(paths: Sequence[Path]) -> np.ndarray:
-    """A unit-length, zero-mean grey-level thumbnail of every image (a zero row for one that cannot be read)."""
+def pixel_fingerprints(paths: Sequence[Path],
+                       kinds: Sequence[Thumbnail] = (FINE, COARSE)) -> list[np.ndarray]:
+    """Per kind of thumbnail, a unit-length, zero-mean grey-level thumbnail of every image (a zero row for one
+    that cannot be read or is flat); every image decoded once."""
     from PIL import Image
 
     from imprint.data.folder import load_rgb
 
-    out = np.zeros((len(paths), THUMBNAIL * THUMBNAIL), dtype=np.float32)
+    out = [np.zeros((len(paths), kind.side * kind.side), dtype=np.float32) for kind in kinds]
     for row, path in enumerate(paths):
         try:  # decoded as for embedding: thin images and decompression bombs are refused from the header
             grey = load_rgb(path).convert("L")
         except Exception:  # noqa: BLE001 - an unreadable image simply has no fingerprint
             continue
         w, h = grey.size
-        left, top = int(w * THUMBNAIL_MARGIN), int(h * THUMBNAIL_MARGIN)
-        box = (left, top, max(w - left, left + 1), max(h - top, top + 1))
-        small = grey.crop(box).resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BOX)
-        values = np.asarray(small, dtype=np.float32).ravel()
-        values -= values.mean()
-        norm = np.linalg.norm(values)
-        if norm > 1e-3:  # a flat image has no pattern to match
-            out[row] = values / norm
+        for kind, fingerprints in zip(kinds, out):
+            left, top = int(w * kind.margin), int(h * kind.margin)
+            box = (left, top, max(w - left, left + 1), max(h - top, top + 1))
+            small = grey.crop(box).resize((kind.side, kind.side), Image.Resampling.BOX)
+            values = np.asarray(small, dtype=np.float32).ravel()
+            values -= values.mean()
+            norm = np.linalg.norm(values)
+            if norm > 1e-3:  # a flat image has no pattern to match
+                fingerprints[row] = values / norm
     return out
 
 
-def neighbours(units: np.ndarray, k: int = CANDIDATES) -> tuple[np.ndarray, np.ndarray]:
-    """(cosines, indices) of every unit row's max(k, CANDIDATES) + 1 nearest rows of its own set (itself
-    included), best first."""
-    return nearest(units, units, max(k, CANDIDATES) + 1)
-
-
 def similar_pairs(first: np.ndarray, second: np.ndarray | None, threshold: float, how: str,
-                  found: tuple[np.ndarray, np.ndarray] | None = None) -> list[Pair]:
-    """Pairs of unit rows with cosine >= threshold that stand out from the row's neighbours: within `first`
-    (each pair once) when `second` is None, else from `first` to `second`. `found`: ``neighbours(first)``
-    already computed."""
+                  found: tuple[np.ndarray, np.ndarray] | None = None, stands_out: float = STANDS_OUT) -> list[Pair]:
+    """Pairs of unit rows with cosine >= threshold that stand out from the row's neighbours (distance at most
+    `stands_out` times the CANDIDATES-th neighbour's): within `first` (each pair once) when `second` is None,
+    else from `first` to `second`. `found`: (cosines, indices) of
+    at least CANDIDATES + 1 nearest rows of `first` within itself, already searched."""
     same = second is None
     base = first if same else second
     if not len(first) or not len(base):
         return []
     width = CANDIDATES + int(same)
-    similarities, indices = (found[0][:, :width], found[1][:, :width]) if found is not None else \
-        nearest(first, base, width)
+    if found is None:
+        found = nearest_within(first, width)[:2] if same else nearest(first, base, width)
+    similarities, indices = found[0][:, :width], found[1][:, :width]
     if similarities.shape[1] > CANDIDATES - 1 + int(same):  # enough neighbours to say what is ordinary here
         ordinary = 1.0 - similarities[:, -1:]
-        close = (similarities >= threshold) & (1.0 - similarities <= STANDS_OUT * ordinary)
+        close = (similarities >= threshold) & (1.0 - similarities <= stands_out * ordinary)
     else:
         close = similarities >= threshold
     pairs = []
@@ -126,7 +143,7 @@ def identical_files(first: list[str | None], second: list[str | None] | None) ->
 
 def merge(pairs: list[Pair]) -> list[Pair]:
     """One pair per (first, second): identical files first, then the most similar."""
-    order = {"identical file": 0, "embedding": 1, "pixels": 2}
+    order = {"identical file": 0, "embedding": 1, FINE.how: 2, COARSE.how: 3}
     best: dict[tuple[int, int], Pair] = {}
     for pair in sorted(pairs, key=lambda p: (order[p.how], -p.similarity)):
         best.setdefault((pair.first, pair.second), pair)
@@ -137,8 +154,9 @@ def find_duplicates(embeddings: np.ndarray, paths: list[Path] | None, *, thresho
                     other: np.ndarray | None = None, other_paths: list[Path] | None = None,
                     found: tuple[np.ndarray, np.ndarray] | None = None) -> list[Pair]:
     """Duplicate pairs within one set (`other` None) or from it to `other`: identical files, embedding cosine
-    >= `threshold`, pixel-thumbnail cosine >= `pixel_threshold` (the last two only where files are readable).
-    `found`: the set's ``neighbours`` already computed (within one set only)."""
+    >= `threshold`, fine pixel-thumbnail cosine >= `pixel_threshold`, coarse >= COARSE_THRESHOLD (the last three
+    only where files are readable).
+    `found`: the set's nearest rows already searched (within one set only)."""
     pairs = similar_pairs(unit_rows(embeddings), None if other is None else unit_rows(other), threshold, "embedding",
                           found if other is None else None)
     if paths is not None and (other is None or other_paths is not None):
@@ -146,6 +164,7 @@ def find_duplicates(embeddings: np.ndarray, paths: list[Path] | None, *, thresho
         other_digests = None if other_paths is None else [file_digest(p) for p in other_paths]
         pairs += identical_files(digests, other_digests)
         thumbs = pixel_fingerprints(paths)
-        other_thumbs = None if other_paths is None else pixel_fingerprints(other_paths)
-        pairs += similar_pairs(thumbs, other_thumbs, pixel_threshold, "pixels")
+        other_thumbs = [None, None] if other_paths is None else pixel_fingerprints(other_paths)
+        for kind, cut, mine, theirs in zip((FINE, COARSE), (pixel_threshold, COARSE_THRESHOLD), thumbs, other_thumbs):
+            pairs += similar_pairs(mine, theirs, cut, kind.how, stands_out=kind.stands_out)
     return merge(pairs)

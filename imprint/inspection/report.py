@@ -104,8 +104,10 @@ def _page(contents: ReportContents, thumbnails: bool) -> str:
              "labels: confident learning (a class's threshold is the mean probability its own images get). "
              f"Outliers: the {settings['outlier_rate']:.1%} of the support set (at least one image) with the highest "
              f"{esc(str(settings['reject']))} unknown scores (from {threshold}). Duplicates: "
-             f"identical files, embedding cosine &ge; {settings['duplicate_threshold']}, or pixel-thumbnail cosine "
-             f"&ge; {settings['pixel_threshold']}.</p>"]
+             f"identical files, embedding cosine &ge; {settings['duplicate_threshold']}, 16 x 16 pixel-thumbnail "
+             f"cosine &ge; {settings['pixel_threshold']} or 8 x 8 &ge; {settings['coarse_pixel_threshold']}, where "
+             "the pair also stands out from each image's nearest neighbours. Neighbour search: "
+             f"{esc(str(settings['neighbour_search']))}.</p>"]
     titles = {"label": ("Likely wrong labels", ["image", "path", "given", "suggested", "score"]),
               "duplicate": ("Duplicates and leaks", ["images", "path", "other path", "how", "similarity"]),
               "outlier": ("Outliers (look like no class)", ["image", "path", "label", "unknown score"])}

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -110,6 +111,11 @@ KNN_K = Setting("knn_k", int, AUTO, "knn: which nearest support sample's similar
                 low=1, auto=True)
 
 
+def auto_knn_k(counts: np.ndarray) -> int:
+    """knn_k "auto" for classes of `counts` support samples: a tenth of the smallest class, from 1 to 50."""
+    return max(1, min(50, int(np.min(counts)) // 10))
+
+
 @REJECTORS.register("knn", settings=[*COMMON, KNN_K])
 class KNN(Rejector):
     """Minus the cosine similarity to the k-th nearest support sample in the classifier's query space."""
@@ -125,7 +131,7 @@ class KNN(Rejector):
         with torch.no_grad():
             self.support = unit_rows(model.norm_inf(X.to(model.proxies.dtype))).contiguous()
         if self.k == AUTO:
-            self.k = max(1, min(50, int(torch.bincount(codes).min()) // 10))
+            self.k = auto_knn_k(torch.bincount(codes).cpu().numpy())
         self.k = min(int(self.k), len(self.support))
         self.options_ = {"knn_k": self.k}
         return self
