@@ -66,8 +66,12 @@ def encoder_alone(images: int) -> list[tuple[str, float, float]]:
     paths = sorted(TEXTILES.glob("*/*.jpg"))[::len(list(TEXTILES.glob("*/*.jpg"))) // images][:images]
     pixels = torch.stack([on_torch.transform(load_rgb(p)) for p in paths])
     runs = {"torch eager (imprint before)": lambda p: np.concatenate([on_torch.encode_batch(b) for b in p.split(64)])}
-    for runtime, label in (("onnx", "imprint on ONNX Runtime"), ("openvino", "imprint on OpenVINO fp32"),
-                           ("auto", "imprint, auto")):
+    from imprint.encoders.runtime import cpu_has_bf16
+
+    engines = [("onnx", "imprint on ONNX Runtime"), ("openvino", "imprint on OpenVINO fp32"), ("auto", "imprint, auto")]
+    if cpu_has_bf16():
+        engines.append(("openvino-bf16", "imprint on OpenVINO bf16 (`--runtime openvino-bf16`, lower precision)"))
+    for runtime, label in engines:
         encoder = create_encoder("lite0", device="cpu", runtime=runtime)
         if runtime == "auto":
             label += f" (chose {encoder.runtime_id.split('-')[0]})"
@@ -136,12 +140,27 @@ def cold_start(code: Path | None, work: Path) -> float:
     return fit_seconds(code, small, work)
 
 
+def print_encoder_table(images: int) -> None:
+    """The encoder-alone table: every runtime's rate against torch eager and against the fastest fp32 one."""
+    print("| runtime | images/s | vs torch eager | vs the fastest fp32 | least cosine to torch |\n"
+          "|---|---|---|---|---|")
+    results = encoder_alone(images)
+    fastest = max(rate for name, rate, _ in results if "precision" not in name)
+    for name, rate, cosine in results:
+        print(f"| {name} | {rate:.1f} | {rate / results[0][1]:.2f}x | {rate / fastest:.2f} | {cosine:.6f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--baseline", default=BASELINE, help="git ref of the code to compare with")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--encoder-images", type=int, default=256)
+    parser.add_argument("--encoder-only", action="store_true", help="only the table of the encoder alone")
     args = parser.parse_args()
+    if args.encoder_only:
+        print(environment() + "\n")
+        print_encoder_table(args.encoder_images)
+        return
     print("## `imprint fit` on a folder: end to end, encoder alone, cold start\n\n" + environment() + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -175,13 +194,8 @@ def main() -> None:
             before, after = (statistics.median(s[i] for s in starts) for i in (0, 1))
             print(f"\n### Cold start: `imprint fit` on 10 images, process start to exit\n\n| baseline | now | "
                   f"speed-up |\n|---|---|---|\n| {before:.2f} s | {after:.2f} s | {before / after:.2f}x |")
-            print(f"\n### The encoder alone: {args.encoder_images} preprocessed images, best of 3\n\n"
-                  "| runtime | images/s | vs torch eager | vs the fastest fp32 | least cosine to torch |\n"
-                  "|---|---|---|---|---|")
-            results = encoder_alone(args.encoder_images)
-            fastest = max(rate for name, rate, _ in results if "default precision" not in name)
-            for name, rate, cosine in results:
-                print(f"| {name} | {rate:.1f} | {rate / results[0][1]:.2f}x | {rate / fastest:.2f} | {cosine:.6f} |")
+            print(f"\n### The encoder alone: {args.encoder_images} preprocessed images, best of 3\n")
+            print_encoder_table(args.encoder_images)
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT, capture_output=True)
 

@@ -57,9 +57,11 @@ def add_encoding_options(parser: argparse.ArgumentParser, serving: bool = False)
                         help="encoder id, e.g. timm:tf_efficientnet_lite0 (default), lite1, lite2, "
                              "open_clip:ViT-B-32/laion2b_s34b_b79k")
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
-    parser.add_argument("--runtime", choices=["auto", "torch", "onnx", "openvino"], default="auto",
+    parser.add_argument("--runtime", choices=["auto", "torch", "onnx", "openvino", "openvino-bf16"], default="auto",
                         help="what runs the encoder: auto (on the CPU the faster of ONNX Runtime and OpenVINO, "
-                             "measured once per machine, 2-3x torch; torch on a GPU), torch, onnx, openvino")
+                             "measured once per machine, 2-3x torch; torch on a GPU), torch, onnx, openvino, or "
+                             "openvino-bf16 (lower precision, asked for by name only: about 2x openvino on CPUs "
+                             "with AMX, other embeddings)")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for the encoder (default: the cores not busy with other work)")
     if serving:

@@ -51,8 +51,8 @@ class Encoder(ABC):
     _graphs: dict[tuple[int, int], Any] | None = None
 
     def use_runtime(self, runtime: str) -> Encoder:
-        """Run the network on `runtime` (auto, torch, onnx, openvino; see imprint.encoders.runtime); returns
-        self."""
+        """Run the network on `runtime` (auto, torch, onnx, openvino, openvino-bf16; see
+        imprint.encoders.runtime); returns self."""
         from imprint.encoders.runtime import resolve_runtime
 
         self.runtime, self._graphs = resolve_runtime(runtime, self.device.type), None
@@ -65,13 +65,13 @@ class Encoder(ABC):
 
     @property
     def runtime_id(self) -> str:
-        """The runtime and its version ("torch", "onnxruntime 1.20.1", "openvino 2026.4.1"): embedding caches and
+        """The runtime and its version ("torch", "onnxruntime 1.20.1", "openvino 2026.4.1", "openvino 2026.4.1
+        bf16"): embedding caches and
         stores are kept apart per runtime. With ``fastest`` the graph is opened (and the engines measured, once
         per machine) to know which it is."""
-        from imprint.encoders.runtime import PACKAGES, engine_version
+        from imprint.encoders.runtime import runtime_label
 
-        engine = self.engine
-        return "torch" if engine == "torch" else f"{PACKAGES[engine]} {engine_version(engine)}"
+        return runtime_label(self.engine)
 
     @property
     def engine(self) -> str:
