@@ -5,7 +5,9 @@ and it stands out from the row's neighbourhood: its distance (1 - cosine) at mos
 of the row's CANDIDATES-th nearest neighbour, so that sets of look-alike images (simulated textures, where
 distinct images have embedding cosines of 0.99) do not turn into thousands of pairs. The coarse thumbnail finds
 crops the others miss (a texture's 3% crop: embedding cosine 0.90-0.96 where distinct textures have 0.99, fine
-thumbnail 0.79) and must stand out twice as far. Nearest neighbours come from ``imprint.search`` (exact, or
+thumbnail 0.79); it must stand out twice as far, and it speaks only for images whose neighbours are unlike them
+at that scale (natural images of one class look alike at 8 x 8: on the bundled folder it named 24 look-alike
+pairs before this rule, 1 after). Nearest neighbours come from ``imprint.search`` (exact, or
 approximate for a large set within itself) over CANDIDATES per row: memory grows with rows x CANDIDATES, never
 rows squared."""
 from __future__ import annotations
@@ -26,16 +28,18 @@ STANDS_OUT = 0.5  # a near copy is at most this share of the distance to the row
 @dataclass(frozen=True)
 class Thumbnail:
     """A pixel fingerprint: a `side` x `side` grey thumbnail after trimming `margin` of every side (so a slight
-    crop or border moves it little); `how` names its pairs, `stands_out` is their STANDS_OUT."""
+    crop or border moves it little); `how` names its pairs, `stands_out` is their STANDS_OUT, and only rows
+    whose CANDIDATES-th neighbour is at cosine <= `sparse_at_most` get pairs from it."""
 
     how: str
     side: int
     margin: float
     stands_out: float
+    sparse_at_most: float = 1.0
 
 
 FINE = Thumbnail("pixels", 16, 0.04, STANDS_OUT)  # its threshold: the caller's pixel_threshold (0.98)
-COARSE = Thumbnail("coarse pixels", 8, 0.10, 0.25)
+COARSE = Thumbnail("coarse pixels", 8, 0.10, 0.25, sparse_at_most=0.5)
 COARSE_THRESHOLD = 0.85  # measured: textile crops 0.86-0.95, distinct textures near 0 (docs/inspect.md)
 
 
@@ -97,10 +101,11 @@ def pixel_fingerprints(paths: Sequence[Path],
 
 
 def similar_pairs(first: np.ndarray, second: np.ndarray | None, threshold: float, how: str,
-                  found: tuple[np.ndarray, np.ndarray] | None = None, stands_out: float = STANDS_OUT) -> list[Pair]:
+                  found: tuple[np.ndarray, np.ndarray] | None = None, stands_out: float = STANDS_OUT,
+                  sparse_at_most: float = 1.0) -> list[Pair]:
     """Pairs of unit rows with cosine >= threshold that stand out from the row's neighbours (distance at most
-    `stands_out` times the CANDIDATES-th neighbour's): within `first` (each pair once) when `second` is None,
-    else from `first` to `second`. `found`: (cosines, indices) of
+    `stands_out` times the CANDIDATES-th neighbour's, whose cosine must be <= `sparse_at_most`): within `first`
+    (each pair once) when `second` is None, else from `first` to `second`. `found`: (cosines, indices) of
     at least CANDIDATES + 1 nearest rows of `first` within itself, already searched."""
     same = second is None
     base = first if same else second
@@ -112,7 +117,8 @@ def similar_pairs(first: np.ndarray, second: np.ndarray | None, threshold: float
     similarities, indices = found[0][:, :width], found[1][:, :width]
     if similarities.shape[1] > CANDIDATES - 1 + int(same):  # enough neighbours to say what is ordinary here
         ordinary = 1.0 - similarities[:, -1:]
-        close = (similarities >= threshold) & (1.0 - similarities <= stands_out * ordinary)
+        close = (similarities >= threshold) & (1.0 - similarities <= stands_out * ordinary) & \
+            (similarities[:, -1:] <= sparse_at_most)
     else:
         close = similarities >= threshold
     pairs = []
@@ -166,5 +172,6 @@ def find_duplicates(embeddings: np.ndarray, paths: list[Path] | None, *, thresho
         thumbs = pixel_fingerprints(paths)
         other_thumbs = [None, None] if other_paths is None else pixel_fingerprints(other_paths)
         for kind, cut, mine, theirs in zip((FINE, COARSE), (pixel_threshold, COARSE_THRESHOLD), thumbs, other_thumbs):
-            pairs += similar_pairs(mine, theirs, cut, kind.how, stands_out=kind.stands_out)
+            pairs += similar_pairs(mine, theirs, cut, kind.how, stands_out=kind.stands_out,
+                                   sparse_at_most=kind.sparse_at_most)
     return merge(pairs)
