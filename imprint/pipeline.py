@@ -33,6 +33,7 @@ from imprint.support import Support
 from imprint.text_blend import TEXT_ALPHA, ZeroShotText
 
 NORM_POINTS = ("norm_pre", "norm_post", "norm_inf")
+PROJECTED_BYTES = 1 << 28  # a projected support set up to 256 MiB is projected once per fit, not per read
 
 
 class Pipeline:
@@ -77,13 +78,19 @@ class Pipeline:
     def _fit_norms(self, raw: Support) -> Support:
         """Fit norm_inf (queries live where the support embeddings live) and norm_pre on the support set, block by
         block; the normalised support set is then read through norm_pre, never held whole. A stage that needs
-        every value at once (quantile) gets the class-sorted set materialised once."""
+        every value at once (quantile) gets the class-sorted set materialised once, and so does a projection's
+        output up to PROJECTED_BYTES."""
         if self.norm_inf.streamable:
             self.norm_inf.fit_stream(raw.raw_blocks)
         else:
             self.norm_inf.fit(raw.materialize())
         if self.norm_pre.streamable:
             self.norm_pre.fit_stream(raw.raw_blocks)
+            width = self.norm_pre.output_dim
+            if width is not None and len(raw) * width * 4 <= PROJECTED_BYTES:
+                # a projection (RanPAC's) is the costly part of reading a row, and a fit reads every row several
+                # times: while the projected set is small it is projected once and kept for this fit
+                return Support.of_sorted(raw.with_transform(self.norm_pre).materialize(), raw.counts)
             return raw.with_transform(self.norm_pre)
         groups = torch.repeat_interleave(torch.arange(len(raw.counts)), raw.counts).to(self.device)
         return Support.of_sorted(self.norm_pre.fit_transform(raw.materialize(), groups), raw.counts)
