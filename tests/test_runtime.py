@@ -143,20 +143,25 @@ def test_a_graph_cache_that_cannot_be_written_is_skipped_with_a_warning(tmp_path
     assert any("graph cache" in str(w.message) for w in caught)
 
 
+def _embed_on(runtimes: tuple[str, ...], tmp_path: Path, capsys, per_class: int) -> list[np.ndarray]:
+    """`imprint embed` of the same example images on each runtime, into one cache (tmp_path/cache)."""
+    folder = copy_examples(tmp_path / "images", per_class=per_class)
+    for runtime in runtimes:
+        code, _, err = run(capsys, "embed", folder, "-o", tmp_path / f"{runtime}.npz", "--runtime", runtime,
+                           "--cache-dir", tmp_path / "cache", "--quiet")
+        assert code == 0, err
+    return [np.load(tmp_path / f"{runtime}.npz")["embeddings"] for runtime in runtimes]
+
+
 def test_the_embedding_cache_never_serves_one_runtimes_embeddings_to_the_other(tmp_path, capsys):
     from imprint.cache import encoder_namespace
 
-    folder = copy_examples(tmp_path / "images", per_class=4)
     cache = tmp_path / "cache"
-    for runtime in ("torch", "onnx"):
-        code, _, err = run(capsys, "embed", folder, "-o", tmp_path / f"{runtime}.npz", "--runtime", runtime,
-                           "--cache-dir", cache, "--quiet")
-        assert code == 0, err
+    a, b = _embed_on(("torch", "onnx"), tmp_path, capsys, per_class=4)
     namespaces = [p.name for p in cache.iterdir()]
     assert len(namespaces) == 2
     torch_encoder = create_encoder("lite0", device="cpu", runtime="torch")
     assert encoder_namespace(torch_encoder) in namespaces
-    a, b = (np.load(tmp_path / f"{runtime}.npz")["embeddings"] for runtime in ("torch", "onnx"))
     assert not np.array_equal(a, b) and _cosines(a, b).min() >= 0.9999
 
 
@@ -204,14 +209,8 @@ def test_bf16_embeddings_are_kept_apart_close_to_fp32_and_batch_invariant(tmp_pa
 
     if not cpu_has_bf16():
         pytest.skip("this CPU has no bf16 instructions (AVX512-BF16 or AMX): OpenVINO cannot run bf16 here")
-    folder = copy_examples(tmp_path / "images", per_class=3)
-    cache = tmp_path / "cache"
-    for name in ("openvino", "openvino-bf16"):
-        code, _, err = run(capsys, "embed", folder, "-o", tmp_path / f"{name}.npz", "--runtime", name,
-                           "--cache-dir", cache, "--quiet")
-        assert code == 0, err
-    assert len(list(cache.iterdir())) == 2  # one namespace each: never served to the other
-    fp32, bf16 = (np.load(tmp_path / f"{name}.npz")["embeddings"] for name in ("openvino", "openvino-bf16"))
+    fp32, bf16 = _embed_on(("openvino", "openvino-bf16"), tmp_path, capsys, per_class=3)
+    assert len(list((tmp_path / "cache").iterdir())) == 2  # one namespace each: never served to the other
     assert not np.array_equal(fp32, bf16) and _cosines(fp32, bf16).min() >= 0.98  # measured: 0.992 at least
     encoder = create_encoder("lite0", device="cpu", runtime="openvino-bf16")
     images = _images()[:6]

@@ -189,17 +189,17 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
     proba_half = cross_fitted_proba(X, codes, len(classes), preset=preset, n_folds=2, seed=seed)
     knn_columns = knn_width(preset, reject, codes)
     # one search serves the k-NN votes, the duplicates and (for the knn score) the outliers
-    *near, search = nearest_within(unit_rows(X), max(NEIGHBOUR_VOTES, CANDIDATES, knn_columns) + 1)
-    judged_proba = (proba + neighbour_votes(near[1], codes, len(classes))) / 2
+    similarities, indices, search = nearest_within(unit_rows(X), max(NEIGHBOUR_VOTES, CANDIDATES, knn_columns) + 1)
+    judged_proba = (proba + neighbour_votes(indices, codes, len(classes))) / 2
     label_findings = find_label_issues(judged_proba, codes)
-    outlier_scores = knn_scores(near[0], knn_columns) if knn_columns else \
+    outlier_scores = knn_scores(similarities, knn_columns) if knn_columns else \
         classifier_scores(X, codes, preset=preset, reject=reject, rate=outlier_rate, seed=seed)
     outliers = flag_outliers(outlier_scores, reject=reject, rate=outlier_rate)
     image_paths = _existing(names)
     given = [class_names[c] for c in codes]
     findings = _label_rows(label_findings, judged_proba, names, codes, class_names)
     pairs = find_duplicates(X, image_paths, threshold=duplicate_threshold, pixel_threshold=pixel_threshold,
-                            found=tuple(near))
+                            found=(similarities, indices))
     findings += [Finding(names[p.first], "duplicate", p.similarity, given[p.first], other_path=names[p.second],
                          detail=f"{p.how} within the support set ("
                                 + ("same label)" if codes[p.first] == codes[p.second]

@@ -73,8 +73,7 @@ def file_digest(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-def pixel_fingerprints(paths: Sequence[Path],
-                       kinds: Sequence[Thumbnail] = (FINE, COARSE)) -> list[np.ndarray]:
+def pixel_fingerprints(paths: Sequence[Path], kinds: Sequence[Thumbnail]) -> list[np.ndarray]:
     """Per kind of thumbnail, a unit-length, zero-mean grey-level thumbnail of every image (a zero row for one
     that cannot be read or is flat); every image decoded once."""
     from PIL import Image
@@ -169,9 +168,10 @@ def find_duplicates(embeddings: np.ndarray, paths: list[Path] | None, *, thresho
         digests = [file_digest(p) for p in paths]
         other_digests = None if other_paths is None else [file_digest(p) for p in other_paths]
         pairs += identical_files(digests, other_digests)
-        thumbs = pixel_fingerprints(paths)
-        other_thumbs = [None, None] if other_paths is None else pixel_fingerprints(other_paths)
-        for kind, cut, mine, theirs in zip((FINE, COARSE), (pixel_threshold, COARSE_THRESHOLD), thumbs, other_thumbs):
+        kinds, thresholds = (FINE, COARSE), (pixel_threshold, COARSE_THRESHOLD)
+        thumbs = pixel_fingerprints(paths, kinds)
+        other_thumbs = [None] * len(kinds) if other_paths is None else pixel_fingerprints(other_paths, kinds)
+        for kind, cut, mine, theirs in zip(kinds, thresholds, thumbs, other_thumbs):
             pairs += similar_pairs(mine, theirs, cut, kind.how, stands_out=kind.stands_out,
                                    sparse_at_most=kind.sparse_at_most)
     return merge(pairs)
