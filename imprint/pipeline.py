@@ -28,7 +28,7 @@ from imprint.stages import (
     restore_metric,
     restore_norm,
 )
-from imprint.stages.metric import Metric, class_of_proxy
+from imprint.stages.metric import METRICS, Metric, class_of_proxy
 from imprint.support import Support
 from imprint.text_blend import TEXT_ALPHA, ZeroShotText
 
@@ -156,6 +156,7 @@ class Pipeline:
         if text is not None:
             self.text = text
         self._install(metric, len(order))
+        metric.solve()
 
     def restrict(self, keep: np.ndarray) -> None:
         """Drop the classes not in the boolean mask `keep` (metrics that pool statistics over all classes cannot
@@ -167,6 +168,7 @@ class Pipeline:
         if self.text is not None:
             self.text = self.text.restricted(keep)
         self._install(metric, int(keep.sum()))
+        metric.solve()
 
     # ------------------------------------------------------------------ scoring
     def blocks(self, X: np.ndarray) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
@@ -304,10 +306,12 @@ def _class_rows(counts: torch.Tensor, classes: np.ndarray) -> torch.Tensor:
 
 class FoldFitter:
     """Fits pipelines on rows of a support set inside cross-validation (tuning, calibration): with the given
-    settings, on the device, and with the zero-shot text weights of the classes present in the fold."""
+    settings, on the device, and with the zero-shot text weights of the classes present in the fold. Where the
+    pipeline lets every fold share one pass over the support set (``shared``), it scores folds without fitting."""
 
     def __init__(self, device: torch.device, text_weights: np.ndarray | None, seed: int) -> None:
         self.device, self.text_weights, self.seed = device, text_weights, seed
+        self._shared: tuple[tuple[Any, ...], np.ndarray, Any] | None = None  # the last statistics, their key and X
 
     def fit(self, X: np.ndarray, codes: np.ndarray, settings: dict[str, Any]) -> FoldModel:
         """A pipeline fitted on rows X with class codes `codes` (of the whole support set, some maybe absent)."""
@@ -315,6 +319,38 @@ class FoldFitter:
         text = None if self.text_weights is None else ZeroShotText(self.text_weights[present])
         return FoldModel(present, Pipeline.fit(X, local, len(present), settings, self.device, text, self.seed,
                                                solve=False))
+
+    def shared(self, X: np.ndarray, codes: np.ndarray, settings: dict[str, Any]) -> Any | None:
+        """The head's ``fold_statistics`` on the normalised rows of X, computed once for every fold of a
+        cross-validation of `settings` (kept for the next call with the same normalisation), where the pipeline
+        allows it: the head has them; norm_pre learns nothing from its rows and queries go through the same
+        stage (so a fold's rows and its held-out queries are rows of one transformed set, whatever the fold);
+        one proxy per class scored as it is (generation 'mean', norm_post 'none', aggregation 'max'); no
+        zero-shot text; the transformed set within PROJECTED_BYTES. None otherwise: a fit per fold."""
+        statistics = METRICS.entry(settings["metric"]).impl.fold_statistics
+        if statistics is None or self.text_weights is not None or settings["norm_inf"] != settings["norm_pre"] or \
+                (settings["generation"], settings["norm_post"], settings["aggregation"]) != ("mean", "none", "max"):
+            return None
+        norm = make_norm(settings["norm_pre"], settings)
+        if norm.learns_from_rows:
+            return None
+        norm.fit(_float_rows(X, 0, 1, self.device))
+        width = norm.output_dim or X.shape[1]
+        if len(X) * width * 4 > PROJECTED_BYTES:
+            return None
+        key = (settings["norm_pre"], repr([options for options, _ in norm_states(norm)]))
+        if self._shared is not None and self._shared[0] == key and self._shared[1] is X:
+            return self._shared[2]
+        self._shared = None  # the previous statistics are let go before the next are computed
+        with torch.inference_mode():
+            rows = torch.cat([norm(_float_rows(X, start, 4096, self.device)) for start in range(0, len(X), 4096)])
+        self._shared = (key, X, statistics(rows, codes))
+        return self._shared[2]
+
+
+def _float_rows(X: np.ndarray, start: int, rows: int, device: torch.device) -> torch.Tensor:
+    """Rows start..start+rows of X as float32 on the device."""
+    return tensor_view(X[start:start + rows]).to(device, torch.float32)
 
 
 class FoldModel:

@@ -46,18 +46,19 @@ def provisional(name: str, n_samples: int, n_features: int, n_classes: int) -> A
     return values[len(values) // 2]
 
 
-Scorer = Callable[[str, list[Any], dict[str, Any], np.ndarray, np.ndarray], list[float]]
+Scorer = Callable[[str, list[Any], dict[str, Any], np.ndarray], np.ndarray]
 
 
 def tune(names: list[str], codes: np.ndarray, n_features: int, score: Scorer,
          seed: int = 0) -> tuple[dict[str, Any], dict[str, list[float]]]:
     """Values for the settings `names` (all at "auto") and the mean cross-validated accuracy of every candidate.
 
-    `score(name, candidates, values, train_mask, test_mask)` fits with the given setting values (`name` taking
-    each of `candidates` in turn) on the train rows and returns the accuracy of each on the test rows: one call
-    per fold, so a stage that can score all candidates from one fit (a covariance decomposed once, a Gram
-    matrix computed once) does. With fewer than two samples in some class, nothing can be held out: the
-    settings take their middle candidate and a warning says so.
+    `score(name, candidates, values, assignment)` fits with the given setting values (`name` taking each of
+    `candidates` in turn) on every fold of `assignment` (each row's fold number) but one and returns, per fold,
+    the accuracy of each candidate on the held-out fold: so a stage that can score all candidates from one fit (a
+    covariance decomposed once, a Gram matrix computed once), or all folds from one pass, does. With fewer than
+    two samples in some class, nothing can be held out: the settings take their middle candidate and a warning
+    says so.
     """
     shape = dict(n_samples=len(codes), n_features=n_features, n_classes=int(codes.max()) + 1)
     chosen = {name: provisional(name, **shape) for name in names}
@@ -70,10 +71,49 @@ def tune(names: list[str], codes: np.ndarray, n_features: int, score: Scorer,
     trace: dict[str, list[float]] = {}
     for name in names:
         values = candidates(name, **shape)
-        accuracies = np.mean([score(name, values, chosen, folds != f, folds == f) for f in np.unique(folds)], axis=0)
+        accuracies = np.mean(score(name, values, chosen, folds), axis=0)
         chosen[name] = values[int(np.argmax(accuracies))]
         trace[name] = [float(a) for a in accuracies]
     return chosen, trace
+
+
+def _fold_accuracies(folds: FoldFitter, X: np.ndarray, codes: np.ndarray, name: str, values: list[Any],
+                     settings: dict[str, Any], train: np.ndarray, test: np.ndarray) -> list[float]:
+    """The held-out accuracy of each value of `name` after a fit on the train rows: every value from one fit
+    where the pipeline can score them so, else a fit per value."""
+    fold = folds.fit(X[train], codes[train], {**settings, name: values[0]})
+    truth = codes[test]
+    predicted = fold.candidate_predictions(name, values, X[test])
+    if predicted is None:
+        predicted = [fold.predict(X[test])] + [folds.fit(X[train], codes[train], {**settings, name: value}).predict(
+            X[test]) for value in values[1:]]
+    return [float((p == truth).mean()) for p in predicted]
+
+
+def _shared_accuracies(folds: FoldFitter, X: np.ndarray, codes: np.ndarray, name: str, values: list[Any],
+                       settings: dict[str, Any], assignment: np.ndarray) -> np.ndarray | None:
+    """Per fold, the held-out accuracy of each value of `name`, from statistics every fold shares (one pass over
+    the support set per value that changes them: candidates outside, folds inside, so one set is kept at a
+    time); None where the pipeline cannot share them (``FoldFitter.shared``)."""
+    fold_ids = np.unique(assignment)
+    accuracies = np.empty((len(fold_ids), len(values)))
+    statistics = folds.shared(X, codes, {**settings, name: values[0]})
+    if statistics is None:
+        return None
+    together = name == statistics.setting  # the values the statistics score in one go (the ridge values)
+    for j, value in enumerate([values] if together else values):
+        if not together:
+            statistics = folds.shared(X, codes, {**settings, name: value})
+        statistics.prepare(assignment)
+        for i, f in enumerate(fold_ids):
+            test = assignment == f
+            present, scores = statistics.scores(test, value if together else [settings[statistics.setting]],
+                                                (assignment, f))
+            truth = codes[test]
+            for k, fold_scores in enumerate(scores):
+                accuracies[i, k if together else j] = float((present[fold_scores.argmax(1).cpu().numpy()] ==
+                                                             truth).mean())
+    return accuracies
 
 
 def _likelihood_loss(logits: np.ndarray, truth: np.ndarray) -> float:
@@ -134,13 +174,19 @@ class Tuning:
             return (float(np.std(scores) / 3.0) if np.std(scores) > 0 else 1.0), "scores"
         assignment = stratified_folds(codes, min(CALIBRATION_FOLDS, smallest), seed)
         scores, truth, held_out = [], [], 0
+        shared = folds.shared(X, codes, settings)
         for f in np.unique(assignment):
             if held_out >= CALIBRATION_ROWS:
                 break
             train, test = assignment != f, assignment == f
-            model = folds.fit(X[train], codes[train], settings)
-            scores.append(model.class_scores(X[test]))
-            truth.append(np.searchsorted(model.present, codes[test]))
+            if shared is not None:
+                present, (fold_scores,) = shared.scores(test, [settings[shared.setting]])
+                scores.append(fold_scores.float().cpu().numpy())
+            else:
+                model = folds.fit(X[train], codes[train], settings)
+                present = model.present
+                scores.append(model.class_scores(X[test]))
+            truth.append(np.searchsorted(present, codes[test]))
             held_out += int(test.sum())
         scores, truth = np.concatenate(scores), np.concatenate(truth)
         best = ("scores", scores)
@@ -214,17 +260,14 @@ class Tuning:
             if not group:
                 continue
 
-            def score(name: str, values: list[Any], current: dict[str, Any], train: np.ndarray,
-                      test: np.ndarray, held: dict[str, Any] = held) -> list[float]:
+            def score(name: str, values: list[Any], current: dict[str, Any], assignment: np.ndarray,
+                      held: dict[str, Any] = held) -> np.ndarray:
                 settings = {**params, **fixed, **self.values, **current, **held}
-                fold = folds.fit(X[train], codes[train], {**settings, name: values[0]})
-                truth = codes[test]
-                predicted = fold.candidate_predictions(name, values, X[test])  # every candidate from one fit
-                if predicted is not None:
-                    return [float((p == truth).mean()) for p in predicted]
-                models = [fold] + [folds.fit(X[train], codes[train], {**settings, name: value})
-                                   for value in values[1:]]
-                return [float((model.predict(X[test]) == truth).mean()) for model in models]
+                shared = _shared_accuracies(folds, X, codes, name, values, settings, assignment)
+                if shared is not None:
+                    return shared
+                return np.array([_fold_accuracies(folds, X, codes, name, values, settings, assignment != f,
+                                                  assignment == f) for f in np.unique(assignment)])
 
             values, scores = tune(group, codes, X.shape[1], score, seed=seed)
             self.values.update(values)

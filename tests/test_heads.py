@@ -253,3 +253,59 @@ def test_the_fecam_preset_is_the_published_method(real_embeddings):
     scores = clf.decision_function(Xq.astype(np.float32))
     np.testing.assert_allclose(scores, -distances, rtol=1e-3, atol=1e-3 * np.abs(distances).mean())
     assert (clf.predict(Xq.astype(np.float32)) == distances.argmin(1)).mean() >= 0.99
+
+
+@pytest.mark.parametrize("per_class, width, whole_kernel", [(30, 2560, True), (30, 2560, False), (60, 256, True)])
+def test_ridge_folds_score_as_a_fit_per_fold_would(real_embeddings, monkeypatch, per_class, width, whole_kernel):
+    """RanPAC's cross-validation scores every fold and ridge value from one projection of the support set (the
+    dual form: blocks of one kernel; the primal form: the whole Gram matrix minus the held-out rows'): the held-out
+    scores equal those of a head fitted on the fold's rows alone, for the partition prepared at once and for a fold
+    asked for alone."""
+    import imprint.stages.ridge_solve as ridge_solve
+    from imprint.pipeline import FoldFitter
+    from imprint.presets import PRESETS
+    from imprint.sampling import stratified_folds
+
+    if not whole_kernel:
+        monkeypatch.setattr(ridge_solve, "KERNEL_BYTES", 0)
+    Xs, ys, _, _ = real_embeddings("fashion_mnist")
+    rows = np.concatenate([np.flatnonzero(ys == c)[:per_class] for c in range(10)])
+    X, codes = Xs[rows], ys[rows]
+    settings = {**PRESETS["ranpac"].settings, "projection_dim": width, "ridge_lambda": 0.1, "seed": 0}
+    folds = FoldFitter(torch.device("cpu"), None, 0)
+    shared = folds.shared(X, codes, settings)
+    assert shared is not None
+    assignment = stratified_folds(codes, 3, 0)
+    lambdas = [1e-3, 1e-1, 10.0]
+    assert ridge_solve.uses_dual(int((assignment != 0).sum()), width) == (per_class == 30)  # 200 rows < 2560
+    for prepared in (True, False):
+        if prepared:
+            shared.prepare(assignment)
+        for f in range(3):
+            test = assignment == f
+            present, scores = shared.scores(test, lambdas, (assignment, f) if prepared else None)
+            for ridge, fold_scores in zip(lambdas, scores):
+                model = folds.fit(X[~test], codes[~test], {**settings, "ridge_lambda": ridge})
+                expected = model.class_scores(X[test])
+                np.testing.assert_array_equal(present, model.present)
+                np.testing.assert_allclose(fold_scores.numpy(), expected, rtol=1e-3,
+                                           atol=1e-4 * float(np.abs(expected).max()))
+                assert (fold_scores.numpy().argmax(1) == expected.argmax(1)).mean() >= 0.99
+
+
+def test_folds_share_statistics_only_where_every_fold_would_see_the_same_rows(data):
+    """Folds share one transformed support set only where the transformation learns nothing from its rows, the
+    queries go through it too, each class has one proxy scored as it is and no zero-shot text is blended."""
+    from imprint.pipeline import FoldFitter
+    from imprint.presets import PRESETS
+
+    X, y = data
+    ranpac = {**PRESETS["ranpac"].settings, "projection_dim": 64, "ridge_lambda": 0.1, "seed": 0}
+    folds = FoldFitter(torch.device("cpu"), None, 0)
+    assert folds.shared(X, y, ranpac) is not None
+    for change in ({"norm_pre": "center+random_relu", "norm_inf": "center+random_relu"},
+                   {"norm_inf": "l2"}, {"generation": "kmeans", "k": 3},
+                   {"metric": "mahalanobis", "shrinkage": 0.5}):
+        assert folds.shared(X, y, {**ranpac, **change}) is None, change
+    with_text = FoldFitter(torch.device("cpu"), np.eye(4, X.shape[1], dtype=np.float32), 0)
+    assert with_text.shared(X, y, ranpac) is None

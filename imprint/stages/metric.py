@@ -29,6 +29,7 @@ from imprint.clustering import nearest_own_centroid
 from imprint.errors import UserError
 from imprint.settings import AUTO, Registry, Setting
 from imprint.stages.covariance import SHRINKAGE, Scatter, precision, second_moment, shrunk_covariance
+from imprint.stages.ridge_solve import RidgeFolds, ridge_solve, uses_dual
 from imprint.support import Support, squared_norms
 
 METRICS: Registry[type[Metric]] = Registry("metric")
@@ -55,6 +56,9 @@ class Metric(nn.Module):
     scratch_per_query = 0
     #: whether ``restrict`` drops classes exactly (false where statistics are pooled over all classes)
     forgets_classes = True
+    #: scores every fold of a cross-validation from statistics of all the normalised rows computed once
+    #: (``RidgeFolds``), where the pipeline lets it (``imprint.pipeline.FoldFitter``); None: a fit per fold
+    fold_statistics: type | None = None
 
     def __init__(self, **options: Any) -> None:
         super().__init__()
@@ -539,9 +543,6 @@ RIDGE_LAMBDA = Setting("ridge_lambda", float, AUTO, "ridge: regularisation, rela
                        tunable=_lambda_candidates)
 
 
-DUAL_BYTES = 1 << 28  # the ridge head keeps its rows (dual form) while they take at most 256 MiB
-
-
 @METRICS.register("ridge", settings=[RIDGE_LAMBDA])
 class RidgeMetric(Metric):
     """Ridge regression onto one-hot proxy targets: scores x' (G + lambda tr(G)/d I)^-1 Q with G = sum x x'
@@ -554,6 +555,7 @@ class RidgeMetric(Metric):
 
     has_distance = False
     forgets_classes = False
+    fold_statistics = RidgeFolds
 
     def __init__(self, ridge_lambda: float | str = 1.0, gram: Tensor | None = None, targets: Tensor | None = None,
                  weights: Tensor | None = None, **options: Any) -> None:
@@ -584,7 +586,7 @@ class RidgeMetric(Metric):
 
     def _fit_statistics(self, support: Support, proxies: Tensor, proxy_counts: Tensor) -> None:
         d = proxies.shape[1]
-        if len(support) < d and len(support) * d * 4 <= DUAL_BYTES:  # dual form: keep the rows
+        if uses_dual(len(support), d):  # dual form: keep the rows
             self.rows, self.assigned = self._assignments(support, proxies, proxy_counts)
             self._gram = None
             self.targets = torch.zeros(len(proxies), d, dtype=torch.float64, device=self.rows.device).index_add_(
@@ -625,31 +627,36 @@ class RidgeMetric(Metric):
                                   "taken out exactly; fit again on the remaining classes")
 
     def _scale(self) -> float:
-        """tr(G) / d, which the dual form reads off its N x N kernel matrix."""
-        trace = float(self.rows.double().square().sum()) if self.rows is not None else \
-            float(torch.diagonal(self.gram).sum())
+        """tr(G) / d, which the dual form reads off its rows."""
+        trace = float(torch.linalg.vector_norm(self.rows, dtype=torch.float64).square()) if self.rows is not None \
+            else float(torch.diagonal(self.gram).sum())
         return max(trace / self.targets.shape[1], 1e-300)
 
     def _solutions(self, values: list[float]) -> list[Tensor]:
         """The d x p weights for each ridge value (relative to tr(G) / d)."""
         scale = self._scale()
         if self.rows is None:
-            return [_ridge_solve(self.gram, self.targets, value * scale) for value in values]
+            return [ridge_solve(self.gram, self.targets, value * scale) for value in values]
         kernel = (self.rows @ self.rows.T).double()
         onehot = torch.zeros(len(self.rows), len(self.targets), dtype=torch.float64, device=self.rows.device)
         onehot[torch.arange(len(self.rows), device=self.rows.device), self.assigned] = 1.0
-        return [(_ridge_solve(kernel, onehot.T, value * scale).T.float() @ self.rows).T.double() for value in values]
+        return [(ridge_solve(kernel, onehot.T, value * scale).T.float() @ self.rows).T.double() for value in values]
 
     def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
         super().set_proxies(proxies, proxy_counts)
         self.candidate_solutions: tuple[tuple[float, ...], list[Tensor]] | None = None
-        if self._saved_weights is not None and self._saved_weights.shape[0] == len(proxies):
+        self.weights = None  # solved when first needed: a model inside cross-validation that scores candidates
+        if self._saved_weights is not None and self._saved_weights.shape[0] == len(proxies):  # never needs it
             self.weights, self._saved_weights = self._saved_weights.to(proxies.device, proxies.dtype), None
-            return
-        solution, = self._solutions([self.ridge_lambda])  # d x p
-        self.weights = solution.T.to(proxies.device, proxies.dtype).contiguous()
+
+    def solve(self) -> None:
+        """The weights at this head's ridge value (one solve)."""
+        if self.weights is None:
+            solution, = self._solutions([self.ridge_lambda])  # d x p
+            self.weights = solution.T.to(self.proxies.device, self.proxies.dtype).contiguous()
 
     def forward(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
+        self.solve()
         return torch.mm(queries, self.weights.T, out=out) if out is not None else queries @ self.weights.T
 
     def candidate_scores(self, name: str, values: list[Any], queries: Tensor) -> Iterable[Tensor] | None:
@@ -665,16 +672,8 @@ class RidgeMetric(Metric):
         return {"ridge_lambda": self.ridge_lambda}
 
     def tensors(self) -> dict[str, Tensor]:
+        self.solve()
         return {"gram": self.gram, "targets": self.targets, "weights": self.weights}
-
-
-def _ridge_solve(gram: Tensor, targets: Tensor, ridge: float) -> Tensor:
-    """(G + ridge I)^-1 Q' by Cholesky (G + ridge I is positive definite; twice the speed of a general solve),
-    falling back to a least-squares solve if the factorisation fails numerically."""
-    A = gram + ridge * torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device)
-    factor, info = torch.linalg.cholesky_ex(A)
-    rhs = targets.T.to(A.device, A.dtype)
-    return torch.cholesky_solve(rhs, factor) if int(info) == 0 else torch.linalg.lstsq(A, rhs).solution
 
 
 def _beta_candidates(**_: object) -> list[float]:

@@ -26,6 +26,9 @@ class Norm(nn.Module):
 
     #: whether the stage can be fitted from rows given block by block (``fit_stream``)
     streamable = True
+    #: whether fitting reads the rows' values; a stage that does not (a fixed or seeded map) transforms a row the
+    #: same way whatever it was fitted on, so cross-validation may transform the whole support set once
+    learns_from_rows = True
 
     def __init__(self, **options: object) -> None:
         super().__init__()
@@ -61,6 +64,8 @@ class Norm(nn.Module):
 class NoNorm(Norm):
     """Leave rows unchanged."""
 
+    learns_from_rows = False
+
     def forward(self, X: Tensor) -> Tensor:
         return X
 
@@ -78,6 +83,8 @@ def unit_rows(X: Tensor) -> Tensor:
 @NORMS.register("l2")
 class L2Norm(Norm):
     """Scale each row to unit Euclidean norm (all-zero rows stay zero)."""
+
+    learns_from_rows = False
 
     def row_scale(self, X: Tensor) -> Tensor:
         """The per-row factor this stage multiplies rows by: 1 / norm, exactly 1 for rows already of unit norm
@@ -129,6 +136,8 @@ TUKEY_POWER = Setting("tukey_power", float, 0.5, "exponent of the tukey power tr
 @NORMS.register("tukey", settings=[TUKEY_POWER])
 class TukeyNorm(Norm):
     """Tukey's power transform sign(x) |x|^p (p = tukey_power): makes skewed features more Gaussian (FeCAM)."""
+
+    learns_from_rows = False
 
     def __init__(self, tukey_power: float = 0.5, **options: object) -> None:
         super().__init__()
@@ -225,6 +234,8 @@ def _gaussian(seed: int, rows: int, cols: int) -> Tensor:
 class RandomReLU(Norm):
     """RanPAC's random projection: ReLU(x W) with W a fixed Gaussian d x M matrix (seeded by `seed`)."""
 
+    learns_from_rows = False
+
     def __init__(self, projection_dim: int | str = AUTO, seed: int = 0, weight: Tensor | None = None,
                  **options: object) -> None:
         super().__init__()
@@ -285,6 +296,10 @@ class NormChain(Norm):
     @property
     def streamable(self) -> bool:
         return all(part.streamable for part in self.parts)
+
+    @property
+    def learns_from_rows(self) -> bool:
+        return any(part.learns_from_rows for part in self.parts)
 
     def fit_stream(self, blocks: Callable[[], Iterable[Tensor]]) -> NormChain:
         for i, part in enumerate(self.parts):  # one pass per part, through the parts fitted before it
