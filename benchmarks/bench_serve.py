@@ -150,6 +150,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=384, help="single-image requests per load level")
     args = parser.parse_args()
     import imprint
+    from imprint.encoders import create_encoder
 
     print("## `imprint serve` under load\n\n" + environment() + "\n")
     all_paths = sorted(TEXTILES.glob("*/*.jpg"))
@@ -173,12 +174,14 @@ def main() -> None:
             start = time.perf_counter()
             imprint.predict_images(clf, queries, cache=False, progress=False)
             offline = max(offline, len(queries) / (time.perf_counter() - start))
+        offline_runtime = create_encoder(clf.encoder_id_, device="cpu").runtime_id
         process, url = start_server(clf_path)
         try:
             load(url, queries[:32], 4)  # warm-up
+            _, health = Client(url).send("GET", "/health")
             print(f"### {len(queries)} single-image requests (250 x 250 JPEG), classifier of 3 classes\n\n"
                   f"Offline (`imprint.predict_images`, same images and runtime, no cache, best of 3): {offline:.1f} "
-                  "images/s."
+                  f"images/s, the encoder on {offline_runtime}; the server's encoder on {health['runtime']}."
                   "\n\n| concurrent clients | images/s | vs offline | p50 latency | p99 latency | failed |\n"
                   "|---|---|---|---|---|---|")
             for clients in (8, 32):

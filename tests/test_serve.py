@@ -198,7 +198,8 @@ def test_health_metrics_page_and_openapi(tmp_path, encoder, fashion):
         client.post("/predict", files=images(BAGS[:3]))
         client.post("/predict", json={"images": ["@@"]})
         assert client.get("/health").json() == {"status": "ok", "version": 1, "classes": 9,
-                                                "encoder": "timm:tf_efficientnet_lite0"}
+                                                "encoder": "timm:tf_efficientnet_lite0",
+                                                "runtime": encoder.runtime_id}
         metrics = client.get("/metrics").text
         assert 'imprint_requests_total{method="POST",route="/predict",status="200"} 1.0' in metrics
         assert 'imprint_errors_total{route="/predict",status="400"} 1.0' in metrics

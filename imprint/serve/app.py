@@ -83,6 +83,7 @@ class Health(BaseModel):
     version: int
     classes: int
     encoder: str
+    runtime: str  # what runs the encoder: "torch", "onnxruntime 1.20.1", "openvino 2026.4.1"
 
 
 class Problem(BaseModel):
@@ -221,7 +222,7 @@ def create_app(live: LiveClassifier, options: ServeOptions | None = None) -> Fas
     def health() -> Health:
         version = live.version
         return Health(status="ok", version=version.number, classes=len(version.classifier.classes_),
-                      encoder=encoder.id)
+                      encoder=encoder.id, runtime=encoder.runtime_id)
 
     @app.get("/metrics", response_class=Response)
     def prometheus() -> Response:
