@@ -17,7 +17,12 @@ def test_the_default_chooses_a_published_method_on_the_support_set_and_records_i
     method = clf.tuned_["method"]
     assert method in AUTO_CANDIDATES and 0.5 < clf.tuned_["method_cv_accuracy"] <= 1.0
     assert set(clf.tuning_.method_scores) == set(AUTO_CANDIDATES)
-    assert clf.tuned_["method_cv_accuracy"] == pytest.approx(max(clf.tuning_.method_scores.values()), abs=1e-6)
+    scores = clf.tuning_.method_scores  # the preferred method unless another is better by more than the noise
+    best = max(scores.values())
+    margin = np.sqrt(best * (1 - best) / len(y[::2]))
+    assert clf.tuned_["method_cv_accuracy"] == pytest.approx(scores[method], abs=1e-6)
+    assert scores[method] >= best - margin - 1e-9
+    assert all(scores[earlier] < best - margin for earlier in AUTO_CANDIDATES[:AUTO_CANDIDATES.index(method)])
     same = ImprintClassifier.from_preset(method).fit(X[::2], y[::2])  # exactly the chosen method
     np.testing.assert_allclose(clf.decision_function(X[1::2]), same.decision_function(X[1::2]), rtol=1e-5,
                                atol=1e-5)
@@ -25,6 +30,17 @@ def test_the_default_chooses_a_published_method_on_the_support_set_and_records_i
     loaded = ImprintClassifier.load(tmp_path / "auto.safetensors")
     np.testing.assert_array_equal(loaded.decision_function(X[1::2]), clf.decision_function(X[1::2]))
     assert loaded.tuned_["method"] == method and loaded.get_params() == clf.get_params()
+
+
+def test_the_method_is_the_preferred_one_unless_another_is_better_by_more_than_one_standard_error():
+    """Cross-validation on a few held-out images cannot tell methods a point apart: the first method listed
+    stays unless another beats it by more than one standard error of the best accuracy."""
+    from imprint.tuning import within_one_standard_error
+
+    scores = {"tukey_gda": 0.80, "gda": 0.82, "ranpac": 0.70}
+    assert within_one_standard_error(scores, 100) == "tukey_gda"  # one standard error: 0.038
+    assert within_one_standard_error(scores, 10_000) == "gda"  # 0.0038
+    assert within_one_standard_error({"tukey_gda": 0.5, "gda": 1.0}, 100) == "gda"  # no noise at 100%
 
 
 def test_a_stage_setting_given_pins_the_method_and_custom_pins_the_default_pipeline(mixture):
