@@ -95,24 +95,25 @@ def _shared_accuracies(folds: FoldFitter, X: np.ndarray, codes: np.ndarray, name
     """Per fold, the held-out accuracy of each value of `name`, from statistics every fold shares (one pass over
     the support set per value that changes them: candidates outside, folds inside, so one set is kept at a
     time); None where the pipeline cannot share them (``FoldFitter.shared``)."""
+    shared = folds.shared(X, codes, {**settings, name: values[0]})
+    if shared is None:
+        return None
+    setting = shared.setting  # the setting the statistics score every value of in one go (the ridge values)
+    if name == setting:
+        runs = [(values, slice(None), values[0])]
+    else:  # a set of statistics per value, each scored at the current value of `setting`
+        runs = [([settings[setting]], slice(j, j + 1), value) for j, value in enumerate(values)]
     fold_ids = np.unique(assignment)
     accuracies = np.empty((len(fold_ids), len(values)))
-    statistics = folds.shared(X, codes, {**settings, name: values[0]})
-    if statistics is None:
-        return None
-    together = name == statistics.setting  # the values the statistics score in one go (the ridge values)
-    for j, value in enumerate([values] if together else values):
-        if not together:
-            statistics = folds.shared(X, codes, {**settings, name: value})
-        statistics.prepare(assignment)
+    for scored, columns, value in runs:
+        shared = folds.shared(X, codes, {**settings, name: value})  # the first kept from above, then each replaced
+        shared.prepare(assignment)
         for i, f in enumerate(fold_ids):
             test = assignment == f
-            present, scores = statistics.scores(test, value if together else [settings[statistics.setting]],
-                                                (assignment, f))
-            truth = codes[test]
-            for k, fold_scores in enumerate(scores):
-                accuracies[i, k if together else j] = float((present[fold_scores.argmax(1).cpu().numpy()] ==
-                                                             truth).mean())
+            present, scores = shared.scores(test, scored, (assignment, f))
+            accuracies[i, columns] = [float((present[s.argmax(1).cpu().numpy()] == codes[test]).mean())
+                                      for s in scores]
+        shared = None  # let go before the next value's statistics are computed
     return accuracies
 
 
