@@ -40,7 +40,6 @@ from imprint.tuning import Tuning
 from imprint.validation import check_embeddings, check_labels
 
 MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")  # a plug-in hint read from a file
-TUNING_ROWS = 50_000  # cross-validation reads a stratified sample of this many support rows at most
 
 
 class ImprintClassifier(ClassifierMixin, BaseEstimator):
@@ -152,7 +151,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             need_memory(X_checked.shape[0] * X_checked.shape[1] * 4 * 2, "rejection keeps a float32 copy of the "
                         "support set for calibration")
         folds = FoldFitter(self.device_, None if text is None else text.weights, int(self.seed))
-        self.tuning_ = Tuning.run(params, *tuning_sample(X_checked, codes, int(self.seed)), folds, int(self.seed))
+        self.tuning_ = Tuning.run(params, X_checked, codes, folds, int(self.seed))
         self.pipeline_ = Pipeline.fit(X_checked, codes, len(classes), self.tuning_.resolved(params), self.device_,
                                       text, int(self.seed))
         self.classes_ = classes
@@ -563,22 +562,6 @@ def check_stage_options(path: Any, meta: dict, resolved: dict[str, Any]) -> None
                         raise ClassifierFileError(f"{printable(path)} is inconsistent: its {slot} stage has "
                                                   f"{name}={quoted(value, 40)} but its settings say "
                                                   f"{quoted(expected, 40)}")
-
-
-def tuning_sample(X: np.ndarray, codes: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The support rows cross-validation reads: all of them up to TUNING_ROWS, else a seeded stratified sample of
-    TUNING_ROWS (every class in proportion, at least 3 rows of each where it has them), copied in storage order:
-    choosing among a handful of candidates needs no more, and a memory-mapped set is never copied whole."""
-    if len(codes) <= TUNING_ROWS:
-        return X, codes
-    from imprint.sampling import ranked_by_class
-
-    rng = np.random.default_rng(seed)
-    counts = np.bincount(codes)
-    keep = np.maximum(np.minimum(counts, 3), np.round(counts * (TUNING_ROWS / len(codes))).astype(np.int64))
-    order, rank = ranked_by_class(codes, rng)
-    rows = np.sort(order[rank < keep[codes[order]]])
-    return np.ascontiguousarray(X[rows], dtype=np.float32), codes[rows]
 
 
 def _label_kind(labels: np.ndarray) -> str:

@@ -18,3 +18,14 @@ def stratified_folds(codes: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
     folds = np.empty(len(codes), dtype=np.int64)
     folds[order] = rank % n_folds
     return folds
+
+
+def stratified_sample(codes: np.ndarray, n: int, seed: int, least: int = 3) -> np.ndarray | None:
+    """Positions (sorted) of a seeded sample of about `n` rows, every class in proportion to its size but at
+    least `least` rows of it where it has them; None when there are no more than `n` rows."""
+    if len(codes) <= n:
+        return None
+    counts = np.bincount(codes)
+    keep = np.maximum(np.minimum(counts, least), np.round(counts * (n / len(codes))).astype(np.int64))
+    order, rank = ranked_by_class(codes, np.random.default_rng(seed))
+    return np.sort(order[rank < keep[codes[order]]])

@@ -37,7 +37,8 @@ class Setting:
     registry (``chain``: several joined by '+'); ``low``/``high`` bound numbers (``open_low``/``open_high``
     exclude the bound); ``optional`` allows None (off); ``tunable`` lists the candidates tried for "auto" by
     cross-validated accuracy, or ``choose(codes, score, seed)`` is the setting's own way of choosing it on the
-    support set, returning a ``PerClassRule``."""
+    support set, returning a ``PerClassRule``; ``carry(value, ratio)`` is what a value chosen on a sample of the
+    support set becomes for the whole set (a value whose best depends on the number of rows)."""
 
     name: str
     kind: type
@@ -57,6 +58,8 @@ class Setting:
     shown: bool = False  # always named in report labels (k, m), not only when it differs from its default
     capped: bool = False  # a count per class, capped at the class size (a grid records the value that ran)
     choose: Callable[..., PerClassRule] | None = field(default=None, compare=False)  # its own rule for "auto"
+    # a value chosen on a sample of the support set, for the whole set `ratio` times larger (None: the same value)
+    carry: Callable[[Any, float], Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.default is not None and not (self.auto and self.default == AUTO):

@@ -26,11 +26,13 @@ from imprint.calibration import fit_temperature
 from imprint.configuration import chooses_method, with_method
 from imprint.pipeline import FoldFitter
 from imprint.presets import AUTO_CANDIDATES, PRESETS
-from imprint.sampling import stratified_folds
+from imprint.sampling import stratified_folds, stratified_sample
 from imprint.settings import AUTO, SETTINGS, PerClassRule
 from imprint.text_blend import TEXT_ALPHA
 
 FOLDS = 3
+SETTING_ROWS = 2_000  # settings and the method are chosen on a stratified sample of this many support rows at most
+CALIBRATION_SAMPLE = 50_000  # the temperature's folds read a stratified sample of this many rows at most (memory)
 CALIBRATION_FOLDS = 10  # the temperature's folds: models fitted on 90% of the support set score like the full one
 CALIBRATION_ROWS = 600  # held-out scores enough for one temperature: folds beyond them are not fitted
 
@@ -162,15 +164,36 @@ class Tuning:
     def run(cls, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
             seed: int) -> Tuning:
         """Choose every "auto" setting of `params` on the support rows X (class codes `codes`), fitting pipelines
-        on folds with `folds` (which carries the zero-shot text, if any); with method="auto", the method too."""
-        tuning = cls._choose_method(params, X, codes, folds, seed) if chooses_method(params) else \
-            cls._run(params, X, codes, folds, seed)
+        on folds with `folds` (which carries the zero-shot text, if any); with method="auto", the method too.
+
+        Settings and the method are chosen on at most SETTING_ROWS rows (a seeded stratified sample: a larger set
+        ranks a handful of candidates no better, at many times the cost), a value whose best depends on the number
+        of rows carried to the whole set (``Setting.carry``); the temperature is fitted on the whole set (up to
+        CALIBRATION_SAMPLE rows), since a model of more rows is more confident."""
+        sample = stratified_sample(codes, SETTING_ROWS, seed)
+        chosen_on = (X, codes) if sample is None else (X[sample], codes[sample])
+        tuning = cls._choose_method(params, *chosen_on, folds, seed) if chooses_method(params) else \
+            cls._run(params, *chosen_on, folds, seed)
+        if sample is not None:
+            tuning._carry(len(sample), len(codes))
+        calibration = stratified_sample(codes, CALIBRATION_SAMPLE, seed)
+        if calibration is not None:
+            X, codes = np.ascontiguousarray(X[calibration], dtype=np.float32), codes[calibration]
         if params.get("temperature") == AUTO:
             temperature, logits = tuning._temperature(params, X, codes, folds, seed)
             tuning.values["temperature"] = temperature
             if logits != "scores":
                 tuning.values["probability_logits"] = logits
         return tuning
+
+    def _carry(self, rows: int, total: int) -> None:
+        """Values chosen on a sample of `rows` rows, for the whole set of `total`; the sample's size recorded."""
+        for name, value in self.values.items():
+            carry = SETTINGS[name].carry if name in SETTINGS else None
+            if carry is not None:
+                self.values[name] = carry(value, total / rows)
+        if self.values or self.rules:
+            self.values["tuned_on_rows"] = rows
 
     def _temperature(self, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
                      seed: int) -> tuple[float, str]:

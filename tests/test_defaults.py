@@ -43,6 +43,40 @@ def test_the_method_is_the_preferred_one_unless_another_is_better_by_more_than_o
     assert within_one_standard_error({"tukey_gda": 0.5, "gda": 1.0}, 100) == "gda"  # no noise at 100%
 
 
+def test_a_large_support_set_chooses_on_a_sample_and_calibrates_on_every_row(real_embeddings, monkeypatch):
+    """Above SETTING_ROWS rows the method and settings are those a fit on a seeded stratified sample chooses, a
+    fixed shrinkage carried to the whole set as the same weight in rows; the temperature is the whole set's."""
+    import imprint.tuning as tuning
+    from imprint.sampling import stratified_sample
+    from imprint.stages.covariance import _carried_shrinkage
+
+    Xs, ys, _, _ = real_embeddings("fashion_mnist")  # 3,000 rows, classes 0-9
+    monkeypatch.setattr(tuning, "SETTING_ROWS", 500)
+    rows = stratified_sample(ys, 500, seed=0)
+    assert len(rows) == 500 and (np.bincount(ys[rows]) == 50).all()
+    for make in (lambda **kw: ImprintClassifier.from_preset("tukey_gda", **kw), ImprintClassifier):
+        whole, sample = make().fit(Xs, ys), make().fit(Xs[rows], ys[rows])
+        assert whole.tuned_["tuned_on_rows"] == 500 and "tuned_on_rows" not in sample.tuned_
+        assert whole.tuned_.get("method") == sample.tuned_.get("method")
+        assert whole.tuned_.get("method_cv_accuracy") == sample.tuned_.get("method_cv_accuracy")
+        carried = _carried_shrinkage(sample.tuned_["shrinkage"], 3000 / 500) if "shrinkage" in sample.tuned_ else None
+        assert whole.tuned_.get("shrinkage") == carried
+        fixed = {"shrinkage": carried} if carried is not None else {}  # nothing left to choose: every row calibrates
+        pinned = ImprintClassifier.from_preset(whole.tuned_.get("method", "tukey_gda"), **fixed).fit(Xs, ys)
+        assert whole.tuned_["temperature"] == pytest.approx(pinned.tuned_["temperature"], rel=1e-9)
+
+
+def test_a_fixed_shrinkage_carries_to_more_rows_as_the_same_weight_in_rows():
+    """a = n0 / (n0 + n): chosen on n rows, for r n rows a' = n0 / (n0 + r n); the GDA trace rule (n0 = d) is
+    carried exactly; estimators recompute themselves, 0 and 1 stay."""
+    from imprint.stages.covariance import _carried_shrinkage
+
+    assert _carried_shrinkage(0.2, 4.0) == pytest.approx(0.2 / (0.2 + 0.8 * 4.0))
+    assert _carried_shrinkage(1280 / (1280 + 1333), 6.0) == pytest.approx(1280 / (1280 + 6.0 * 1333))
+    assert _carried_shrinkage(0.35, 1.0) == pytest.approx(0.35)
+    assert [_carried_shrinkage(v, 5.0) for v in ("ledoit_wolf", 0.0, 1.0)] == ["ledoit_wolf", 0.0, 1.0]
+
+
 def test_a_stage_setting_given_pins_the_method_and_custom_pins_the_default_pipeline(mixture):
     X, y = mixture
     assert "method" not in ImprintClassifier(k=3).fit(X, y).tuned_
