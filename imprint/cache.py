@@ -9,6 +9,7 @@ entry may be empty or cut short, and is then recomputed like any damaged one.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -16,6 +17,7 @@ import re
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from stat import S_ISLNK
 
 import numpy as np
 import platformdirs
@@ -55,11 +57,18 @@ def encoder_namespace(encoder: Encoder) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+@functools.lru_cache(maxsize=4)
+def _npy_header(shape: tuple[int, ...]) -> bytes:
+    """The .npy header of a little-endian float32 array of `shape` (the same for every entry of an encoder)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buffer, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return buffer.getvalue()
+
+
 def _pack(array: np.ndarray) -> bytes:
     """MAGIC + SHA-256 of the .npy bytes + the .npy bytes."""
-    buffer = io.BytesIO()
-    np.save(buffer, np.asarray(array, dtype=np.float32), allow_pickle=False)
-    data = buffer.getvalue()
+    array = np.ascontiguousarray(array, dtype="<f4")
+    data = _npy_header(array.shape) + array.tobytes()
     return MAGIC + hashlib.sha256(data).digest() + data
 
 
@@ -81,9 +90,20 @@ class EmbeddingCache:
         self.root = Path(root) if root is not None else default_cache_dir()
         self.writable = True  # turned off, with one warning, when the cache cannot be written (full, read-only)
 
-    def _entry(self, namespace: str, path: Path) -> Path:
-        stat = path.stat()
-        ident = f"{path.resolve()}\n{stat.st_size}\n{stat.st_mtime_ns}"
+    def _entry(self, namespace: str, path: Path, folders: dict[Path, Path] | None = None) -> Path:
+        """The entry of an image file: from its absolute path (links resolved), size and mtime. `folders` keeps the
+        resolved folders of earlier calls: a folder of many images is resolved once, not once per image."""
+        stat = os.lstat(path)
+        if S_ISLNK(stat.st_mode):
+            stat, resolved = os.stat(path), path.resolve()
+        elif folders is None:
+            resolved = path.resolve()
+        else:
+            folder = folders.get(path.parent)
+            if folder is None:
+                folder = folders[path.parent] = path.parent.resolve()
+            resolved = folder / path.name
+        ident = f"{resolved}\n{stat.st_size}\n{stat.st_mtime_ns}"
         key = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()  # any file name
         return self.root / namespace / key[:2] / f"{key[2:]}{SUFFIX}"
 
@@ -98,9 +118,10 @@ class EmbeddingCache:
         """(embeddings, found mask) for `paths`; rows not found, or whose entry fails its check, are zero."""
         out = np.zeros((len(paths), dim), dtype=np.float32)
         found = np.zeros(len(paths), dtype=bool)
+        folders: dict[Path, Path] = {}
         for i, path in enumerate(paths):
             try:
-                vector = self._read(self._entry(namespace, path))
+                vector = self._read(self._entry(namespace, path, folders))
             except OSError:  # the image itself is gone or unreadable: the encoder will say so
                 continue
             if vector is not None and vector.shape == (dim,) and np.isfinite(vector).all():
@@ -110,8 +131,9 @@ class EmbeddingCache:
     def put_many(self, namespace: str, paths: Sequence[Path], embeddings: np.ndarray) -> None:
         """Store one embedding per path. A cache that cannot be written (a full disk, a read-only folder) is
         left alone with one warning: embedding goes on without it."""
+        folders: dict[Path, Path] = {}
         for path, vector in zip(paths, embeddings):
-            if not self._write(lambda: self._entry(namespace, path), _pack(vector)):
+            if not self._write(lambda: self._entry(namespace, path, folders), _pack(vector)):
                 return
 
     def _write(self, entry: Callable[[], Path], data: bytes) -> bool:

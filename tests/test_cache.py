@@ -70,3 +70,26 @@ def test_cache_info_and_clear(tmp_path, capsys, encoder):
     assert main(["cache", "clear", "--cache-dir", str(tmp_path / "c")]) == 0
     assert "removed 4" in capsys.readouterr().out
     assert EmbeddingCache(tmp_path / "c").info()["entries"] == 0
+
+
+def test_one_image_reached_by_a_link_or_a_relative_path_has_one_entry(tmp_path, monkeypatch):
+    """The key is the image's real path: a linked folder, a linked file and a relative path all find the entry the
+    real path wrote (folders are resolved once per call, a linked file on its own)."""
+    real = tmp_path / "real"
+    real.mkdir()
+    images = [real / f"{i}.jpg" for i in range(3)]
+    for path in images:
+        path.write_bytes(b"not decoded: only its path, size and time are read")
+    (tmp_path / "linked_folder").symlink_to(real, target_is_directory=True)
+    (tmp_path / "linked_file.jpg").symlink_to(images[1])
+    monkeypatch.chdir(real)
+    cache = EmbeddingCache(tmp_path / "cache")
+    vectors = np.arange(9, dtype=np.float32).reshape(3, 3)
+    cache.put_many("a" * 24, images, vectors)
+    other_ways = [tmp_path / "linked_folder" / "0.jpg", tmp_path / "linked_file.jpg", Path("2.jpg")]
+    found, mask = cache.get_many("a" * 24, other_ways, 3)
+    assert mask.all()
+    np.testing.assert_array_equal(found, vectors)
+    assert [cache._entry("a" * 24, path) for path in other_ways] == \
+        [cache._entry("a" * 24, path, {}) for path in images]
+    assert len(list((tmp_path / "cache").rglob("*.emb"))) == 3

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,27 @@ def test_embed_writes_embeddings_labels_and_paths(tmp_path, capsys, messy_folder
         assert data["embeddings"].shape == (80, 1280)
         assert sorted(set(data["labels"].tolist())) == sorted(CLASSES)
         assert str(corrupt) not in data["paths"].tolist() and str(data["encoder"]) == "timm:tf_efficientnet_lite0"
+
+
+def test_the_command_exits_with_its_code_after_threads_exit_handlers_and_output(tmp_path):
+    """The `imprint` command skips only the interpreter's module teardown: a running non-daemon thread is waited
+    for, exit handlers run, every line of output arrives and the exit code is main's."""
+    import subprocess
+
+    script = ("import atexit, sys, threading, time\n"
+              "from pathlib import Path\n"
+              f"out = Path({str(tmp_path)!r})\n"
+              "atexit.register(lambda: (out / 'handler').write_text('ran'))\n"
+              "threading.Thread(target=lambda: (time.sleep(0.5), (out / 'thread').write_text('done'))).start()\n"
+              "sys.argv = ['imprint', *sys.argv[1:]]\n"
+              "from imprint.cli import console\n"
+              "console()\n")
+    done = subprocess.run([sys.executable, "-c", script, "presets"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "handler").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
+    from imprint.presets import PRESETS
+
+    assert all(name in done.stdout for name in PRESETS) and done.stdout.endswith("\n")
+    failed = subprocess.run([sys.executable, "-c", script, "info", str(tmp_path / "missing.safetensors")],
+                            capture_output=True, text=True, timeout=120)
+    assert failed.returncode == 2 and "not found" in failed.stderr and "Traceback" not in failed.stderr

@@ -1,6 +1,4 @@
 """python -m imprint.cli"""
-import sys
+from imprint.cli import console
 
-from imprint.cli import main
-
-sys.exit(main())
+console()
