@@ -189,6 +189,21 @@ class Pipeline:
             out[positions] = self.model(block, out=buffer)[:positions.stop - positions.start].cpu().numpy()
         return out
 
+    def held_out_class_scores(self, X: np.ndarray) -> np.ndarray:
+        """``class_scores`` of a model fitted only to score these rows (cross-fitting): from the metric's
+        statistics where that is cheaper than solving for its parameters (``Metric.unsolved_scores``)."""
+        out = np.empty((len(X), self.n_classes), dtype=np.float32)
+        with torch.inference_mode():
+            for positions, block, _ in self.blocks(X):
+                scores = self.metric.unsolved_scores(self.model.norm_inf(block.to(self.metric.proxies.dtype)))
+                if scores is None:
+                    return self.class_scores(X)
+                scores = self.model.aggregation(scores)
+                if self.model.text is not None:
+                    scores = scores + self.model.text(block)
+                out[positions] = scores[:positions.stop - positions.start].cpu().numpy()
+        return out
+
     def predict_codes(self, X: np.ndarray) -> np.ndarray:
         """The class with the highest score for each query; class scores are never all held at once. With `max`
         that is the class of the best proxy (proxies are grouped by class in class order, so ties go to the first
@@ -369,3 +384,7 @@ class FoldModel:
     def class_scores(self, X: np.ndarray) -> np.ndarray:
         """Scores of the classes present in the fold (columns in `present` order)."""
         return self.pipeline.class_scores(X)
+
+    def held_out_scores(self, X: np.ndarray) -> np.ndarray:
+        """``class_scores`` of rows this model scores once (see ``Pipeline.held_out_class_scores``)."""
+        return self.pipeline.held_out_class_scores(X)

@@ -220,7 +220,7 @@ class Tuning:
             else:
                 model = folds.fit(X[train], codes[train], settings)
                 present = model.present
-                scores.append(model.class_scores(X[test]))
+                scores.append(model.held_out_scores(X[test]))
             truth.append(np.searchsorted(present, codes[test]))
             held_out += int(test.sum())
         scores, truth = np.concatenate(scores), np.concatenate(truth)

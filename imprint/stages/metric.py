@@ -107,6 +107,11 @@ class Metric(nn.Module):
         this one fit (for cross-validation), where the metric can reuse its statistics; None where it cannot."""
         return None
 
+    def unsolved_scores(self, queries: Tensor) -> Tensor | None:
+        """The scores ``forward`` gives, from the fitted statistics without solving for the metric's parameters,
+        where that is cheaper (a model that scores its held-out rows once, in cross-fitting); None: use forward."""
+        return None
+
     def options(self) -> dict[str, Any]:
         return {}
 
@@ -265,6 +270,14 @@ class MahalanobisMetric(Metric):
             self.spectrum = _spectrum(self.scatter)
         return [-0.5 * quadratic + prior for quadratic in
                 _shrunk_quadratics(self.scatter, self.spectrum, values, queries, self.proxies)]
+
+    def unsolved_scores(self, queries: Tensor) -> Tensor | None:
+        """With fewer residuals than dimensions, the scores from the n x n spectrum of the residuals (n^2 d work)
+        instead of the d x d precision (d^3)."""
+        if self.precision_matrix is not None or self.scatter is None or self.scatter.rows is None:
+            return None
+        scores = self.candidate_scores("shrinkage", [self.shrinkage], queries)
+        return next(iter(scores)).to(queries.dtype)
 
     def options(self) -> dict[str, Any]:
         return {"shrinkage": self.shrinkage, "prior": self.prior}
