@@ -296,20 +296,21 @@ def test_ridge_folds_score_as_a_fit_per_fold_would(real_embeddings, monkeypatch,
 @pytest.mark.parametrize("preset, shrinkage", [("gda", "gda"), ("tukey_gda", 0.2), ("gda", "ledoit_wolf")])
 def test_a_fold_scores_its_held_out_rows_from_the_residual_spectrum_as_its_solved_head(real_embeddings, preset,
                                                                                       shrinkage):
-    """With fewer support rows than dimensions, a cross-fitting fold scores its held-out rows from the n x n
-    spectrum of its residuals, never solving the d x d precision, with the scores the solved head gives; with more
-    rows it solves as usual."""
+    """A cross-fitting fold scores its held-out rows without the d x d precision, with the scores the solved head
+    gives: from the n x n spectrum of its residuals with few rows, else by triangular solves with a Cholesky
+    factor."""
     from imprint.pipeline import FoldFitter
     from imprint.presets import PRESETS
 
     Xs, ys, Xq, _ = real_embeddings("fashion_mnist")
     folds = FoldFitter(torch.device("cpu"), None, 0)
     settings = {**PRESETS[preset].settings, "shrinkage": shrinkage, "seed": 0}
-    for per_class, thin in ((16, True), (150, False)):
+    for per_class, thin in ((16, True), (100, False), (150, False)):
         rows = np.concatenate([np.flatnonzero(ys == c)[:per_class] for c in range(10)])
         model = folds.fit(Xs[rows], ys[rows], settings)
         held_out = model.held_out_scores(Xq[:300])
-        assert (model.pipeline.metric.precision_matrix is None) == thin
+        metric = model.pipeline.metric
+        assert metric.precision_matrix is None and (metric.factor is None) == thin
         expected = model.class_scores(Xq[:300])
         np.testing.assert_allclose(held_out, expected, rtol=1e-4, atol=1e-5 * float(np.abs(expected).max()))
         assert (held_out.argmax(1) == expected.argmax(1)).mean() >= 0.99

@@ -229,6 +229,7 @@ class MahalanobisMetric(Metric):
     def set_proxies(self, proxies: Tensor, proxy_counts: Tensor) -> None:
         super().set_proxies(proxies, proxy_counts)
         self.spectrum = None  # of the pooled covariance, for candidate_scores
+        self.factor = None  # Cholesky factor of the shrunk covariance, for unsolved_scores
         self.precision_matrix = None  # solved when first needed: a model inside cross-validation that only scores
         #                               candidates (from the spectrum) never needs it
 
@@ -272,12 +273,28 @@ class MahalanobisMetric(Metric):
                 _shrunk_quadratics(self.scatter, self.spectrum, values, queries, self.proxies)]
 
     def unsolved_scores(self, queries: Tensor) -> Tensor | None:
-        """With fewer residuals than dimensions, the scores from the n x n spectrum of the residuals (n^2 d work)
-        instead of the d x d precision (d^3)."""
-        if self.precision_matrix is not None or self.scatter is None or self.scatter.rows is None:
+        """The scores without the d x d precision: with at most half as many residuals as dimensions from the n x n
+        spectrum of the residuals (n^2 d work; measured 1.3-3.6x faster there at d = 1280, slower above about
+        0.6 d), else from a Cholesky factor of the shrunk covariance by triangular solves (d^3 / 3 instead of the
+        inverse's d^3)."""
+        if self.precision_matrix is not None or self.scatter is None:
             return None
-        scores = self.candidate_scores("shrinkage", [self.shrinkage], queries)
-        return next(iter(scores)).to(queries.dtype)
+        rows = self.scatter.rows
+        if rows is not None and 2 * len(rows) <= rows.shape[1]:
+            return next(iter(self.candidate_scores("shrinkage", [self.shrinkage], queries))).to(queries.dtype)
+        if self.factor is None:
+            covariance, _ = shrunk_covariance(self.scatter, self.shrinkage)
+            diagonal = torch.diagonal(covariance)
+            factor, info = torch.linalg.cholesky_ex(covariance)
+            if not float(diagonal.min()) > 1e-6 * float(diagonal.max()) or int(info) != 0:
+                return None  # ill-conditioned: solved as forward solves it
+            self.factor = factor
+        proxies = self.proxies
+        Z = torch.linalg.solve_triangular(self.factor, queries.double().T.to(self.factor.device), upper=False)
+        V = torch.linalg.solve_triangular(self.factor, proxies.double().T, upper=False)
+        quadratic = Z.square().sum(0)[:, None] - 2.0 * (Z.T @ V) + V.square().sum(0)[None, :]
+        prior = _log_prior(self.class_counts.to(proxies.device), self.prior, torch.float64)
+        return (-0.5 * quadratic + prior[class_of_proxy(self.proxy_counts.to(proxies.device))]).to(queries.dtype)
 
     def options(self) -> dict[str, Any]:
         return {"shrinkage": self.shrinkage, "prior": self.prior}
