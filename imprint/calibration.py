@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.optimize import minimize_scalar
+from scipy.optimize import brentq, minimize_scalar
 from scipy.special import logsumexp
 
 BINS = 15  # equal-width confidence bins of the expected calibration error
@@ -19,22 +19,38 @@ BINS = 15  # equal-width confidence bins of the expected calibration error
 
 def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
     """The T > 0 minimising the mean negative log-likelihood of softmax(scores / T) at the true columns
-    (convex in 1/T: a bounded search on the inverse temperature). Scores whose classes cannot be told apart
-    (no spread) give the spread's scale."""
+    (convex in 1/T: a bounded search on the inverse temperature). Where every row's true class already scores
+    highest, that likelihood only grows as T falls to 0, a certainty no finite sample shows: T then makes the mean
+    probability of the true class (n + 1) / (n + 2), the accuracy n right answers out of n support (Laplace's rule
+    of succession). Scores whose classes cannot be told apart (no spread) give the spread's scale."""
     scores = np.asarray(scores, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.int64)
     spread = float(np.std(scores))
     if not np.isfinite(spread) or spread <= 0:
         return 1.0
-    true_scores = scores[np.arange(len(scores)), truth]
+    rows = np.arange(len(scores))
+    true_scores = scores[rows, truth]
+    bounds = (-np.log(spread) - 12.0, -np.log(spread) + 12.0)
+    others = scores.copy()
+    others[rows, truth] = -np.inf
+    if scores.shape[1] > 1 and (true_scores > others.max(axis=1)).all():
+        target = (len(scores) + 1) / (len(scores) + 2)
+
+        def shortfall(log_beta: float) -> float:  # rises with beta: every true class is the top one
+            logits = np.exp(log_beta) * scores
+            return float(np.mean(np.exp(logits[rows, truth] - logsumexp(logits, axis=1)))) - target
+
+        if shortfall(bounds[1]) <= 0.0:
+            return float(np.exp(-bounds[1]))
+        if shortfall(bounds[0]) >= 0.0:
+            return float(np.exp(-bounds[0]))
+        return float(np.exp(-brentq(shortfall, *bounds, xtol=1e-6)))
 
     def nll(log_beta: float) -> float:
         beta = np.exp(log_beta)
         return float(np.mean(logsumexp(beta * scores, axis=1) - beta * true_scores))
 
-    centre = -np.log(spread)
-    found = minimize_scalar(nll, bounds=(centre - 12.0, centre + 12.0), method="bounded",
-                            options={"xatol": 1e-4})
+    found = minimize_scalar(nll, bounds=bounds, method="bounded", options={"xatol": 1e-4})
     return float(np.exp(-found.x))
 
 

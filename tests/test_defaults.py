@@ -117,6 +117,21 @@ def test_a_fitted_temperature_is_the_likelihood_s_and_improves_calibration(real_
     assert nll[1] <= nll[0] and nll[1] <= nll[2]
 
 
+def test_held_out_scores_all_right_give_the_rule_of_succession_not_certainty():
+    """Where every held-out row's true class scores highest, the likelihood grows as T falls to 0; the temperature
+    instead makes the mean probability of the true class (n + 1) / (n + 2). One wrong row: the likelihood's."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 48)
+    scores = rng.normal(size=(48, 3))
+    scores[np.arange(48), truth] += 5.0
+    t = fit_temperature(scores, truth)
+    assert softmax(scores, t)[np.arange(48), truth].mean() == pytest.approx(49 / 50, abs=1e-5)
+    scores[0, truth[0]] -= 20.0  # now wrong
+    t = fit_temperature(scores, truth)
+    nll = [-np.log(softmax(scores, t * f)[np.arange(48), truth]).mean() for f in (0.8, 1.0, 1.25)]
+    assert nll[1] <= nll[0] and nll[1] <= nll[2]
+
+
 def test_eval_draws_a_reliability_diagram_and_reports_rejection_apart(tmp_path, capsys):
     cache = ["--cache-dir", tmp_path / "cache", "--quiet"]
     assert run(capsys, "fit", EXAMPLES, "-o", tmp_path / "r.safetensors", "--preset", "gda", "--reject", "max_score",
