@@ -5,8 +5,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import column_or_1d
 
 from imprint.errors import UserError, UserTypeError
 
@@ -96,6 +94,9 @@ def check_labels(y: Any, n_samples: int, one_per_class: bool = False) -> np.ndar
     """Return y as a 1-D label array of length n_samples with at least two classes. `one_per_class`: labels that
     are expected to be mostly distinct (one text embedding per class), so scikit-learn's warning that they
     look like a regression target does not apply."""
+    from sklearn.utils.multiclass import check_classification_targets  # here: `imprint fit --help` and its
+    from sklearn.utils.validation import column_or_1d  # argument checks import this module, not scikit-learn (1.2 s)
+
     if y is None:
         raise UserError("requires y to be passed, but the target y is None; pass one label per embedding")
     try:

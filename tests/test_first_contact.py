@@ -147,6 +147,18 @@ def test_info_needs_no_model_and_says_when_k_was_capped(tmp_path, mixture):
     assert "k=20: 6 of 6 classes have fewer than 20 proxies" in done.stdout
 
 
+def test_fit_help_and_a_mistyped_setting_import_no_scikit_learn(tmp_path):
+    """`imprint fit --help` and a setting refused by the parser list and check every stage setting without
+    importing scikit-learn (1.2 s; only a fit needs it)."""
+    code = ("import sys\nfrom imprint.cli import main\ncode = main(sys.argv[1:])\n"
+            "print('sklearn imported:', 'sklearn' in sys.modules)\nsys.exit(code)")
+    shown = subprocess.run([sys.executable, "-c", code, "fit", "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0 and "--shrinkage" in shown.stdout and "sklearn imported: False" in shown.stdout
+    refused = subprocess.run([sys.executable, "-c", code, "fit", str(tmp_path), "--k", "0", "-o",
+                              str(tmp_path / "c.safetensors")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "k must be" in refused.stderr and "sklearn imported: False" in refused.stdout
+
+
 def test_the_api_refuses_queries_from_another_encoder_and_exports_class_names(mixture):
     from imprint.embedded import tagged
 
