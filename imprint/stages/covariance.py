@@ -124,17 +124,25 @@ def shrunk_covariance(stats: Scatter, shrinkage: float | str) -> tuple[Tensor, f
     return (1.0 - a) * S + a * mu * eye, a
 
 
+def cholesky_factor(covariance: Tensor) -> Tensor | None:
+    """The lower Cholesky factor of a well-conditioned symmetric matrix (a shrunk covariance), or None where its
+    diagonal spans more than 10^6 or the factorisation fails."""
+    diagonal = torch.diagonal(covariance)
+    if not float(diagonal.min()) > 1e-6 * float(diagonal.max()):
+        return None
+    factor, info = torch.linalg.cholesky_ex(covariance)
+    return factor if int(info) == 0 else None
+
+
 def precision(covariance: Tensor) -> Tensor:
     """Inverse of a symmetric positive semi-definite matrix (float64): by Cholesky when the matrix is well
     conditioned (a shrunk covariance), else by eigendecomposition with eigenvalues floored at 1e-9 of the
     largest, so the inverse is always finite."""
-    diagonal = torch.diagonal(covariance)
-    if float(diagonal.min()) > 1e-6 * float(diagonal.max()):
-        factor, info = torch.linalg.cholesky_ex(covariance)
-        if int(info) == 0:
-            inverse = torch.cholesky_inverse(factor).contiguous()  # row-major, as when read back from a file
-            if torch.isfinite(inverse).all():
-                return inverse
+    factor = cholesky_factor(covariance)
+    if factor is not None:
+        inverse = torch.cholesky_inverse(factor).contiguous()  # row-major, as when read back from a file
+        if torch.isfinite(inverse).all():
+            return inverse
     values, vectors = torch.linalg.eigh(covariance)
     floor = max(float(values.max()), 1e-300) * 1e-9
     return ((vectors / values.clamp_min(floor)) @ vectors.T).contiguous()

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from imprint.clustering import nearest_own_centroid
 from imprint.errors import UserError
 from imprint.settings import AUTO, Registry, Setting
-from imprint.stages.covariance import SHRINKAGE, Scatter, precision, second_moment, shrunk_covariance
+from imprint.stages.covariance import SHRINKAGE, Scatter, cholesky_factor, precision, second_moment, shrunk_covariance
 from imprint.stages.ridge_solve import RidgeFolds, ridge_solve, uses_dual
 from imprint.support import Support, squared_norms
 
@@ -241,11 +241,15 @@ class MahalanobisMetric(Metric):
         covariance, self.shrinkage_used = shrunk_covariance(self.scatter, self.shrinkage)
         P = precision(covariance.to(proxies.device))
         W = proxies.double() @ P
-        prior = _log_prior(self.class_counts.to(proxies.device), self.prior, torch.float64)
         self.precision_matrix = P.to(proxies.dtype)
         self.weights = W.to(proxies.dtype)
-        self.bias = (-0.5 * (W * proxies.double()).sum(1) + prior[class_of_proxy(self.proxy_counts.to(proxies.device))]
-                     ).to(proxies.dtype)
+        self.bias = (-0.5 * (W * proxies.double()).sum(1) + self._proxy_log_prior()).to(proxies.dtype)
+
+    def _proxy_log_prior(self) -> Tensor:
+        """The log prior of each proxy's class (float64, on the proxies' device)."""
+        device = self.proxies.device
+        prior = _log_prior(self.class_counts.to(device), self.prior, torch.float64)
+        return prior[class_of_proxy(self.proxy_counts.to(device))]
 
     def ranking(self, queries: Tensor, out: Tensor | None = None) -> Tensor:
         self.solve()
@@ -265,8 +269,7 @@ class MahalanobisMetric(Metric):
         """Every shrinkage from one eigendecomposition of the pooled covariance."""
         if name != "shrinkage":
             return None
-        owner = class_of_proxy(self.proxy_counts.to(self.proxies.device))
-        prior = _log_prior(self.class_counts.to(self.proxies.device), self.prior, torch.float64)[owner]
+        prior = self._proxy_log_prior()
         if self.spectrum is None:  # once per fit, not once per block of queries
             self.spectrum = _spectrum(self.scatter)
         return [-0.5 * quadratic + prior for quadratic in
@@ -284,17 +287,13 @@ class MahalanobisMetric(Metric):
             return next(iter(self.candidate_scores("shrinkage", [self.shrinkage], queries))).to(queries.dtype)
         if self.factor is None:
             covariance, _ = shrunk_covariance(self.scatter, self.shrinkage)
-            diagonal = torch.diagonal(covariance)
-            factor, info = torch.linalg.cholesky_ex(covariance)
-            if not float(diagonal.min()) > 1e-6 * float(diagonal.max()) or int(info) != 0:
+            self.factor = cholesky_factor(covariance.to(self.proxies.device))
+            if self.factor is None:
                 return None  # ill-conditioned: solved as forward solves it
-            self.factor = factor
-        proxies = self.proxies
-        Z = torch.linalg.solve_triangular(self.factor, queries.double().T.to(self.factor.device), upper=False)
-        V = torch.linalg.solve_triangular(self.factor, proxies.double().T, upper=False)
+        Z = torch.linalg.solve_triangular(self.factor, queries.double().T, upper=False)
+        V = torch.linalg.solve_triangular(self.factor, self.proxies.double().T, upper=False)
         quadratic = Z.square().sum(0)[:, None] - 2.0 * (Z.T @ V) + V.square().sum(0)[None, :]
-        prior = _log_prior(self.class_counts.to(proxies.device), self.prior, torch.float64)
-        return (-0.5 * quadratic + prior[class_of_proxy(self.proxy_counts.to(proxies.device))]).to(queries.dtype)
+        return (-0.5 * quadratic + self._proxy_log_prior()).to(queries.dtype)
 
     def options(self) -> dict[str, Any]:
         return {"shrinkage": self.shrinkage, "prior": self.prior}
