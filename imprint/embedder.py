@@ -31,9 +31,9 @@ class EmbedOptions:
     strict: bool = False
 
     def __post_init__(self) -> None:
-        from imprint.encoders.runtime import resolve_runtime
-
         if self.runtime != "auto":  # a runtime that is unknown or not installed: refused before any slow work
+            from imprint.encoders.runtime import resolve_runtime
+
             resolve_runtime(self.runtime, "cpu")
 
 

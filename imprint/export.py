@@ -17,14 +17,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor, nn
 
-from imprint.encoders.preprocess import NotDescribable, Preprocess
 from imprint.errors import UserError, printable
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from imprint.export_module import ImagesToAnswers
 
 OPSET = 17
 FORMAT = "imprint-onnx"
@@ -45,38 +47,14 @@ class Exported:
     width: int
 
 
-class ImagesToAnswers(nn.Module):
-    """uint8 images -> class scores, probabilities, best class (and unknown score, accepted)."""
-
-    def __init__(self, encoder: nn.Module, preprocessing: dict[str, Any], head: nn.Module, temperature: float,
-                 log_logits: bool, rejector: Any = None, threshold: float | None = None) -> None:
-        super().__init__()
-        self.encoder, self.head = encoder, head
-        self.register_buffer("mean", torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, 3, 1, 1))
-        self.temperature, self.log_logits = float(temperature), bool(log_logits)
-        self.rejector, self.threshold = rejector, threshold
-
-    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        pixels = (images.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
-        embeddings = self.encoder(pixels).float()
-        scores = self.head(embeddings)
-        logits = scores.clamp_min(1e-30).log() if self.log_logits else scores
-        probabilities = torch.softmax(logits / self.temperature, dim=1)
-        label = scores.argmax(dim=1)
-        if self.rejector is None:
-            return scores, probabilities, label
-        unknown = self.rejector.traceable_score(embeddings, scores, self.head).float()
-        return scores, probabilities, label, unknown, unknown <= self.threshold
-
-
 def export_file(classifier_path: str | os.PathLike, path: str | os.PathLike, encoder: str | None = None,
                 force: bool = False) -> Exported:
     """`imprint export`: the saved classifier at `classifier_path` as an ONNX graph at `path`."""
-    from imprint.classifier import ImprintClassifier
     from imprint.outputs import check_output
 
     check_output(path, ours=is_exported_model, what="ONNX model", force=force, inputs=[classifier_path])
+    from imprint.classifier import ImprintClassifier
+
     return export_onnx(ImprintClassifier.load(classifier_path, device="cpu"), path, encoder=encoder, force=True)
 
 
@@ -84,10 +62,13 @@ def export_onnx(classifier: Any, path: str | os.PathLike, encoder: Any = None, f
     """Write `classifier` (with `encoder`, by default the one it records when imprint may build it) as one ONNX
     graph from images to answers. The graph is checked against imprint's own answers on random images before it
     is kept."""
+    import torch
+
     from imprint import __version__
     from imprint.atomic import atomic_write_bytes
     from imprint.encoders import create_encoder
     from imprint.encoders.factory import self_contained
+    from imprint.encoders.preprocess import NotDescribable, Preprocess
     from imprint.outputs import check_output
 
     check_output(path, ours=is_exported_model, what="ONNX model", force=force)
@@ -134,6 +115,8 @@ def _plain(value: Any) -> Any:
 
 
 def _module(classifier: Any, encoder: Any, preprocessing: dict[str, Any]) -> ImagesToAnswers:
+    from imprint.export_module import ImagesToAnswers
+
     classifier.pipeline_.solve()
     head = classifier.to_torch()
     rejector, threshold = None, None
@@ -151,6 +134,8 @@ def _module(classifier: Any, encoder: Any, preprocessing: dict[str, Any]) -> Ima
 def _export(module: nn.Module, example: Tensor, outputs: list[str]) -> bytes:
     """The module traced to ONNX (TorchScript tracing: every stage's forward is traced as it runs)."""
     import io
+
+    import torch
 
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
@@ -180,6 +165,7 @@ def _with_metadata(model_bytes: bytes, metadata: dict[str, str]) -> bytes:
 def _check(model_bytes: bytes, module: ImagesToAnswers, example: Tensor, outputs: list[str]) -> None:
     """The graph's answers on a batch of random images equal the module's (scores within 1e-4 relative)."""
     import onnxruntime
+    import torch
 
     session = onnxruntime.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
     images = torch.randint(0, 256, (3, *example.shape[1:]), dtype=torch.uint8)

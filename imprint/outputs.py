@@ -37,8 +37,8 @@ def check_output(path: str | os.PathLike, *, ours: Callable[[Path], bool], what:
             raise OutputError(f"refusing to write the {what} to {printable(path)}: it is one of this command's "
                               "inputs; choose another output name")
     if (path.exists() or path.is_symlink()) and not force and not ours(path):
-        raise OutputError(f"{printable(path)} exists and is not a {what} imprint wrote; choose another name, or pass "
-                          "--force to replace it")
+        raise OutputError(f"{printable(path)} exists and is not {_article(what)} {what} imprint wrote; choose another "
+                          "name, or pass --force to replace it")
     return path
 
 
@@ -49,6 +49,10 @@ def check_output_folder(path: str | os.PathLike, *, ours: Callable[[Path], bool]
     if path.exists() and not path.is_dir():
         raise OutputError(f"{printable(path)} is a file; give a folder for the {what}")
     if path.is_dir() and not force and any(path.iterdir()) and not ours(path):
-        raise OutputError(f"{printable(path)} is a folder with other files in it, not a {what} imprint wrote; choose "
-                          "a new or empty folder, or pass --force to write into it")
+        raise OutputError(f"{printable(path)} is a folder with other files in it, not {_article(what)} {what} imprint "
+                          "wrote; choose a new or empty folder, or pass --force to write into it")
     return path
+
+
+def _article(noun: str) -> str:
+    return "an" if noun[:1].lower() in "aeio" else "a"

@@ -140,9 +140,10 @@ def json_ready(values: dict[str, Any], what: str) -> dict[str, Any]:
     return out
 
 
-def read_classifier(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
-    """Metadata and arrays of a classifier file, checked, in the current layout; or a ClassifierFileError naming
-    what is wrong."""
+def read_header(path: str | os.PathLike, tensors: dict[str, np.ndarray] | None = None) -> dict:
+    """The metadata of a classifier file, checked as far as it goes without its arrays (found, readable, imprint's
+    format, a version this imprint reads): what a command checks before anything slow. `tensors`, where given,
+    receives the arrays."""
     path = Path(path)
     shown = printable(path)
     if not path.is_file():
@@ -150,7 +151,8 @@ def read_classifier(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
     try:
         with safe_open(str(path), framework="numpy") as handle:
             header = handle.metadata() or {}
-            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            if tensors is not None:
+                tensors.update((name, handle.get_tensor(name)) for name in handle.keys())
     except Exception as exc:  # safetensors raises several types for damaged files
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise ClassifierFileError(f"{shown} is not a readable classifier file (corrupt or truncated): {reason}") \
@@ -166,6 +168,15 @@ def read_classifier(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
         raise ClassifierFileError(f"{shown} has classifier format version {printable(version, 20)}; this imprint "
                                   f"reads versions {', '.join(map(str, READABLE_VERSIONS))}"
                                   + (": upgrade imprint (pip install -U imprint) or refit" if newer else ": refit"))
+    return meta
+
+
+def read_classifier(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metadata and arrays of a classifier file, checked, in the current layout; or a ClassifierFileError naming
+    what is wrong."""
+    tensors: dict[str, np.ndarray] = {}
+    meta = read_header(path, tensors)
+    shown, version = printable(path), meta["format_version"]
     altered = ClassifierFileError(f"{shown} has been altered or damaged since it was written (it does not match its "
                                   "checksum); refit or restore the file from a copy")
     if version == 3 and meta.get("digest") != file_digest(meta, tensors):

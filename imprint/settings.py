@@ -351,6 +351,14 @@ class Registry(Generic[T]):
 
         return add
 
+    @classmethod
+    def listing(cls, kind: str, names: Sequence[str]) -> Registry[Any]:
+        """A registry of `names` without their implementations: it checks and lists stage words (for the command
+        line's flags) before the stages themselves are imported."""
+        registry: Registry[Any] = cls(kind)
+        registry._entries = {name: Entry(name, None, "") for name in names}
+        return registry
+
     def entry(self, name: str) -> Entry[T]:
         try:
             return self._entries[name]

@@ -2,6 +2,7 @@
 embeddings file; and which of its rows are support and which are held out."""
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,24 @@ def _from_labelled(description: str, data: Labelled) -> Source:
     return Source(description, np.asarray(data.labels, dtype=object), data.encoder_id, embed)
 
 
+def check_source(path: str | os.PathLike) -> Path:
+    """`path` if it can be a source (a folder, which may be a store, or a .npz file), else the one-line error that
+    says what it is and what to pass; nothing inside it is read."""
+    path = Path(path)
+    if path.is_file():
+        if path.suffix.lower() == ".npz":
+            return path
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            raise SourceError(f"{path} is a single image; imprinting learns from a folder with one sub-folder per "
+                              f"class ({path.parent}/<class>/<image>). To classify this image: imprint predict "
+                              f"CLASSIFIER {path}")
+        raise SourceError(f"{path} is a file, not an image folder, an embeddings store or a .npz embeddings file")
+    if not path.exists():
+        what = "embeddings file" if path.suffix.lower() == ".npz" else "image folder"
+        raise FolderError(f"{what} not found: {path}")
+    return path
+
+
 def open_source(path: str | Path, *, embedder: Embedder | None = None, min_classes: int = 2,
                 strict: bool = False) -> Source:
     """An image folder (DIR/<class>/<image>, embedded on demand by `embedder`), a store written by
@@ -54,21 +73,12 @@ def open_source(path: str | Path, *, embedder: Embedder | None = None, min_class
     from imprint.embeddings_file import read_embeddings_file
     from imprint.store import EmbeddingStore, is_store
 
-    path = Path(path)
+    path = check_source(path)
     if is_store(path):
         X, labels = EmbeddingStore.open(path).labelled()
         return _stored(f"store {path}", Labelled(X, labels, X.encoder_id), path, embedder)
     if path.is_file():
-        if path.suffix.lower() == ".npz":
-            return _stored(f"embeddings file {path}", read_embeddings_file(path), path, embedder)
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
-            raise SourceError(f"{path} is a single image; imprinting learns from a folder with one sub-folder per "
-                              f"class ({path.parent}/<class>/<image>). To classify this image: imprint predict "
-                              f"CLASSIFIER {path}")
-        raise SourceError(f"{path} is a file, not an image folder, an embeddings store or a .npz embeddings file")
-    if not path.exists():
-        what = "embeddings file" if path.suffix.lower() == ".npz" else "image folder"
-        raise FolderError(f"{what} not found: {path}")
+        return _stored(f"embeddings file {path}", read_embeddings_file(path), path, embedder)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         folder = scan_folder(path, min_classes=min_classes, strict=strict)

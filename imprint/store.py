@@ -84,6 +84,12 @@ def unreadable_marks(positions: np.ndarray) -> np.ndarray:
         return (np.asarray(positions, dtype=np.uint64) + np.uint64(1)) * _PLACE ^ _UNREADABLE_MARK
 
 
+def check_store_place(root: Path) -> None:
+    """Refuse `root` for a store unless it is new, an empty folder, or a store already (which a run resumes)."""
+    if not is_store(root) and root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise StoreError(f"{printable(root)} exists and is not an embeddings store; choose a new or empty folder")
+
+
 def is_store(path: str | Path) -> bool:
     """Whether `path` is a store folder (it holds meta.json), as opposed to an image folder."""
     return (Path(path) / "meta.json").is_file()
@@ -174,8 +180,7 @@ class EmbeddingStore:
             if len(damaged):
                 existing._set_state(damaged, PENDING)  # recomputed by this run, never served
             return existing
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise StoreError(f"{printable(root)} exists and is not an embeddings store; choose a new or empty folder")
+        check_store_place(root)
         root.parent.mkdir(parents=True, exist_ok=True)
         _sweep_staging(root)
         staging = root.parent / f".{root.name}.creating-{_host()}-{os.getpid()}"

@@ -62,22 +62,25 @@ def fit_folder(source: str | Path, *, output: str | Path | None = None, preset: 
     labelled folder to evaluate on; `zero_shot` blends the class names' text embeddings (CLIP encoders);
     `output` saves the classifier as soon as it is fitted (`force`: even over a file imprint did not write);
     `keep_examples` keeps the support embeddings in it, so a class can later get more examples (``imprint serve``).
-    Settings and the output are checked before any image is embedded."""
-    from imprint.classifier import ImprintClassifier
+    The paths, the preset and the output are checked before anything heavy is imported, the settings before any
+    image is embedded."""
     from imprint.outputs import check_output
     from imprint.persistence import is_classifier_file
     from imprint.presets import preset_settings
-    from imprint.sources import open_source, select
+    from imprint.sources import check_source, open_source, select
+
+    method = preset_settings(preset) if preset else {}
+    inputs = [check_source(path) for path in [source] + ([test_dir] if test_dir else [])]
+    if output is not None:
+        check_output(output, ours=is_classifier_file, what="classifier file", force=force, inputs=inputs)
+    from imprint.classifier import ImprintClassifier
     from imprint.text_blend import needs_text
 
     embedding, settings = split_options(dict(options))
-    clf = ImprintClassifier(**{**(preset_settings(preset) if preset else {}), **settings, "seed": seed}).check()
+    clf = ImprintClassifier(**{**method, **settings, "seed": seed}).check()
     if not zero_shot and needs_text(clf.text_alpha):
         raise WorkflowError("--text-alpha weighs zero-shot text scores: add --zero-shot (with an encoder that has a "
                             "text tower, open_clip:MODEL/TAG)")
-    if output is not None:
-        check_output(output, ours=is_classifier_file, what="classifier file", force=force,
-                     inputs=[source] + ([test_dir] if test_dir else []))
     embedder = Embedder(embedding)
     data = open_source(source, embedder=embedder, min_classes=1 if zero_shot else 2, strict=embedding.strict)
     if data.paths is None and (zero_shot or test_dir):
@@ -158,9 +161,11 @@ def embed_folder(folder: str | Path, output: str | Path, *, engine: str = "local
 def _embed_store(data: Any, output: Path, options: EmbedOptions, engine: str, actors: int | None,
                  ray_address: str | None) -> EmbedReport:
     """Embed into a memory-mapped store folder, resuming an interrupted run (locally or with Ray)."""
+    from imprint.store import EmbeddingStore, check_store_place
+
+    check_store_place(output)  # before the encoder is built
     from imprint.cache import encoder_namespace
     from imprint.embed import embed_into_store
-    from imprint.store import EmbeddingStore
 
     encoder = Embedder(options).encoder
     store = EmbeddingStore.create(output, encoder_id=encoder.id, encoder_key=encoder_namespace(encoder),

@@ -147,16 +147,46 @@ def test_info_needs_no_model_and_says_when_k_was_capped(tmp_path, mixture):
     assert "k=20: 6 of 6 classes have fewer than 20 proxies" in done.stdout
 
 
-def test_fit_help_and_a_mistyped_setting_import_no_scikit_learn(tmp_path):
-    """`imprint fit --help` and a setting refused by the parser list and check every stage setting without
-    importing scikit-learn (1.2 s; only a fit needs it)."""
-    code = ("import sys\nfrom imprint.cli import main\ncode = main(sys.argv[1:])\n"
-            "print('sklearn imported:', 'sklearn' in sys.modules)\nsys.exit(code)")
-    shown = subprocess.run([sys.executable, "-c", code, "fit", "--help"], capture_output=True, text=True)
-    assert shown.returncode == 0 and "--shrinkage" in shown.stdout and "sklearn imported: False" in shown.stdout
-    refused = subprocess.run([sys.executable, "-c", code, "fit", str(tmp_path), "--k", "0", "-o",
-                              str(tmp_path / "c.safetensors")], capture_output=True, text=True)
-    assert refused.returncode == 2 and "k must be" in refused.stderr and "sklearn imported: False" in refused.stdout
+def test_help_and_mistakes_are_answered_before_torch_is_imported(tmp_path, mixture):
+    """Every command's --help, and a mistake in its arguments, paths, preset, settings or output, is answered
+    without importing torch (1.2 s) or scikit-learn: the fit flags come from the settings snapshot."""
+    X, y = mixture
+    ImprintClassifier(method="gda").fit(X[::10], y[::10]).save(tmp_path / "c.safetensors")
+    foreign = tmp_path / "foreign.txt"
+    foreign.write_text("not imprint's")
+    folder, classifier, missing = str(EXAMPLES), str(tmp_path / "c.safetensors"), str(tmp_path / "missing")
+    mistakes = [
+        (["fit", missing, "-o", str(tmp_path / "o.safetensors")], "image folder not found"),
+        (["fit", folder, "-o", str(tmp_path / "o.safetensors"), "--k", "0"], "k must be an integer >= 1"),
+        (["fit", folder, "-o", str(tmp_path / "o.safetensors"), "--preset", "gdaa"], "unknown preset 'gdaa'"),
+        (["fit", folder, "-o", str(foreign)], "is not a classifier file imprint wrote"),
+        (["fit", folder, "-o", str(tmp_path / "o.safetensors"), "--test-dir", missing], "image folder not found"),
+        (["fewshot", folder, "--metric", "cosine"], "unknown metric 'cosine'"),
+        (["embed", missing, "-o", str(tmp_path / "e.npz")], "image folder not found"),
+        (["embed", folder, "-o", str(foreign)], "exists and is not an embeddings store"),
+        (["collapse", str(foreign)], "is a file, not an image folder"),
+        (["inspect", folder, "-o", str(tmp_path / "r"), "--preset", "nope"], "unknown preset 'nope'"),
+        (["eval", missing + ".safetensors", folder], "classifier file not found"),
+        (["eval", classifier, missing], "image folder not found"),
+        (["predict", str(foreign), folder], "not a readable classifier file"),
+        (["export", classifier, "-o", str(foreign)], "is not an ONNX model imprint wrote"),
+        (["serve", classifier, "--port", "70000"], "is not a port number"),
+        (["grid", missing + ".yaml", "--out", str(tmp_path / "g")], "file not found"),
+    ]
+    code = ("import json, sys\nfrom imprint.cli import main\nresults = []\n"
+            "for argv in json.loads(sys.argv[1]):\n"
+            "    results.append([main(argv), 'torch' in sys.modules, 'sklearn' in sys.modules])\n"
+            "print(json.dumps(results))")
+    helps = [[command, "--help"] for command in ("fit", "fewshot", "predict", "eval", "embed", "serve", "grid")]
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(helps + [argv for argv, _ in mistakes])],
+                          capture_output=True, text=True, timeout=120)
+    results = json.loads(done.stdout.splitlines()[-1])
+    assert results == [[0, False, False]] * len(helps) + [[2, False, False]] * len(mistakes), done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("imprint: error:")]
+    assert len(errors) == len(mistakes)
+    for line, (argv, expected) in zip(errors, mistakes):
+        assert expected in line, (argv, line)
+    assert "--shrinkage" in done.stdout and "--projection-dim" in done.stdout
 
 
 def test_the_api_refuses_queries_from_another_encoder_and_exports_class_names(mixture):

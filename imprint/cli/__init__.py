@@ -56,15 +56,20 @@ def _silence_stdout() -> None:
 
 
 def _run(argv: list[str]) -> int:
-    from imprint.cli.parser import HEAVY, build_parser, command_in, plugins_in, print_error
+    from imprint.cli.parser import WITH_SETTINGS, build_parser, command_in, plugins_in, print_error
 
     try:
         with _warnings_as_lines():
-            _import_plugins(plugins_in(argv))
+            plugins = plugins_in(argv)
+            _import_plugins(plugins)
             from imprint.cli.commands import COMMANDS
 
-            heavy = command_in(argv, list(COMMANDS)) in HEAVY
-            args = build_parser(COMMANDS, heavy=heavy).parse_args(argv)
+            flags = None
+            if command_in(argv, list(COMMANDS)) in WITH_SETTINGS:
+                from imprint.cli.setting_flags import setting_flags
+
+                flags = setting_flags(live=bool(plugins))  # a plug-in's settings are known only once imported
+            args = build_parser(COMMANDS, flags).parse_args(argv)
             args.run(args)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error already printed (2)
         return int(exit_.code or 0)

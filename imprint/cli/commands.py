@@ -20,9 +20,7 @@ def embedding_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def classifier_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The classifier settings given as flags (a flag not given is absent, so a preset's value stands)."""
-    from imprint.configuration import RUN_SETTINGS, parameter_names
-
-    return {name: getattr(args, name) for name in parameter_names() if name not in RUN_SETTINGS and hasattr(args, name)}
+    return {name: getattr(args, name) for name in args.setting_names if hasattr(args, name)}
 
 
 def report_evaluation(evaluation: Any, what: str, per_class: bool = False) -> None:

@@ -3,9 +3,14 @@ so every stage's settings, plug-ins' included, are flags with their own help, an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from imprint.cli.setting_flags import SettingFlags
+    from imprint.settings import Setting
 
 
 class Parser(argparse.ArgumentParser):
@@ -15,40 +20,81 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"imprint: error: {message} (see: {self.prog} --help)\n")
 
 
-def _setting_type(name: str) -> Callable[[str], Any]:
-    from imprint.settings import SETTINGS
-
+def _setting_type(setting: Setting) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
-            return SETTINGS[name].parse(text)
+            return setting.parse(text)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
-    parse.__name__ = name
+    parse.__name__ = setting.name
     return parse
 
 
-def add_setting_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ("device", "seed")) -> None:
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type for a path or a name: `check` (cheap: nothing heavy imported, nothing large read) refuses
+    it with a one-line message before the command starts its slow work."""
+    from imprint.errors import UserError
+
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except (UserError, OSError) as exc:
+            raise argparse.ArgumentTypeError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        return text
+
+    parse.__name__ = getattr(check, "__name__", "value")
+    return parse
+
+
+def _classifier_file(text: str) -> None:
+    from imprint.persistence import read_header
+
+    read_header(text)
+
+
+def _source(text: str) -> None:
+    from imprint.sources import check_source
+
+    check_source(text)
+
+
+def _preset(text: str) -> None:
+    from imprint.presets import preset_settings
+
+    preset_settings(text)
+
+
+def _existing_file(text: str) -> None:
+    if not os.path.isfile(text):
+        raise FileNotFoundError(f"file not found: {text}")
+
+
+CLASSIFIER_FILE, SOURCE, PRESET, EXISTING_FILE = (_checked(check) for check in
+                                                  (_classifier_file, _source, _preset, _existing_file))
+
+
+def add_setting_options(parser: argparse.ArgumentParser, flags: SettingFlags,
+                        skip: tuple[str, ...] = ("device", "seed")) -> None:
     """One flag per classifier setting (default: the preset's, else the classifier's), grouped by the stage
     that uses it."""
-    from imprint.configuration import parameter_names
     from imprint.presets import PRESETS
-    from imprint.settings import SETTINGS
 
-    parser.add_argument("--preset", default=None, metavar="NAME",
+    parser.add_argument("--preset", default=None, metavar="NAME", type=PRESET,
                         help=f"start from a published method: {', '.join(PRESETS)}, or auto (chosen on the support "
                              "set; the default when no stage flag is given); flags below override it (see: imprint "
                              "presets)")
     group = parser.add_argument_group("classifier settings (ImprintClassifier; auto: chosen on the support set)")
-    for name in parameter_names():
-        if name in skip:
+    names = [flag.setting.name for flag in flags.settings if flag.setting.name not in skip]
+    parser.set_defaults(setting_names=names)  # the settings a command may find given in its namespace
+    for flag in flags.settings:
+        setting = flag.setting
+        if setting.name in skip:
             continue
-        setting = SETTINGS[name]
-        users = SETTINGS.users(name)
-        used_by = f" [{'/'.join(sorted({f'{kind} {stage}' for kind, stage in users}))}]" if users else ""
+        used_by = f" [{'/'.join(sorted({f'{kind} {stage}' for kind, stage in flag.users}))}]" if flag.users else ""
         help_text = f"{setting.help}; {setting.allowed()} (default: {setting.default}){used_by}"
-        group.add_argument("--" + name.replace("_", "-"), dest=name, type=_setting_type(name),
-                           default=argparse.SUPPRESS, metavar=name.upper(), help=help_text.replace("%", "%%"))
+        group.add_argument("--" + setting.name.replace("_", "-"), dest=setting.name, type=_setting_type(setting),
+                           default=argparse.SUPPRESS, metavar=setting.name.upper(), help=help_text.replace("%", "%%"))
 
 
 def add_encoding_options(parser: argparse.ArgumentParser, serving: bool = False) -> None:
@@ -85,13 +131,12 @@ def _plugin_option(parser: argparse.ArgumentParser) -> None:
                         help="import MODULE first: its stages and settings become available (repeatable)")
 
 
-HEAVY = ("fit", "fewshot")  # commands whose flags come from the stage registries (importing torch)
+WITH_SETTINGS = ("fit", "fewshot")  # commands with a flag for every classifier setting
 
 
-def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heavy: bool = True) -> Parser:
-    """The parser; `commands` maps each subcommand name to the function that runs it. With `heavy` false the
-    settings-derived flags of fit and fewshot are left out, so quick commands (info, presets, report, cache,
-    the top-level help) start without importing torch."""
+def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], flags: SettingFlags | None) -> Parser:
+    """The parser; `commands` maps each subcommand name to the function that runs it, `flags` are the classifier
+    settings fit and fewshot take (None: those commands are only named, for any other command's parse)."""
     parser = Parser(prog="imprint", description="Training-free classifiers from the embeddings of a frozen image "
                     "model (weight imprinting and closed-form heads). "
                     "Start with: imprint fit FOLDER -o clf.safetensors")
@@ -105,14 +150,15 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
         return p
 
     p = command("fit", "imprint a classifier from an image folder (DIR/<class>/<image>), a store or an "
-                       "embeddings file from 'imprint embed'", epilog=_stages_epilog() if heavy else None,
+                       "embeddings file from 'imprint embed'", epilog=_stages_epilog(flags) if flags else None,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", help="image folder DIR/<class>/<image>, store folder or FILE.npz from 'imprint embed'")
+    p.add_argument("source", type=SOURCE,
+                   help="image folder DIR/<class>/<image>, store folder or FILE.npz from 'imprint embed'")
     p.add_argument("-o", "--output", required=True, help="classifier file to write (.safetensors)")
     p.add_argument("--shots", type=int, default=None, help="use N images per class (few-shot)")
     p.add_argument("--test-fraction", type=float, default=None,
                    help="hold out this share of every class and report accuracy on it")
-    p.add_argument("--test-dir", default=None, help="a second labelled folder to evaluate on")
+    p.add_argument("--test-dir", default=None, type=SOURCE, help="a second labelled folder to evaluate on")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the few-shot draw and the classifier")
     p.add_argument("--keep-examples", action="store_true", help="keep the support embeddings in the file, so "
                    "'imprint serve' can give any class more examples (the file grows by 4 bytes per value)")
@@ -120,14 +166,15 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
                    "name into the class scores (CLIP encoders; weight --text-alpha, auto: chosen by cross-validation "
                    "on the support set); with --text-alpha none the text joins the support set instead, and empty "
                    "class folders are then imprinted from text alone")
-    p.add_argument("--templates", default=None, help="prompt templates file, one per line with {} for the name")
+    p.add_argument("--templates", default=None, type=EXISTING_FILE,
+                   help="prompt templates file, one per line with {} for the name")
     _force_option(p)
     add_encoding_options(p)
-    if heavy:
-        add_setting_options(p)
+    if flags:
+        add_setting_options(p, flags)
 
     p = command("predict", "predict images or folders of images with a saved classifier")
-    p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")
+    p.add_argument("classifier", type=CLASSIFIER_FILE, help="classifier file from 'imprint fit' (.safetensors)")
     p.add_argument("paths", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files, or folders searched for images")
     p.add_argument("-o", "--output", default=None, help="write the predictions to this file (CSV, or JSON for .json)")
     p.add_argument("--top-k", type=int, default=3, help="alternatives listed per image")
@@ -137,12 +184,13 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     add_encoding_options(p)
 
     p = command("eval", "accuracy, chance level, macro-F1 and a per-class table on a labelled folder")
-    p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")
-    p.add_argument("folder", help="labelled image folder DIR/<class>/<image> (classes the classifier knows)")
+    p.add_argument("classifier", type=CLASSIFIER_FILE, help="classifier file from 'imprint fit' (.safetensors)")
+    p.add_argument("folder", type=SOURCE,
+                   help="labelled image folder DIR/<class>/<image> (classes the classifier knows)")
     p.add_argument("--confusion", default=None, help="write a confusion-matrix picture (PNG)")
     p.add_argument("--calibration", default=None, metavar="PNG",
                    help="write a reliability diagram of the probabilities (PNG), with their calibration error")
-    p.add_argument("--unknown", default=None, metavar="FOLDER",
+    p.add_argument("--unknown", default=None, type=SOURCE, metavar="FOLDER",
                    help="images of none of the classes: report open-set metrics (needs a classifier with --reject)")
     p.add_argument("--format", choices=("text", "json"), default="text")
     _force_option(p)
@@ -150,7 +198,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
 
     p = command("embed", "embed an image folder (DIR/<class>/<image>) into FILE.npz or a memory-mapped store "
                          "folder (resumable)")
-    p.add_argument("folder", help="image folder DIR/<class>/<image>")
+    p.add_argument("folder", type=SOURCE, help="image folder DIR/<class>/<image>")
     p.add_argument("-o", "--output", required=True,
                    help="FILE.npz (in memory), or a folder: memory-mapped store, written as it goes; rerun to resume")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -162,33 +210,36 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
 
     p = command("export", "write a classifier as one ONNX graph from images to answers (runs with onnxruntime "
                           "alone; see examples/onnx_predict.py)")
-    p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")
+    p.add_argument("classifier", type=CLASSIFIER_FILE, help="classifier file from 'imprint fit' (.safetensors)")
     p.add_argument("-o", "--output", required=True, help="the ONNX model to write (.onnx)")
     p.add_argument("--encoder", default=None, help="the encoder, where the classifier records one imprint does not "
                    "build from a file alone (it must be the one it was fitted with)")
     _force_option(p)
 
     p = command("serve", "serve a classifier over HTTP: predict, teach and remove classes by example, a page at /")
-    p.add_argument("classifier", help="classifier file (.safetensors); class changes are saved to it, the file "
-                   "they replace kept as NAME.previous.safetensors")
+    p.add_argument("classifier", type=CLASSIFIER_FILE, help="classifier file (.safetensors); class changes are "
+                   "saved to it, the file they replace kept as NAME.previous.safetensors")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
                    "only; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     p.add_argument("--read-only", action="store_true", help="predict only: no class changes, the file untouched")
-    p.add_argument("--token-file", default=None, help="file whose first line is a token that class changes must "
-                   "send ('Authorization: Bearer TOKEN'; default: $IMPRINT_SERVE_TOKEN, else none needed)")
+    p.add_argument("--token-file", default=None, type=EXISTING_FILE, help="file whose first line is a token that "
+                   "class changes must send ('Authorization: Bearer TOKEN'; default: $IMPRINT_SERVE_TOKEN, else "
+                   "none needed)")
     p.add_argument("--max-images", type=int, default=64, help="images per request at most (default: 64)")
     p.add_argument("--max-image-mb", type=float, default=20.0, help="megabytes per image at most (default: 20)")
     add_encoding_options(p, serving=True)
 
     p = command("inspect", "find likely wrong labels, duplicates and test leaks, outliers, class health and the "
                            "images to label next; writes a report folder (CSV, JSON and an HTML page)")
-    p.add_argument("source", help="labelled image folder DIR/<class>/<image>, store folder or FILE.npz")
+    p.add_argument("source", type=SOURCE, help="labelled image folder DIR/<class>/<image>, store folder or FILE.npz")
     p.add_argument("-o", "--output", required=True, help="report folder to write (new, empty or an earlier report)")
-    p.add_argument("--test-dir", default=None, help="a test folder: its near copies of support images are leaks")
-    p.add_argument("--unlabelled", default=None, metavar="FOLDER", help="unlabelled images to rank for labelling")
+    p.add_argument("--test-dir", default=None, type=SOURCE,
+                   help="a test folder: its near copies of support images are leaks")
+    p.add_argument("--unlabelled", default=None, type=SOURCE, metavar="FOLDER",
+                   help="unlabelled images to rank for labelling")
     p.add_argument("--budget", type=int, default=None, help="images to pick from --unlabelled (default: 50)")
-    p.add_argument("--preset", default="gda", help="the classifier fitted without each image to judge it "
+    p.add_argument("--preset", default="gda", type=PRESET, help="the classifier fitted without each image to judge it "
                    "(default: gda; 'imprint presets' lists them)")
     p.add_argument("--folds", type=int, default=5, help="cross-fitting folds (default: 5)")
     p.add_argument("--reject", default="knn", help="unknown score that finds outliers (default: knn)")
@@ -206,30 +257,30 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     add_encoding_options(p)
 
     p = command("info", "describe a saved classifier (no model is loaded)")
-    p.add_argument("classifier", help="classifier file from 'imprint fit' (.safetensors)")
+    p.add_argument("classifier", type=CLASSIFIER_FILE, help="classifier file from 'imprint fit' (.safetensors)")
     p.add_argument("--json", action="store_true", help="the description as JSON")
 
     p = command("presets", "list the published methods that --preset and from_preset() name")
     p.add_argument("--json", action="store_true", help="the presets as JSON")
 
     p = command("collapse", "neural-collapse report of a labelled folder, store or embeddings file")
-    p.add_argument("source", help="image folder, store folder or FILE.npz from 'imprint embed'")
+    p.add_argument("source", type=SOURCE, help="image folder, store folder or FILE.npz from 'imprint embed'")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     add_encoding_options(p)
 
     p = command("fewshot", "n-way k-shot episodes: mean accuracy and its 95 percent confidence interval")
-    p.add_argument("source", help="image folder, store folder or FILE.npz from 'imprint embed'")
+    p.add_argument("source", type=SOURCE, help="image folder, store folder or FILE.npz from 'imprint embed'")
     p.add_argument("--ways", type=int, default=5, help="classes per episode (default: 5)")
     p.add_argument("--shots", type=int, default=1, help="support images per class and episode (default: 1)")
     p.add_argument("--queries", type=int, default=15, help="query images per class and episode (default: 15)")
     p.add_argument("--episodes", type=int, default=600, help="episodes averaged (default: 600)")
     p.add_argument("--seed", type=int, default=0, help="seed of the episode draws (default: 0)")
     add_encoding_options(p)
-    if heavy:
-        add_setting_options(p)
+    if flags:
+        add_setting_options(p, flags)
 
     p = command("grid", "run a YAML grid of variants x encoders x datasets x tasks (resumable)")
-    p.add_argument("config", help="YAML grid config (see configs/)")
+    p.add_argument("config", type=EXISTING_FILE, help="YAML grid config (see configs/)")
     p.add_argument("--out", required=True, help="results folder; a rerun skips the cells already there")
     p.add_argument("--workers", type=int, default=None, help="parallel processes for the cells (default: cores)")
     p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")
@@ -247,13 +298,12 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], heav
     return parser
 
 
-def _stages_epilog() -> str:
-    from imprint.stages import AGGREGATIONS, GENERATORS, METRICS, NORMS
+def _stages_epilog(flags: SettingFlags) -> str:
+    from imprint.cli.setting_flags import REGISTRY_TITLES
 
     return "stages:\n\n" + "\n\n".join(
-        f"{title}:\n" + "\n".join("  " + line for line in registry.describe().splitlines())
-        for title, registry in (("generation", GENERATORS), ("normalisation (chain with +, e.g. center+l2)", NORMS),
-                                ("metric (head)", METRICS), ("aggregation", AGGREGATIONS)))
+        f"{title}:\n" + "\n".join("  " + line for line in flags.stages[kind].splitlines())
+        for kind, title in REGISTRY_TITLES)
 
 
 def command_in(argv: list[str], names: list[str]) -> str | None:

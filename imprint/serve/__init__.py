@@ -42,16 +42,16 @@ def serve(path: str | os.PathLike, host: str = DEFAULT_HOST, port: int = DEFAULT
           token: str | None = None, max_images: int = 64, max_image_mb: float = 20.0,
           log: Any = print, **embedding: Any) -> None:
     """Serve the classifier file at `path` until interrupted (Ctrl-C)."""
+    if not 1 <= max_images <= 10_000 or not 0 < max_image_mb <= 1024:
+        raise UserError("--max-images is 1 to 10000 and --max-image-mb above 0 and at most 1024")
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port {port} is not a port number (0 to 65535)")
+    sock = _bound(host, port)  # before anything heavy is imported: a port in use is a one-line answer at once
     import uvicorn
 
     from imprint.serve.app import ServeOptions, create_app
     from imprint.serve.uploads import Limits
 
-    if not 1 <= max_images <= 10_000 or not 0 < max_image_mb <= 1024:
-        raise UserError("--max-images is 1 to 10000 and --max-image-mb above 0 and at most 1024")
-    if not 0 <= port <= 65535:
-        raise UserError(f"--port {port} is not a port number (0 to 65535)")
-    sock = _bound(host, port)  # before the model is loaded: a port in use is a one-line answer at once
     live = open_live(path, read_only=read_only, **embedding)
     app = create_app(live, ServeOptions(read_only=read_only, token=token,
                                         limits=Limits(max_images, int(max_image_mb * 2**20))))
