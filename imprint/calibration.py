@@ -54,6 +54,20 @@ def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
     return float(np.exp(-found.x))
 
 
+def as_logits(scores: np.ndarray, kind: str) -> np.ndarray:
+    """Class scores as the logits a softmax divides: as they are ("scores"), or their logarithms ("log", for heads
+    whose scores are sums of kernels: densities)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return np.log(np.maximum(scores, 1e-300)) if kind == "log" else scores
+
+
+def score_spread(logits: np.ndarray) -> float:
+    """How far apart the class scores of a row are, over rows: the root mean square of each row about its own mean,
+    the scale a softmax reads (a shift of a row changes nothing)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    return float(np.sqrt(np.mean(np.square(logits - logits.mean(axis=1, keepdims=True)))))
+
+
 def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
     logits = np.asarray(scores, dtype=np.float64) / temperature
     logits -= logits.max(axis=1, keepdims=True)

@@ -154,6 +154,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.tuning_ = Tuning.run(params, X_checked, codes, folds, int(self.seed))
         self.pipeline_ = Pipeline.fit(X_checked, codes, len(classes), self.tuning_.resolved(params), self.device_,
                                       text, int(self.seed))
+        self.tuning_.calibrate(params, X_checked, codes, folds, self.pipeline_, int(self.seed))
+        self.pipeline_.settings["temperature"] = self.tuning_.resolved(params)["temperature"]
         self.classes_ = classes
         self.encoder_id_ = encoder_id
         self.open_set_ = None

@@ -53,5 +53,12 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def chosen_text(values: dict) -> str:
+    """Settings chosen on the support set as `name=value, ...`, numbers to 4 significant digits (the fit and info
+    lines; the file and the JSON keep every digit)."""
+    return ", ".join(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}"
+                     for name, value in values.items())
+
+
 def percent(value: float) -> str:
     return "n/a" if value != value else f"{100 * value:.1f}%"

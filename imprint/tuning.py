@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 
 from imprint.auto_k import ProxyRatio
-from imprint.calibration import fit_temperature
+from imprint.calibration import as_logits, fit_temperature, score_spread
 from imprint.configuration import chooses_method, with_method
-from imprint.pipeline import FoldFitter
+from imprint.pipeline import FoldFitter, Pipeline
 from imprint.presets import AUTO_CANDIDATES, PRESETS
 from imprint.sampling import stratified_folds, stratified_sample
 from imprint.settings import AUTO, SETTINGS, PerClassRule
@@ -168,23 +168,37 @@ class Tuning:
 
         Settings and the method are chosen on at most SETTING_ROWS rows (a seeded stratified sample: ranking a
         handful of candidates needs no more, and cross-validating them all on 10,000 rows cost 8x a fit), a value
-        whose best depends on the number of rows carried to the whole set (``Setting.carry``); the temperature is
-        fitted on the whole set (up to CALIBRATION_SAMPLE rows), since a model of more rows is more confident."""
+        whose best depends on the number of rows carried to the whole set (``Setting.carry``). The temperature
+        comes once the pipeline is fitted (``calibrate``)."""
         sample = stratified_sample(codes, SETTING_ROWS, seed)
         chosen_on = (X, codes) if sample is None else (X[sample], codes[sample])
         tuning = cls._choose_method(params, *chosen_on, folds, seed) if chooses_method(params) else \
             cls._run(params, *chosen_on, folds, seed)
         if sample is not None:
             tuning._carry(len(sample), len(codes))
+        return tuning
+
+    def calibrate(self, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
+                  pipeline: Pipeline, seed: int) -> None:
+        """With temperature="auto", the temperature of `pipeline` (fitted on X with the chosen settings), cross-fitted
+        on the whole support set (up to CALIBRATION_SAMPLE rows), since a model of more rows is more confident.
+        It is fitted in units of each fold model's score spread and carried to `pipeline` in units of its own: a
+        covariance head's scores grow with the rows it is fitted on (at 2 images per class a fold model, with one
+        per class, scores 10^-4 as widely as the full model), and a temperature read off the fold models alone
+        would make the full model far too confident."""
+        if params.get("temperature") != AUTO:
+            return
         calibration = stratified_sample(codes, CALIBRATION_SAMPLE, seed)
         if calibration is not None:
             X, codes = np.ascontiguousarray(X[calibration], dtype=np.float32), codes[calibration]
-        if params.get("temperature") == AUTO:
-            temperature, logits = tuning._temperature(params, X, codes, folds, seed)
-            tuning.values["temperature"] = temperature
-            if logits != "scores":
-                tuning.values["probability_logits"] = logits
-        return tuning
+        temperature, logits, fold_spread = self._temperature(params, X, codes, folds, seed)
+        if fold_spread is not None:
+            rows = stratified_sample(codes, CALIBRATION_ROWS, seed)
+            spread = score_spread(as_logits(pipeline.class_scores(X if rows is None else X[rows]), logits))
+            temperature *= spread if np.isfinite(spread) and spread > 0 else fold_spread
+        self.values["temperature"] = temperature
+        if logits != "scores":
+            self.values["probability_logits"] = logits
 
     def _carry(self, rows: int, total: int) -> None:
         """Values chosen on a sample of `rows` rows, for the whole set of `total`; the sample's size recorded."""
@@ -196,38 +210,51 @@ class Tuning:
             self.values["tuned_on_rows"] = rows
 
     def _temperature(self, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
-                     seed: int) -> tuple[float, str]:
+                     seed: int) -> tuple[float, str, float | None]:
         """The softmax temperature that makes the cross-fitted class scores of the support set calibrated (their
-        negative log-likelihood least), and what it divides: the scores, or their logarithms where that is more
-        likely still (a head whose scores are sums of kernels, as Tip-Adapter's, is a density: its log is a
-        logit). Where nothing can be held out, a third of the spread of the scores. Only as many folds are
-        fitted as give CALIBRATION_ROWS held-out scores (all ten up to 600 support rows; three of ten at 2,000)."""
+        negative log-likelihood least), what it divides: the scores, or their logarithms where that is more likely
+        still (a head whose scores are sums of kernels, as Tip-Adapter's, is a density: its log is a logit), and,
+        where the fold models were fitted, the temperature in units of each one's score spread on its own rows
+        with their mean spread (else None: the temperature as it is). Where nothing can be held out, a third of the
+        spread of the scores. Only as many folds are fitted as give CALIBRATION_ROWS held-out scores (all ten up
+        to 600 support rows; three of ten at 2,000)."""
         settings = {**self.resolved(params), "temperature": 1.0}
         smallest = int(np.bincount(codes).min())
         if smallest < 2:
             scores = folds.fit(X, codes, settings).class_scores(X)
-            return (float(np.std(scores) / 3.0) if np.std(scores) > 0 else 1.0), "scores"
+            return (float(np.std(scores) / 3.0) if np.std(scores) > 0 else 1.0), "scores", None
         assignment = stratified_folds(codes, min(CALIBRATION_FOLDS, smallest), seed)
-        scores, truth, held_out = [], [], 0
+        held, own, truth, held_out = [], [], [], 0
         shared = folds.shared(X, codes, settings)
         for f in np.unique(assignment):
             if held_out >= CALIBRATION_ROWS:
                 break
             train, test = assignment != f, assignment == f
-            if shared is not None:
+            if shared is not None:  # ridge heads: their scores' scale does not grow with their rows
                 present, (fold_scores,) = shared.scores(test, [settings[shared.setting]])
-                scores.append(fold_scores.float().cpu().numpy())
+                held.append(fold_scores.float().cpu().numpy())
             else:
                 model = folds.fit(X[train], codes[train], settings)
                 present = model.present
-                scores.append(model.held_out_scores(X[test]))
+                held.append(model.held_out_scores(X[test]))
+                rows = np.flatnonzero(train)
+                sample = stratified_sample(codes[rows], CALIBRATION_ROWS, seed)
+                own.append(model.held_out_scores(X[rows if sample is None else rows[sample]]))
             truth.append(np.searchsorted(present, codes[test]))
             held_out += int(test.sum())
-        scores, truth = np.concatenate(scores), np.concatenate(truth)
-        best = ("scores", scores)
-        if (scores > 0).all():
-            best = min(best, ("log", np.log(scores)), key=lambda pair: _likelihood_loss(pair[1], truth))
-        return fit_temperature(best[1], truth), best[0]
+        truth = np.concatenate(truth)
+        candidates = ["scores"] + (["log"] if all((scores > 0).all() for scores in held + own) else [])
+        best = None
+        for logits in candidates:
+            spreads = [score_spread(as_logits(scores, logits)) for scores in own]
+            relative = bool(own) and all(np.isfinite(spread) and spread > 0 for spread in spreads)
+            fold_logits = np.concatenate([as_logits(scores, logits) / (spreads[i] if relative else 1.0)
+                                          for i, scores in enumerate(held)])
+            loss = _likelihood_loss(fold_logits, truth)
+            if best is None or loss < best[0]:
+                best = (loss, logits, fold_logits, float(np.mean(spreads)) if relative else None)
+        _, logits, fold_logits, fold_spread = best
+        return fit_temperature(fold_logits, truth), logits, fold_spread
 
     @classmethod
     def _choose_method(cls, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,

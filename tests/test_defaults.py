@@ -117,6 +117,24 @@ def test_a_fitted_temperature_is_the_likelihood_s_and_improves_calibration(real_
     assert nll[1] <= nll[0] and nll[1] <= nll[2]
 
 
+def test_the_temperature_carries_to_the_full_model_in_units_of_its_score_spread(real_embeddings):
+    """At 2 images per class a GDA fold model (one per class) scores about 10^-4 as widely as the full model: a
+    temperature read off the fold models made the full model certain of every answer. Fitted in units of each
+    model's score spread, it is near the one the test images want, and so is the calibration error."""
+    from imprint.calibration import score_spread
+
+    Xs, ys, Xq, yq = real_embeddings("fashion_mnist")
+    support = np.concatenate([np.flatnonzero(ys == c)[:2] for c in range(10)])
+    clf = ImprintClassifier.from_preset("gda", shrinkage=0.05).fit(Xs[support], ys[support])
+    scores = clf.decision_function(Xq)
+    best = fit_temperature(scores, yq)
+    t = clf.tuned_["temperature"]
+    assert best / 3 < t < best * 3, (t, best)
+    assert expected_calibration_error(clf.predict_proba(Xq), yq) < 0.15
+    unit = t / score_spread(clf.decision_function(Xs[support]))  # the same temperature in units of the spread
+    assert 0.01 < unit < 10
+
+
 def test_held_out_scores_all_right_give_the_rule_of_succession_not_certainty():
     """Where every held-out row's true class scores highest, the likelihood grows as T falls to 0; the temperature
     instead makes the mean probability of the true class (n + 1) / (n + 2). One wrong row: the likelihood's."""

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from imprint.cli.output import json_text, percent, say, table, warn
+from imprint.cli.output import chosen_text, json_text, percent, say, table, warn
 
 
 def embedding_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -63,7 +63,7 @@ def cmd_fit(args: argparse.Namespace) -> None:
                      seed=args.seed, force=args.force, keep_examples=args.keep_examples, **embedding_options(args),
                      **classifier_settings(args))
     report = clf.fit_report_
-    tuned = "".join(f", {name}={value}" for name, value in clf.tuned_.items())
+    tuned = f", {chosen_text(clf.tuned_)}" if clf.tuned_ else ""
     say(f"imprinted {len(clf.classes_)} classes from {report.n_support} {'images' if report.images else 'embeddings'} "
         f"({len(clf.proxies_)} proxies{tuned}; {clf.encoder_id_}) in {report.seconds:.2f} s -> {args.output}")
     if report.held_out is not None:
@@ -194,7 +194,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         f"embedding dim: {info['embedding_dim']}\nclasses: {len(info['classes'])}\nproxies: {info['proxies']}")
     say("pipeline: " + info["pipeline"])
     if info["tuned"]:
-        say("chosen on the support set: " + ", ".join(f"{k}={v}" for k, v in info["tuned"].items()))
+        say("chosen on the support set: " + chosen_text(info["tuned"]))
     for line in ("rejection", "zero_shot", "note"):
         if info.get(line):
             say(info[line])

@@ -4,9 +4,9 @@ from __future__ import annotations
 import sys
 
 from imprint.errors import printable
-from imprint.formats import csv_text, json_text, percent, table
+from imprint.formats import chosen_text, csv_text, json_text, percent, table
 
-__all__ = ["csv_text", "json_text", "percent", "say", "table", "warn"]
+__all__ = ["chosen_text", "csv_text", "json_text", "percent", "say", "table", "warn"]
 
 MESSAGE_LIMIT = 2000  # characters of one warning or error line
 
