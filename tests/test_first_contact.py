@@ -149,7 +149,8 @@ def test_info_needs_no_model_and_says_when_k_was_capped(tmp_path, mixture):
 
 def test_help_and_mistakes_are_answered_before_torch_is_imported(tmp_path, mixture):
     """Every command's --help, and a mistake in its arguments, paths, preset, settings or output, is answered
-    without importing torch (1.2 s) or scikit-learn: the fit flags come from the settings snapshot."""
+    without importing torch (1.2 s) or scikit-learn: the fit flags come from the settings snapshot. (A grid
+    config's contents are checked against the stages themselves, after they are imported.)"""
     X, y = mixture
     ImprintClassifier(method="gda").fit(X[::10], y[::10]).save(tmp_path / "c.safetensors")
     foreign = tmp_path / "foreign.txt"
@@ -172,12 +173,14 @@ def test_help_and_mistakes_are_answered_before_torch_is_imported(tmp_path, mixtu
         (["export", classifier, "-o", str(foreign)], "is not an ONNX model imprint wrote"),
         (["serve", classifier, "--port", "70000"], "is not a port number"),
         (["grid", missing + ".yaml", "--out", str(tmp_path / "g")], "file not found"),
+        (["report", str(tmp_path)], "holds no grid results (no manifest.json)"),
     ]
     code = ("import json, sys\nfrom imprint.cli import main\nresults = []\n"
             "for argv in json.loads(sys.argv[1]):\n"
             "    results.append([main(argv), 'torch' in sys.modules, 'sklearn' in sys.modules])\n"
             "print(json.dumps(results))")
-    helps = [[command, "--help"] for command in ("fit", "fewshot", "predict", "eval", "embed", "serve", "grid")]
+    helps = [[command, "--help"] for command in ("fit", "fewshot", "predict", "eval", "embed", "serve", "grid",
+                                                 "report")]
     done = subprocess.run([sys.executable, "-c", code, json.dumps(helps + [argv for argv, _ in mistakes])],
                           capture_output=True, text=True, timeout=120)
     results = json.loads(done.stdout.splitlines()[-1])

@@ -65,13 +65,19 @@ def _preset(text: str) -> None:
     preset_settings(text)
 
 
+def _grid_results(text: str) -> None:
+    from imprint.grid.manifest import read_manifest
+
+    read_manifest(text)
+
+
 def _existing_file(text: str) -> None:
     if not os.path.isfile(text):
         raise FileNotFoundError(f"file not found: {text}")
 
 
-CLASSIFIER_FILE, SOURCE, PRESET, EXISTING_FILE = (_checked(check) for check in
-                                                  (_classifier_file, _source, _preset, _existing_file))
+CLASSIFIER_FILE, SOURCE, PRESET, GRID_RESULTS, EXISTING_FILE = (
+    _checked(check) for check in (_classifier_file, _source, _preset, _grid_results, _existing_file))
 
 
 def add_setting_options(parser: argparse.ArgumentParser, flags: SettingFlags,
@@ -289,7 +295,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], flag
     _force_option(p)
 
     p = command("report", "write results.csv, summary.md and figures of a grid folder")
-    p.add_argument("folder", help="results folder of 'imprint grid'")
+    p.add_argument("folder", type=GRID_RESULTS, help="results folder of 'imprint grid'")
 
     p = command("cache", "inspect or clear the embedding cache and the encoder graphs (both rebuilt when needed)")
     p.add_argument("action", choices=("info", "clear"), help="info: where it is and its size; clear: remove its "

@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from imprint.atomic import atomic_write_bytes
+from imprint.grid.manifest import ReportError
 from imprint.report.plots import accuracy_vs_k, accuracy_vs_shots, cd_diagram
-from imprint.report.tables import ReportError, load_results, per_group, summarize
+from imprint.report.tables import load_results, per_group, summarize
 
 __all__ = ["ReportError", "load_results", "write_report"]
 

@@ -1,14 +1,13 @@
 """Tables of a grid run: results.csv (one row per cell and seed) and summary.md (variants ranked)."""
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from imprint.errors import UserError
+from imprint.grid.manifest import read_manifest
 from imprint.report.stats import MIN_GROUPS, Comparison, average_ranks, compare
 
 GROUP = ["encoder", "dataset", "task", "shots"]
@@ -23,28 +22,13 @@ OPEN_SET = [("known_rejected", "known rejected %"), ("target_rate", "target %"),
             ("unknown_rejected_near", "near rejected %"), ("unknown_rejected_far", "far rejected %")]
 
 
-class ReportError(UserError):
-    """A folder that holds no grid results."""
-
-
 def load_results(out: str | Path) -> tuple[pd.DataFrame, dict]:
     """The finished cells of the grid in `out`, in manifest order, and its manifest (name, planned cells)."""
     from imprint.grid.runner import read_cell
 
     out = Path(out)
-    try:
-        manifest = json.loads((out / "manifest.json").read_text())
-    except FileNotFoundError:
-        raise ReportError(f"{out} holds no grid results (no manifest.json); run: imprint grid CONFIG --out {out}") \
-            from None
-    except (OSError, ValueError) as exc:
-        raise ReportError(f"{out}/manifest.json is unreadable ({type(exc).__name__}); rerun: imprint grid CONFIG "
-                          f"--out {out}") from None
-    entries = manifest.get("cells") if isinstance(manifest, dict) else None
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("key"), str)
-                                                and isinstance(e.get("variant"), str) for e in entries):
-        raise ReportError(f"{out}/manifest.json is not a grid manifest (damaged or edited); rerun: imprint grid "
-                          f"CONFIG --out {out}")
+    manifest = read_manifest(out)
+    entries = manifest["cells"]
     rows, runs, damaged = [], {}, set()
     for entry in entries:
         key = entry["key"]
