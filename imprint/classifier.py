@@ -22,7 +22,7 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from imprint.calibration import fit_temperature, softmax
+from imprint.calibration import as_logits, fit_temperature, softmax
 from imprint.configuration import SLOT_NAMES, check_settings, is_oracle, method_settings, parameter_names
 from imprint.devices import resolve_device
 from imprint.errors import UserError, printable, quoted
@@ -257,10 +257,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """Softmax of the class scores divided by the temperature: calibrated on the support set by
         cross-fitting (``temperature="auto"``, see ``imprint.calibration``), or the number given."""
-        scores = self._class_scores(X).astype(np.float64)
-        if self.tuning_.values.get("probability_logits") == "log":  # sums of kernels: their logs are the logits
-            scores = np.log(np.maximum(scores, 1e-300))
-        return softmax(scores, self.pipeline_.settings["temperature"])
+        logits = as_logits(self._class_scores(X), self.tuning_.values.get("probability_logits", "scores"))
+        return softmax(logits, self.pipeline_.settings["temperature"])
 
     def score_unknown(self, X: Any) -> np.ndarray:
         """One score per query, higher meaning more likely of none of the classes (needs ``reject``)."""
@@ -295,10 +293,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             raise UserError(f"calibration labels must be known classes; {unknown[0]!r} is not one")
         columns = np.searchsorted(self.classes_, y)
         if self.temperature == AUTO:  # the probabilities too, on these held-out samples
-            scores = self.pipeline_.class_scores(X).astype(np.float64)
-            if self.tuning_.values.get("probability_logits") == "log":
-                scores = np.log(np.maximum(scores, 1e-300))
-            temperature = fit_temperature(scores, columns)
+            logits = as_logits(self.pipeline_.class_scores(X), self.tuning_.values.get("probability_logits", "scores"))
+            temperature = fit_temperature(logits, columns)
             self.pipeline_.settings["temperature"] = self.tuning_.values["temperature"] = temperature
         if self.open_set_ is None:
             self.open_set_ = OpenSet(None, self.reject_rate)

@@ -130,12 +130,13 @@ def within_one_standard_error(accuracies: dict[str, float], held_out: int) -> st
     return next(method for method, accuracy in accuracies.items() if accuracy >= best - margin - 1e-12)
 
 
-def _likelihood_loss(logits: np.ndarray, truth: np.ndarray) -> float:
-    """The mean negative log-likelihood of the true classes at the best temperature for `logits`."""
+def _fitted_temperature(logits: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """The best temperature for `logits`, and the mean negative log-likelihood of the true classes there."""
     from imprint.calibration import softmax
 
-    probs = softmax(logits, fit_temperature(logits, truth))
-    return float(-np.log(np.maximum(probs[np.arange(len(truth)), truth], 1e-300)).mean())
+    temperature = fit_temperature(logits, truth)
+    probs = softmax(logits, temperature)
+    return float(-np.log(np.maximum(probs[np.arange(len(truth)), truth], 1e-300)).mean()), temperature
 
 
 def auto_settings(params: dict[str, Any], active: list[str]) -> list[str]:
@@ -250,11 +251,10 @@ class Tuning:
             relative = bool(own) and all(np.isfinite(spread) and spread > 0 for spread in spreads)
             fold_logits = np.concatenate([as_logits(scores, logits) / (spreads[i] if relative else 1.0)
                                           for i, scores in enumerate(held)])
-            loss = _likelihood_loss(fold_logits, truth)
+            loss, temperature = _fitted_temperature(fold_logits, truth)
             if best is None or loss < best[0]:
-                best = (loss, logits, fold_logits, float(np.mean(spreads)) if relative else None)
-        _, logits, fold_logits, fold_spread = best
-        return fit_temperature(fold_logits, truth), logits, fold_spread
+                best = (loss, temperature, logits, float(np.mean(spreads)) if relative else None)
+        return best[1:]
 
     @classmethod
     def _choose_method(cls, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,

@@ -36,6 +36,7 @@ from imprint.grid.config import GridBase, import_plugins
 from imprint.grid.data import EmbeddedDataset, embed_dataset, unknown_test_images
 from imprint.grid.evaluate import evaluate_cell
 from imprint.grid.expand import Cell, expand
+from imprint.grid.manifest import MANIFEST
 from imprint.grid.protocols import PROTOCOLS
 
 
@@ -56,7 +57,7 @@ LEAK_THRESHOLD = 0.98  # embedding cosine from which a test image counts as a co
 def is_grid_folder(path: Path) -> bool:
     """Whether `path` is a results folder ``imprint grid`` wrote (its manifest lists cells)."""
     try:
-        manifest = json.loads((Path(path) / "manifest.json").read_text())
+        manifest = json.loads((Path(path) / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
     return isinstance(manifest, dict) and isinstance(manifest.get("cells"), list)
@@ -152,9 +153,9 @@ def run_grid(config: GridBase, out: str | Path, *, workers: int | None = None,
     expansion = expand(config)
     runs = expansion.runs
     _write_json(out / "config.json", config.model_dump(mode="json"))
-    _write_json(out / "manifest.json", {"name": config.name,
-                                        "cells": [{"key": c.key, "variant": c.variant, "requested": c.requested}
-                                                  for c in expansion.cells]})
+    _write_json(out / MANIFEST, {"name": config.name,
+                                 "cells": [{"key": c.key, "variant": c.variant, "requested": c.requested}
+                                           for c in expansion.cells]})
     todo = [c for c in runs if read_cell(out, c.key) is None]
     log(f"grid {config.name}: {expansion.summary()}; {len(runs) - len(todo)} already done, {len(todo)} to run")
     failures: list[str] = []
