@@ -5,6 +5,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -136,24 +137,58 @@ def check_proportions(width: int, height: int) -> None:
                               f"it for the encoder would take about {resized:.1f} GB); crop it")
 
 
+DEEP_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+ALPHA_MODES = ("RGBA", "LA", "P", "PA", "La", "RGBa")
+PIXEL_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2, "I;16N": 2}  # Pillow's storage; else 4
+TRANSPOSED = frozenset(range(2, 9))  # EXIF orientations that turn or mirror the image
+STRIP = 1 << 20  # pixels of a deep image converted at once
+
+
+def decode_bytes(image: Image.Image) -> int:
+    """An upper bound of the memory ``load_rgb`` holds at once for `image` (opened, not yet decoded): the decoded
+    pixels at their depth (a 16-bit image 2 bytes a pixel, RGB 4 as Pillow stores it), a turned copy where its
+    EXIF orientation asks for one, and each conversion on the way to 8-bit RGB. Read from the header alone."""
+    pixels = image.size[0] * image.size[1]
+    held = pixels * PIXEL_BYTES.get(image.mode, 4)
+    if image.getexif().get(0x0112, 1) in TRANSPOSED:
+        held *= 2
+    if image.mode in DEEP_MODES:
+        held += pixels + min(pixels, STRIP) * 24  # the 8-bit grey copy, and a strip's float64 temporaries
+    if image.mode in ALPHA_MODES:
+        held += pixels * 8  # RGBA, the white background and the composite
+    if image.mode != "RGB":
+        held += pixels * 4
+    return held + held // 8 + 2**20  # the decoder's own buffers
+
+
 def _to_8bit(image: Image.Image) -> Image.Image:
     """Deep greyscale (16-bit, 32-bit, float) scaled into 0..255; Pillow's own conversion would clip it
-    (a 16-bit value of 60000 becomes 255: a white image)."""
-    values = np.asarray(image, dtype=np.float64)
+    (a 16-bit value of 60000 becomes 255: a white image). Converted a strip of rows at a time, so the copies in
+    float64 are a strip's, not the image's."""
+    values = np.asarray(image)
     if image.mode.startswith("I;16"):
-        values = values / 257.0
+        scale, low = 1 / 257.0, 0.0
     elif image.mode == "F" and values.size and values.min() >= 0.0 and values.max() <= 1.0:
-        values = values * 255.0
+        scale, low = 255.0, 0.0
     elif values.size and (values.min() < 0.0 or values.max() > 255.0):
-        low, high = values.min(), values.max()
-        values = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+        low, high = float(values.min()), float(values.max())
+        scale = 255.0 / (high - low) if high > low else 0.0
+    else:
+        scale, low = 1.0, 0.0
+    out = np.empty(values.shape, dtype=np.uint8)
+    rows = max(1, STRIP // max(1, values.shape[1] if values.ndim > 1 else 1))
+    for start in range(0, len(values), rows):
+        strip = (values[start:start + rows].astype(np.float64) - low) * scale if low else \
+            values[start:start + rows].astype(np.float64) * scale
+        out[start:start + rows] = np.clip(np.rint(strip), 0, 255)
+    return Image.fromarray(out, mode="L")
 
 
-def load_rgb(path: Path) -> Image.Image:
+def load_rgb(path: Path | BinaryIO) -> Image.Image:
     """Decode an image fully (the first frame of an animation), apply its EXIF orientation and convert it to
     8-bit RGB: grey, palette, CMYK and deep (16-bit, float) images included, transparency on white. Images
-    beyond Pillow's pixel limit (decompression bombs) are refused, not decoded."""
+    beyond Pillow's pixel limit (decompression bombs) are refused, not decoded. No copy is made that a step does
+    not need (``decode_bytes`` bounds what is held)."""
     try:
         with warnings.catch_warnings():  # only quiets Pillow's warning: the limit is enforced below, since warning
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # filters are not thread-safe
@@ -164,7 +199,7 @@ def load_rgb(path: Path) -> Image.Image:
                     raise Image.DecompressionBombError(f"Image size ({image.size[0] * image.size[1]} pixels) "
                                                        f"exceeds limit of {limit} pixels")
                 image.load()
-                image = ImageOps.exif_transpose(image)
+                ImageOps.exif_transpose(image, in_place=True)
     except UnreadableImage:
         raise
     except Image.DecompressionBombError as exc:
@@ -175,13 +210,13 @@ def load_rgb(path: Path) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as exc:  # truncated or damaged data
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise UnreadableImage(f"damaged or truncated ({reason})") from None
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+    if image.mode in DEEP_MODES:
         image = _to_8bit(image)
-    if image.mode in ("RGBA", "LA", "P", "PA", "La", "RGBa"):
-        image = image.convert("RGBA")
-        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, image)
-    return image.convert("RGB")
+    if image.mode in ALPHA_MODES:
+        if image.mode != "RGBA":
+            image = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", image.size, (255, 255, 255, 255)), image)
+    return image if image.mode == "RGB" else image.convert("RGB")
 
 
 def _shuffled_by_class(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
