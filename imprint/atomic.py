@@ -7,15 +7,22 @@ by the next write of the same file, and never pile up.
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import os
 import re
 import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 TEMPORARY = re.compile(r"\.(?P<name>.+)\.imprint-(?P<host>[^/]*)-(?P<pid>\d+)-[^.]+\.tmp")
 
@@ -125,3 +132,29 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     buffer = io.BytesIO()
     np.save(buffer, array, allow_pickle=False)
     return atomic_write_bytes(path, buffer.getvalue())
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on `path` (by a hidden lock file beside it, ``.NAME.lock``, which outlives the file's
+    atomic replacements) across processes and across separate holders in one process; waits for a holder to
+    release it."""
+    target = Path(path)
+    lock = target.with_name(f".{target.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:  # Windows: a lock on the file's first byte, retried as flock would wait
+            import msvcrt
+            import time
+
+            while True:
+                try:
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

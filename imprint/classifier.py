@@ -219,6 +219,15 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         if label in set(self.classes_.tolist()):
             raise UserError(f"unknown_label {label!r} is also a class; set unknown_label to a value no class has")
 
+    def _check_not_unknown_label(self, labels: np.ndarray) -> None:
+        """A classifier that rejects answers its unknown label for rejected images: no class may bear it."""
+        if self.reject is None:
+            return
+        label = self.unknown_label_
+        if label in set(labels.tolist()):
+            raise UserError(f"{label!r} is the label this classifier gives rejected images (unknown_label), so it "
+                             "cannot name a class; give the class another name")
+
     # ------------------------------------------------------------------ prediction
     def _checked_queries(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
@@ -352,6 +361,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         clash = [c for c in new_classes.tolist() if c in set(self.classes_.tolist())]
         if clash:
             raise UserError(f"class {clash[0]!r} is already imprinted; remove_classes([{clash[0]!r}]) first")
+        self._check_not_unknown_label(new_classes)
         text = None
         if blends:
             new_text = ZeroShotText.for_classes(new_classes, text_embeddings, text_labels, self.n_features_in_)
@@ -370,14 +380,18 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             self.open_set_ = None  # held-out calibration of other classes no longer holds
         return self
 
-    def add_examples(self, X: Any, y: Any) -> ImprintClassifier:
+    def add_examples(self, X: Any, y: Any, *, thumbnails: list[bytes] | None = None) -> ImprintClassifier:
         """Teach classes by example: a label not imprinted yet becomes a new class (as ``add_classes``), and a
         label taught this way before is imprinted again from all its examples, old and new, exactly as if they
-        had come at once. The examples are kept (in the saved file too); classes imprinted by ``fit`` keep theirs
-        only with ``fit(..., keep_examples=True)``. All or nothing: on an error the classifier is unchanged."""
+        had come at once. The examples are kept (in the saved file too, with `thumbnails`: a small picture of each,
+        as bytes); classes imprinted by ``fit`` keep theirs only with ``fit(..., keep_examples=True)``. All or
+        nothing: on an error the classifier is unchanged."""
         check_is_fitted(self)
         X = np.asarray(check_embeddings(X, n_features=self.n_features_in_, keep_dtype=True), dtype=np.float32)
         y = check_labels(y, len(X))
+        if thumbnails is not None and len(thumbnails) != len(X):
+            raise UserError(f"thumbnails must be one picture per example: {len(thumbnails)} for {len(X)} examples")
+        self._check_not_unknown_label(np.unique(y))
         kept = self.examples_ or Examples()
         known = set(self.classes_.tolist())
         labels = np.unique(y).tolist()
@@ -396,9 +410,11 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         old = [kept.of(label) for label in again]
         taught.add_classes(np.concatenate([*old, X]),
                            np.asarray([label for label, rows in zip(again, old) for _ in rows] + list(y)))
-        taught.examples_ = Examples(kept.by_class)
+        taught.examples_ = Examples(kept.by_class, kept.pictures)
         for label in labels:
-            taught.examples_.add(label, X[np.asarray(y) == label])
+            rows = np.asarray(y) == label
+            taught.examples_.add(label, X[rows], None if thumbnails is None else
+                                 [picture for picture, take in zip(thumbnails, rows) if take])
         self.__dict__.update(taught.__dict__)
         return self
 

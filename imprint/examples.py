@@ -2,9 +2,11 @@
 given more examples later and imprinted again from all of them, exactly as if they had come at once.
 
 Classes imprinted by ``fit`` are kept only when asked (``keep_examples``: their support set may be millions of
-rows); classes taught one by one, as a live service does, always are. The component owns its part of the
-classifier file: the arrays ``examples`` (float32 rows) and ``examples.codes`` (each row's class, as an index
-into the classifier's classes).
+rows); classes taught one by one, as a live service does, always are, with a small JPEG of each image where
+the service was sent images. The component owns its part of the classifier file: the arrays ``examples``
+(float32 rows), ``examples.codes`` (each row's class, as an index into the classifier's classes) and, where
+there are pictures, ``examples.thumbnails`` (their bytes, one after the other) and ``examples.thumbnail_sizes``
+(each row's share of them; 0 for a row without).
 """
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ import torch
 class Examples:
     """Embeddings of the examples of each taught class, by class label."""
 
-    def __init__(self, by_class: dict[Hashable, np.ndarray] | None = None) -> None:
+    def __init__(self, by_class: dict[Hashable, np.ndarray] | None = None,
+                 pictures: dict[Hashable, list[bytes]] | None = None) -> None:
         self.by_class: dict[Hashable, np.ndarray] = dict(by_class or {})
+        self.pictures: dict[Hashable, list[bytes]] = {label: list(kept) for label, kept in (pictures or {}).items()}
 
     def __contains__(self, label: Hashable) -> bool:
         return label in self.by_class
@@ -33,14 +37,24 @@ class Examples:
         rows = np.asarray(X, dtype=np.float32)
         return cls({label: rows[codes == code].copy() for code, label in enumerate(classes.tolist())})
 
-    def add(self, label: Hashable, X: np.ndarray) -> None:
-        """Keep rows X as more examples of `label`."""
+    def thumbnails_of(self, label: Hashable) -> list[bytes]:
+        """A small JPEG of each example of `label`, in the order taught (b"" where none was kept)."""
+        return self.pictures.get(label) or [b""] * len(self.by_class.get(label, ()))
+
+    def add(self, label: Hashable, X: np.ndarray, thumbnails: list[bytes] | None = None) -> None:
+        """Keep rows X as more examples of `label`, with a small JPEG of each where given."""
         rows = np.asarray(X, dtype=np.float32)
+        if thumbnails is not None and len(thumbnails) != len(rows):
+            raise ValueError(f"{len(thumbnails)} thumbnails for {len(rows)} examples")
+        pictures = self.thumbnails_of(label) + (list(thumbnails) if thumbnails is not None else [b""] * len(rows))
         self.by_class[label] = np.concatenate([self.by_class[label], rows]) if label in self.by_class else rows
+        if any(pictures):
+            self.pictures[label] = pictures
 
     def drop(self, labels: Iterable[Hashable]) -> None:
         for label in labels:
             self.by_class.pop(label, None)
+            self.pictures.pop(label, None)
 
     def state(self, classes: np.ndarray) -> tuple[dict[str, object], dict[str, np.ndarray]]:
         """This component's part of the classifier file, with codes into `classes`."""
@@ -49,8 +63,13 @@ class Examples:
         width = rows[0].shape[1] if rows else 0
         codes = np.concatenate([np.full(len(r), np.searchsorted(classes, label), dtype=np.int64)
                                 for label, r in zip(labels, rows)]) if rows else np.zeros(0, np.int64)
-        return {}, {"examples": np.concatenate(rows) if rows else np.zeros((0, width), np.float32),
-                    "examples.codes": codes}
+        arrays = {"examples": np.concatenate(rows) if rows else np.zeros((0, width), np.float32),
+                  "examples.codes": codes}
+        pictures = [picture for label in labels for picture in self.thumbnails_of(label)]
+        if any(pictures):
+            arrays["examples.thumbnails"] = np.frombuffer(b"".join(pictures), dtype=np.uint8)
+            arrays["examples.thumbnail_sizes"] = np.asarray([len(p) for p in pictures], dtype=np.int64)
+        return {}, arrays
 
     @classmethod
     def restore(cls, tensors: dict[str, torch.Tensor], classes: np.ndarray, dim: int) -> Examples | None:
@@ -62,4 +81,14 @@ class Examples:
         if rows.ndim != 2 or (len(rows) and rows.shape[1] != dim) or codes.shape != (len(rows),) or \
                 rows.dtype != np.float32 or (len(codes) and (codes.min() < 0 or codes.max() >= len(classes))):
             raise ValueError("its kept examples do not match its classes")
-        return cls({classes[code].item(): rows[codes == code].copy() for code in np.unique(codes)})
+        pictures: dict[Hashable, list[bytes]] = {}
+        if "examples.thumbnails" in tensors or "examples.thumbnail_sizes" in tensors:
+            blob, sizes = tensors["examples.thumbnails"].numpy(), tensors["examples.thumbnail_sizes"].numpy()
+            if blob.dtype != np.uint8 or blob.ndim != 1 or sizes.shape != (len(rows),) or \
+                    (len(sizes) and sizes.min() < 0) or int(sizes.sum()) != len(blob):
+                raise ValueError("its pictures of kept examples do not match them")
+            ends = np.cumsum(sizes)
+            each = [blob[end - size:end].tobytes() for end, size in zip(ends.tolist(), sizes.tolist())]
+            for code in np.unique(codes):
+                pictures[classes[code].item()] = [each[i] for i in np.flatnonzero(codes == code)]
+        return cls({classes[code].item(): rows[codes == code].copy() for code in np.unique(codes)}, pictures)

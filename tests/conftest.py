@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "fashion"
+BAGS = sorted((EXAMPLES / "bag").glob("*.png"))
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
@@ -32,8 +33,9 @@ def copy_examples(root: Path, classes: tuple[str, ...] = ("bag", "sneaker", "tro
     return root
 
 
-def headless_browser():
-    """Headless chromium driven by selenium, or a skip naming what is missing."""
+def headless_browser(offline: bool = False):
+    """Headless chromium driven by selenium, or a skip naming what is missing. `offline`: every host but
+    127.0.0.1 is unreachable, and ``requested_urls(browser)`` lists what the pages asked for."""
     webdriver = pytest.importorskip("selenium.webdriver")
     binary = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
@@ -42,9 +44,24 @@ def headless_browser():
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900",
-                 "--disable-gpu"):
+                 "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--no-first-run"):
         options.add_argument(flag)
+    if offline:
+        options.add_argument("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+        options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     return webdriver.Chrome(service=webdriver.ChromeService(executable_path=driver), options=options)
+
+
+def requested_urls(browser) -> list[str]:
+    """Every URL the browser's pages requested since the last call (a browser made with ``offline=True``)."""
+    import json
+
+    urls = []
+    for entry in browser.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            urls.append(message["params"]["request"]["url"])
+    return urls
 
 
 def unprivileged(command: list[str]) -> list[str]:
@@ -134,3 +151,46 @@ def tiny_model_name(tmp_path_factory) -> str:
     (folder / "imprint-tiny-vit.json").write_text(json.dumps(TINY_OPEN_CLIP))
     open_clip.add_model_config(folder)
     return "imprint-tiny-vit"
+
+
+@pytest.fixture(scope="session")
+def encoder():
+    """The packaged EfficientNet-Lite0 on the CPU, built once for the whole run."""
+    from imprint.encoders import create_encoder
+
+    return create_encoder("lite0", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def fashion(encoder):
+    """Embeddings of the bundled images of every class but 'bag' (which the serving tests teach)."""
+    from PIL import Image
+
+    paths = [p for p in sorted(EXAMPLES.glob("*/*.png")) if p.parent.name != "bag"]
+    X = encoder.encode_images([Image.open(p) for p in paths])
+    return X, np.array([p.parent.name for p in paths])
+
+
+def served(tmp_path: Path, encoder, fashion, method: str = "simpleshot", keep_examples: bool = False,
+           **options):
+    """(a TestClient of the service for a classifier of `fashion` saved in `tmp_path`, its file); `options`:
+    ServeOptions fields."""
+    from fastapi.testclient import TestClient
+
+    from imprint import ImprintClassifier
+    from imprint.serve.app import ServeOptions, create_app
+    from imprint.serve.live import LiveClassifier
+
+    X, y = fashion
+    path = tmp_path / "clf.safetensors"
+    settings = {"reject": "max_score", "reject_rate": 0.05} if method == "rejecting" else {}
+    ImprintClassifier(method="simpleshot" if method == "rejecting" else method, **settings).fit(
+        X, y, keep_examples=keep_examples).save(path)
+    live = LiveClassifier(path, ImprintClassifier.load(path), encoder, read_only=options.pop("read_only", False))
+    return TestClient(create_app(live, ServeOptions(read_only=live.read_only, **options)),
+                      base_url="http://localhost"), path
+
+
+def images(paths) -> list:
+    """Multipart form parts named 'images' of the image files `paths`."""
+    return [("images", (p.name, p.read_bytes(), "image/png")) for p in paths]

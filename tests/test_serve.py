@@ -5,53 +5,15 @@ from __future__ import annotations
 
 import base64
 import threading
-from pathlib import Path
 
-import numpy as np
 import pytest
-from conftest import EXAMPLES
+from conftest import BAGS, EXAMPLES, images, served
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
 
 from imprint import ImprintClassifier  # noqa: E402
-from imprint.serve.app import ServeOptions, create_app  # noqa: E402
-from imprint.serve.live import LiveClassifier, backup_path  # noqa: E402
+from imprint.serve.live import backup_path  # noqa: E402
 from imprint.serve.uploads import Limits  # noqa: E402
-
-BAGS = sorted((EXAMPLES / "bag").glob("*.png"))
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from imprint.encoders import create_encoder
-
-    return create_encoder("lite0", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def fashion(encoder):
-    """Embeddings of the bundled images of every class but 'bag' (which the tests teach)."""
-    paths = [p for p in sorted(EXAMPLES.glob("*/*.png")) if p.parent.name != "bag"]
-    from PIL import Image
-
-    X = encoder.encode_images([Image.open(p) for p in paths])
-    return X, np.array([p.parent.name for p in paths])
-
-
-def served(tmp_path: Path, encoder, fashion, method: str = "simpleshot", keep_examples: bool = False,
-           **options) -> tuple[TestClient, Path]:
-    X, y = fashion
-    path = tmp_path / "clf.safetensors"
-    settings = {"reject": "max_score", "reject_rate": 0.05} if method == "rejecting" else {}
-    ImprintClassifier(method="simpleshot" if method == "rejecting" else method, **settings).fit(
-        X, y, keep_examples=keep_examples).save(path)
-    live = LiveClassifier(path, ImprintClassifier.load(path), encoder, read_only=options.pop("read_only", False))
-    return TestClient(create_app(live, ServeOptions(read_only=live.read_only, **options))), path
-
-
-def images(paths) -> list:
-    return [("images", (p.name, p.read_bytes(), "image/png")) for p in paths]
 
 
 def test_a_class_taught_by_example_is_used_by_the_next_prediction(tmp_path, encoder, fashion):
@@ -65,7 +27,7 @@ def test_a_class_taught_by_example_is_used_by_the_next_prediction(tmp_path, enco
                                                           for p in BAGS[:4]]}).json()
         assert after["version"] == 2 and [p["label"] for p in after["predictions"]].count("bag") >= 3
         first = after["predictions"][0]
-        assert {"label", "score", "top"} <= set(first) and first["unknown_score"] is None
+        assert {"label", "probability", "top"} <= set(first) and first["unknown_score"] is None
         listed = client.get("/classes").json()
         assert {"name": "bag", "count": 8, "proxies": 1} in listed["classes"] and listed["version"] == 2
         more = client.post("/classes/bag/examples", files=images(BAGS[12:14])).json()
@@ -182,12 +144,12 @@ def test_read_only_and_token(tmp_path, encoder, fashion):
         assert client.post("/predict", files=images(BAGS[:1])).status_code == 200
     assert path.read_bytes() == before and not backup_path(path).exists()
     (tmp_path / "t").mkdir()
-    client, path = served(tmp_path / "t", encoder, fashion, token="s3cret-token")
+    client, path = served(tmp_path / "t", encoder, fashion, token="s3cret-token-of-24-chars")
     with client:
         assert client.post("/classes/bag/examples", files=images(BAGS[:2])).status_code == 401
         wrong = {"Authorization": "Bearer nope"}
         assert client.delete("/classes/coat", headers=wrong).status_code == 401
-        right = {"Authorization": "Bearer s3cret-token"}
+        right = {"Authorization": "Bearer s3cret-token-of-24-chars"}
         assert client.post("/classes/bag/examples", files=images(BAGS[:2]), headers=right).status_code == 200
         assert client.post("/predict", files=images(BAGS[:1])).status_code == 200  # predicting needs none
 

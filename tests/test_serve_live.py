@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import EXAMPLES, headless_browser, run
+from conftest import EXAMPLES, headless_browser, requested_urls, run
 
 from imprint import ImprintClassifier
 
@@ -110,7 +110,7 @@ def test_serve_refuses_mistakes_in_one_line_before_loading_anything(tmp_path, ni
     assert code == 2 and "missing.safetensors" in err and len(err.strip().splitlines()) == 1
     (tmp_path / "token").write_text("short\n")
     code, _, err = run(capsys, "serve", nine_classes, "--token-file", tmp_path / "token")
-    assert code == 2 and "at least 8 characters" in err
+    assert code == 2 and "at least 16 characters" in err
 
 
 def test_the_page_teaches_a_class_and_the_next_prediction_uses_it(tmp_path, nine_classes):
@@ -120,7 +120,7 @@ def test_the_page_teaches_a_class_and_the_next_prediction_uses_it(tmp_path, nine
     path = tmp_path / "clf.safetensors"
     shutil.copy(nine_classes, path)
     process, url = start_server(path)
-    browser = headless_browser()
+    browser = headless_browser(offline=True)
     try:
         browser.get(url)
         wait = WebDriverWait(browser, 60)
@@ -142,12 +142,85 @@ def test_the_page_teaches_a_class_and_the_next_prediction_uses_it(tmp_path, nine
             browser.save_screenshot(shot)
         rows = browser.find_elements(By.CSS_SELECTOR, "#classes tr")
         bag_row = next(r for r in rows if r.find_element(By.TAG_NAME, "td").text == "bag")
-        bag_row.find_element(By.TAG_NAME, "button").click()
+        bag_row.find_element(By.CSS_SELECTOR, "button.link").click()  # the examples it was taught with
+        wait.until(lambda b: len(b.find_elements(By.CSS_SELECTOR, "#classes tr.examples img")) == 8)
+        assert all(img.get_attribute("naturalWidth") != "0"
+                   for img in browser.find_elements(By.CSS_SELECTOR, "#classes tr.examples img"))
+        bag_row.find_element(By.CSS_SELECTOR, "button.quiet").click()
+        wait.until(lambda b: "Remove the class" in b.switch_to.alert.text)
+        browser.switch_to.alert.dismiss()  # asked first: "no" keeps the class
+        assert "10 classes" in browser.find_element(By.ID, "status").text
+        bag_row.find_element(By.CSS_SELECTOR, "button.quiet").click()
+        wait.until(lambda b: b.switch_to.alert)
+        browser.switch_to.alert.accept()
         wait.until(lambda b: "Removed" in b.find_element(By.ID, "message").text)
         wait.until(lambda b: b.find_element(By.ID, "results").get_attribute("data-version") == "3")
         assert "bag" not in labels(browser)
+        browser.get(url + "docs")  # the API page, offline: its script and style come from the package
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".swagger-ui .info .title"))
+        assert "imprint" in browser.find_element(By.CSS_SELECTOR, ".swagger-ui .info .title").text
+        wait.until(lambda b: b.find_elements(By.CSS_SELECTOR, ".opblock-summary-path"))
+        outside = [u for u in requested_urls(browser) if not u.startswith((url, "data:", f"blob:{url}"))]
+        assert not outside, outside
     finally:
         browser.quit()
         process.kill()
         process.wait()
     assert "bag" not in ImprintClassifier.load(path).classes_
+
+
+def noisy_png(side: int, seed: int) -> bytes:
+    """A photo-sized PNG of noise: costly to decode, as camera images are."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (side, side, 3), dtype=np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_under_load_the_queue_is_bounded_and_health_is_answered_at_once(tmp_path, nine_classes):
+    """12 clients each send 16 large images at once (a retry after Retry-After, twice at most): the server takes
+    on 32 images at a time and refuses the rest with 503, and /health is answered while the load is in progress."""
+    path = tmp_path / "clf.safetensors"
+    shutil.copy(nine_classes, path)
+    process, url = start_server(path, "--read-only", "--max-queue", "32")
+    payload = [("images", (f"{i}.png", noisy_png(1000, i), "image/png")) for i in range(16)]
+    statuses, retry_after, unfinished = [], [], [0]
+    lock, refused = threading.Lock(), threading.Event()
+
+    def client() -> None:
+        with lock:
+            unfinished[0] += 1
+        try:
+            for _ in range(3):
+                answer = httpx.post(f"{url}predict", files=payload, timeout=120)
+                with lock:
+                    statuses.append(answer.status_code)
+                if answer.status_code != 503:
+                    return
+                retry_after.append(int(answer.headers["Retry-After"]))
+                refused.set()
+                time.sleep(min(2, int(answer.headers["Retry-After"])))
+        finally:
+            with lock:
+                unfinished[0] -= 1
+
+    try:
+        threads = [threading.Thread(target=client) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        assert refused.wait(120), statuses  # the load is on: some requests were already turned away
+        health = httpx.get(f"{url}health", timeout=120)
+        with lock:
+            still_loaded = unfinished[0]
+        for thread in threads:
+            thread.join(timeout=300)
+    finally:
+        process.kill()
+        process.wait()
+    assert health.status_code == 200 and still_loaded > 0  # answered while requests were in progress
+    assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+    assert all(1 <= seconds <= 60 for seconds in retry_after)

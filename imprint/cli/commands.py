@@ -179,8 +179,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from imprint.serve import read_token, serve
 
     serve(args.classifier, args.host, args.port, read_only=args.read_only, token=read_token(args.token_file),
-          max_images=args.max_images, max_image_mb=args.max_image_mb, log=say, encoder=args.encoder,
-          device=args.device, runtime=args.runtime, threads=args.threads, progress=False)
+          max_images=args.max_images, max_image_mb=args.max_image_mb, max_request_mb=args.max_request_mb,
+          memory_mb=args.memory_mb, max_queue=args.max_queue, allow_hosts=tuple(args.allow_host),
+          allow_origins=tuple(args.allow_origin), log=say, encoder=args.encoder, device=args.device,
+          runtime=args.runtime, threads=args.threads, progress=False)
 
 
 def cmd_info(args: argparse.Namespace) -> None:

@@ -232,8 +232,20 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], flag
     p.add_argument("--token-file", default=None, type=EXISTING_FILE, help="file whose first line is a token that "
                    "class changes must send ('Authorization: Bearer TOKEN'; default: $IMPRINT_SERVE_TOKEN, else "
                    "none needed)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME", help="a host name the server is "
+                   "reached by, besides this machine's names and addresses (repeat for more; '*' for any)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN", help="a web page origin "
+                   "(scheme://host[:port]) whose requests may predict and change classes, besides the server's own "
+                   "page (repeat for more)")
     p.add_argument("--max-images", type=int, default=64, help="images per request at most (default: 64)")
     p.add_argument("--max-image-mb", type=float, default=20.0, help="megabytes per image at most (default: 20)")
+    p.add_argument("--max-request-mb", type=float, default=100.0, help="megabytes per request at most "
+                   "(default: 100)")
+    p.add_argument("--memory-mb", type=float, default=1024.0, help="memory that request bodies and decoded images "
+                   "may hold at once; past it a request is answered 503 with Retry-After (default: 1024; an image "
+                   "may take half)")
+    p.add_argument("--max-queue", type=int, default=256, help="images in progress at once; past it a request is "
+                   "answered 503 with Retry-After (default: 256)")
     add_encoding_options(p, serving=True)
 
     p = command("inspect", "find likely wrong labels, duplicates and test leaks, outliers, class health and the "

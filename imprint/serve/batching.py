@@ -20,9 +20,17 @@ class Batcher:
     def __init__(self, work: Callable[[list[Any]], Sequence[Any]], max_batch: int = MAX_BATCH, workers: int = 1,
                  on_batch: Callable[[int], None] | None = None, name: str = "imprint-batcher") -> None:
         self.work, self.max_batch, self.on_batch = work, max_batch, on_batch
+        self.name, self.workers = name, max(1, workers)
         self._waiting: queue.Queue[tuple[list[Any], Future] | None] = queue.Queue()
-        self._workers = [threading.Thread(target=self._run, name=f"{name}-{i}", daemon=True)
-                         for i in range(max(1, workers))]
+        self._workers: list[threading.Thread] = []
+        self.start()
+
+    def start(self) -> None:
+        """Start the worker threads, where they are not running (again, after ``close``)."""
+        if any(worker.is_alive() for worker in self._workers):
+            return
+        self._workers = [threading.Thread(target=self._run, name=f"{self.name}-{i}", daemon=True)
+                         for i in range(self.workers)]
         for worker in self._workers:
             worker.start()
 

@@ -1,32 +1,69 @@
 """Images sent to the service: multipart form parts named ``images`` or JSON ``{"images": ["<base64>", ...]}``,
-read within the service's limits and decoded as ``imprint predict`` decodes files."""
+read within the service's limits and decoded as ``imprint predict`` decodes files, each decode within the
+server's memory budget."""
 from __future__ import annotations
 
 import base64
 import binascii
 import io
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from PIL import Image
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from imprint.data.folder import UnreadableImage, load_rgb
+from imprint.data.folder import UnreadableImage, decode_bytes, load_rgb
+from imprint.serve.admission import MemoryBudget
+
+DECODE_WAIT = 5.0  # seconds a decode waits for memory that other requests hold, before 503
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may carry."""
+    """What one request may carry, and what the server holds at once."""
 
     max_images: int = 64
     max_image_bytes: int = 20 * 2**20
+    max_body_bytes: int = 100 * 2**20
+    memory_bytes: int = 2**30  # request bodies and decoded images held at once
+    queue_images: int = 256  # images in progress at once (read, decoding, waiting for the encoder)
 
     @property
     def max_request_bytes(self) -> int:
-        """Every image at its largest, base64-encoded (4/3), plus room for the form's own text."""
-        return self.max_images * self.max_image_bytes * 4 // 3 + 2**20
+        """The body limit: what `max_images` images of `max_image_bytes` need base64-encoded (4/3) with the form's
+        own text, capped at `max_body_bytes`."""
+        return min(self.max_body_bytes, self.max_images * self.max_image_bytes * 4 // 3 + 2**20)
+
+    @property
+    def max_decoded_bytes(self) -> int:
+        """The memory one image may take decoded (pixels at their bit depth, and its conversions): half the budget,
+        so that two decodes always fit."""
+        return self.memory_bytes // 2
+
+    def body_bytes(self, length: int | None) -> int:
+        """Memory a body of `length` bytes takes while it is read and parsed (JSON: the text and its strings), at
+        most; a body of unknown length may grow to the limit."""
+        return 2 * (self.max_request_bytes if length is None else min(length, self.max_request_bytes)) + 2**16
+
+    def check(self) -> None:
+        """Refuse limits that cannot work together, in one line naming the flags."""
+        from imprint.errors import UserError
+
+        if not 1 <= self.max_images <= 10_000 or not 0 < self.max_image_bytes <= 2**30:
+            raise UserError("--max-images is 1 to 10000 and --max-image-mb above 0 and at most 1024")
+        if not 0 < self.max_body_bytes <= 2**34:
+            raise UserError("--max-request-mb must be above 0 and at most 16384")
+        if self.body_bytes(None) > self.memory_bytes // 2:
+            raise UserError(f"--memory-mb {self.memory_bytes // 2**20} cannot hold a request body of "
+                            f"--max-request-mb {self.max_request_bytes // 2**20} while it is parsed (twice its size) "
+                            f"and an image decoding: give at least {4 * self.max_request_bytes // 2**20 + 1} MB, or "
+                            "a smaller --max-request-mb")
+        if self.queue_images < 1:
+            raise UserError("--max-queue must be at least 1 image")
 
 
 class BadRequest(Exception):
@@ -84,34 +121,86 @@ async def _form_images(form: Any, limits: Limits) -> list[tuple[str, bytes]]:
 
 
 async def _from_json(request: Request, limits: Limits) -> list[tuple[str, bytes]]:
+    """The images of a JSON body, holding about twice the body at most: the body is read into one buffer (of its
+    declared length where there is one), turned into text and dropped, the text parsed and dropped, and each
+    string dropped once decoded (``request.json()`` holds the chunks, the body, its text and the strings)."""
+    declared = request.headers.get("content-length", "")
+    body = bytearray(int(declared) if declared.isdigit() and int(declared) <= limits.max_request_bytes else 0)
+    filled = 0
+    async for chunk in request.stream():
+        if filled + len(chunk) > len(body):  # more than declared, or no length: grow as it comes
+            body.extend(bytes(filled + len(chunk) - len(body)))
+        body[filled:filled + len(chunk)] = chunk
+        filled += len(chunk)
     try:
-        body = await request.json()
-    except BadRequest:
-        raise
+        with memoryview(body) as view:
+            text = str(view[:filled], "utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(400, "the body is not valid JSON (not UTF-8 text); send {\"images\": [\"<base64>\", "
+                              "...]}") from None
+    del body
+    try:
+        parsed = json.loads(text)
+    except RecursionError:
+        raise BadRequest(400, "the JSON body is nested too deeply; send {\"images\": [\"<base64>\", ...]}") from None
     except ValueError:
         raise BadRequest(400, "the body is not valid JSON; send {\"images\": [\"<base64>\", ...]}") from None
-    items = body.get("images") if isinstance(body, dict) else None
+    del text
+    items = parsed.get("images") if isinstance(parsed, dict) else None
+    del parsed
     if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
         raise BadRequest(400, "JSON bodies are {\"images\": [\"<base64>\", ...]}: a list of base64 strings")
+    del items[limits.max_images + 1:]
     images = []
-    for index, item in enumerate(items[:limits.max_images + 1], 1):
-        text = item.split(",", 1)[1] if item.startswith("data:") and "," in item else item  # a data: URL too
+    for index in range(len(items)):
+        item, items[index] = items[index], ""
+        text = item.split(",", 1)[1] if item.startswith("data:") and "," in item[:200] else item  # a data: URL too
         if len(text) * 3 // 4 > limits.max_image_bytes + 3:
-            raise BadRequest(413, f"image {index} is larger than {limits.max_image_bytes} bytes")
+            raise BadRequest(413, f"image {index + 1} is larger than {limits.max_image_bytes} bytes")
         try:
-            images.append((f"image {index}", base64.b64decode(text, validate=True)))
+            images.append((f"image {index + 1}", base64.b64decode(text, validate=True)))
         except (binascii.Error, ValueError):
-            raise BadRequest(400, f"image {index} is not valid base64") from None
+            raise BadRequest(400, f"image {index + 1} is not valid base64") from None
+        del item, text
     return images
 
 
-def preprocessed(images: list[tuple[str, bytes]], transform: Callable) -> torch.Tensor:
-    """The images decoded and preprocessed for the encoder (N x 3 x H x W); one that cannot be read ends the
-    request with a message naming it (nothing of a request is used unless all of it is)."""
-    pixels = []
+THUMBNAIL = 64  # pixels, the longest side of the small JPEG kept of an image a class is taught with
+
+
+def preprocessed(images: list[tuple[str, bytes]], transform: Callable, budget: MemoryBudget, limits: Limits,
+                 thumbnails: bool = False) -> tuple[torch.Tensor, list[bytes] | None]:
+    """The images decoded and preprocessed for the encoder (N x 3 x H x W), one at a time, each decode holding
+    its share of the memory budget (from the image's header: pixels, bit depth and mode) while it runs, and with
+    `thumbnails` a small JPEG of each. One that cannot be read, or would decode larger than an image may, ends
+    the request with a message naming it (nothing of a request is used unless all of it is); a decode the budget
+    cannot hold now is Overloaded (503)."""
+    pixels, small = [], []
     for index, (name, data) in enumerate(images, 1):
         try:
-            pixels.append(transform(load_rgb(io.BytesIO(data))))
+            with Image.open(io.BytesIO(data)) as header:
+                need = decode_bytes(header)
+        except Exception:  # not an image, or a header Pillow refuses: load_rgb names the reason below
+            need = 0
+        if need > limits.max_decoded_bytes:
+            raise BadRequest(413, f"image {index} ({name[:80]}) would take {need / 2**20:.0f} MB decoded (its pixels "
+                                  f"at their bit depth); at most {limits.max_decoded_bytes // 2**20} MB per image: "
+                                  "send it smaller")
+        try:
+            with budget.held(need, f"image {index}", wait=DECODE_WAIT):
+                image = load_rgb(io.BytesIO(data))
+                pixels.append(transform(image))
+                if thumbnails:
+                    small.append(_thumbnail(image))
+                del image
         except UnreadableImage as exc:
             raise BadRequest(422, f"image {index} ({name[:80]}): {exc}") from None
-    return torch.stack(pixels)
+    return torch.stack(pixels), (small if thumbnails else None)
+
+
+def _thumbnail(image: Image.Image) -> bytes:
+    """A small JPEG of `image` (made smaller in place: it is not used again)."""
+    image.thumbnail((THUMBNAIL, THUMBNAIL))
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=80)
+    return buffer.getvalue()
