@@ -281,6 +281,9 @@ def check_header(meta: dict, tensors: dict[str, np.ndarray], shown: str) -> None
     for name in ("proxies", "proxy_counts"):
         if name not in tensors:
             raise bad(name, "present")
+    for name, array in tensors.items():  # a NaN (re-signed, or written by a broken tool) would answer NaN for all
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise bad(printable(name, 60), "finite numbers (it holds NaN or infinity)")
     proxies, counts = tensors["proxies"], tensors["proxy_counts"]
     if proxies.ndim != 2 or proxies.dtype.kind != "f" or counts.ndim != 1 or counts.dtype.kind not in "iu" or \
             len(counts) != len(classes) or int(counts.sum()) != len(proxies) or (counts < 1).any():

@@ -10,6 +10,7 @@ from imprint.errors import UserError, UserTypeError
 
 FINITE_BLOCK = 1 << 16  # rows per block of the finiteness check
 MAX_MAGNITUDE = 1e12  # a larger value's square, summed over the features, overflows float32 (3.4e38) or nearly
+MIN_MAGNITUDE = 1e-10  # a row whose values are all smaller is lost in float32 norms and variances (heads fail at 1e-15)
 
 
 def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
@@ -54,12 +55,13 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
     else:
         with np.errstate(over="ignore", invalid="ignore"):  # overflow shows up as inf, reported below
             out = np.ascontiguousarray(arr, dtype=np.float32)
-    finite, huge = [], []
+    finite, huge, tiny = [], [], []
     for start in range(0, len(out), FINITE_BLOCK):
-        block_finite, block_huge = _checked_rows(out[start:start + FINITE_BLOCK])
+        block_finite, block_huge, block_tiny = _checked_rows(out[start:start + FINITE_BLOCK])
         finite.append(block_finite)
         huge.append(block_huge)
-    finite, huge = np.concatenate(finite), np.concatenate(huge)
+        tiny.append(block_tiny)
+    finite, huge, tiny = np.concatenate(finite), np.concatenate(huge), np.concatenate(tiny)
     if not finite.all():
         bad = np.flatnonzero(~finite)
         raise UserError(
@@ -72,22 +74,31 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
         raise UserError(f"{name} has values up to {peak:.3g} in magnitude ({bad.size} row(s), first at row {bad[0]}), "
                          f"beyond the {MAX_MAGNITUDE:.0e} imprint's float32 arithmetic can square and sum; rescale "
                          "the embeddings (e.g. divide every row by its norm)")
+    if tiny.any():
+        bad = np.flatnonzero(tiny)
+        peak = float(np.abs(np.asarray(out[bad[0]], dtype=np.float64)).max())
+        raise UserError(f"{name} has {bad.size} row(s) whose values are all below {MIN_MAGNITUDE:.0e} in magnitude "
+                         f"(first at row {bad[0]}, largest {peak:.3g}): float32 norms and variances lose them; rescale "
+                         "the embeddings (e.g. divide every row by its norm)")
     return out
 
 
-def _checked_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(rows with no NaN or infinity that also fit in float32, finite rows with a value beyond MAX_MAGNITUDE):
-    NaN and inf propagate into the row sums, and the row extremes bound the magnitudes, so no mask or copy of
-    the whole block is needed."""
+def _checked_rows(block: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows with no NaN or infinity that also fit in float32, finite rows with a value beyond MAX_MAGNITUDE,
+    finite rows not all zero whose values are all below MIN_MAGNITUDE): NaN and inf propagate into the row sums,
+    and the row extremes bound the magnitudes, so no mask or copy of the whole block is needed."""
     finite = np.isfinite(block.sum(axis=1, dtype=np.float64))
     if block.dtype.itemsize > 4:
         with np.errstate(invalid="ignore"):
             finite &= np.abs(block).max(axis=1) <= np.finfo(np.float32).max
-    if block.dtype.kind == "f" and np.finfo(block.dtype).max <= MAX_MAGNITUDE:  # float16 cannot hold such values
-        return finite, np.zeros(len(block), dtype=bool)
     with np.errstate(invalid="ignore"):
-        huge = finite & ((block.max(axis=1) > MAX_MAGNITUDE) | (block.min(axis=1) < -MAX_MAGNITUDE))
-    return finite, huge
+        high, low = block.max(axis=1), block.min(axis=1)
+        largest = np.maximum(high, -low)
+        tiny = finite & (largest < MIN_MAGNITUDE) & (largest > 0)
+        if block.dtype.kind == "f" and np.finfo(block.dtype).max <= MAX_MAGNITUDE:  # float16 holds no such values
+            return finite, np.zeros(len(block), dtype=bool), tiny
+        huge = finite & ((high > MAX_MAGNITUDE) | (low < -MAX_MAGNITUDE))
+    return finite, huge, tiny
 
 
 def check_labels(y: Any, n_samples: int, one_per_class: bool = False) -> np.ndarray:

@@ -81,6 +81,24 @@ def test_bad_input_gets_one_line_errors(mixture, fitted):
     one_line_error(lambda: clf.predict([["a", "b"]]), "must hold numbers")
 
 
+@pytest.mark.parametrize("scale", [1e-15, 1e-40])
+def test_embeddings_of_tiny_magnitude_are_refused_as_huge_ones_are(mixture, fitted, scale):
+    """At 1e-15 Tip-Adapter scored 70% of its own support set; at 1e-40 every head named one class and RanPAC's
+    scores were NaN. 1e-12 still fits every head exactly (the bound leaves a 100x margin)."""
+    X, y = mixture
+    clf, _, _ = fitted
+    one_line_error(lambda: ImprintClassifier.from_preset("tip_adapter").fit(X * scale, y), "below 1e-10 .* rescale")
+    one_line_error(lambda: clf.add_classes(X[:5] * scale, np.full(5, 99)), "below 1e-10")
+    tiny = X[:4].copy()
+    tiny[2] *= scale
+    one_line_error(lambda: clf.predict(tiny), "first at row 2")
+    zero = X[:4].copy()
+    zero[1] = 0.0  # an all-zero row is exact, and accepted as before
+    assert len(clf.predict(zero)) == 4
+    small = ImprintClassifier.from_preset("tip_adapter").fit(X * 1e-10, y)
+    assert (small.predict(X * 1e-10) == ImprintClassifier.from_preset("tip_adapter").fit(X, y).predict(X)).mean() > 0.99
+
+
 def test_unfitted_classifier_says_so(mixture):
     from sklearn.exceptions import NotFittedError
 
@@ -312,3 +330,23 @@ def test_predict_by_the_best_proxy_agrees_with_the_class_scores(metric):
     queries = rng.normal(size=(500, 16)).astype(np.float32)
     expected = clf.classes_[clf.decision_function(queries).argmax(axis=1)]
     np.testing.assert_array_equal(clf.predict(queries), expected)
+
+
+@pytest.mark.parametrize("array", ["proxies", "metric.0.stats"])
+def test_a_resigned_file_with_a_nan_in_its_arrays_is_refused_on_load(tmp_path, mixture, array):
+    """Its checksum matches (recomputed over the change), but a NaN would make every answer NaN."""
+    from safetensors.numpy import load_file, save_file
+
+    from imprint.persistence import file_digest, read_header
+
+    X, y = mixture
+    path = tmp_path / "clf.safetensors"
+    ImprintClassifier.from_preset("gda").fit(X, y).save(path)
+    meta = read_header(path)
+    arrays = load_file(path)
+    name = next(n for n in arrays if n.startswith(array))
+    arrays[name] = arrays[name].copy()
+    arrays[name].flat[-1] = np.nan
+    meta["digest"] = file_digest(meta, arrays)
+    save_file(arrays, path, metadata={"imprint": json.dumps(meta)})
+    one_line_error(lambda: ImprintClassifier.load(path), f"{name} must be finite numbers", ClassifierFileError)
