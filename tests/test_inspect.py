@@ -282,3 +282,30 @@ def test_a_grid_warns_when_its_test_images_copy_pool_images():
     leaked[0] = leaked[1] * 1.01  # test row 0 is pool row 1, barely changed
     with pytest.warns(UserWarning, match="mixture: 1 test image"):
         _warn_of_leaks(EmbeddedDataset(leaked, y, is_test, ["a", "b", "c"]), "mixture")
+
+
+def test_a_rerun_into_the_same_report_leaves_no_file_of_the_earlier_run(planted, report, tmp_path):
+    from imprint.cli import main
+
+    again = tmp_path / "report"
+    shutil.copytree(report[0], again)
+    assert (again / "relabelled.csv").exists() and (again / "to_label.csv").exists()
+    assert main(["inspect", str(planted["support"]), "-o", str(again), "--quiet"]) == 0  # no --fix, no --unlabelled
+    assert sorted(p.name for p in again.iterdir()) == ["classes.csv", "index.html", "issues.csv", "issues.json"]
+
+
+def test_inspect_writes_a_report_for_file_and_folder_names_that_are_not_utf8(tmp_path):
+    import os
+
+    from imprint.cli import main
+
+    support = copy_examples(tmp_path / "support", ("bag", "sneaker"), per_class=8)
+    odd = os.fsdecode(b"caf\xe9")  # a latin-1 name on a UTF-8 file system
+    os.rename(support / "sneaker", support / odd)
+    first = sorted((support / "bag").iterdir())[0]
+    os.rename(first, first.with_name(os.fsdecode(b"t\xe9st.png")))
+    assert main(["inspect", str(support), "-o", str(tmp_path / "report"), "--quiet", "--folds", "2"]) == 0
+    rows = (tmp_path / "report" / "issues.csv").read_bytes()
+    assert (tmp_path / "report" / "index.html").stat().st_size > 0
+    health = (tmp_path / "report" / "classes.csv").read_bytes()
+    assert b"caf\xe9" in health and rows.startswith(b"path,kind")

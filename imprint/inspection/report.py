@@ -18,6 +18,7 @@ from imprint.atomic import atomic_write_bytes
 FORMAT = "imprint-inspect/1"
 KINDS = ("label", "duplicate", "outlier")
 COLUMNS = ("path", "kind", "score", "given_label", "suggested_label", "other_path", "detail")
+REPORT_FILES = ("issues.csv", "issues.json", "classes.csv", "to_label.csv", "relabelled.csv", "index.html")
 SHOWN = 60  # findings of each kind with thumbnails on the page (all of them are in the CSV and JSON)
 THUMB = 96  # thumbnail side in pixels
 
@@ -63,7 +64,7 @@ def _csv_bytes(header: list[str], rows: list[list[Any]]) -> bytes:
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    return buffer.getvalue().encode("utf-8")
+    return buffer.getvalue().encode("utf-8", "surrogateescape")  # file names that are not UTF-8, as they are
 
 
 def _thumbnail(path: str) -> str:
@@ -170,7 +171,9 @@ def write_report(folder: Path, contents: ReportContents, thumbnails: bool) -> li
     payload = {"format": FORMAT, "source": contents.source, "settings": contents.settings, "counts": contents.counts,
                "findings": [asdict(f) for f in contents.findings], "classes": contents.classes,
                "to_label": contents.to_label}
-    files["index.html"] = _page(contents, thumbnails).encode("utf-8")
+    files["index.html"] = _page(contents, thumbnails).encode("utf-8", "xmlcharrefreplace")  # any file name
+    for name in set(REPORT_FILES) - set(files) - {"issues.json"}:  # an earlier run's, naming what is gone now
+        (folder / name).unlink(missing_ok=True)
     written = [atomic_write_bytes(folder / name, data) for name, data in files.items()]
     # issues.json last: it marks the folder as a finished report
     written.append(atomic_write_bytes(folder / "issues.json", json.dumps(payload, indent=1).encode("utf-8")))
