@@ -71,6 +71,8 @@ def read_embeddings_file(path: str | os.PathLike) -> Labelled:
     if encoder is not None and (encoder.ndim != 0 or encoder.dtype.kind != "U"):
         raise EmbeddingsFileError(f"{path}: 'encoder' must be one encoder id (text); embed again")
     encoder = None if encoder is None else str(encoder)
+    if labels.dtype.kind == "S":  # bytes labels (written by numpy from bytes): class names as text
+        labels = np.char.decode(labels, "utf-8", "surrogateescape")
     if not np.isfinite(X).all():
         raise EmbeddingsFileError(f"{path} is damaged: it holds non-finite embeddings; embed again")
     return Labelled(tagged(X.astype(np.float32, copy=False), encoder), labels.astype(object), encoder, paths)

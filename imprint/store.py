@@ -19,6 +19,7 @@ bounded by disk, not memory.
 from __future__ import annotations
 
 import hashlib
+import errno
 import json
 import os
 import re
@@ -248,7 +249,17 @@ class EmbeddingStore:
             raise StoreError(f"cannot {'write to' if writable else 'read'} the store {shown} (permission denied); "
                              + ("embed into a folder you can write to" if writable else "check its permissions")) \
                 from None
-        except (OSError, ValueError) as exc:
+        except (MemoryError, OSError) as exc:  # mapping it needs address space: a limit, not damage
+            if isinstance(exc, OSError) and exc.errno != errno.ENOMEM:
+                raise StoreError(f"{shown} is a damaged embeddings store ({str(exc).splitlines()[0][:120]}); embed "
+                                 "again into a new folder") from None
+            from imprint.memory import NotEnoughMemory, gib
+
+            size = sum(path.stat().st_size for path in root.glob("*.npy"))
+            raise NotEnoughMemory(f"not enough memory to map the store {shown} ({gib(size)}): this process's "
+                                  "address space is limited (ulimit -v) or the machine's memory is short; allow it "
+                                  "more, or free memory") from None
+        except ValueError as exc:
             reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
             raise StoreError(f"{shown} is a damaged embeddings store ({reason}); embed again into a new folder") \
                 from None

@@ -112,3 +112,51 @@ def test_embeddings_files_of_the_wrong_shapes_or_types_are_one_line(tmp_path, ca
     np.savez(path, embeddings=embeddings, labels=labels)
     code, _, err = run(capsys, "fit", path, "-o", tmp_path / "clf.safetensors")
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_bytes_labels_in_an_embeddings_file_are_class_names(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    np.savez(tmp_path / "bytes.npz", embeddings=X, labels=np.array([b"cat", b"dog", b"caf\xe9"] * 4))
+    code, out, err = run(capsys, "fit", tmp_path / "bytes.npz", "-o", tmp_path / "clf.safetensors", "--preset", "qi")
+    assert code == 0, err
+    code, out, _ = run(capsys, "info", tmp_path / "clf.safetensors", "--json")
+    import json
+
+    assert sorted(json.loads(out)["classes"]) == sorted(["cat", "dog", "caf\udce9"])
+
+
+def test_a_store_too_large_for_the_address_space_left_is_memory_not_damage(tmp_path):
+    """A store is memory-mapped: under an address-space limit (ulimit -v) mapping it fails with ENOMEM, which is
+    the limit's doing, not damage (it said "damaged embeddings store" under ulimit -v 6 GiB)."""
+    from imprint.store import EmbeddingStore
+
+    n, dim = 100_000, 512  # 200 MB, allocated but never written: creating it takes a moment
+    EmbeddingStore.create(tmp_path / "store", encoder_id="test:enc", encoder_key="k", runtime="torch", dim=dim,
+                          paths=[f"{i}.png" for i in range(n)], labels=np.zeros(n, dtype=np.int64),
+                          class_names=["a"])
+    script = ("import resource, sys\nfrom imprint.store import EmbeddingStore\n"
+              "used = int([l for l in open('/proc/self/status') if l.startswith('VmSize')][0].split()[1]) * 1024\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (used + 100 * 2**20, resource.RLIM_INFINITY))\n"
+              f"try:\n    EmbeddingStore.open({str(tmp_path / 'store')!r})\n"
+              "except MemoryError as exc:\n    print(type(exc).__name__, exc)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("NotEnoughMemory not enough memory to map the store"), done.stdout + done.stderr
+    assert "ulimit -v" in done.stdout and "damaged" not in done.stdout
+
+
+def test_libraries_that_cannot_load_for_want_of_memory_are_one_line(tmp_path):
+    import resource
+
+    def limited() -> None:  # 1.5 GiB of address space: the interpreter starts, torch cannot be mapped
+        resource.setrlimit(resource.RLIMIT_AS, (3 * 2**29, resource.RLIM_INFINITY))
+
+    done = subprocess.run([sys.executable, "-m", "imprint.cli", "predict", str(tmp_path / "missing.safetensors"),
+                           str(EXAMPLES / "bag")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "classifier file not found" in done.stderr  # the arguments come first
+    clf = tmp_path / "clf.safetensors"
+    assert main(["fit", str(EXAMPLES), "-o", str(clf), "--preset", "qi", "--quiet"]) == 0
+    done = subprocess.run([sys.executable, "-m", "imprint.cli", "predict", str(clf), str(EXAMPLES / "bag")],
+                          capture_output=True, text=True, timeout=120, preexec_fn=limited)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("imprint: error: out of memory") and done.stderr.count("\n") == 1, done.stderr
+    assert "ulimit -v" in done.stderr

@@ -5,9 +5,12 @@ line, and quick commands (info, presets, the top-level help) start in a fraction
 """
 from __future__ import annotations
 
+import resource
 import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
+
+from imprint.memory import available_memory, gib  # light, and imported before memory can run short
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +84,10 @@ def _run(argv: list[str]) -> int:
         if _is_user_error(exc):
             print_error(_message(exc))
             return 2
+        starved = _out_of_memory(exc)
+        if starved:
+            print_error(starved)
+            return 2
         import traceback
 
         traceback.print_exc()
@@ -128,11 +135,28 @@ def _is_user_error(exc: Exception) -> bool:
     return isinstance(exc, (UserError, OSError, MemoryError))
 
 
+def _out_of_memory(exc: Exception) -> str | None:
+    """A library that could not be loaded for want of memory (an address-space limit, ulimit -v, or a full
+    machine), in one line; None for any other failure."""
+    if not isinstance(exc, (ImportError, SystemError)):
+        return None
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    mapped = "map segment" in text or "Cannot allocate memory" in text or "cannot allocate memory" in text
+    if not mapped and available_memory() > 256 * 2**20:
+        return None
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    bound = f"this process may use {gib(limit)} of address space (ulimit -v)" if limit != resource.RLIM_INFINITY \
+        else "the machine's memory is short"
+    return (f"out of memory while loading imprint's libraries ({type(exc).__name__}: {text[:100]}): {bound}; allow "
+            "it more memory (torch alone maps about 3 GiB), or free memory")
+
+
 def _message(exc: Exception) -> str:
     from imprint.atomic import WriteError
 
     if isinstance(exc, OSError) and exc.filename and not isinstance(exc, WriteError):
         return f"{exc.strerror or exc}: {exc.filename}"
     if isinstance(exc, MemoryError) and not str(exc):
-        return "out of memory; use fewer or smaller inputs, or free memory"
+        return "out of memory; use fewer or smaller inputs, or allow this process more memory (ulimit -v), or free " \
+               "memory"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
