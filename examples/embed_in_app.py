@@ -40,6 +40,8 @@ class ImageClassifier(torch.nn.Module):
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        sys.exit("usage: python examples/embed_in_app.py CLASSIFIER.safetensors IMAGE...")
     app = ImageClassifier(sys.argv[1])
     for path in sys.argv[2:]:
         label, probability = app.predict(path)

@@ -34,6 +34,7 @@ from imprint.openset.rejection import OpenSet
 from imprint.persistence import ClassifierFileError, read_classifier, write_classifier
 from imprint.pipeline import FoldFitter, Pipeline
 from imprint.presets import CUSTOM
+from imprint.provenance import Provenance
 from imprint.settings import AUTO, SETTINGS
 from imprint.text_blend import TEXT_ONLY_FIX, ZeroShotText, needs_text
 from imprint.tuning import Tuning
@@ -159,6 +160,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = classes
         self.encoder_id_ = encoder_id
         self.open_set_ = None
+        self.provenance_: Provenance | None = None  # set by fit_folder: the source and its images' digests
         self.examples_: Examples | None = None
         if keep_examples:
             need_memory(X_checked.shape[0] * X_checked.shape[1] * 4, "keep_examples keeps a float32 copy of the "
@@ -458,6 +460,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
             parts.append(self.open_set_.state())
         if self.examples_ is not None:
             parts.append(self.examples_.state(self.classes_))
+        if self.provenance_ is not None:
+            parts.append(self.provenance_.state())
         write_classifier(path, meta, parts)
 
     def _plugins(self) -> dict[str, str]:
@@ -515,6 +519,7 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator):
                                       f"{clf.pipeline_.metric.proxies.shape[1]} for {dim}-dimensional embeddings")
         clf.open_set_ = None
         clf.examples_ = Examples.restore(tensors, clf.classes_, dim)
+        clf.provenance_ = Provenance.restore(meta, arrays)
         saved = clf.pipeline_.stage_arrays()
         if clf.reject is not None:
             clf.open_set_ = OpenSet.restore(clf.reject, clf.reject_rate, meta, tensors, clf.device_)

@@ -27,16 +27,18 @@ def open_classifier(path: str | os.PathLike | Any, options: EmbedOptions | None 
         clf, shown = ImprintClassifier.load(path, device=options.device), printable(path)
     recorded, wanted = clf.encoder_id_, options.encoder
     if recorded is None and not wanted:
-        raise EncoderChoiceError(f"{shown} does not record its encoder; pass --encoder with the one it was fitted "
-                                 "with")
+        raise EncoderChoiceError(f"{shown} does not record its encoder; name the one it was fitted with (encoder= "
+                                 "in Python, --encoder on the command line)")
     if wanted and recorded:
         if ALIASES.get(wanted, wanted) != recorded:
-            raise EncoderChoiceError(f"{shown} was fitted with {printable(recorded)}, not {printable(wanted)}; drop "
-                                     "--encoder to use the recorded one")
+            raise EncoderChoiceError(f"{shown} was fitted with {printable(recorded)}, not {printable(wanted)}; name no "
+                                     "encoder (encoder= in Python, --encoder on the command line) to use the "
+                                     "recorded one")
     elif recorded and not self_contained(recorded):
         raise EncoderChoiceError(f"{shown} was fitted with {printable(recorded)}, which imprint does not build from "
                                  "what a file says (it would download weights or read a checkpoint): if you trust "
-                                 f"it, name it: --encoder {printable(recorded)}")
+                                 f"it, name it: encoder={printable(recorded)!r} in Python, --encoder "
+                                 f"{printable(recorded)} on the command line")
     embedder = Embedder(options, wanted or recorded)
     if embedder.encoder.embedding_dim != clf.n_features_in_:
         raise EncoderChoiceError(f"{embedder.encoder.id} gives {embedder.encoder.embedding_dim}-dimensional "

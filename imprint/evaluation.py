@@ -148,9 +148,11 @@ class FolderEvaluation:
     evaluation: Evaluation
     open_set: OpenSetEvaluation | None = None
     left_out: list[Any] = field(default_factory=list)  # classes of the folder the classifier does not know
+    in_support: int | None = None  # of these images, those the classifier was fitted on (None: not recorded)
+    held_out_accuracy: float | None = None  # the accuracy on the images held out at fit, where recorded
 
     def payload(self) -> dict[str, Any]:
-        out = evaluation_payload(self.evaluation)
+        out = {**evaluation_payload(self.evaluation), "in_support": self.in_support}
         if self.open_set is not None:
             out["open_set"] = dict(self.open_set.__dict__)
         return out
@@ -182,9 +184,15 @@ def evaluate_folder(classifier: Any, folder: str | Path, *, unknown: str | Path 
     if left_out:
         warnings.warn(f"{int((~known).sum())} image(s) in classes the classifier does not know are left out: "
                       f"{', '.join(map(str, left_out))}", stacklevel=2)
-    X, ok = source.embed(np.flatnonzero(known))
+    rows = np.flatnonzero(known)
+    X, ok = source.embed(rows)
     labels = source.labels[known][ok]
     result = FolderEvaluation(evaluate(classifier, X, labels), left_out=left_out)
+    provenance = getattr(classifier, "provenance_", None)
+    if provenance is not None and source.paths is not None:
+        seen = provenance.in_support([source.paths[i] for i in rows[ok]])
+        result.in_support = None if seen is None else int(seen.sum())
+        result.held_out_accuracy = provenance.held_out_accuracy
     if unknown is not None:
         unknown_paths = list_images(Path(unknown), strict=strict)
         if not unknown_paths:

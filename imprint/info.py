@@ -28,6 +28,8 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     info = {"format_version": summary.format_version, "encoder": summary.encoder,
             "embedding_dim": summary.embedding_dim, "classes": summary.classes, "proxy_counts": counts,
             "proxies": int(sum(counts)), "pipeline": pipeline, "settings": shown, "tuned": summary.tuned}
+    if summary.provenance is not None:
+        info["fitted_on"] = summary.provenance.describe()
     if settings.get("reject") is not None and summary.threshold is not None:
         info["rejection"] = (f"rejection: {settings['reject']} score, at most {settings.get('reject_rate')} of "
                              f"known images rejected: threshold {summary.threshold:.4g} (unknown scores above it are "

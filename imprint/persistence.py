@@ -82,17 +82,25 @@ class FileSummary:
     threshold: float | None  # rejection threshold, with a rejection score
     text_classes: int | None  # classes with a zero-shot text weight, with a text blend
     text_scale: float | None
+    provenance: Any  # imprint.provenance.Provenance: what it was fitted on, or None
 
 
 def summarize(path: str | os.PathLike) -> FileSummary:
     """The checked contents of a classifier file, in words a description can use."""
+    from imprint.provenance import Provenance
+
     meta, arrays = read_classifier(path)
     settings = meta["settings"]
     text = arrays.get("text.weights")
+    try:
+        provenance = Provenance.restore(meta, arrays)
+    except ValueError as exc:
+        raise ClassifierFileError(f"{printable(path)} is an inconsistent classifier file ({exc}); refit or restore "
+                                  "it from a copy") from None
     return FileSummary(meta["format_version"], meta.get("encoder"), meta["embedding_dim"], meta["classes"],
                        np.asarray(arrays["proxy_counts"]).astype(int).tolist(), settings,
                        list(meta.get("active") or settings), dict(meta.get("tuned") or {}), meta.get("proxy_ratio"),
-                       meta.get("threshold"), None if text is None else len(text), meta.get("text_scale"))
+                       meta.get("threshold"), None if text is None else len(text), meta.get("text_scale"), provenance)
 
 
 def write_classifier(path: str | os.PathLike, meta: dict[str, Any],
@@ -102,8 +110,8 @@ def write_classifier(path: str | os.PathLike, meta: dict[str, Any],
 
     The layout: header fields settings, classes (labels), embedding_dim, encoder, plugins, active (the settings
     that matter), stages (per pipeline point, each stage's options and array names), tuned, proxy_ratio,
-    threshold, text_scale; arrays proxies, proxy_counts, POINT.I.NAME (stage arrays), text.weights, support,
-    support_codes, calibration.scores, calibration.margins."""
+    threshold, text_scale, fitted_on; arrays proxies, proxy_counts, POINT.I.NAME (stage arrays), text.weights,
+    support, support_codes, calibration.scores, calibration.margins, examples*, support.digests."""
     header = dict(meta, settings=json_ready(meta["settings"], "settings"),
                   classes=[json_label(c) for c in meta["classes"]], stages={})
     arrays: dict[str, np.ndarray] = {}

@@ -25,6 +25,7 @@ class Prediction:
     unknown_score: float | None = None
     threshold: float | None = None  # unknown scores above it are rejected
     rejected: bool = False
+    in_support: bool | None = None  # one of the images the classifier was fitted on (None: not recorded)
 
 
 def predictions(clf: Any, paths: Sequence[Path], X: np.ndarray, top_k: int) -> list[Prediction]:
@@ -43,7 +44,8 @@ def predictions(clf: Any, paths: Sequence[Path], X: np.ndarray, top_k: int) -> l
             for path, ranks, row, label, score in zip(paths, order, proba, labels, unknown)]
 
 
-PREDICTION_COLUMNS = ("path", "label", "score", "top_k")
+PREDICTION_COLUMNS = ("path", "label", "probability", "top_k")
+EARLIER_COLUMNS = ("path", "label", "score", "top_k")  # the header before 0.3
 
 
 def predictions_text(found: Sequence[Prediction], fmt: str, open_set: bool) -> str:
@@ -53,9 +55,10 @@ def predictions_text(found: Sequence[Prediction], fmt: str, open_set: bool) -> s
 
     header = list(PREDICTION_COLUMNS) + (["unknown_score"] if open_set else [])
     if fmt == "json":
-        return json_text([{"path": str(p.path), "label": p.label, "score": p.probability,
-                           "top_k": [{"label": c, "score": s} for c, s in p.top],
-                           **({"unknown_score": p.unknown_score} if open_set else {})} for p in found])
+        return json_text([{"path": str(p.path), "label": p.label, "probability": p.probability,
+                           "top_k": [{"label": c, "probability": s} for c, s in p.top],
+                           **({"unknown_score": p.unknown_score} if open_set else {}),
+                           **({"in_support": p.in_support} if p.in_support is not None else {})} for p in found])
     if fmt == "csv":
         return csv_text([[str(p.path), p.label, p.probability, ";".join(f"{c}:{s:.4f}" for c, s in p.top)]
                          + ([p.unknown_score] if open_set else []) for p in found], header)
@@ -96,7 +99,7 @@ def is_predictions_file(path: Path) -> bool:
     try:
         with open(path, "rb") as handle:
             start = handle.read(64)
-        if start.startswith(",".join(PREDICTION_COLUMNS).encode()):
+        if start.startswith((",".join(PREDICTION_COLUMNS).encode(), ",".join(EARLIER_COLUMNS).encode())):
             return True
         if not start.lstrip().startswith(b"["):
             return False
@@ -129,7 +132,14 @@ def predict_images(classifier: Any, paths: Sequence[str | Path], *, top_k: int =
     X, ok = embedder(images)
     if not ok.any():
         raise PredictionError(f"none of the {len(images)} image(s) could be read; nothing was predicted")
-    return predictions(classifier, [p for p, good in zip(images, ok) if good], X, top_k)
+    readable = [p for p, good in zip(images, ok) if good]
+    found = predictions(classifier, readable, X, top_k)
+    provenance = getattr(classifier, "provenance_", None)
+    seen = provenance.in_support(readable) if provenance is not None else None
+    if seen is not None:
+        for prediction, known in zip(found, seen.tolist()):
+            prediction.in_support = known
+    return found
 
 
 def check_top_k(top_k: Any) -> int:

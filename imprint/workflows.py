@@ -20,6 +20,7 @@ import numpy as np
 from imprint.embedder import Embedder, EmbedOptions
 from imprint.errors import UserError, printable
 from imprint.evaluation import Evaluation, FolderEvaluation, evaluate, evaluate_folder
+from imprint.provenance import Provenance
 
 EMBED_OPTIONS = tuple(EmbedOptions.__dataclass_fields__)
 
@@ -60,7 +61,8 @@ def fit_folder(source: str | Path, *, output: str | Path | None = None, preset: 
     workers, progress, strict) say how images are embedded. `test_fraction` holds out that share of every class
     and reports accuracy on it; `shots` keeps that many support images per class; `test_dir` is a second
     labelled folder to evaluate on; `zero_shot` blends the class names' text embeddings (CLIP encoders);
-    `output` saves the classifier as soon as it is fitted (`force`: even over a file imprint did not write);
+    `output` saves the classifier once fitted and scored on the held-out images (`force`: even over a file
+    imprint did not write), with what it was fitted on (``imprint.provenance``);
     `keep_examples` keeps the support embeddings in it, so a class can later get more examples (``imprint serve``).
     The paths, the preset and the output are checked before anything heavy is imported, the settings before any
     image is embedded."""
@@ -107,11 +109,16 @@ def fit_folder(source: str | Path, *, output: str | Path | None = None, preset: 
     report = FitReport(data.description, data.paths is not None, len(X), time.perf_counter() - start,
                        None if output is None else Path(output))
     clf.fit_report_ = report
-    if output is not None:
-        clf.save(output)
+    images = None if data.paths is None else [data.paths[i] for i in selection.support[ok]]
+    clf.provenance_ = Provenance.of_images(f"{'images' if images else 'embeddings'} of {Path(source).resolve()}",
+                                           images)
     if selection.test is not None and len(selection.test):
         Xq, okq = data.embed(selection.test)
         report.held_out = evaluate(clf, Xq, data.labels[selection.test][okq])
+        clf.provenance_.held_out_accuracy = report.held_out.accuracy
+        clf.provenance_.held_out_images = len(report.held_out.labels)
+    if output is not None:
+        clf.save(output)
     if test_dir:
         report.test = evaluate_folder(clf, test_dir, embedder=embedder)
     return clf

@@ -54,7 +54,7 @@ def test_fit_predict_eval_info_on_a_messy_folder(tmp_path, capsys, messy_folder)
                          tmp_path / "pred.csv", "--top-k", "2", "--cache-dir", cache, "--quiet", "--workers", "0")
     assert code == 0, err
     rows = list(csv.DictReader((tmp_path / "pred.csv").open()))
-    assert len(rows) == 21 and set(rows[0]) == {"path", "label", "score", "top_k"}
+    assert len(rows) == 21 and set(rows[0]) == {"path", "label", "probability", "top_k"}
     assert sum(r["label"] == "dress" for r in rows[:20]) >= 15
     assert rows[0]["top_k"].count(";") == 1
 

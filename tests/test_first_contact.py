@@ -116,7 +116,7 @@ def test_one_image_gets_a_table_and_programs_get_csv_or_json(capsys, tmp_path, s
     assert code == 0 and out.splitlines()[0].split() == ["image", "class", "probability", "next", "best"]
     assert image.name in out and "%" in out and "," not in out.splitlines()[2].split("%")[0]
     code, out, err = run(capsys, "predict", clf, image, *cache)  # not a terminal: CSV
-    assert list(csv.reader(out.splitlines()))[0] == ["path", "label", "score", "top_k"]
+    assert list(csv.reader(out.splitlines()))[0] == ["path", "label", "probability", "top_k"]
     code, out, err = run(capsys, "predict", clf, image, "--format", "json", *cache)
     assert json.loads(out)[0]["label"] in ("bag", "sneaker", "trouser")
 
@@ -238,3 +238,49 @@ def test_an_interrupted_grid_reports_what_finished_and_records_no_failure(capsys
     assert len(list((tmp_path / "out" / "cells").glob("*.json"))) == 1
     assert not list((tmp_path / "out").glob("failed/*.json"))
     assert (tmp_path / "out" / "summary.md").is_file()  # what finished is reported
+
+
+def test_eval_and_predict_say_which_images_the_classifier_was_fitted_on(tmp_path, capsys, cache):
+    """`imprint eval CLF examples/fashion` reported 0.91 without a word that 140 of the 200 images were the support
+    set (held out: 0.70): the file records a content digest of every support image, and eval, predict and info
+    use them."""
+    clf = tmp_path / "fashion.safetensors"
+    code, out, _ = run(capsys, "fit", EXAMPLES, "--test-fraction", "0.3", "-o", clf, *cache)
+    assert code == 0 and f"imprint predict {clf} IMAGE_OR_FOLDER" in out and f"imprint serve {clf}" in out
+    held_out = float(out.split("held-out accuracy: ")[1].split()[0])
+    code, out, err = run(capsys, "eval", clf, EXAMPLES, *cache)
+    assert code == 0 and "140 of these 200 images are images the classifier was fitted on" in err
+    assert f"held out at fit it scored {held_out:.4f}" in err
+    code, out, _ = run(capsys, "eval", clf, EXAMPLES, "--format", "json", *cache)
+    assert json.loads(out)["in_support"] == 140
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    bags = sorted((EXAMPLES / "bag").glob("*.png"))
+    for bag in bags:
+        shutil.copy(bag, copies / f"renamed_{bag.name}")  # a copy under another name is the same image
+    code, out, err = run(capsys, "predict", clf, copies, "--format", "json", *cache)
+    found = json.loads(out)
+    assert code == 0 and sum(p["in_support"] for p in found) == 14 and len(found) == 20
+    assert "14 of these 20 images are images the classifier was fitted on" in err
+    code, out, _ = run(capsys, "info", clf)
+    assert f"fitted on: images of {EXAMPLES} (140 distinct support images); accuracy on the 60 images held out " \
+           f"at fit: {held_out:.4f}" in out
+    ImprintClassifier.load(clf).save(tmp_path / "resaved.safetensors")  # the record survives a load and a save
+    assert "140 distinct support images" in run(capsys, "info", tmp_path / "resaved.safetensors")[1]
+
+
+def test_fit_help_says_what_a_plain_fit_runs(capsys):
+    code, out, _ = run(capsys, "fit", "--help")
+    assert code == 0 and "a fit runs --method auto" in out and "tukey / mean / mahalanobis" in out
+    assert "(default: kmeans, with a stage flag; else the chosen method's)" in " ".join(out.split())
+
+
+def test_the_embed_in_app_example_prints_its_usage_and_classifies(tmp_path, capsys, cache):
+    example = ROOT / "examples" / "embed_in_app.py"
+    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and done.stderr.startswith("usage: python examples/embed_in_app.py")
+    assert run(capsys, "fit", EXAMPLES, "-o", tmp_path / "c.safetensors", "--preset", "simpleshot", *cache)[0] == 0
+    bag = sorted((EXAMPLES / "bag").glob("*.png"))[0]
+    done = subprocess.run([sys.executable, str(example), str(tmp_path / "c.safetensors"), str(bag)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.startswith(f"{bag}: bag ("), done.stderr

@@ -134,4 +134,4 @@ def test_classifier_files_from_elsewhere_are_refused_in_one_line(tmp_path, capsy
     code = main(["predict", str(path), str(EXAMPLES / "bag"), "--encoder", "lite1", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and len(error_lines(err)) == 1
-    assert "was fitted with timm:tf_efficientnet_lite0, not lite1; drop --encoder" in err
+    assert "was fitted with timm:tf_efficientnet_lite0, not lite1; name no encoder (encoder= in Python" in err

@@ -130,12 +130,21 @@ def test_the_command_exports_lite1_and_the_example_runs_without_torch_or_imprint
     for name in ("torch", "imprint"):
         (blocker / name).mkdir(parents=True)
         (blocker / name / "__init__.py").write_text(f"raise ImportError('{name} is not installed here')\n")
-    done = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "c.onnx"), str(folder / "bag")],
+    images = tmp_path / "bag"  # the 20 bags, a thin image and a text file among them
+    import shutil
+
+    shutil.copytree(folder / "bag", images)
+    Image.new("L", (60000, 1)).save(images / "000_thin.png")
+    (images / "001_notes.png").write_text("not an image")
+    done = subprocess.run([sys.executable, str(EXAMPLE), str(tmp_path / "c.onnx"), str(images)],
                           capture_output=True, text=True, env={"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"},
                           timeout=300)
     assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "path,label,probability"
     rows = [line.split(",") for line in done.stdout.splitlines()[1:]]
     assert [row[1] for row in rows] == expected and len(rows) == 20
+    skipped = done.stderr.strip().splitlines()
+    assert len(skipped) == 2 and "000_thin.png: 60000 x 1 pixels" in skipped[0] and "001_notes.png" in skipped[1]
     probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True,
                            env={"PYTHONPATH": str(blocker), "PATH": "/usr/bin:/bin"})
     assert probe.returncode != 0  # the blocker works

@@ -70,6 +70,19 @@ def cmd_fit(args: argparse.Namespace) -> None:
         report_evaluation(report.held_out, "held-out")
     if report.test is not None:
         report_evaluation(report.test.evaluation, "test", per_class=True)
+    say(next_steps(args.output))
+
+
+def next_steps(path: str) -> str:
+    """What a newly fitted classifier is for: the commands that use it."""
+    import shlex
+
+    clf = shlex.quote(str(path))
+    return ("next:\n"
+            f"  imprint predict {clf} IMAGE_OR_FOLDER        # classify images\n"
+            f"  imprint eval {clf} LABELLED_FOLDER           # accuracy on images it was not fitted on\n"
+            f"  imprint export {clf} -o model.onnx           # one ONNX graph from pixels to answers\n"
+            f"  imprint serve {clf}                          # an HTTP API and a page that teaches new classes")
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
@@ -81,13 +94,14 @@ def cmd_inspect(args: argparse.Namespace) -> None:
                          pixel_threshold=args.pixel_threshold, fix=args.fix, seed=args.seed, force=args.force,
                          **embedding_options(args))
     counts = found.counts
+    to_label = f"; {len(found.contents.to_label)} images to label next" if found.contents.to_label else ""
     say(f"inspected {found.contents.settings['n_support']} support images of {len(found.contents.classes)} classes "
         f"in {found.seconds:.1f} s: {counts['label']} likely wrong label(s), {counts['duplicate']} duplicate(s) or "
-        f"leak(s), {counts['outlier']} outlier(s)" + (f"; {len(found.contents.to_label)} images to label next"
-                                                      if found.contents.to_label else ""))
+        f"leak(s), {counts['similar']} very similar pair(s), {counts['outlier']} outlier(s){to_label}")
     for finding in found.findings[:10]:
         other = finding.suggested_label or finding.other_path
-        say(f"  {finding.kind:9s} {finding.score:8.3f}  {finding.path}" + (f" -> {other}" if other else ""))
+        say(f"  {finding.kind:9s} {finding.score:8.3f}  {finding.path}" + (f" -> {other}" if other else "")
+            + f"  ({finding.detail})")
     if len(found.findings) > 10:
         say(f"  ... {len(found.findings) - 10} more in {Path(args.output) / 'issues.csv'}")
     say(f"report -> {Path(args.output) / 'index.html'}")
@@ -109,6 +123,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     result = evaluate_folder(clf, args.folder, unknown=args.unknown, embedder=embedder)
     if args.format != "json":
         report_evaluation(result.evaluation, "test", per_class=True)
+    if result.in_support:
+        held = "" if result.held_out_accuracy is None else \
+            f" (on the images held out at fit it scored {result.held_out_accuracy:.4f})"
+        warn(f"{result.in_support} of these {len(result.evaluation.labels)} images are images the classifier was "
+             f"fitted on: its accuracy on them says little about new images{held}; evaluate on images it has not "
+             "seen")
     title = f"{Path(args.folder).name}: {Path(args.classifier).name}"
     if args.confusion:
         write_file(args.confusion, confusion_png(result.evaluation, result.evaluation.classes, title))
@@ -141,6 +161,10 @@ def cmd_predict(args: argparse.Namespace) -> None:
     if fmt == "auto":
         fmt = "json" if args.output and args.output.endswith(".json") else \
             "csv" if args.output or not sys.stdout.isatty() else "table"
+    seen = sum(bool(p.in_support) for p in found)
+    if seen:
+        warn(f"{seen} of these {len(found)} images are images the classifier was fitted on"
+             + (" (in_support in the JSON)" if fmt == "json" else ""))
     text = predictions_text(found, fmt, clf.reject is not None)
     if args.output:
         write_file(args.output, text.encode("utf-8", "surrogateescape"))  # file names that are not UTF-8 as they are
@@ -197,7 +221,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     say("pipeline: " + info["pipeline"])
     if info["tuned"]:
         say("chosen on the support set: " + chosen_text(info["tuned"]))
-    for line in ("rejection", "zero_shot", "note"):
+    for line in ("fitted_on", "rejection", "zero_shot", "note"):
         if info.get(line):
             say(info[line])
     say(table([[name, count] for name, count in zip(info["classes"], info["proxy_counts"])], ["class", "proxies"]))

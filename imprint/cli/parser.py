@@ -90,7 +90,14 @@ def add_setting_options(parser: argparse.ArgumentParser, flags: SettingFlags,
                         help=f"start from a published method: {', '.join(PRESETS)}, or auto (chosen on the support "
                              "set; the default when no stage flag is given); flags below override it (see: imprint "
                              "presets)")
-    group = parser.add_argument_group("classifier settings (ImprintClassifier; auto: chosen on the support set)")
+    import textwrap
+
+    group = parser.add_argument_group(
+        "classifier settings (ImprintClassifier; auto: chosen on the support set)", textwrap.fill(
+            "With no preset and no stage flag, a fit runs --method auto: the published method that cross-validates "
+            "best on the support set, with that method's own stages (Tukey + GDA on most data: tukey / mean / "
+            "mahalanobis; 'imprint info' shows the one chosen). The stage defaults shown below are what runs once a "
+            "stage flag is given (--method custom).", 79))
     names = [flag.setting.name for flag in flags.settings if flag.setting.name not in skip]
     parser.set_defaults(setting_names=names)  # the settings a command may find given in its namespace
     for flag in flags.settings:
@@ -98,7 +105,9 @@ def add_setting_options(parser: argparse.ArgumentParser, flags: SettingFlags,
         if setting.name in skip:
             continue
         used_by = f" [{'/'.join(sorted({f'{kind} {stage}' for kind, stage in flag.users}))}]" if flag.users else ""
-        help_text = f"{setting.help}; {setting.allowed()} (default: {setting.default}){used_by}"
+        default = f"{setting.default}, with a stage flag; else the chosen method's" if setting.name in STAGE_SLOTS \
+            else setting.default
+        help_text = f"{setting.help}; {setting.allowed()} (default: {default}){used_by}"
         group.add_argument("--" + setting.name.replace("_", "-"), dest=setting.name, type=_setting_type(setting),
                            default=argparse.SUPPRESS, metavar=setting.name.upper(), help=help_text.replace("%", "%%"))
 
@@ -137,6 +146,7 @@ def _plugin_option(parser: argparse.ArgumentParser) -> None:
                         help="import MODULE first: its stages and settings become available (repeatable)")
 
 
+STAGE_SLOTS = ("norm_pre", "generation", "norm_post", "norm_inf", "metric", "aggregation")  # what a method sets
 WITH_SETTINGS = ("fit", "fewshot")  # commands with a flag for every classifier setting
 
 

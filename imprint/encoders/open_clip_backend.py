@@ -57,7 +57,8 @@ def _check_weights_reachable(name: str, tag: str, spec: str) -> None:
         source = f"https://huggingface.co/{hub}" if hub else config.get("url")
         raise EncoderError(f"open_clip:{spec}: its weights are not in the local cache and the hub cannot be reached "
                            f"from this machine; download the weights file where there is a network ({source}) and "
-                           f"name it: --encoder open_clip:{name}/PATH/TO/open_clip_pytorch_model.bin") from None
+                           f"name it as the encoder: open_clip:{name}/PATH/TO/open_clip_pytorch_model.bin "
+                           "(encoder= in Python, --encoder on the command line)") from None
 
 
 class OpenClipEncoder(Encoder):
@@ -128,7 +129,8 @@ def class_name_proxies(encoder: Encoder, class_names: Sequence[str], templates_f
                        ) -> np.ndarray:
     """Zero-shot text embeddings of class names (folder names: '_' and '-' read as spaces), one per class."""
     if not hasattr(encoder, "text_proxies"):
-        raise EncoderError(f"--zero-shot needs an encoder with a text tower (open_clip:MODEL/TAG); {encoder.id} "
+        raise EncoderError(f"zero-shot text (zero_shot=True in Python, --zero-shot on the command line) needs an "
+                           f"encoder with a text tower (open_clip:MODEL/TAG); {encoder.id} "
                            "has none")
     templates = read_templates(templates_file) if templates_file else DEFAULT_TEMPLATES
     readable = [name.replace("_", " ").replace("-", " ") for name in class_names]
