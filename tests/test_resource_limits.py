@@ -160,3 +160,26 @@ def test_libraries_that_cannot_load_for_want_of_memory_are_one_line(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("imprint: error: out of memory") and done.stderr.count("\n") == 1, done.stderr
     assert "ulimit -v" in done.stderr
+
+
+@pytest.mark.parametrize("mode", ["I;16", "RGB", "RGBA"])
+def test_decoding_holds_no_more_than_decode_bytes_says(tmp_path, mode):
+    """A 16-bit image took 28 bytes a pixel to decode (a 9400 x 9400 PNG of 172 KB: 2.1 GB); now every step
+    holds only what it needs, and ``decode_bytes`` (what a server reserves before decoding) bounds it."""
+    side = 2000
+    ramp = np.add.outer(np.arange(side), np.arange(side))
+    if mode == "I;16":
+        image = Image.fromarray((ramp * 16).astype(np.uint16))
+    else:
+        image = Image.fromarray(np.stack([ramp % 256] * len(mode), axis=-1).astype(np.uint8), mode=mode)
+    image.save(tmp_path / "big.png")
+    script = ("import io, sys\nfrom PIL import Image\nfrom imprint.data.folder import decode_bytes, load_rgb\n"
+              f"data = open({str(tmp_path / 'big.png')!r}, 'rb').read()\n"
+              "need = decode_bytes(Image.open(io.BytesIO(data)))\n"
+              "def peak():\n    return int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]"
+              ".split()[1]) * 1024\n"
+              "before = peak()\nload_rgb(io.BytesIO(data))\nprint(peak() - before, need)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    held, need = map(int, done.stdout.split())
+    assert held <= need, (held, need)
+    assert need <= 20 * side * side  # bytes a pixel at most, alpha and its conversions included

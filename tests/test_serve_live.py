@@ -224,3 +224,19 @@ def test_under_load_the_queue_is_bounded_and_health_is_answered_at_once(tmp_path
     assert health.status_code == 200 and still_loaded > 0  # answered while requests were in progress
     assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
     assert all(1 <= seconds <= 60 for seconds in retry_after)
+
+
+def test_sigterm_says_the_server_shuts_down(tmp_path, nine_classes):
+    import signal
+
+    path = tmp_path / "clf.safetensors"
+    shutil.copy(nine_classes, path)
+    process = subprocess.Popen([sys.executable, "-m", "imprint.cli", "serve", str(path), "--port", "0",
+                                "--read-only"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert "serving 9 classes" in process.stdout.readline()
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert "imprint serve: shutting down (SIGTERM): answering the requests in progress" in out

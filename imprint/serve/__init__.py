@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def serve(path: str | os.PathLike, host: str = DEFAULT_HOST, port: int = DEFAULT
     """Serve the classifier file at `path` until interrupted (Ctrl-C or SIGTERM: requests in progress are
     answered first). The server answers the host names of the address it listens on, and `allow_hosts`;
     requests that are not reads only from its own pages, and `allow_origins`."""
-    from imprint.serve.uploads import Limits
+    from imprint.serve.admission import Limits
 
     limits = Limits(max_images, int(max_image_mb * 2**20), int(max_request_mb * 2**20), int(memory_mb * 2**20),
                     max_queue)
@@ -76,14 +77,20 @@ def serve(path: str | os.PathLike, host: str = DEFAULT_HOST, port: int = DEFAULT
                                         allowed_hosts=host_names(host, allow_hosts), allowed_origins=origins))
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-    log(f"serving {len(live.version.classifier.classes_)} classes of {path} with {live.encoder.id} on "
-        f"http://{shown}:{bound_port}/ (API: /docs; Ctrl-C stops)")
 
     class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:  # listening, its signal handlers in place: said only now
+                log(f"serving {len(live.version.classifier.classes_)} classes of {path} with {live.encoder.id} on "
+                    f"http://{shown}:{bound_port}/ (API: /docs; Ctrl-C stops)")
+                sys.stdout.flush()
+
         def handle_exit(self, sig: int, frame: Any) -> None:
             if not self.should_exit:
                 log(f"imprint serve: shutting down ({signal.Signals(sig).name}): answering the requests in "
                     "progress, then stopping")
+                sys.stdout.flush()  # the signal is raised again once the server stops: nothing is flushed after
             super().handle_exit(sig, frame)
 
     Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])

@@ -8,7 +8,6 @@ import binascii
 import io
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,53 +16,9 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from imprint.data.folder import UnreadableImage, decode_bytes, load_rgb
-from imprint.serve.admission import MemoryBudget
+from imprint.serve.admission import Limits, MemoryBudget
 
 DECODE_WAIT = 5.0  # seconds a decode waits for memory that other requests hold, before 503
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one request may carry, and what the server holds at once."""
-
-    max_images: int = 64
-    max_image_bytes: int = 20 * 2**20
-    max_body_bytes: int = 100 * 2**20
-    memory_bytes: int = 2**30  # request bodies and decoded images held at once
-    queue_images: int = 256  # images in progress at once (read, decoding, waiting for the encoder)
-
-    @property
-    def max_request_bytes(self) -> int:
-        """The body limit: what `max_images` images of `max_image_bytes` need base64-encoded (4/3) with the form's
-        own text, capped at `max_body_bytes`."""
-        return min(self.max_body_bytes, self.max_images * self.max_image_bytes * 4 // 3 + 2**20)
-
-    @property
-    def max_decoded_bytes(self) -> int:
-        """The memory one image may take decoded (pixels at their bit depth, and its conversions): half the budget,
-        so that two decodes always fit."""
-        return self.memory_bytes // 2
-
-    def body_bytes(self, length: int | None) -> int:
-        """Memory a body of `length` bytes takes while it is read and parsed (JSON: the text and its strings), at
-        most; a body of unknown length may grow to the limit."""
-        return 2 * (self.max_request_bytes if length is None else min(length, self.max_request_bytes)) + 2**16
-
-    def check(self) -> None:
-        """Refuse limits that cannot work together, in one line naming the flags."""
-        from imprint.errors import UserError
-
-        if not 1 <= self.max_images <= 10_000 or not 0 < self.max_image_bytes <= 2**30:
-            raise UserError("--max-images is 1 to 10000 and --max-image-mb above 0 and at most 1024")
-        if not 0 < self.max_body_bytes <= 2**34:
-            raise UserError("--max-request-mb must be above 0 and at most 16384")
-        if self.body_bytes(None) > self.memory_bytes // 2:
-            raise UserError(f"--memory-mb {self.memory_bytes // 2**20} cannot hold a request body of "
-                            f"--max-request-mb {self.max_request_bytes // 2**20} while it is parsed (twice its size) "
-                            f"and an image decoding: give at least {4 * self.max_request_bytes // 2**20 + 1} MB, or "
-                            "a smaller --max-request-mb")
-        if self.queue_images < 1:
-            raise UserError("--max-queue must be at least 1 image")
 
 
 class BadRequest(Exception):
