@@ -6,13 +6,15 @@
   the cross-validated probabilities of a scikit-learn logistic regression on the same embeddings (5 folds both).
 - duplicates: near copies planted (resized to 2/3, JPEG quality 40, cropped 3% a side) of 300 Fashion-MNIST
   images among 2,000 (upscaled to 112 px) and of 150 textile images among the 2,000; recall of the planted pairs
-  and the pairs found that were not planted, at the default thresholds and a sweep around them.
+  judged copies, and the pairs found that were not planted, judged copies (false alarms) or very similar.
+- clean: the whole inspection of data with nothing planted (1,000 MNIST digits, 2,000 Fashion-MNIST images at
+  their 28 px, the 2,000 textile images): findings of each kind per 1,000 images, the false-alarm rates.
 - active: a learning curve on Fashion-MNIST and textile: from one labelled image per class, label b = 1, 2, 5, 10,
   20 more per class, picked by ``pick_to_label`` or at random (5 seeds), then GDA's test accuracy.
 - scale: 100,000 support embeddings (real ones with small noise added), 5% of labels flipped: the time of
   the whole inspection (no images) against cleanlab's run (logistic regression cross-validated, then
   find_label_issues) on the same embeddings.
-Run: python benchmarks/bench_inspect.py [--parts labels,duplicates,active,scale]
+Run: python benchmarks/bench_inspect.py [--parts labels,duplicates,clean,active,scale]
 """
 from __future__ import annotations
 
@@ -144,7 +146,8 @@ def part_duplicates(textile_paths: list[Path]) -> None:
     print("\n## Planted near duplicates (resized to 2/3, JPEG quality 40, cropped 3% a side)\n")
     print(f"Defaults: embedding cosine >= {DEFAULTS['duplicate_threshold']}, 16 x 16 pixel-thumbnail cosine >= "
           f"{DEFAULTS['pixel_threshold']}, 8 x 8 >= {COARSE_THRESHOLD}, identical files.\n")
-    print("| data | images | planted pairs | recall (resized / jpeg / cropped) | pairs found not planted |")
+    print("| data | images | planted pairs | judged copies: recall (resized / jpeg / cropped) | found not planted: "
+          "judged copies / very similar |")
     print("|---|---|---|---|---|")
     embed = Embedder(EmbedOptions(progress=False))
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,16 +169,50 @@ def part_duplicates(textile_paths: list[Path]) -> None:
             found = find_duplicates(np.asarray(X), paths, threshold=DEFAULTS["duplicate_threshold"],
                                     pixel_threshold=DEFAULTS["pixel_threshold"])
             index = {p: i for i, p in enumerate(paths)}
-            got = {(min(p.first, p.second), max(p.first, p.second)) for p in found}
+            judged = {(min(p.first, p.second), max(p.first, p.second)): p.copy for p in found}
             want = [(min(index[a], index[b]), max(index[a], index[b])) for a, b in planted]
-            hits = np.array([pair in got for pair in want]).reshape(-1, 3)
+            hits = np.array([judged.get(pair, False) for pair in want]).reshape(-1, 3)
             planted_set = set(want)
             # pairs between two copies of one original are planted too (same source image)
             source = {index[copy]: index[orig] for orig, copy in planted}
-            unplanted = [p for p in got if p not in planted_set and source.get(p[0], p[0]) != source.get(p[1], p[1])]
+            unplanted = [copy for p, copy in judged.items()
+                         if p not in planted_set and source.get(p[0], p[0]) != source.get(p[1], p[1])]
             kinds = " / ".join(f"{v:.2f}" for v in hits.mean(0))
             print(f"| {name} | {len(paths)} | {len(want)} | **{hits.mean():.3f}** ({kinds}) "
-                  f"| {len(unplanted)} of {len(paths) * (len(paths) - 1) // 2:,} |", flush=True)
+                  f"| {sum(unplanted)} / {len(unplanted) - sum(unplanted)} |", flush=True)
+
+
+def part_clean(textile_paths: list[Path]) -> None:
+    """Findings on data with nothing planted: each kind per 1,000 images (for copies, the false-alarm rate)."""
+    from PIL import Image
+
+    import imprint
+    from imprint.data.builtin import load_dataset
+
+    print("\n## Clean data: findings per 1,000 images (nothing planted; a copy found here is a false alarm, unless "
+          "the data set itself holds one)\n")
+    print("| data | images | duplicates (copies) | very similar | likely wrong labels | outliers |")
+    print("|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        sets = {}
+        for name, dataset, count in (("MNIST digits", "mnist5k", 1000), ("Fashion-MNIST (28 px)", "fashion_mnist",
+                                                                         2000)):
+            data = load_dataset(dataset)
+            folder = tmp / dataset
+            for i, row in enumerate(rng.choice(len(data.labels), count, replace=False)):
+                target = folder / data.class_names[data.labels[row]]
+                target.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(data.images[row]).save(target / f"{i:04d}.png")
+            sets[name] = folder
+        sets["textile"] = Path(textile_paths[0]).parent.parent
+        for name, folder in sets.items():
+            found = imprint.inspect_data(folder, tmp / f"report-{name}", progress=False)
+            n = found.contents.settings["n_support"]
+            rate = {kind: 1000 * count / n for kind, count in found.counts.items()}
+            print(f"| {name} | {n} | {rate['duplicate']:.1f} | {rate['similar']:.1f} | {rate['label']:.1f} | "
+                  f"{rate['outlier']:.1f} |", flush=True)
 
 
 def part_active(sets: dict) -> None:
@@ -243,7 +280,7 @@ def part_scale(X: np.ndarray, y: np.ndarray) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--parts", default="labels,duplicates,active,scale")
+    parser.add_argument("--parts", default="labels,duplicates,clean,active,scale")
     parts = parser.parse_args().parts.split(",")
     print(environment())
     Xf, yf, Xfq, yfq = fashion(300, 100)
@@ -252,6 +289,8 @@ def main() -> None:
         part_labels({"Fashion-MNIST": (Xf, yf), "textile": (Xt, yt)})
     if "duplicates" in parts:
         part_duplicates(tpaths)
+    if "clean" in parts:
+        part_clean(tpaths)
     if "active" in parts:
         split = np.random.default_rng(0).permutation(len(yt))
         cut = int(0.75 * len(yt))

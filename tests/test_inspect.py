@@ -200,6 +200,9 @@ def test_inspect_finds_the_planted_problems_and_changes_nothing_of_the_user(plan
                for a, b in pairs)
     assert (str(support / "trouser" / planted["leak"].name), str(planted["test"] / "trouser" / "recompressed.jpg")) \
         in pairs
+    alike = [f for f in findings if f["kind"] == "similar"]  # look-alikes are kept apart from copies
+    assert alike and all("not a copy" in f["detail"] for f in alike)
+    assert all("a copy" in f["detail"] or "identical" in f["detail"] for f in findings if f["kind"] == "duplicate")
     assert len(data["to_label"]) == 6 and len({p["path"] for p in data["to_label"]}) == 6
     assert all(p["path"].startswith(str(planted["pool"])) for p in data["to_label"])
     health = {c["name"]: c for c in data["classes"]}
@@ -221,7 +224,12 @@ def test_the_report_page_shows_every_section_with_thumbnails(report, tmp_path):
         assert browser.find_element(By.TAG_NAME, "h1").text == "imprint inspect"
         headings = [h.text for h in browser.find_elements(By.TAG_NAME, "h2")]
         assert [h.split(" (")[0] for h in headings] == ["Likely wrong labels", "Duplicates and leaks",
-                                                         "Outliers", "Class health", "Label next"]
+                                                         "Very similar, not copies", "Outliers", "Class health",
+                                                         "Label next"]
+        label_table = browser.find_element(By.CSS_SELECTOR, "h2#label + table")
+        assert "why" in label_table.text and " = " in label_table.text  # p(given) = ..., p(suggested) = ...
+        copies = browser.find_element(By.CSS_SELECTOR, "h2#duplicate + table").text
+        assert "identical files" in copies and "grey levels at best alignment: a copy" in copies
         images = browser.find_elements(By.TAG_NAME, "img")
         assert images and all(browser.execute_script("return arguments[0].naturalWidth", i) > 0 for i in images)
         browser.save_screenshot(str(tmp_path / "report.png"))
@@ -309,3 +317,25 @@ def test_inspect_writes_a_report_for_file_and_folder_names_that_are_not_utf8(tmp
     assert (tmp_path / "report" / "index.html").stat().st_size > 0
     health = (tmp_path / "report" / "classes.csv").read_bytes()
     assert b"caf\xe9" in health and rows.startswith(b"path,kind")
+
+
+def test_look_alike_digits_are_very_similar_not_duplicates(tmp_path):
+    """300 real digits: the review found 28 'duplicates', none a copy (26 same-label look-alikes, one a 1 and a 9).
+    Copies planted among them are still found as copies."""
+    from imprint.data.builtin import load_dataset
+
+    data = load_dataset("mnist5k")
+    rows = np.random.default_rng(0).choice(len(data.labels), 300, replace=False)
+    for i, row in enumerate(rows):
+        folder = tmp_path / "digits" / str(data.labels[row])
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(data.images[row]).save(folder / f"{i:03d}.png")
+    first = sorted((tmp_path / "digits" / "3").glob("*.png"))[0]
+    Image.open(first).resize((56, 56)).save(first.with_name("bigger_copy.png"))
+    import imprint
+
+    found = imprint.inspect_data(tmp_path / "digits", tmp_path / "report", progress=False)
+    copies = [f for f in found.findings if f.kind == "duplicate"]
+    assert [(Path(f.path).name, Path(f.other_path).name) for f in copies] in (
+        [(first.name, "bigger_copy.png")], [("bigger_copy.png", first.name)])
+    assert found.counts["similar"] >= 10  # the look-alikes, told apart from copies

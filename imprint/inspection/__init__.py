@@ -3,7 +3,7 @@ next, all from the embeddings and cross-fitted closed-form classifiers (``imprin
 
     import imprint
     found = imprint.inspect_data("photos/", "report/", test_dir="photos_test/")
-    print(found.counts)   # {'label': 12, 'duplicate': 3, 'outlier': 4}
+    print(found.counts)   # {'label': 12, 'duplicate': 3, 'similar': 5, 'outlier': 4}
 
 Every judgement of a support image comes from models fitted without it; nothing reads a test image's label, and
 nothing is written outside the report folder.
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from imprint.errors import UserError, printable
-from imprint.inspection.report import Finding, ReportContents, is_report_folder, write_report
+from imprint.inspection.report import KINDS, Finding, ReportContents, is_report_folder, write_report
 
 DEFAULTS = dict(preset="gda", folds=5, reject="knn", outlier_rate=0.01, duplicate_threshold=0.92,
                 pixel_threshold=0.98, budget=50)
@@ -200,21 +200,23 @@ def inspect_data(source: str | Path, output: str | Path, *, test_dir: str | Path
     findings = _label_rows(label_findings, judged_proba, names, codes, class_names)
     pairs = find_duplicates(X, image_paths, threshold=duplicate_threshold, pixel_threshold=pixel_threshold,
                             found=(similarities, indices))
-    findings += [Finding(names[p.first], "duplicate", p.similarity, given[p.first], other_path=names[p.second],
-                         detail=f"{p.how} within the support set ("
-                                + ("same label)" if codes[p.first] == codes[p.second]
-                                   else f"labelled {given[p.first]} and {given[p.second]})")) for p in pairs]
+    findings += [Finding(names[p.first], "duplicate" if p.copy else "similar", p.similarity, given[p.first],
+                         other_path=names[p.second], detail=f"{p.reason()}; within the support set, "
+                         + ("same label" if codes[p.first] == codes[p.second]
+                            else f"labelled {given[p.first]} and {given[p.second]}")) for p in pairs]
     if test_paths is not None:
         Xt, okt = embedder(test_paths)
         kept = [p for p, good in zip(test_paths, okt) if good]
         pairs = find_duplicates(X, image_paths, threshold=duplicate_threshold, pixel_threshold=pixel_threshold,
                                 other=np.asarray(Xt, dtype=np.float32), other_paths=kept)
-        findings += [Finding(names[p.first], "duplicate", p.similarity, given[p.first], other_path=str(kept[p.second]),
-                             detail=f"leak: {p.how} copy in the test folder") for p in pairs]
+        findings += [Finding(names[p.first], "duplicate" if p.copy else "similar", p.similarity, given[p.first],
+                             other_path=str(kept[p.second]),
+                             detail=f"{'leak: a copy' if p.copy else 'a look-alike'} in the test folder: {p.reason()}")
+                     for p in pairs]
     findings += [Finding(names[i], "outlier", float(outliers.score[i]), given[i],
                          detail=f"{reject} unknown score {outliers.score[i]:.4g}, among the highest {outlier_rate:.1%} "
                                 "(from models that did not see it)") for i in np.flatnonzero(outliers.flagged)]
-    order = {"label": 0, "duplicate": 1, "outlier": 2}
+    order = {kind: rank for rank, kind in enumerate(KINDS)}
     findings.sort(key=lambda f: (order[f.kind], -f.score))
     to_label = _to_label(embedder, pool_paths, X, codes, class_names, preset, budget, seed) if pool_paths else []
     health = [asdict(h) for h in class_health(X, codes, class_names, proba, proba_half)]

@@ -16,7 +16,7 @@ from typing import Any
 from imprint.atomic import atomic_write_bytes
 
 FORMAT = "imprint-inspect/1"
-KINDS = ("label", "duplicate", "outlier")
+KINDS = ("label", "duplicate", "similar", "outlier")
 COLUMNS = ("path", "kind", "score", "given_label", "suggested_label", "other_path", "detail")
 REPORT_FILES = ("issues.csv", "issues.json", "classes.csv", "to_label.csv", "relabelled.csv", "index.html")
 SHOWN = 60  # findings of each kind with thumbnails on the page (all of them are in the CSV and JSON)
@@ -104,14 +104,16 @@ def _page(contents: ReportContents, thumbnails: bool) -> str:
              f"{esc(str(settings['preset']))} classifiers fitted without it ({settings['folds']} folds). Likely wrong "
              "labels: confident learning (a class's threshold is the mean probability its own images get). "
              f"Outliers: the {settings['outlier_rate']:.1%} of the support set (at least one image) with the highest "
-             f"{esc(str(settings['reject']))} unknown scores (from {threshold}). Duplicates: "
+             f"{esc(str(settings['reject']))} unknown scores (from {threshold}). Pairs alike: "
              f"identical files, embedding cosine &ge; {settings['duplicate_threshold']}, 16 x 16 pixel-thumbnail "
              f"cosine &ge; {settings['pixel_threshold']} or 8 x 8 &ge; {settings['coarse_pixel_threshold']}, where "
-             "the pair also stands out from each image's nearest neighbours. Neighbour search: "
+             "the pair also stands out from each image's nearest neighbours; a pair is a duplicate (a copy) when "
+             "its pixels, lined up, differ by little, else very similar. Neighbour search: "
              f"{esc(str(settings['neighbour_search']))}.</p>"]
-    titles = {"label": ("Likely wrong labels", ["image", "path", "given", "suggested", "score"]),
-              "duplicate": ("Duplicates and leaks", ["images", "path", "other path", "how", "similarity"]),
-              "outlier": ("Outliers (look like no class)", ["image", "path", "label", "unknown score"])}
+    titles = {"label": ("Likely wrong labels", ["image", "path", "given", "suggested", "score", "why"]),
+              "duplicate": ("Duplicates and leaks (copies)", ["images", "path", "other path", "similarity", "why"]),
+              "similar": ("Very similar, not copies", ["images", "path", "other path", "similarity", "why"]),
+              "outlier": ("Outliers (look like no class)", ["image", "path", "label", "unknown score", "why"])}
     for kind in KINDS:
         title, header = titles[kind]
         rows = [f for f in contents.findings if f.kind == kind]
@@ -123,12 +125,12 @@ def _page(contents: ReportContents, thumbnails: bool) -> str:
         for f in rows[:SHOWN]:
             if kind == "label":
                 cells = [_image(f.path, thumbnails), esc(f.path), esc(f.given_label), esc(f.suggested_label),
-                         f"{f.score:.3f}"]
-            elif kind == "duplicate":
+                         f"{f.score:.3f}", esc(f.detail)]
+            elif kind in ("duplicate", "similar"):
                 cells = [_image(f.path, thumbnails) + _image(f.other_path, thumbnails), esc(f.path),
-                         esc(f.other_path), esc(f.detail), f"{f.score:.4f}"]
+                         esc(f.other_path), f"{f.score:.4f}", esc(f.detail)]
             else:
-                cells = [_image(f.path, thumbnails), esc(f.path), esc(f.given_label), f"{f.score:.4g}"]
+                cells = [_image(f.path, thumbnails), esc(f.path), esc(f.given_label), f"{f.score:.4g}", esc(f.detail)]
             parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         parts.append("</table>")
         if len(rows) > SHOWN:
