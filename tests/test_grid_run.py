@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -205,3 +206,27 @@ def test_a_protocol_is_one_registered_file_and_episodes_run_as_one(tmp_path):
         parse_config({"episodes": {"ways": 3}, "datasets": ["fashion_mnist"]})
     with pytest.raises(ValueError, match="episodes.ways must be at least 2"):
         parse_config({"protocol": "episodes", "episodes": {"ways": 1}, "datasets": ["fashion_mnist"]})
+
+
+def test_the_figures_show_confidence_intervals_over_seeds_on_an_honest_axis(finished_grid: Path):
+    """The shot ladder's axis started at 64% with no error bars, and the accuracy-vs-k plot stretched one point
+    over its height: both now run from 0 to 100%, with 95% intervals over seeds; the legend says k=2, not k=2.0."""
+    from scipy import stats
+
+    from imprint.report import load_results
+    from imprint.report.plots import k_figure, shots_figure
+
+    results, _ = load_results(finished_grid)
+    for figure in (shots_figure(results), k_figure(results)):
+        axes = figure.axes[0]
+        assert axes.get_ylim() == (0, 100) and "95% CI over 3 seeds" in axes.get_title()
+        assert axes.containers and all(len(c.lines[2]) == 1 for c in axes.containers)  # every line has error bars
+    qi = results[results["variant"] == "Qi"]
+    per_seed = qi.groupby(["shots_per_class", "seed"])["accuracy"].mean().unstack("seed") * 100
+    row = per_seed.iloc[0]
+    half = stats.t.ppf(0.975, 2) * row.std(ddof=1) / np.sqrt(3)
+    bars = next(c for c in shots_figure(results).axes[0].containers if c.get_label() == "Qi")
+    low, high = bars.lines[2][0].get_segments()[0][:, 1]
+    assert np.isclose(high - low, 2 * half) and np.isclose((high + low) / 2, row.mean())
+    summary = (finished_grid / "summary.md").read_text()
+    assert "k=2.0" not in summary and "kmeans k=2/" in summary

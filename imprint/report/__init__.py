@@ -21,8 +21,8 @@ def write_report(out: str | Path) -> list[Path]:
     groups = per_group(results)
     text, figures = summarize(results, groups, len(manifest["cells"]), manifest["name"])
     written.append(atomic_write_bytes(out / "summary.md", text.encode()))
-    for figure in (accuracy_vs_k(groups, out / "accuracy_vs_k.png"),
-                   accuracy_vs_shots(groups, out / "accuracy_vs_shots.png")):
+    for figure in (accuracy_vs_k(results, out / "accuracy_vs_k.png"),
+                   accuracy_vs_shots(results, out / "accuracy_vs_shots.png")):
         if figure is not None:
             written.append(figure)
     if figures["cliques"] is not None:

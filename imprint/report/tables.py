@@ -79,7 +79,8 @@ def _settings_table(results: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
     labels = []
     for variant in variants:
         row = results[results["variant"] == variant].iloc[0]
-        settings = {name: row[name] for name in results.columns if name in SETTINGS and pd.notna(row[name])}
+        settings = {name: _as_declared(name, row[name]) for name in results.columns
+                    if name in SETTINGS and pd.notna(row[name])}
         if "baseline" in results.columns and pd.notna(row.get("baseline")):
             labels.append("a trained baseline (no stages)")
             continue
@@ -88,6 +89,20 @@ def _settings_table(results: pd.DataFrame, variants: list[str]) -> pd.DataFrame:
         except Exception:  # a plug-in stage not imported here: show the words as they are
             labels.append(", ".join(f"{k}={v}" for k, v in settings.items()))
     return pd.DataFrame({"variant": variants, "stages": labels})
+
+
+def _as_declared(name: str, value: object) -> object:
+    """A setting read back from a table as its declaration takes it: a whole number that pandas turned into a float
+    (a column with gaps: k=2.0) is an integer again where the setting takes integers."""
+    from imprint.settings import SETTINGS
+
+    if isinstance(value, float) and value.is_integer():
+        try:
+            SETTINGS[name].check(int(value))
+            return int(value)
+        except ValueError:
+            pass
+    return value
 
 
 def _markdown(frame: pd.DataFrame) -> str:
