@@ -18,8 +18,8 @@ bounded by disk, not memory.
 """
 from __future__ import annotations
 
-import hashlib
 import errno
+import hashlib
 import json
 import os
 import re

@@ -12,8 +12,8 @@ from conftest import BAGS, EXAMPLES, images, served
 pytest.importorskip("fastapi")
 
 from imprint import ImprintClassifier  # noqa: E402
+from imprint.serve.admission import Limits  # noqa: E402
 from imprint.serve.live import backup_path  # noqa: E402
-from imprint.serve.uploads import Limits  # noqa: E402
 
 
 def test_a_class_taught_by_example_is_used_by_the_next_prediction(tmp_path, encoder, fashion):
