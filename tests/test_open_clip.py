@@ -90,7 +90,7 @@ def test_a_local_checkpoint_serves_the_command_line(tiny_model_name, tmp_path, c
     capsys.readouterr()
     assert main(["predict", str(tmp_path / "c.safetensors"), str(image), "--encoder", encoder,
                  "--cache-dir", str(tmp_path / "cache"), "--format", "csv"]) == 0
-    assert capsys.readouterr().out.startswith("path,label,score,top_k")
+    assert capsys.readouterr().out.startswith("path,label,probability,top_k")
 
 
 def test_random_weights_name_one_network_and_leave_the_callers_random_state_alone(tiny_model_name):
