@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment
 
 from imprint import ImprintClassifier
-from imprint.presets import PRESETS
+from imprint.core.presets import PRESETS
 
 SIZES = (140, 1_000, 10_000)
 

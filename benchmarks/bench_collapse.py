@@ -29,11 +29,11 @@ def batches(n: int, n_classes: int, dim: int, seed: int = 0):
 
 def load_library():
     """Setup outside the timed part: import torch and imprint, so neither time nor memory counts them."""
-    import imprint.collapse  # noqa: F401
+    import imprint.analysis.collapse  # noqa: F401
 
 
 def report(_, n: int, n_classes: int, dim: int) -> float:
-    from imprint.collapse import CollapseStats, collapse_report
+    from imprint.analysis.collapse import CollapseStats, collapse_report
 
     stats = CollapseStats.from_batches(batches(n, n_classes, dim), device="cpu")
     return collapse_report(stats, None)["nc1"]

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, run_isolated
 
 from imprint import ImprintClassifier
-from imprint.clustering import batched_kmeans, faiss_kmeans
+from imprint.stages.kmeans import batched_kmeans, faiss_kmeans
 
 
 def mixture(n_classes: int, per_class: int, dim: int, modes: int = 8, seed: int = 0):

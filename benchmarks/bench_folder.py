@@ -56,9 +56,9 @@ def encoder_alone(images: int) -> list[tuple[str, float, float]]:
     """(runtime, images/s, least cosine to torch's embeddings) for the same preprocessed images: torch eager,
     imprint's two graph engines and its `auto` choice, and OpenVINO's own fastest way (async infer requests) at
     fp32 and at its default precision."""
+    from imprint.core.machine import idle_cores
     from imprint.data.folder import load_rgb
     from imprint.encoders import create_encoder
-    from imprint.threads import idle_cores
 
     threads = idle_cores()
     torch.set_num_threads(threads)

@@ -36,7 +36,7 @@ HEADS = {
 
 
 def data(n_classes: int, per_class: int, n_queries: int, dim: int = 512, seed: int = 0):
-    import imprint.classifier  # noqa: F401  (imported outside the measured part)
+    import imprint.estimator.classifier  # noqa: F401  (imported outside the measured part)
 
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(n_classes), per_class)

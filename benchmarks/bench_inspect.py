@@ -49,7 +49,7 @@ def fashion(per_class: int, test_per_class: int = 0):
 def textile():
     from imprint.data.builtin import folder_of
     from imprint.data.folder import scan_folder
-    from imprint.embedder import Embedder, EmbedOptions
+    from imprint.workflows.embedder import Embedder, EmbedOptions
 
     folder = scan_folder(folder_of("textile"))
     X, ok = Embedder(EmbedOptions(progress=False))(folder.paths)
@@ -74,10 +74,10 @@ def prf(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
 
 def imprint_flags(X: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """What inspect_data flags: confident learning on the mean of cross-fitted GDA and k-NN probabilities."""
-    from imprint.inspection.crossfit import NEIGHBOUR_VOTES, cross_fitted_proba, neighbour_votes
-    from imprint.inspection.duplicates import unit_rows
-    from imprint.inspection.labels import find_label_issues
-    from imprint.search import nearest_within
+    from imprint.analysis.inspection.crossfit import NEIGHBOUR_VOTES, cross_fitted_proba, neighbour_votes
+    from imprint.analysis.inspection.duplicates import unit_rows
+    from imprint.analysis.inspection.labels import find_label_issues
+    from imprint.core.search import nearest_within
 
     proba = cross_fitted_proba(X, codes, codes.max() + 1, preset="gda", n_folds=5, seed=0)
     votes = neighbour_votes(nearest_within(unit_rows(X), NEIGHBOUR_VOTES + 1)[1], codes, codes.max() + 1)
@@ -138,10 +138,10 @@ def _plant(images: list, folder: Path, crop: float = 0.03) -> list[tuple[Path, P
 def part_duplicates(textile_paths: list[Path]) -> None:
     from PIL import Image
 
+    from imprint.analysis.inspection import DEFAULTS
+    from imprint.analysis.inspection.duplicates import COARSE_THRESHOLD, find_duplicates
     from imprint.data.builtin import load_dataset
-    from imprint.embedder import Embedder, EmbedOptions
-    from imprint.inspection import DEFAULTS
-    from imprint.inspection.duplicates import COARSE_THRESHOLD, find_duplicates
+    from imprint.workflows.embedder import Embedder, EmbedOptions
 
     print("\n## Planted near duplicates (resized to 2/3, JPEG quality 40, cropped 3% a side)\n")
     print(f"Defaults: embedding cosine >= {DEFAULTS['duplicate_threshold']}, 16 x 16 pixel-thumbnail cosine >= "
@@ -217,7 +217,7 @@ def part_clean(textile_paths: list[Path]) -> None:
 
 def part_active(sets: dict) -> None:
     from imprint import ImprintClassifier
-    from imprint.inspection.selection import pick_to_label
+    from imprint.analysis.inspection.selection import pick_to_label
 
     print("\n## Which images to label next: test accuracy after labelling b more images per class (from one "
           "labelled image per class), picked by imprint or at random; mean of 5 seeds\n")
@@ -246,7 +246,7 @@ def part_active(sets: dict) -> None:
 def part_scale(X: np.ndarray, y: np.ndarray) -> None:
     import resource
 
-    from imprint.inspection import inspect_data
+    from imprint.analysis.inspection import inspect_data
 
     print("\n## Scale: 100,000 support embeddings (1280-d), 5% of labels flipped\n")
     rng = np.random.default_rng(0)
@@ -254,7 +254,7 @@ def part_scale(X: np.ndarray, y: np.ndarray) -> None:
     big = X[rows] + rng.normal(0, 0.05 * X.std(), (100_000, X.shape[1])).astype(np.float32)
     labels, truth = flip(y[rows], 0.05, 0)
     with tempfile.TemporaryDirectory() as tmp:
-        from imprint.embeddings_file import write_embeddings_file
+        from imprint.io.embeddings_file import write_embeddings_file
 
         source = Path(tmp) / "big.npz"
         write_embeddings_file(source, big.astype(np.float32), labels, [f"row{i}" for i in range(len(big))],

@@ -35,7 +35,7 @@ def support(n: int, n_classes: int, case: str, seed: int = 0) -> tuple[np.ndarra
     imported here, outside the measured part)."""
     import sklearn.cluster  # noqa: F401
 
-    import imprint.classifier  # noqa: F401
+    import imprint.estimator.classifier  # noqa: F401
 
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(n_classes), n // n_classes)

@@ -96,11 +96,11 @@ def main() -> None:
         prediction_cost(["imprint", "simpleshot", "gda"])
         return
     from imprint import ImprintClassifier
-    from imprint.cache import EmbeddingCache
     from imprint.encoders import create_encoder
+    from imprint.estimator.text_blend import class_text_weights, text_cosines
     from imprint.grid.config import DatasetSpec
     from imprint.grid.data import embed_dataset, split
-    from imprint.text_blend import class_text_weights, text_cosines
+    from imprint.io.cache import EmbeddingCache
 
     spec = DatasetSpec(name="fashion_mnist", support_per_class=200, val_per_class=50, test_per_class=100)
     data = embed_dataset(create_encoder("lite0", device="cpu"), spec, EmbeddingCache())

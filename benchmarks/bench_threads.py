@@ -2,7 +2,7 @@
 encoder threads tried, with the machine idle and with other work keeping cores busy.
 
 The baseline encodes the same images, already decoded and preprocessed into tensors, in the same run. Thread
-settings: 1, every core (torch's default), and imprint's choice (``imprint.threads``: the cores not busy with
+settings: 1, every core (torch's default), and imprint's choice (``imprint.core.machine``: the cores not busy with
 other work). The busy cores run a spinning process each, started before imprint chooses.
 Run: python benchmarks/bench_threads.py [--images N] [--workers W] [--busy 0 1]
 """
@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, timed
 
 from imprint import ImprintClassifier
+from imprint.core.machine import available_cores, idle_cores
 from imprint.data.builtin import fashion_mnist, per_class_split
 from imprint.data.folder import load_rgb, scan_folder
-from imprint.embed import default_workers, embed_paths
 from imprint.encoders import create_encoder
-from imprint.threads import available_cores, idle_cores
+from imprint.workflows.loader import default_workers, embed_paths
 
 
 def write_folder(root: Path, per_class: int) -> None:

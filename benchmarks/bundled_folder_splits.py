@@ -21,12 +21,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment
 
 from imprint import ImprintClassifier
-from imprint.cache import EmbeddingCache
+from imprint.core.presets import PRESETS
 from imprint.data.folder import scan_folder
-from imprint.embed import embed_paths
 from imprint.encoders import create_encoder
-from imprint.presets import PRESETS
-from imprint.sources import select
+from imprint.io.cache import EmbeddingCache
+from imprint.workflows.loader import embed_paths
+from imprint.workflows.sources import select
 
 FOLDER = Path(__file__).resolve().parent.parent / "examples" / "fashion"
 

@@ -21,11 +21,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment
 
 from imprint import ImprintClassifier
-from imprint.cache import EmbeddingCache
-from imprint.calibration import expected_calibration_error
 from imprint.encoders import create_encoder
+from imprint.estimator.calibration import expected_calibration_error
 from imprint.grid.config import DatasetSpec
 from imprint.grid.data import embed_dataset, split
+from imprint.io.cache import EmbeddingCache
 
 TASKS = ("all", "even", "odd", "first3")
 DRAWS = 200

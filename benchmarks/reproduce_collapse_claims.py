@@ -16,10 +16,10 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from imprint import ImprintClassifier
-from imprint.collapse import cdnv, margin_1vr, min_pairwise_distance, nc1
+from imprint.analysis.collapse import cdnv, margin_1vr, min_pairwise_distance, nc1
 from imprint.data.builtin import load_dataset, per_class_split
 from imprint.encoders import create_encoder
-from imprint.fewshot import episodes
+from imprint.workflows.fewshot import episodes
 
 SUPPORT, TEST = 100, 100
 ENCODERS = {"Lite0 pretrained": "timm:tf_efficientnet_lite0", "Lite1 pretrained": "timm:tf_efficientnet_lite1",

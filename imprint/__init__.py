@@ -8,20 +8,23 @@ from __future__ import annotations
 from importlib import import_module
 from typing import Any
 
-__version__ = "0.2.0"
+from imprint.core import moved
+
+__version__ = "0.3.0"
+moved.install()  # the module paths of imprint 0.2 still import (with a DeprecationWarning)
 _PUBLIC = {
-    "ImprintClassifier": "imprint.classifier",
-    "ImprintedModel": "imprint.model",
-    "fit_folder": "imprint.workflows",
-    "embed_folder": "imprint.workflows",
-    "evaluate_folder": "imprint.evaluation",
-    "predict_images": "imprint.predictions",
-    "inspect_data": "imprint.inspection",
-    "UserError": "imprint.errors",
-    "ClassifierFileError": "imprint.persistence",
-    "UnknownStageError": "imprint.settings",
-    "Embeddings": "imprint.embedded",
-    "PRESETS": "imprint.presets",
+    "ImprintClassifier": "imprint.estimator.classifier",
+    "ImprintedModel": "imprint.estimator.torch_module",
+    "fit_folder": "imprint.workflows.fit",
+    "embed_folder": "imprint.workflows.embed",
+    "evaluate_folder": "imprint.workflows.evaluate",
+    "predict_images": "imprint.workflows.predict",
+    "inspect_data": "imprint.analysis.inspection",
+    "UserError": "imprint.core.errors",
+    "ClassifierFileError": "imprint.io.classifier_file",
+    "UnknownStageError": "imprint.core.settings",
+    "Embeddings": "imprint.core.embedded",
+    "PRESETS": "imprint.core.presets",
 }
 __all__ = [*_PUBLIC, "__version__"]
 

@@ -108,7 +108,7 @@ def real_embeddings(kept_dir):
     Returns a function dataset_name -> (X_support, y_support, X_test, y_test) with 300 support and
     100 test images per class, drawn disjointly with a fixed seed.
     """
-    from imprint.atomic import atomic_write_bytes
+    from imprint.core.atomic import atomic_write_bytes
     from imprint.data.builtin import load_dataset, per_class_split
     from imprint.encoders import create_encoder
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from imprint.settings import Setting
+from imprint.core.settings import Setting
 from imprint.stages.generation import GENERATORS, class_means
 
 TRIM = Setting("trim", float, 0.2, "share of each class's samples farthest from its mean left out of the mean",

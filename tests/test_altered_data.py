@@ -12,8 +12,8 @@ import pytest
 
 from imprint import ClassifierFileError, ImprintClassifier
 from imprint.cli import main
-from imprint.persistence import file_digest
-from imprint.store import EmbeddingStore, StoreError
+from imprint.io.classifier_file import file_digest
+from imprint.io.store import EmbeddingStore, StoreError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

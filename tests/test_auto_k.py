@@ -7,9 +7,9 @@ import torch
 from sklearn.cluster import KMeans
 
 from imprint import ImprintClassifier
-from imprint.auto_k import LADDER, halves, per_class_k, proxy_ratio, spread_ratios
 from imprint.cli import main
-from imprint.clustering import batched_kmeans, faiss_kmeans
+from imprint.stages.auto_k import LADDER, halves, per_class_k, proxy_ratio, spread_ratios
+from imprint.stages.kmeans import batched_kmeans, faiss_kmeans
 
 
 def test_halves_split_every_class_in_two():

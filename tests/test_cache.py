@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from imprint.cache import EmbeddingCache
 from imprint.cli import main
-from imprint.embed import embed_paths
+from imprint.io.cache import EmbeddingCache
+from imprint.workflows.loader import embed_paths
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "fashion"
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import imprint.blocks as blocks
+import imprint.core.blocks as blocks
 from imprint import ClassifierFileError, ImprintClassifier
 
 
@@ -235,7 +235,7 @@ def test_load_rejects_bad_files_with_clear_errors(tmp_path, fitted):
     def rewrite(name, change, sign=True):
         from safetensors.numpy import load_file
 
-        from imprint.persistence import file_digest
+        from imprint.io.classifier_file import file_digest
 
         edited = dict(meta)
         change(edited)
@@ -269,7 +269,7 @@ def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, fitted, monk
     def broken_replace(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr("imprint.atomic.os.replace", broken_replace)
+    monkeypatch.setattr("imprint.core.atomic.os.replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         clf.save(path)
     assert path.read_bytes() == before
@@ -337,7 +337,7 @@ def test_a_resigned_file_with_a_nan_in_its_arrays_is_refused_on_load(tmp_path, m
     """Its checksum matches (recomputed over the change), but a NaN would make every answer NaN."""
     from safetensors.numpy import load_file, save_file
 
-    from imprint.persistence import file_digest, read_header
+    from imprint.io.classifier_file import file_digest, read_header
 
     X, y = mixture
     path = tmp_path / "clf.safetensors"

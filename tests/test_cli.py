@@ -120,7 +120,7 @@ def test_the_command_exits_with_its_code_after_threads_exit_handlers_and_output(
     done = subprocess.run([sys.executable, "-c", script, "presets"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "handler").read_text() == "ran" and (tmp_path / "thread").read_text() == "done"
-    from imprint.presets import PRESETS
+    from imprint.core.presets import PRESETS
 
     assert all(name in done.stdout for name in PRESETS) and done.stdout.endswith("\n")
     failed = subprocess.run([sys.executable, "-c", script, "info", str(tmp_path / "missing.safetensors")],

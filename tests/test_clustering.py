@@ -7,7 +7,7 @@ import torch
 from conftest import mixture_embeddings
 from sklearn.cluster import KMeans
 
-from imprint.clustering import batched_kmeans, faiss_kmeans, size_buckets
+from imprint.stages.kmeans import batched_kmeans, faiss_kmeans, size_buckets
 
 
 def class_sorted(n_classes=8, per_class=300, dim=24, modes=5, seed=1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imprint.collapse import (
+from imprint.analysis.collapse import (
     CollapseStats,
     cdnv,
     collapse_report,

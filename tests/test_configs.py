@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imprint.cache import EmbeddingCache
 from imprint.grid.config import parse_config
 from imprint.grid.expand import expand
+from imprint.grid.report import write_report
 from imprint.grid.runner import run_grid
-from imprint.report import write_report
+from imprint.io.cache import EmbeddingCache
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -7,8 +7,8 @@ import pytest
 from conftest import EXAMPLES, run
 
 from imprint import ImprintClassifier
-from imprint.calibration import expected_calibration_error, fit_temperature, softmax
-from imprint.presets import AUTO_CANDIDATES
+from imprint.core.presets import AUTO_CANDIDATES
+from imprint.estimator.calibration import expected_calibration_error, fit_temperature, softmax
 
 
 def test_the_default_chooses_a_published_method_on_the_support_set_and_records_it(mixture, tmp_path):
@@ -35,7 +35,7 @@ def test_the_default_chooses_a_published_method_on_the_support_set_and_records_i
 def test_the_method_is_the_preferred_one_unless_another_is_better_by_more_than_one_standard_error():
     """Cross-validation on a few held-out images cannot tell methods a point apart: the first method listed
     stays unless another beats it by more than one standard error of the best accuracy."""
-    from imprint.tuning import within_one_standard_error
+    from imprint.estimator.tuning import within_one_standard_error
 
     scores = {"tukey_gda": 0.80, "gda": 0.82, "ranpac": 0.70}
     assert within_one_standard_error(scores, 100) == "tukey_gda"  # one standard error: 0.038
@@ -46,8 +46,8 @@ def test_the_method_is_the_preferred_one_unless_another_is_better_by_more_than_o
 def test_a_large_support_set_chooses_on_a_sample_and_calibrates_on_every_row(real_embeddings, monkeypatch):
     """Above SETTING_ROWS rows the method and settings are those a fit on a seeded stratified sample chooses, a
     fixed shrinkage carried to the whole set as the same weight in rows; the temperature is the whole set's."""
-    import imprint.tuning as tuning
-    from imprint.sampling import stratified_sample
+    import imprint.estimator.tuning as tuning
+    from imprint.core.sampling import stratified_sample
     from imprint.stages.covariance import _carried_shrinkage
 
     Xs, ys, _, _ = real_embeddings("fashion_mnist")  # 3,000 rows, classes 0-9
@@ -121,7 +121,7 @@ def test_the_temperature_carries_to_the_full_model_in_units_of_its_score_spread(
     """At 2 images per class a GDA fold model (one per class) scores about 10^-4 as widely as the full model: a
     temperature read off the fold models made the full model certain of every answer. Fitted in units of each
     model's score spread, it is near the one the test images want, and so is the calibration error."""
-    from imprint.calibration import score_spread
+    from imprint.estimator.calibration import score_spread
 
     Xs, ys, Xq, yq = real_embeddings("fashion_mnist")
     support = np.concatenate([np.flatnonzero(ys == c)[:2] for c in range(10)])

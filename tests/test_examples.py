@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from imprint import ImprintClassifier
-from imprint.errors import UserError
-from imprint.examples import Examples
-from imprint.persistence import ClassifierFileError
+from imprint.core.errors import UserError
+from imprint.estimator.taught import Examples
+from imprint.io.classifier_file import ClassifierFileError
 
 
 @pytest.mark.parametrize("method", ["simpleshot", "qi", "fecam", "imprint", "tip_adapter"])

@@ -16,10 +16,10 @@ import pytest
 from conftest import unprivileged
 
 from imprint import ImprintClassifier
-from imprint.cache import EmbeddingCache
 from imprint.cli import main
-from imprint.embed import embed_paths
-from imprint.store import EmbeddingStore
+from imprint.io.cache import EmbeddingCache
+from imprint.io.store import EmbeddingStore
+from imprint.workflows.loader import embed_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "fashion"

@@ -16,7 +16,7 @@ import pytest
 from conftest import EXAMPLES, copy_examples, run, unprivileged
 
 from imprint import ImprintClassifier
-from imprint.store import EmbeddingStore
+from imprint.io.store import EmbeddingStore
 
 
 @pytest.fixture()
@@ -67,7 +67,7 @@ def test_a_store_with_no_room_left_on_the_disk_is_refused_then_made_once_space_i
 def test_a_store_half_created_by_a_killed_process_does_not_block_the_rerun(tmp_path, capsys, small_folder):
     out = tmp_path / "store"
     staging = tmp_path / ".store.creating-elsewhere-99999999"  # another host's: left alone
-    from imprint.store import _host
+    from imprint.io.store import _host
 
     dead = tmp_path / f".store.creating-{_host()}-{2**22 + 12345}"  # this host's, its process long gone
     for folder in (staging, dead):
@@ -128,7 +128,7 @@ def test_a_plugin_hint_from_a_file_never_repeats_shell_text(tmp_path, capsys, mi
 
     from safetensors.numpy import load_file
 
-    from imprint.persistence import file_digest
+    from imprint.io.classifier_file import file_digest
 
     X, y = mixture
     path = tmp_path / "clf.safetensors"

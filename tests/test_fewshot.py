@@ -6,7 +6,7 @@ import pytest
 from conftest import mixture_embeddings
 
 from imprint.cli import main
-from imprint.fewshot import episodes
+from imprint.workflows.fewshot import episodes
 
 
 def test_episode_protocol_and_interval():

@@ -193,7 +193,7 @@ def test_help_and_mistakes_are_answered_before_torch_is_imported(tmp_path, mixtu
 
 
 def test_the_api_refuses_queries_from_another_encoder_and_exports_class_names(mixture):
-    from imprint.embedded import tagged
+    from imprint.core.embedded import tagged
 
     X, y = mixture
     names = np.array([f"c{c}" for c in y])

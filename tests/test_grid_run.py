@@ -14,12 +14,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from imprint.cache import EmbeddingCache
 from imprint.cli import main
 from imprint.grid.config import load_config, parse_config
 from imprint.grid.expand import expand
+from imprint.grid.report import write_report
 from imprint.grid.runner import GridError, run_grid
-from imprint.report import write_report
+from imprint.io.cache import EmbeddingCache
 
 ROOT = Path(__file__).parents[1]
 TINY = {
@@ -213,8 +213,8 @@ def test_the_figures_show_confidence_intervals_over_seeds_on_an_honest_axis(fini
     over its height: both now run from 0 to 100%, with 95% intervals over seeds; the legend says k=2, not k=2.0."""
     from scipy import stats
 
-    from imprint.report import load_results
-    from imprint.report.plots import k_figure, shots_figure
+    from imprint.grid.report import load_results
+    from imprint.grid.report.plots import k_figure, shots_figure
 
     results, _ = load_results(finished_grid)
     for figure in (shots_figure(results), k_figure(results)):

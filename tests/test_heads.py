@@ -262,9 +262,9 @@ def test_ridge_folds_score_as_a_fit_per_fold_would(real_embeddings, monkeypatch,
     scores equal those of a head fitted on the fold's rows alone, for the partition prepared at once and for a fold
     asked for alone."""
     import imprint.stages.ridge_solve as ridge_solve
-    from imprint.pipeline import FoldFitter
-    from imprint.presets import PRESETS
-    from imprint.sampling import stratified_folds
+    from imprint.core.presets import PRESETS
+    from imprint.core.sampling import stratified_folds
+    from imprint.estimator.pipeline import FoldFitter
 
     if not whole_kernel:
         monkeypatch.setattr(ridge_solve, "KERNEL_BYTES", 0)
@@ -299,8 +299,8 @@ def test_a_fold_scores_its_held_out_rows_from_the_residual_spectrum_as_its_solve
     """A cross-fitting fold scores its held-out rows without the d x d precision, with the scores the solved head
     gives: from the n x n spectrum of its residuals with few rows, else by triangular solves with a Cholesky
     factor."""
-    from imprint.pipeline import FoldFitter
-    from imprint.presets import PRESETS
+    from imprint.core.presets import PRESETS
+    from imprint.estimator.pipeline import FoldFitter
 
     Xs, ys, Xq, _ = real_embeddings("fashion_mnist")
     folds = FoldFitter(torch.device("cpu"), None, 0)
@@ -319,8 +319,8 @@ def test_a_fold_scores_its_held_out_rows_from_the_residual_spectrum_as_its_solve
 def test_folds_share_statistics_only_where_every_fold_would_see_the_same_rows(data):
     """Folds share one transformed support set only where the transformation learns nothing from its rows, the
     queries go through it too, each class has one proxy scored as it is and no zero-shot text is blended."""
-    from imprint.pipeline import FoldFitter
-    from imprint.presets import PRESETS
+    from imprint.core.presets import PRESETS
+    from imprint.estimator.pipeline import FoldFitter
 
     X, y = data
     ranpac = {**PRESETS["ranpac"].settings, "projection_dim": 64, "ridge_lambda": 0.1, "seed": 0}

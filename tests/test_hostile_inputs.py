@@ -13,7 +13,7 @@ from PIL import Image
 from imprint import ClassifierFileError, ImprintClassifier
 from imprint.cli import main
 from imprint.data.folder import UnreadableImage, load_rgb, scan_folder
-from imprint.embed import embed_paths
+from imprint.workflows.loader import embed_paths
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "fashion"
 

@@ -21,8 +21,8 @@ def _snapshot(folder: Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------- the parts, on embeddings
 def test_confident_learning_finds_flipped_labels_on_real_embeddings(real_embeddings):
-    from imprint.inspection.crossfit import cross_fitted_proba
-    from imprint.inspection.labels import find_label_issues
+    from imprint.analysis.inspection.crossfit import cross_fitted_proba
+    from imprint.analysis.inspection.labels import find_label_issues
 
     X, y, _, _ = real_embeddings("fashion_mnist")
     rows = np.concatenate([np.flatnonzero(y == c)[:100] for c in np.unique(y)])
@@ -43,7 +43,7 @@ def test_confident_learning_finds_flipped_labels_on_real_embeddings(real_embeddi
 
 
 def test_confident_learning_rules_on_known_probabilities():
-    from imprint.inspection.labels import find_label_issues
+    from imprint.analysis.inspection.labels import find_label_issues
 
     proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.7, 0.3], [np.nan, np.nan]])
     codes = np.array([0, 0, 1, 1, 1, 0])
@@ -57,7 +57,7 @@ def test_confident_learning_rules_on_known_probabilities():
 
 
 def test_neighbour_votes_leave_the_row_itself_out():
-    from imprint.inspection.crossfit import neighbour_votes
+    from imprint.analysis.inspection.crossfit import neighbour_votes
 
     codes = np.array([0, 0, 1, 1])
     indices = np.array([[0, 1, 2], [0, 1, 3], [2, 3, 1], [2, 3, -1]])  # row 1 is not first in its own list
@@ -66,8 +66,8 @@ def test_neighbour_votes_leave_the_row_itself_out():
 
 
 def test_approximate_search_of_a_large_set_finds_most_true_neighbours(real_embeddings, monkeypatch):
-    from imprint import search
-    from imprint.inspection.duplicates import unit_rows
+    from imprint.analysis.inspection.duplicates import unit_rows
+    from imprint.core import search
 
     X = unit_rows(real_embeddings("fashion_mnist")[0])  # 3,000 real embeddings
     exact_s, exact_i, how = search.nearest_within(X, 16)
@@ -84,9 +84,9 @@ def test_approximate_search_of_a_large_set_finds_most_true_neighbours(real_embed
 
 
 def test_knn_outlier_scores_from_the_shared_search_are_the_classifiers(real_embeddings):
-    from imprint.inspection.duplicates import unit_rows
-    from imprint.inspection.outliers import classifier_scores, knn_scores, knn_width
-    from imprint.search import nearest_within
+    from imprint.analysis.inspection.duplicates import unit_rows
+    from imprint.analysis.inspection.outliers import classifier_scores, knn_scores, knn_width
+    from imprint.core.search import nearest_within
 
     X, y, _, _ = real_embeddings("fashion_mnist")
     rows = np.concatenate([np.flatnonzero(y == c)[:120] for c in np.unique(y)])
@@ -99,7 +99,7 @@ def test_knn_outlier_scores_from_the_shared_search_are_the_classifiers(real_embe
 
 
 def test_near_duplicates_within_and_across_sets_never_form_all_pairs():
-    from imprint.inspection.duplicates import find_duplicates, identical_files, merge, similar_pairs, unit_rows
+    from imprint.analysis.inspection.duplicates import find_duplicates, identical_files, merge, similar_pairs, unit_rows
 
     X, _ = mixture_embeddings(n_classes=3, per_class=50, dim=16)
     X = X.copy()
@@ -117,9 +117,9 @@ def test_near_duplicates_within_and_across_sets_never_form_all_pairs():
 
 
 def test_a_slight_crop_of_a_texture_is_found_by_the_coarse_thumbnail(tmp_path):
+    from imprint.analysis.inspection.duplicates import COARSE, find_duplicates
     from imprint.data.builtin import folder_of
     from imprint.data.folder import scan_folder
-    from imprint.inspection.duplicates import COARSE, find_duplicates
 
     textures = scan_folder(folder_of("textile")).paths[:40]  # real simulated textile images, noise-like
     image = Image.open(textures[7])
@@ -133,7 +133,7 @@ def test_a_slight_crop_of_a_texture_is_found_by_the_coarse_thumbnail(tmp_path):
 
 
 def test_picks_cover_the_clusters_and_respect_the_budget():
-    from imprint.inspection.selection import pick_to_label
+    from imprint.analysis.inspection.selection import pick_to_label
 
     X, y = mixture_embeddings(n_classes=4, per_class=60, dim=16, modes=2)
     proba = np.full((len(y), 4), 0.25)
@@ -261,7 +261,7 @@ def test_inspect_refuses_bad_requests_in_one_line_before_any_work(planted, tmp_p
 
 def test_inspect_reads_an_embeddings_file_and_names_rows_by_their_paths(real_embeddings, tmp_path):
     import imprint
-    from imprint.embeddings_file import write_embeddings_file
+    from imprint.io.embeddings_file import write_embeddings_file
 
     X, y, _, _ = real_embeddings("fashion_mnist")
     rows = np.concatenate([np.flatnonzero(y == c)[:30] for c in range(5)])

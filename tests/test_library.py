@@ -59,6 +59,6 @@ def test_a_bug_is_shown_as_one_and_a_mistake_as_one_line(capsys, monkeypatch, tm
     def broken(*args, **kwargs):
         raise KeyError("an internal invariant")
 
-    monkeypatch.setattr("imprint.workflows.fit_folder", broken)
+    monkeypatch.setattr("imprint.workflows.fit.fit_folder", broken)
     code, _, err = run(capsys, "fit", EXAMPLES, "-o", tmp_path / "x.safetensors")
     assert code == 3 and "Traceback" in err and "this is a bug in imprint" in err and "please report it" in err

@@ -13,7 +13,7 @@ from PIL import Image
 
 from imprint import ImprintClassifier
 from imprint.cli import main
-from imprint.presets import PRESETS
+from imprint.core.presets import PRESETS
 
 onnxruntime = pytest.importorskip("onnxruntime")
 ROOT = Path(__file__).resolve().parent.parent

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from imprint.report.stats import average_ranks, compare, holm
+from imprint.grid.report.stats import average_ranks, compare, holm
 
 
 def test_average_ranks_give_rank_one_to_the_best_and_share_ties():

@@ -128,13 +128,13 @@ def test_bytes_labels_in_an_embeddings_file_are_class_names(tmp_path, capsys):
 def test_a_store_too_large_for_the_address_space_left_is_memory_not_damage(tmp_path):
     """A store is memory-mapped: under an address-space limit (ulimit -v) mapping it fails with ENOMEM, which is
     the limit's doing, not damage (it said "damaged embeddings store" under ulimit -v 6 GiB)."""
-    from imprint.store import EmbeddingStore
+    from imprint.io.store import EmbeddingStore
 
     n, dim = 100_000, 512  # 200 MB, allocated but never written: creating it takes a moment
     EmbeddingStore.create(tmp_path / "store", encoder_id="test:enc", encoder_key="k", runtime="torch", dim=dim,
                           paths=[f"{i}.png" for i in range(n)], labels=np.zeros(n, dtype=np.int64),
                           class_names=["a"])
-    script = ("import resource, sys\nfrom imprint.store import EmbeddingStore\n"
+    script = ("import resource, sys\nfrom imprint.io.store import EmbeddingStore\n"
               "used = int([l for l in open('/proc/self/status') if l.startswith('VmSize')][0].split()[1]) * 1024\n"
               "resource.setrlimit(resource.RLIMIT_AS, (used + 100 * 2**20, resource.RLIM_INFINITY))\n"
               f"try:\n    EmbeddingStore.open({str(tmp_path / 'store')!r})\n"

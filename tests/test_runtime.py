@@ -154,7 +154,7 @@ def _embed_on(runtimes: tuple[str, ...], tmp_path: Path, capsys, per_class: int)
 
 
 def test_the_embedding_cache_never_serves_one_runtimes_embeddings_to_the_other(tmp_path, capsys):
-    from imprint.cache import encoder_namespace
+    from imprint.io.cache import encoder_namespace
 
     cache = tmp_path / "cache"
     a, b = _embed_on(("torch", "onnx"), tmp_path, capsys, per_class=4)
@@ -270,12 +270,12 @@ def test_a_cached_graph_runs_without_building_the_model_or_importing_timm(tmp_pa
     assert again.returncode == 0, again.stderr
     assert again.stdout.split() == ["GraphEncoder", "False", "False"]
     assert np.array_equal(np.load(tmp_path / "x.npy"), built)
-    from imprint.cache import encoder_namespace
     from imprint.encoders.factory import BACKENDS
+    from imprint.io.cache import encoder_namespace
 
     in_full = BACKENDS.get("timm")("tf_efficientnet_lite0", torch.device("cpu")).use_runtime("onnx")
     graph_only = subprocess.run([sys.executable, "-c", "from imprint.encoders import create_encoder; "
-                                 "from imprint.cache import encoder_namespace; "
+                                 "from imprint.io.cache import encoder_namespace; "
                                  "print(encoder_namespace(create_encoder('lite0', device='cpu', runtime='onnx')))"],
                                 env=env, capture_output=True, text=True)
     assert graph_only.stdout.strip() == encoder_namespace(in_full)  # one cache entry whichever way it was built

@@ -19,7 +19,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 
 from imprint import ImprintClassifier  # noqa: E402
-from imprint.errors import UserError  # noqa: E402
+from imprint.core.errors import UserError  # noqa: E402
 from imprint.serve.admission import Limits  # noqa: E402
 from imprint.serve.app import ServeOptions, create_app  # noqa: E402
 from imprint.serve.live import LiveClassifier, backup_path  # noqa: E402

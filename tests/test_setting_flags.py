@@ -53,7 +53,7 @@ def test_a_snapshot_of_other_source_files_or_a_damaged_one_is_not_used(tmp_path,
     assert read_snapshot(tmp_path / "missing.json") is None
     (tmp_path / "current.json").write_text(json.dumps(data))
     assert read_snapshot(tmp_path / "current.json") == read_snapshot()
-    monkeypatch.delitem(sys.modules, "imprint.configuration")  # as in a fresh `imprint fit`: nothing imported yet
+    monkeypatch.delitem(sys.modules, "imprint.estimator.configuration")  # as in a fresh `imprint fit`
     monkeypatch.setattr(setting_flags_module, "live_flags", lambda: "the declarations")
     monkeypatch.setattr(setting_flags_module, "SNAPSHOT", tmp_path / "current.json")
     assert setting_flags() == read_snapshot()

@@ -12,7 +12,7 @@ import pytest
 
 from imprint import ClassifierFileError, ImprintClassifier
 from imprint.cli import main
-from imprint.settings import SETTINGS, Setting
+from imprint.core.settings import SETTINGS, Setting
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -125,7 +125,7 @@ def test_the_grid_default_generation_is_the_classifiers(tmp_path):
 
 
 def test_presets_name_published_methods(mixture, capsys):
-    from imprint.presets import PRESETS
+    from imprint.core.presets import PRESETS
 
     X, y = mixture
     assert {"qi", "hosoda", "janson", "imprint", "simpleshot", "gda", "fecam", "ranpac", "tip_adapter"} <= set(PRESETS)

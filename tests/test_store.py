@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from imprint.cli import main
-from imprint.store import EMBEDDED, PENDING, EmbeddingStore, StoreError
+from imprint.io.store import EMBEDDED, PENDING, EmbeddingStore, StoreError
 
 ROOT = Path(__file__).parents[1]
 

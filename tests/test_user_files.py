@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_examples, run
 
-from imprint.cache import EmbeddingCache
+from imprint.io.cache import EmbeddingCache
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,8 +91,8 @@ def test_a_grid_never_writes_into_a_folder_of_other_files(tmp_path, capsys):
 
 def test_temporary_files_of_killed_saves_are_cleaned_by_the_next_save(tmp_path):
     script = (f"import time, numpy as np\n"
-              f"from imprint.atomic import atomic_write_bytes\n"
-              f"import imprint.atomic as a\n"
+              f"from imprint.core.atomic import atomic_write_bytes\n"
+              f"import imprint.core.atomic as a\n"
               f"import os\n"
               f"real = os.replace\n"
               f"def stuck(*args):\n"
@@ -114,7 +114,7 @@ def test_temporary_files_of_killed_saves_are_cleaned_by_the_next_save(tmp_path):
         seen.add(leftovers[0].name)
     assert len(seen) == 3
     (tmp_path / "other.txt.imprint-elsewhere-1-x.tmp").write_text("not a leftover of this file")
-    from imprint.atomic import atomic_write_bytes
+    from imprint.core.atomic import atomic_write_bytes
 
     atomic_write_bytes(tmp_path / "clf.safetensors", b"whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clf.safetensors", "other.txt.imprint-elsewhere-1-x.tmp"]

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import contextmanager
 
-from imprint.memory import available_memory, gib  # light, and imported before memory can run short
+from imprint.core.machine import available_memory, gib  # light, and imported before memory can run short
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,7 +117,7 @@ def _warnings_as_lines():
 def _import_plugins(modules: list[str]) -> None:
     import importlib
 
-    from imprint.errors import UserError
+    from imprint.core.errors import UserError
 
     for module in modules:
         try:
@@ -130,7 +130,7 @@ def _import_plugins(modules: list[str]) -> None:
 def _is_user_error(exc: Exception) -> bool:
     """Mistakes in what the user gave (imprint's UserError) and problems of their machine (files, disks,
     memory) get one line; anything else is a bug."""
-    from imprint.errors import UserError
+    from imprint.core.errors import UserError
 
     return isinstance(exc, (UserError, OSError, MemoryError))
 
@@ -152,7 +152,7 @@ def _out_of_memory(exc: Exception) -> str | None:
 
 
 def _message(exc: Exception) -> str:
-    from imprint.atomic import WriteError
+    from imprint.core.atomic import WriteError
 
     if isinstance(exc, OSError) and exc.filename and not isinstance(exc, WriteError):
         return f"{exc.strerror or exc}: {exc.filename}"

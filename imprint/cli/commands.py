@@ -12,7 +12,7 @@ from imprint.cli.output import chosen_text, json_text, percent, say, table, warn
 
 
 def embedding_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The embedding keywords of a library call (``imprint.embedder.EmbedOptions``) from the shared flags."""
+    """The embedding keywords of a library call (``imprint.workflows.embedder.EmbedOptions``) from the shared flags."""
     return {"encoder": args.encoder, "device": args.device, "runtime": args.runtime, "cache_dir": args.cache_dir,
             "cache": not args.no_cache, "threads": args.threads, "batch_size": args.batch_size,
             "workers": args.workers, "progress": not args.quiet, "strict": args.strict}
@@ -49,14 +49,14 @@ def report_open_set(result: Any, reject: str) -> None:
 
 
 def write_file(path: str, data: bytes) -> None:
-    from imprint.atomic import atomic_write_bytes
+    from imprint.core.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, data)
 
 
 # ---------------------------------------------------------------- commands
 def cmd_fit(args: argparse.Namespace) -> None:
-    from imprint.workflows import fit_folder
+    from imprint.workflows.fit import fit_folder
 
     clf = fit_folder(args.source, output=args.output, preset=args.preset, test_fraction=args.test_fraction,
                      shots=args.shots, test_dir=args.test_dir, zero_shot=args.zero_shot, templates=args.templates,
@@ -86,7 +86,7 @@ def next_steps(path: str) -> str:
 
 
 def cmd_inspect(args: argparse.Namespace) -> None:
-    from imprint.inspection import inspect_data
+    from imprint.analysis.inspection import inspect_data
 
     found = inspect_data(args.source, args.output, test_dir=args.test_dir, unlabelled=args.unlabelled,
                          budget=args.budget, preset=args.preset, folds=args.folds, reject=args.reject,
@@ -108,14 +108,14 @@ def cmd_inspect(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from imprint.deployed import open_classifier
-    from imprint.embedder import EmbedOptions
-    from imprint.evaluation import confusion_png, evaluate_folder
+    from imprint.workflows.deployed import open_classifier
+    from imprint.workflows.embedder import EmbedOptions
+    from imprint.workflows.evaluate import confusion_png, evaluate_folder
 
     for picture in (args.confusion, args.calibration):
         if picture:
-            from imprint.outputs import check_output
-            from imprint.pictures import is_imprint_png
+            from imprint.io.outputs import check_output
+            from imprint.io.png import is_imprint_png
 
             check_output(picture, ours=is_imprint_png, what="picture", force=args.force,
                          inputs=[args.classifier, args.folder])
@@ -134,7 +134,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         write_file(args.confusion, confusion_png(result.evaluation, result.evaluation.classes, title))
         print(f"confusion matrix -> {args.confusion}", file=sys.stderr)
     if args.calibration:
-        from imprint.calibration import reliability_png
+        from imprint.estimator.calibration import reliability_png
 
         write_file(args.calibration, reliability_png(result.evaluation.proba, result.evaluation.columns, title))
         print(f"reliability diagram -> {args.calibration}", file=sys.stderr)
@@ -145,10 +145,16 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from imprint.deployed import open_classifier
-    from imprint.embedder import EmbedOptions
-    from imprint.outputs import check_output
-    from imprint.predictions import check_top_k, is_predictions_file, list_image_paths, predict_images, predictions_text
+    from imprint.io.outputs import check_output
+    from imprint.workflows.deployed import open_classifier
+    from imprint.workflows.embedder import EmbedOptions
+    from imprint.workflows.predict import (
+        check_top_k,
+        is_predictions_file,
+        list_image_paths,
+        predict_images,
+        predictions_text,
+    )
 
     check_top_k(args.top_k)
     paths = list_image_paths(args.paths, strict=args.strict)
@@ -174,7 +180,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from imprint.workflows import embed_folder
+    from imprint.workflows.embed import embed_folder
 
     report = embed_folder(args.folder, args.output, engine=args.engine, actors=args.actors,
                           ray_address=args.ray_address, force=args.force, **embedding_options(args))
@@ -192,7 +198,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from imprint.export import export_file
+    from imprint.workflows.export import export_file
 
     done = export_file(args.classifier, args.output, encoder=args.encoder, force=args.force)
     say(f"exported {done.n_classes} classes with {done.encoder} -> {done.path} (input: uint8 RGB images "
@@ -210,7 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from imprint.info import describe
+    from imprint.workflows.info import describe
 
     info = describe(args.classifier)
     if args.json:
@@ -228,7 +234,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 
 def cmd_presets(args: argparse.Namespace) -> None:
-    from imprint.presets import PRESETS
+    from imprint.core.presets import PRESETS
 
     if args.json:
         sys.stdout.write(json_text({p.name: {"summary": p.summary, "paper": p.paper, "settings": p.settings}
@@ -241,8 +247,8 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 def _labelled(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """Every embedding of a labelled source (folder, store or embeddings file) with its class name."""
-    from imprint.embedder import Embedder, EmbedOptions
-    from imprint.sources import open_source
+    from imprint.workflows.embedder import Embedder, EmbedOptions
+    from imprint.workflows.sources import open_source
 
     source = open_source(args.source, embedder=Embedder(EmbedOptions(**embedding_options(args))),
                          strict=args.strict)
@@ -251,7 +257,7 @@ def _labelled(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cmd_collapse(args: argparse.Namespace) -> None:
-    from imprint.collapse import collapse_report
+    from imprint.analysis.collapse import collapse_report
 
     report = collapse_report(*_labelled(args))
     if args.json:
@@ -262,8 +268,8 @@ def cmd_collapse(args: argparse.Namespace) -> None:
 
 
 def cmd_fewshot(args: argparse.Namespace) -> None:
-    from imprint.fewshot import episodes
-    from imprint.presets import preset_settings
+    from imprint.core.presets import preset_settings
+    from imprint.workflows.fewshot import episodes
 
     settings = {**(preset_settings(args.preset) if args.preset else {}), **classifier_settings(args)}
     result = episodes(*_labelled(args), n_way=args.ways, k_shot=args.shots, n_query=args.queries,
@@ -272,11 +278,11 @@ def cmd_fewshot(args: argparse.Namespace) -> None:
 
 
 def cmd_grid(args: argparse.Namespace) -> None:
-    from imprint.cache import EmbeddingCache
     from imprint.grid.config import load_config
+    from imprint.grid.report import write_report
     from imprint.grid.runner import is_grid_folder, run_grid
-    from imprint.outputs import check_output_folder
-    from imprint.report import write_report
+    from imprint.io.cache import EmbeddingCache
+    from imprint.io.outputs import check_output_folder
 
     config = load_config(args.config)
     check_output_folder(args.out, ours=is_grid_folder, what="grid results folder", force=args.force)
@@ -290,15 +296,15 @@ def cmd_grid(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from imprint.report import write_report
+    from imprint.grid.report import write_report
 
     for path in write_report(args.folder):
         say(f"wrote {path}")
 
 
 def cmd_cache(args: argparse.Namespace) -> None:
-    from imprint.cache import EmbeddingCache
     from imprint.encoders.runtime import cached_graphs, clear_graphs, graph_cache_dir
+    from imprint.io.cache import EmbeddingCache
 
     cache = EmbeddingCache(args.cache_dir)
     if args.action == "clear":

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import sys
 
-from imprint.errors import printable
-from imprint.formats import chosen_text, csv_text, json_text, percent, table
+from imprint.core.errors import printable
+from imprint.io.text_formats import chosen_text, csv_text, json_text, percent, table
 
 __all__ = ["chosen_text", "csv_text", "json_text", "percent", "say", "table", "warn"]
 

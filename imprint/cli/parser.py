@@ -1,4 +1,4 @@
-"""The ``imprint`` argument parser. Classifier flags are derived from the declared settings (``imprint.settings``),
+"""The ``imprint`` argument parser. Classifier flags are derived from the declared settings (``imprint.core.settings``),
 so every stage's settings, plug-ins' included, are flags with their own help, and a typo is one line."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from imprint.cli.setting_flags import SettingFlags
-    from imprint.settings import Setting
+    from imprint.core.settings import Setting
 
 
 class Parser(argparse.ArgumentParser):
@@ -34,7 +34,7 @@ def _setting_type(setting: Setting) -> Callable[[str], Any]:
 def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
     """An argparse type for a path or a name: `check` (cheap: nothing heavy imported, nothing large read) refuses
     it with a one-line message before the command starts its slow work."""
-    from imprint.errors import UserError
+    from imprint.core.errors import UserError
 
     def parse(text: str) -> str:
         try:
@@ -48,19 +48,19 @@ def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
 
 
 def _classifier_file(text: str) -> None:
-    from imprint.persistence import read_header
+    from imprint.io.classifier_file import read_header
 
     read_header(text)
 
 
 def _source(text: str) -> None:
-    from imprint.sources import check_source
+    from imprint.workflows.sources import check_source
 
     check_source(text)
 
 
 def _preset(text: str) -> None:
-    from imprint.presets import preset_settings
+    from imprint.core.presets import preset_settings
 
     preset_settings(text)
 
@@ -84,7 +84,7 @@ def add_setting_options(parser: argparse.ArgumentParser, flags: SettingFlags,
                         skip: tuple[str, ...] = ("device", "seed")) -> None:
     """One flag per classifier setting (default: the preset's, else the classifier's), grouped by the stage
     that uses it."""
-    from imprint.presets import PRESETS
+    from imprint.core.presets import PRESETS
 
     parser.add_argument("--preset", default=None, metavar="NAME", type=PRESET,
                         help=f"start from a published method: {', '.join(PRESETS)}, or auto (chosen on the support "
@@ -352,6 +352,6 @@ def plugins_in(argv: list[str]) -> list[str]:
 
 def print_error(message: str) -> None:
     """One error line; control characters (from file names or file contents) escaped."""
-    from imprint.errors import printable
+    from imprint.core.errors import printable
 
     print(f"imprint: error: {printable(message, 2000)}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """The classifier settings that ``fit`` and ``fewshot`` turn into flags, without importing the stages that declare
 them (which imports torch: 1.2 s, more than a whole ``--help`` should take).
 
-The declarations (``imprint.settings``) are read from a snapshot shipped beside this module, and only while every
+The declarations (``imprint.core.settings``) are read from a snapshot shipped beside this module, and only while every
 source file that declares them is byte for byte the one the snapshot was taken from; otherwise, and with
 ``--plugin``, the stages are imported and the declarations read live. A stale snapshot therefore costs time, never
 a wrong flag. Refresh it after changing a declaration (a test says when): ``python -m imprint.cli.setting_flags``
@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from imprint.settings import Registry, Setting
+from imprint.core.settings import Registry, Setting
 
 SNAPSHOT = Path(__file__).with_name("setting_flags.json")
 PACKAGE = Path(__file__).resolve().parents[1]
@@ -48,15 +48,15 @@ def setting_flags(live: bool = False) -> SettingFlags:
     """The flags from the snapshot when it matches the source files, else (or with `live`) from the declarations;
     from the declarations too where they are imported already (a program calling ``imprint.cli.main``): that is
     free, and counts any plug-in it imported."""
-    if live or "imprint.configuration" in sys.modules:
+    if live or "imprint.estimator.configuration" in sys.modules:
         return live_flags()
     return read_snapshot() or live_flags()
 
 
 def live_flags() -> SettingFlags:
     """The flags from the declarations themselves (imports the stages, and torch)."""
-    from imprint.configuration import parameter_names
-    from imprint.settings import SETTINGS
+    from imprint.core.settings import SETTINGS
+    from imprint.estimator.configuration import parameter_names
     from imprint.stages import AGGREGATIONS, GENERATORS, METRICS, NORMS
 
     return SettingFlags(tuple(SettingFlag(SETTINGS[name], tuple(SETTINGS.users(name))) for name in parameter_names()),
@@ -99,7 +99,7 @@ def snapshot_data(flags: SettingFlags, modules: list[str]) -> dict[str, Any]:
 
 def declaring_modules() -> list[str]:
     """The package's source files (relative paths) a fresh interpreter reads to declare every classifier setting."""
-    code = ("import sys, imprint.configuration\n"
+    code = ("import sys, imprint.estimator.configuration\n"
             "print('\\n'.join(m.__file__ for n, m in sys.modules.items() if n.split('.')[0] == 'imprint'))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return sorted(Path(line).resolve().relative_to(PACKAGE).as_posix() for line in done.stdout.split())
@@ -118,7 +118,7 @@ def source_digests(modules: list[str]) -> dict[str, str]:
 
 def write_snapshot(path: Path | None = None) -> Path:
     """Take the snapshot from the live declarations and write it to `path` (default: the shipped one)."""
-    from imprint.atomic import atomic_write_bytes
+    from imprint.core.atomic import atomic_write_bytes
 
     text = json.dumps(snapshot_data(live_flags(), declaring_modules()), indent=1, sort_keys=True) + "\n"
     return atomic_write_bytes(path or SNAPSHOT, text.encode("utf-8"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from imprint.errors import UserError
-from imprint.settings import Registry
+from imprint.core.errors import UserError
+from imprint.core.settings import Registry
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

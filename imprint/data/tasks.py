@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from imprint.errors import UserError
-from imprint.settings import Registry
+from imprint.core.errors import UserError
+from imprint.core.settings import Registry
 
 TASK_SPLITS: Registry[Callable[[int], list[int]]] = Registry("task split")
 

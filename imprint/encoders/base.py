@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from imprint.embedded import Embeddings, tagged
-from imprint.errors import UserError
+from imprint.core.embedded import Embeddings, tagged
+from imprint.core.errors import UserError
 
 
 class EncoderError(UserError):

@@ -5,11 +5,11 @@ from collections.abc import Callable
 
 import torch
 
-from imprint.devices import resolve_device
+from imprint.core.errors import quoted
+from imprint.core.machine import resolve_device
+from imprint.core.settings import Registry
 from imprint.encoders.base import Encoder, EncoderError
 from imprint.encoders.timm_backend import TimmEncoder
-from imprint.errors import quoted
-from imprint.settings import Registry
 
 DEFAULT_ENCODER = "timm:tf_efficientnet_lite0"
 ALIASES = {"lite0": DEFAULT_ENCODER, "lite1": "timm:tf_efficientnet_lite1", "lite2": "timm:tf_efficientnet_lite2"}

@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from imprint.core.errors import UserError
 from imprint.encoders.base import Encoder, EncoderError, reproducible_init
 from imprint.encoders.timm_backend import _file_sha256
-from imprint.errors import UserError
 
 DEFAULT_TEMPLATES = (
     "a photo of a {}.", "a bad photo of a {}.", "a close-up photo of a {}.", "a cropped photo of a {}.",

@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from imprint.core.errors import UserError
 from imprint.encoders.base import Encoder
 from imprint.encoders.preprocess import NotDescribable, Preprocess
-from imprint.errors import UserError
 
 RUNTIMES = ("auto", "torch", "onnx", "openvino", "openvino-bf16")
 GRAPH_RUNTIMES = ("onnx", "openvino")  # engines that run the encoder's exported ONNX graph on the CPU at fp32
@@ -284,7 +284,7 @@ def _measured(model_bytes: bytes, size: tuple[int, int], choice_path: Path) -> d
     alternating rounds, the best of each: a second or two) and kept. Not per thread count of the command: the
     choice, and so the embedding cache's namespace, must not depend on how busy the machine was when a command
     started."""
-    from imprint.threads import available_cores
+    from imprint.core.machine import available_cores
 
     threads = available_cores()
     machine = {"cpu": _cpu_name(), "cores": threads,
@@ -308,7 +308,7 @@ def _measured(model_bytes: bytes, size: tuple[int, int], choice_path: Path) -> d
     fastest = "openvino" if agreement >= AGREEMENT and rates["openvino"] > rates["onnx"] else "onnx"
     choice = {"machine": machine, "images_per_s": rates, "agreement": agreement, "fastest": fastest}
     try:
-        from imprint.atomic import atomic_write_bytes
+        from imprint.core.atomic import atomic_write_bytes
 
         atomic_write_bytes(choice_path, json.dumps(choice).encode(), durable=False)
     except OSError:
@@ -503,7 +503,7 @@ def clear_graphs(folder: Path | None = None) -> int:
 
 
 def _write_graph(path: Path, card: dict[str, Any], model_bytes: bytes) -> None:
-    from imprint.atomic import atomic_write_bytes
+    from imprint.core.atomic import atomic_write_bytes
 
     text = json.dumps(card).encode()
     body = len(text).to_bytes(4, "big") + text + model_bytes

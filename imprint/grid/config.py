@@ -1,7 +1,7 @@
 """Grid configuration: a YAML file of list-valued axes, validated on load with one-line errors.
 
 Every axis accepts one value or a list. The method axes are the classifier's settings, derived from their
-declarations (``imprint.settings``), so a stage added to imprint or imported from a plug-in (``plugins:
+declarations (``imprint.core.settings``), so a stage added to imprint or imported from a plug-in (``plugins:
 [module]``) is a valid axis with its own settings. Method axes at the top level form one variant (their
 cartesian product); ``variants`` lists named variants instead, each inheriting the top-level method axes it
 does not set, optionally starting from a published method (``preset: gda``). Unknown keys and values are
@@ -18,16 +18,16 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from imprint.configuration import parameter_names
+from imprint.core.errors import UserError, quoted
+from imprint.core.presets import AUTO, PRESETS
+from imprint.core.settings import OFF_WORDS, SETTINGS, did_you_mean
 from imprint.data.builtin import DATASETS
 from imprint.data.tasks import TASK_SPLITS
 from imprint.encoders import DEFAULT_ENCODER
 from imprint.encoders.runtime import RUNTIMES
-from imprint.errors import UserError, quoted
+from imprint.estimator.configuration import parameter_names
+from imprint.estimator.text_blend import needs_text
 from imprint.grid.protocols import PROTOCOLS
-from imprint.presets import AUTO, PRESETS
-from imprint.settings import OFF_WORDS, SETTINGS, did_you_mean
-from imprint.text_blend import needs_text
 
 BASELINES = ("linear_probe",)
 NOT_AXES = ("seed", "device")  # the grid's `seeds` axis seeds each cell; `device` is a run setting

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from imprint.atomic import atomic_write_bytes
-from imprint.cache import EmbeddingCache, array_key, encoder_namespace
+from imprint.core.atomic import atomic_write_bytes
+from imprint.core.errors import UserError
+from imprint.core.sampling import ranked_by_class
 from imprint.data.builtin import DATASETS, folder_of, load_dataset
 from imprint.data.tasks import resolve_task
 from imprint.encoders.base import Encoder
-from imprint.errors import UserError
 from imprint.grid.config import DatasetSpec
-from imprint.sampling import ranked_by_class
+from imprint.io.cache import EmbeddingCache, array_key, encoder_namespace
 
 DATA_SEED = 0  # which images form the pool and the test set: fixed, so embeddings are computed once
 
@@ -50,7 +50,7 @@ class EmbeddedDataset:
 
     @classmethod
     def load(cls, path: Path) -> EmbeddedDataset:
-        from imprint.npz import checked_npz
+        from imprint.io.npz import checked_npz
 
         with checked_npz(path, what="grid embeddings file") as data:
             return cls(data["X"], data["y"], data["is_test"], data["class_names"].tolist(),
@@ -122,7 +122,7 @@ def embed_dataset(encoder: Encoder, spec: DatasetSpec, cache: EmbeddingCache | N
         is_test = np.repeat([False, True], [len(pool), len(test)])
         return EmbeddedDataset(X, y, is_test, list(data.class_names))
     from imprint.data.folder import scan_folder
-    from imprint.embed import embed_paths
+    from imprint.workflows.loader import embed_paths
 
     images = scan_folder(folder, strict=True)
     pool, test = _pool_and_test(spec, images.labels, images.class_names, None)

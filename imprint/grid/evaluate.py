@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from imprint.collapse import CollapseStats, cdnv, nc1
+from imprint.analysis.collapse import CollapseStats, cdnv, nc1
+from imprint.core.settings import SETTINGS
 from imprint.grid.data import EmbeddedDataset, split
 from imprint.grid.expand import Cell
 from imprint.grid.protocols import PROTOCOLS, Task
-from imprint.settings import SETTINGS
 
 PROBE_C = (0.01, 0.1, 1.0, 10.0, 100.0)  # inverse regularisation strengths tried on validation data
 

@@ -8,13 +8,13 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from imprint.configuration import SLOT_NAMES, chooses_method, method_settings
+from imprint.core.presets import preset_settings
+from imprint.core.settings import CHAIN, SETTINGS
 from imprint.data.folder import folder_fingerprint
 from imprint.data.tasks import task_name
+from imprint.estimator.configuration import SLOT_NAMES, chooses_method, method_settings
 from imprint.grid.config import DatasetSpec, GridBase, method_axes
 from imprint.grid.protocols import PROTOCOLS
-from imprint.presets import preset_settings
-from imprint.settings import CHAIN, SETTINGS
 
 PROTOCOL_VERSION = 2  # bump when a cell's evaluation changes, so stored results are not reused
 DUPLICATE = "combinations that differ only in settings their stages ignore"

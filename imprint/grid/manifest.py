@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from imprint.errors import UserError
+from imprint.core.errors import UserError
 
 MANIFEST = "manifest.json"
 

@@ -28,16 +28,16 @@ import torch
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
-from imprint.atomic import atomic_write_bytes
-from imprint.cache import EmbeddingCache
+from imprint.core.atomic import atomic_write_bytes
+from imprint.core.errors import UserError
 from imprint.data.tasks import resolve_task
-from imprint.errors import UserError
 from imprint.grid.config import GridBase, import_plugins
 from imprint.grid.data import EmbeddedDataset, embed_dataset, unknown_test_images
 from imprint.grid.evaluate import evaluate_cell
 from imprint.grid.expand import Cell, expand
 from imprint.grid.manifest import MANIFEST
 from imprint.grid.protocols import PROTOCOLS
+from imprint.io.cache import EmbeddingCache
 
 
 class GridError(UserError):
@@ -230,7 +230,7 @@ def _warn_of_leaks(data: Any, label: str) -> None:
     """Warn when test images of a dataset are near copies of its pool images (which support sets come from):
     every accuracy of it would be inflated. Embeddings alone judge here, so the bar is higher than inspect's
     (at inspect's 0.92, MNIST digits that merely look alike pass it)."""
-    from imprint.inspection.duplicates import find_duplicates
+    from imprint.analysis.inspection.duplicates import find_duplicates
 
     pool, test = data.X[~data.is_test], data.X[data.is_test]
     pairs = find_duplicates(pool, None, threshold=LEAK_THRESHOLD, pixel_threshold=1.0, other=test)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from imprint.settings import AUTO, Registry, Setting
+from imprint.core.settings import AUTO, Registry, Setting
 from imprint.stages.covariance import Scatter, precision, shrunk_covariance
 from imprint.stages.norm import unit_rows
 
@@ -137,7 +137,7 @@ class KNN(Rejector):
         return self
 
     def _kth(self, queries: Tensor, k: int) -> Tensor:
-        from imprint.search import kth_similarity
+        from imprint.core.search import kth_similarity
 
         return kth_similarity(queries, self.support, k)
 

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from imprint.errors import UserError
+from imprint.core.errors import UserError
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 
@@ -19,9 +19,9 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 def open_live(path: str | os.PathLike, read_only: bool = False, **embedding: Any) -> Any:
     """The classifier file at `path` with its encoder, ready to serve; `embedding`: ``EmbedOptions`` fields
     (encoder, runtime, threads, ...)."""
-    from imprint.deployed import open_classifier
-    from imprint.embedder import EmbedOptions
     from imprint.serve.live import LiveClassifier
+    from imprint.workflows.deployed import open_classifier
+    from imprint.workflows.embedder import EmbedOptions
 
     classifier, embedder = open_classifier(path, EmbedOptions(**embedding))
     return LiveClassifier(path, classifier, embedder.encoder, read_only=read_only)

@@ -40,7 +40,7 @@ class Limits:
 
     def check(self) -> None:
         """Refuse limits that cannot work together, in one line naming the flags."""
-        from imprint.errors import UserError
+        from imprint.core.errors import UserError
 
         if not 1 <= self.max_images <= 10_000 or not 0 < self.max_image_bytes <= 2**30:
             raise UserError("--max-images is 1 to 10000 and --max-image-mb above 0 and at most 1024")

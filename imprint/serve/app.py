@@ -26,13 +26,13 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from imprint.atomic import WriteError
-from imprint.errors import UserError
-from imprint.predictions import predictions
+from imprint.core.atomic import WriteError
+from imprint.core.errors import UserError
 from imprint.serve.admission import ImageQueue, Limits, MemoryBudget, Overloaded
 from imprint.serve.batching import Batcher
 from imprint.serve.live import ClassChangeError, LiveClassifier, Version
 from imprint.serve.uploads import BadRequest, preprocessed, read_images
+from imprint.workflows.predict import predictions
 
 Label = Union[str, int, float, bool]  # noqa: UP007 (pydantic reads the annotation at run time)
 MAX_NAME = 100  # characters of a class name

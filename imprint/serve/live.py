@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from imprint.atomic import atomic_write_bytes, locked
-from imprint.errors import UserError, printable
-from imprint.persistence import is_classifier_file
+from imprint.core.atomic import atomic_write_bytes, locked
+from imprint.core.errors import UserError, printable
+from imprint.io.classifier_file import is_classifier_file
 
 
 class ClassChangeError(UserError):

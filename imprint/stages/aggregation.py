@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from imprint.settings import Registry, Setting
+from imprint.core.settings import Registry, Setting
 
 AGGREGATIONS: Registry[type[Aggregation]] = Registry("aggregation")
 MNN_WEIGHTINGS = ("uniform", "distance")

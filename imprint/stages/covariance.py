@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from imprint.errors import UserError
-from imprint.settings import AUTO, Setting
+from imprint.core.errors import UserError
+from imprint.core.settings import AUTO, Setting
 
 ESTIMATORS = ("ledoit_wolf", "oas", "gda")
 ROW_BLOCK = 1 << 12  # rows per block: float32 sums of 4096 products, then float64

@@ -1,7 +1,7 @@
 """GEN stages: turn each class's (normalised) support embeddings into proxies.
 
 Every generator takes class-sorted embeddings ``X`` (class 0's rows first; a generator registered with
-``streaming=True`` gets an ``imprint.support.Support`` instead, to read one block or bucket of classes at a
+``streaming=True`` gets an ``imprint.core.support.Support`` instead, to read one block or bucket of classes at a
 time), the number of rows per class ``counts`` and its settings (``k`` proxies per class, one number or one
 per class, and the others it declares, plus ``seed``), and returns the proxies, also grouped by class, with
 their per-class counts. A class with fewer samples than k uses all of its samples. Generators registered
@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from imprint import auto_k
-from imprint.clustering import batched_kmeans, class_starts, faiss_kmeans, gather_padded, size_buckets
-from imprint.settings import Registry, Setting
-from imprint.support import Support, class_means  # class_means: also for plug-in generators
+import imprint.stages.auto_k as auto_k
+from imprint.core.settings import Registry, Setting
+from imprint.core.support import Support, class_means  # class_means: also for plug-in generators
+from imprint.stages.kmeans import batched_kmeans, class_starts, faiss_kmeans, gather_padded, size_buckets
 
 Generator = Callable[[Tensor, Tensor, dict[str, Any]], tuple[Tensor, Tensor]]
 GENERATORS: Registry[Generator] = Registry("generation")

@@ -25,12 +25,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from imprint.clustering import nearest_own_centroid
-from imprint.errors import UserError
-from imprint.settings import AUTO, Registry, Setting
+from imprint.core.errors import UserError
+from imprint.core.settings import AUTO, Registry, Setting
+from imprint.core.support import Support, squared_norms
 from imprint.stages.covariance import SHRINKAGE, Scatter, cholesky_factor, precision, second_moment, shrunk_covariance
+from imprint.stages.kmeans import nearest_own_centroid
 from imprint.stages.ridge_solve import RidgeFolds, ridge_solve, uses_dual
-from imprint.support import Support, squared_norms
 
 METRICS: Registry[type[Metric]] = Registry("metric")
 PRIORS = ("uniform", "empirical")
@@ -57,7 +57,7 @@ class Metric(nn.Module):
     #: whether ``restrict`` drops classes exactly (false where statistics are pooled over all classes)
     forgets_classes = True
     #: scores every fold of a cross-validation from statistics of all the normalised rows computed once
-    #: (``RidgeFolds``), where the pipeline lets it (``imprint.pipeline.FoldFitter``); None: a fit per fold
+    #: (``RidgeFolds``), where the pipeline lets it (``imprint.estimator.pipeline.FoldFitter``); None: a fit per fold
     fold_statistics: type | None = None
 
     def __init__(self, **options: Any) -> None:
@@ -72,7 +72,7 @@ class Metric(nn.Module):
         """Compute what scoring needs, where a metric defers it until first used (nothing by default)."""
 
     def fit(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Metric:
-        """Learn from the normalised support set (read through `support`, ``imprint.support``; `counts` rows per
+        """Learn from the normalised support set (read through `support`, ``imprint.core.support``; `counts` rows per
         class) and the proxies."""
         self.set_proxies(proxies, proxy_counts)
         return self

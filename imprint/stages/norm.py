@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from imprint.settings import AUTO, CHAIN, Registry, Setting
+from imprint.core.settings import AUTO, CHAIN, Registry, Setting
 
 NORMS: Registry[type[Norm]] = Registry("normalisation")
 UNIT_TOLERANCE = 1e-6  # rows this close to unit norm are left as they are by l2

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import f1_score
 
-from imprint.calibration import expected_calibration_error
-from imprint.errors import UserError
-from imprint.settings import Registry
+from imprint.core.errors import UserError
+from imprint.core.settings import Registry
+from imprint.estimator.calibration import expected_calibration_error
 
 PROTOCOLS: Registry[type["Protocol"]] = Registry("protocol")
 
@@ -59,7 +59,7 @@ class Protocol:
 
     def fit(self, cell: Any, task: Task) -> tuple[Any, dict[str, float]]:
         """The classifier of the cell, fitted on the support set, and any metrics gathered while fitting."""
-        from imprint.classifier import ImprintClassifier
+        from imprint.estimator.classifier import ImprintClassifier
 
         model = ImprintClassifier(**cell.method, seed=cell.seed, device="cpu").fit(
             task.Xs, task.ys, **task.text_of(np.unique(task.ys)))

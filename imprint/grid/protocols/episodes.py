@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from imprint.errors import UserError
+from imprint.core.errors import UserError
 from imprint.grid.protocols.base import PROTOCOLS, Protocol, Task
 
 
@@ -34,7 +34,7 @@ class Episodes(Protocol):
         return {**self.DEFAULTS, **(config.episodes or {})}
 
     def measure(self, cell: Any, task: Task, fit: Any = None) -> dict[str, Any]:
-        from imprint.classifier import ImprintClassifier
+        from imprint.estimator.classifier import ImprintClassifier
 
         options = dict(cell.protocol_options)
         classes = np.unique(task.ys)

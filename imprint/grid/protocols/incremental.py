@@ -19,7 +19,7 @@ class Incremental(Protocol):
     allows_baselines = False
 
     def fit(self, cell: Any, task: Task) -> tuple[Any, dict[str, float]]:
-        from imprint.classifier import ImprintClassifier
+        from imprint.estimator.classifier import ImprintClassifier
 
         classes = np.random.default_rng(cell.seed).permutation(np.unique(task.ys))
         arrivals = np.array_split(classes, min(cell.steps, len(classes) // 2))

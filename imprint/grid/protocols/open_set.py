@@ -5,9 +5,9 @@ from typing import Any
 
 import numpy as np
 
-from imprint.errors import UserError
+from imprint.core.errors import UserError
 from imprint.grid.protocols.base import PROTOCOLS, Protocol, Task
-from imprint.openset.metrics import auroc, fpr_at_tpr
+from imprint.openset.measures import auroc, fpr_at_tpr
 
 
 @PROTOCOLS.register("open_set")
