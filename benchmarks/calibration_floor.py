@@ -22,10 +22,10 @@ from common import environment
 
 from imprint import ImprintClassifier
 from imprint.encoders import create_encoder
-from imprint.estimator.calibration import expected_calibration_error
 from imprint.grid.config import DatasetSpec
 from imprint.grid.data import embed_dataset, split
 from imprint.io.cache import EmbeddingCache
+from imprint.workflows.evaluate import expected_calibration_error
 
 TASKS = ("all", "even", "odd", "first3")
 DRAWS = 200

@@ -1,6 +1,7 @@
 """The folders are the layers, and the code keeps to them: every import statement of imprint's modules (at module
 level or inside a function) runs downward or within a package, with no cycle; no module is over 500 lines; the
-estimator stays a thin face; the package holds few flat modules and few sub-packages."""
+estimator stays a thin face; the package holds few flat modules and few sub-packages. (Imports under
+``if TYPE_CHECKING:`` are for type hints only and never run: they are not counted.)"""
 from __future__ import annotations
 
 import ast
@@ -35,8 +36,13 @@ def modules() -> dict[str, Path]:
 def imports(path: Path, name: str) -> set[str]:
     """Every imprint module `path` imports, wherever the statement stands (inside functions too)."""
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    tree = ast.parse(path.read_text())
+    hints = {id(inner) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(
+        node.test) for inner in ast.walk(node)}
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree):
+        if id(node) in hints:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):

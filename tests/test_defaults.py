@@ -8,19 +8,20 @@ from conftest import EXAMPLES, run
 
 from imprint import ImprintClassifier
 from imprint.core.presets import AUTO_CANDIDATES
-from imprint.estimator.calibration import expected_calibration_error, fit_temperature, softmax
+from imprint.estimator.calibration import fit_temperature, softmax
+from imprint.workflows.evaluate import expected_calibration_error
 
 
 def test_the_default_chooses_a_published_method_on_the_support_set_and_records_it(mixture, tmp_path):
     X, y = mixture
     clf = ImprintClassifier().fit(X[::2], y[::2])
     method = clf.tuned_["method"]
-    assert method in AUTO_CANDIDATES and 0.5 < clf.tuned_["method_cv_accuracy"] <= 1.0
+    assert method in AUTO_CANDIDATES and 0.5 < clf.tuning_report_["method_cv_accuracy"] <= 1.0
     assert set(clf.tuning_.method_scores) == set(AUTO_CANDIDATES)
     scores = clf.tuning_.method_scores  # the preferred method unless another is better by more than the noise
     best = max(scores.values())
     margin = np.sqrt(best * (1 - best) / len(y[::2]))
-    assert clf.tuned_["method_cv_accuracy"] == pytest.approx(scores[method], abs=1e-6)
+    assert clf.tuning_report_["method_cv_accuracy"] == pytest.approx(scores[method], abs=1e-6)
     assert scores[method] >= best - margin - 1e-9
     assert all(scores[earlier] < best - margin for earlier in AUTO_CANDIDATES[:AUTO_CANDIDATES.index(method)])
     same = ImprintClassifier.from_preset(method).fit(X[::2], y[::2])  # exactly the chosen method
@@ -48,7 +49,7 @@ def test_a_large_support_set_chooses_on_a_sample_and_calibrates_on_every_row(rea
     fixed shrinkage carried to the whole set as the same weight in rows; the temperature is the whole set's."""
     import imprint.estimator.tuning as tuning
     from imprint.core.sampling import stratified_sample
-    from imprint.stages.covariance import _carried_shrinkage
+    from imprint.stages.heads import carried_shrinkage as _carried_shrinkage
 
     Xs, ys, _, _ = real_embeddings("fashion_mnist")  # 3,000 rows, classes 0-9
     monkeypatch.setattr(tuning, "SETTING_ROWS", 500)
@@ -56,20 +57,20 @@ def test_a_large_support_set_chooses_on_a_sample_and_calibrates_on_every_row(rea
     assert len(rows) == 500 and (np.bincount(ys[rows]) == 50).all()
     for make in (lambda **kw: ImprintClassifier.from_preset("tukey_gda", **kw), ImprintClassifier):
         whole, sample = make().fit(Xs, ys), make().fit(Xs[rows], ys[rows])
-        assert whole.tuned_["tuned_on_rows"] == 500 and "tuned_on_rows" not in sample.tuned_
+        assert whole.tuning_report_["tuned_on_rows"] == 500 and "tuned_on_rows" not in sample.tuning_report_
         assert whole.tuned_.get("method") == sample.tuned_.get("method")
-        assert whole.tuned_.get("method_cv_accuracy") == sample.tuned_.get("method_cv_accuracy")
+        assert whole.tuning_report_.get("method_cv_accuracy") == sample.tuning_report_.get("method_cv_accuracy")
         carried = _carried_shrinkage(sample.tuned_["shrinkage"], 3000 / 500) if "shrinkage" in sample.tuned_ else None
         assert whole.tuned_.get("shrinkage") == carried
         fixed = {"shrinkage": carried} if carried is not None else {}  # nothing left to choose: every row calibrates
         pinned = ImprintClassifier.from_preset(whole.tuned_.get("method", "tukey_gda"), **fixed).fit(Xs, ys)
-        assert whole.tuned_["temperature"] == pytest.approx(pinned.tuned_["temperature"], rel=1e-9)
+        assert whole.temperature_ == pytest.approx(pinned.temperature_, rel=1e-9)
 
 
 def test_a_fixed_shrinkage_carries_to_more_rows_as_the_same_weight_in_rows():
     """a = n0 / (n0 + n): chosen on n rows, for r n rows a' = n0 / (n0 + r n); the GDA trace rule (n0 = d) is
     carried exactly; estimators recompute themselves, 0 and 1 stay."""
-    from imprint.stages.covariance import _carried_shrinkage
+    from imprint.stages.heads import carried_shrinkage as _carried_shrinkage
 
     assert _carried_shrinkage(0.2, 4.0) == pytest.approx(0.2 / (0.2 + 0.8 * 4.0))
     assert _carried_shrinkage(1280 / (1280 + 1333), 6.0) == pytest.approx(1280 / (1280 + 6.0 * 1333))
@@ -105,13 +106,13 @@ def test_a_fitted_temperature_is_the_likelihood_s_and_improves_calibration(real_
     support = np.concatenate([np.flatnonzero(ys == c)[:32] for c in range(10)])
     fixed = ImprintClassifier.from_preset("gda", temperature=0.01).fit(Xs[support], ys[support])
     fitted = ImprintClassifier.from_preset("gda").fit(Xs[support], ys[support])
-    assert fitted.tuned_["temperature"] > 0
+    assert fitted.temperature_ > 0
     before = expected_calibration_error(fixed.predict_proba(Xq), yq)
     after = expected_calibration_error(fitted.predict_proba(Xq), yq)
     assert after < before and after < 0.06, (before, after)
     np.testing.assert_array_equal(fixed.predict(Xq), fitted.predict(Xq))  # labels unchanged
     scores = fitted.decision_function(Xq)  # the held-out optimum by calibrate() beats both neighbours
-    t = fitted.calibrate(Xq, yq).tuned_["temperature"]
+    t = fitted.calibrate(Xq, yq).temperature_
     assert t == pytest.approx(fit_temperature(scores, yq), rel=1e-6)
     nll = [-np.log(softmax(scores, t * f)[np.arange(len(yq)), yq]).mean() for f in (0.8, 1.0, 1.25)]
     assert nll[1] <= nll[0] and nll[1] <= nll[2]
@@ -128,7 +129,7 @@ def test_the_temperature_carries_to_the_full_model_in_units_of_its_score_spread(
     clf = ImprintClassifier.from_preset("gda", shrinkage=0.05).fit(Xs[support], ys[support])
     scores = clf.decision_function(Xq)
     best = fit_temperature(scores, yq)
-    t = clf.tuned_["temperature"]
+    t = clf.temperature_
     assert best / 3 < t < best * 3, (t, best)
     assert expected_calibration_error(clf.predict_proba(Xq), yq) < 0.15
     unit = t / score_spread(clf.decision_function(Xs[support]))  # the same temperature in units of the spread

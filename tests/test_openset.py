@@ -12,7 +12,8 @@ import pytest
 
 from imprint import ImprintClassifier
 from imprint.cli import main
-from imprint.openset import REJECTORS, minimum_samples, threshold
+from imprint.openset import REJECTORS
+from imprint.openset.conformal import minimum_samples, threshold
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "fashion"
 

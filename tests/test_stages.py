@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from imprint import ImprintClassifier, UnknownStageError
-from imprint.stages import AGGREGATIONS, GENERATORS, METRICS, NORMS, generate, make_norm
+from imprint.stages import AGGREGATIONS, GENERATORS, METRICS, NORMS
+from imprint.stages.generation import generate
+from imprint.stages.norm import make_norm
 
 
 def sorted_by_class(X, y):

@@ -67,12 +67,8 @@ def _run(argv: list[str]) -> int:
             _import_plugins(plugins)
             from imprint.cli.commands import COMMANDS
 
-            flags = None
-            if command_in(argv, list(COMMANDS)) in WITH_SETTINGS:
-                from imprint.cli.setting_flags import setting_flags
-
-                flags = setting_flags(live=bool(plugins))  # a plug-in's settings are known only once imported
-            args = build_parser(COMMANDS, flags).parse_args(argv)
+            settings = command_in(argv, list(COMMANDS)) in WITH_SETTINGS  # flags of every classifier setting
+            args = build_parser(COMMANDS, settings).parse_args(argv)
             args.run(args)
     except SystemExit as exit_:  # argparse: --help (0) or a usage error already printed (2)
         return int(exit_.code or 0)

@@ -63,7 +63,9 @@ def cmd_fit(args: argparse.Namespace) -> None:
                      seed=args.seed, force=args.force, keep_examples=args.keep_examples, **embedding_options(args),
                      **classifier_settings(args))
     report = clf.fit_report_
-    tuned = f", {chosen_text(clf.tuned_)}" if clf.tuned_ else ""
+    chosen = {**clf.tuned_, **clf.tuning_report_, **({"temperature": clf.temperature_} if clf.temperature == "auto"
+                                                     else {})}
+    tuned = f", {chosen_text(chosen)}" if chosen else ""
     say(f"imprinted {len(clf.classes_)} classes from {report.n_support} {'images' if report.images else 'embeddings'} "
         f"({len(clf.proxies_)} proxies{tuned}; {clf.encoder_id_}) in {report.seconds:.2f} s -> {args.output}")
     if report.held_out is not None:
@@ -134,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         write_file(args.confusion, confusion_png(result.evaluation, result.evaluation.classes, title))
         print(f"confusion matrix -> {args.confusion}", file=sys.stderr)
     if args.calibration:
-        from imprint.estimator.calibration import reliability_png
+        from imprint.workflows.evaluate import reliability_png
 
         write_file(args.calibration, reliability_png(result.evaluation.proba, result.evaluation.columns, title))
         print(f"reliability diagram -> {args.calibration}", file=sys.stderr)

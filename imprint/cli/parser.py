@@ -1,5 +1,6 @@
-"""The ``imprint`` argument parser. Classifier flags are derived from the declared settings (``imprint.core.settings``),
-so every stage's settings, plug-ins' included, are flags with their own help, and a typo is one line."""
+"""The ``imprint`` argument parser. Classifier flags are derived from the declared settings
+(``imprint.core.settings``, which import without torch), so every stage's settings, plug-ins' included, are flags
+with their own help, and a typo is one line."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
-    from imprint.cli.setting_flags import SettingFlags
     from imprint.core.settings import Setting
 
 
@@ -80,11 +80,12 @@ CLASSIFIER_FILE, SOURCE, PRESET, GRID_RESULTS, EXISTING_FILE = (
     _checked(check) for check in (_classifier_file, _source, _preset, _grid_results, _existing_file))
 
 
-def add_setting_options(parser: argparse.ArgumentParser, flags: SettingFlags,
-                        skip: tuple[str, ...] = ("device", "seed")) -> None:
+def add_setting_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ("device", "seed")) -> None:
     """One flag per classifier setting (default: the preset's, else the classifier's), grouped by the stage
-    that uses it."""
+    that uses it; read from the declarations, which import without torch (``imprint.core.settings``)."""
     from imprint.core.presets import PRESETS
+    from imprint.core.settings import SETTINGS
+    from imprint.estimator.configuration import parameter_names
 
     parser.add_argument("--preset", default=None, metavar="NAME", type=PRESET,
                         help=f"start from a published method: {', '.join(PRESETS)}, or auto (chosen on the support "
@@ -98,13 +99,11 @@ def add_setting_options(parser: argparse.ArgumentParser, flags: SettingFlags,
             "best on the support set, with that method's own stages (Tukey + GDA on most data: tukey / mean / "
             "mahalanobis; 'imprint info' shows the one chosen). The stage defaults shown below are what runs once a "
             "stage flag is given (--method custom).", 79))
-    names = [flag.setting.name for flag in flags.settings if flag.setting.name not in skip]
+    names = [name for name in parameter_names() if name not in skip]
     parser.set_defaults(setting_names=names)  # the settings a command may find given in its namespace
-    for flag in flags.settings:
-        setting = flag.setting
-        if setting.name in skip:
-            continue
-        used_by = f" [{'/'.join(sorted({f'{kind} {stage}' for kind, stage in flag.users}))}]" if flag.users else ""
+    for name in names:
+        setting, users = SETTINGS[name], SETTINGS.users(name)
+        used_by = f" [{'/'.join(sorted({f'{kind} {stage}' for kind, stage in users}))}]" if users else ""
         default = f"{setting.default}, with a stage flag; else the chosen method's" if setting.name in STAGE_SLOTS \
             else setting.default
         help_text = f"{setting.help}; {setting.allowed()} (default: {default}){used_by}"
@@ -150,9 +149,9 @@ STAGE_SLOTS = ("norm_pre", "generation", "norm_post", "norm_inf", "metric", "agg
 WITH_SETTINGS = ("fit", "fewshot")  # commands with a flag for every classifier setting
 
 
-def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], flags: SettingFlags | None) -> Parser:
-    """The parser; `commands` maps each subcommand name to the function that runs it, `flags` are the classifier
-    settings fit and fewshot take (None: those commands are only named, for any other command's parse)."""
+def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], settings: bool = True) -> Parser:
+    """The parser; `commands` maps each subcommand name to the function that runs it; with `settings`, fit and
+    fewshot take a flag per classifier setting (without, a parse for any other command skips building them)."""
     parser = Parser(prog="imprint", description="Training-free classifiers from the embeddings of a frozen image "
                     "model (weight imprinting and closed-form heads). "
                     "Start with: imprint fit FOLDER -o clf.safetensors")
@@ -166,7 +165,7 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], flag
         return p
 
     p = command("fit", "imprint a classifier from an image folder (DIR/<class>/<image>), a store or an "
-                       "embeddings file from 'imprint embed'", epilog=_stages_epilog(flags) if flags else None,
+                       "embeddings file from 'imprint embed'", epilog=_stages_epilog() if settings else None,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", type=SOURCE,
                    help="image folder DIR/<class>/<image>, store folder or FILE.npz from 'imprint embed'")
@@ -186,8 +185,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], flag
                    help="prompt templates file, one per line with {} for the name")
     _force_option(p)
     add_encoding_options(p)
-    if flags:
-        add_setting_options(p, flags)
+    if settings:
+        add_setting_options(p)
 
     p = command("predict", "predict images or folders of images with a saved classifier")
     p.add_argument("classifier", type=CLASSIFIER_FILE, help="classifier file from 'imprint fit' (.safetensors)")
@@ -304,8 +303,8 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], flag
     p.add_argument("--episodes", type=int, default=600, help="episodes averaged (default: 600)")
     p.add_argument("--seed", type=int, default=0, help="seed of the episode draws (default: 0)")
     add_encoding_options(p)
-    if flags:
-        add_setting_options(p, flags)
+    if settings:
+        add_setting_options(p)
 
     p = command("grid", "run a YAML grid of variants x encoders x datasets x tasks (resumable)")
     p.add_argument("config", type=EXISTING_FILE, help="YAML grid config (see configs/)")
@@ -326,12 +325,14 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], flag
     return parser
 
 
-def _stages_epilog(flags: SettingFlags) -> str:
-    from imprint.cli.setting_flags import REGISTRY_TITLES
+def _stages_epilog() -> str:
+    from imprint.stages import AGGREGATIONS, GENERATORS, METRICS, NORMS
 
+    titles = ((GENERATORS, "generation"), (NORMS, "normalisation (chain with +, e.g. center+l2)"),
+              (METRICS, "metric (head)"), (AGGREGATIONS, "aggregation"))
     return "stages:\n\n" + "\n\n".join(
-        f"{title}:\n" + "\n".join("  " + line for line in flags.stages[kind].splitlines())
-        for kind, title in REGISTRY_TITLES)
+        f"{title}:\n" + "\n".join("  " + line for line in registry.describe().splitlines())
+        for registry, title in titles)
 
 
 def command_in(argv: list[str], names: list[str]) -> str | None:

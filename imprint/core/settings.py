@@ -1,8 +1,12 @@
-"""Settings declared once, beside the stage that uses them, and the registries that name the stages.
+"""Settings declared once, with the stage that uses them, and the registries that name the stages.
 
 A ``Setting`` says everything about one knob: its name, type, default, allowed values or range, whether
-it accepts ``"auto"`` (chosen on the support set) and a one-line help. Stages declare theirs when they
-register (``Registry.register(name, settings=...)``); the pipeline declares the stage choices themselves.
+it accepts ``"auto"`` (chosen on the support set) and a one-line help. Stages declare theirs with their name
+(``Registry.declare(name, "module:attribute", summary, settings=...)``, or ``Registry.register`` as a decorator
+beside the code); the pipeline declares the stage choices themselves. A declaration names its implementation
+without importing it, so the declarations of every built-in stage (``imprint.stages``, ``imprint.openset``,
+``imprint.estimator.configuration``) import without torch: the command line's flags and checks, and the grid's
+schema, read them at once.
 Everything else is derived from these declarations: the classifier's parameters and their validation,
 the command-line flags, the grid's YAML schema, what a saved classifier records and the labels of reports.
 Two stages may share a setting (``k`` for every generator that makes k proxies) only by declaring it
@@ -16,7 +20,9 @@ classifier can name the plug-in to import when it is missing.
 from __future__ import annotations
 
 import difflib
+import importlib
 import math
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -57,13 +63,18 @@ class Setting:
     tunable: Callable[..., Sequence[Any]] | None = field(default=None, compare=False)
     shown: bool = False  # always named in report labels (k, m), not only when it differs from its default
     capped: bool = False  # a count per class, capped at the class size (a grid records the value that ran)
-    choose: Callable[..., PerClassRule] | None = field(default=None, compare=False)  # its own rule for "auto"
+    # its own rule for "auto": a function, or "module:function" imported when it is first used
+    choose: Callable[..., PerClassRule] | str | None = field(default=None, compare=False)
     # a value chosen on a sample of the support set, for the whole set `ratio` times larger (None: the same value)
     carry: Callable[[Any, float], Any] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.default is not None and not (self.auto and self.default == AUTO):
             self.check(self.default)
+
+    def chooser(self) -> Callable[..., PerClassRule]:
+        """The setting's own rule for "auto" (``choose``), imported where it is named."""
+        return resolve(self.choose)
 
     # ------------------------------------------------------------ validation
     def allowed(self) -> str:
@@ -154,14 +165,13 @@ class Setting:
 
 
 def _is_number(value: Any, integer: bool) -> bool:
+    """Whether `value` is a number of the kind (numpy's scalars too: a value that is one has numpy imported)."""
     if isinstance(value, bool):
         return False
-    try:
-        import numpy as np
-
-        numeric = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    except ImportError:  # pragma: no cover
-        numeric = (int,) if integer else (int, float)
+    numeric: tuple[type, ...] = (int,) if integer else (int, float)
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numeric += (numpy.integer,) if integer else (numpy.integer, numpy.floating)
     return isinstance(value, numeric) and (integer or math.isfinite(float(value)))
 
 
@@ -196,7 +206,6 @@ class SettingsTable:
 
     def __init__(self) -> None:
         self._declared: dict[str, Declared] = {}
-        self._listeners: list[Callable[[], None]] = []
         self.slots: dict[str, Registry] = {}  # stage-choice settings and the registry they choose from
 
     def declare(self, setting: Setting, user: tuple[str, str] | None = None) -> None:
@@ -211,12 +220,6 @@ class SettingsTable:
                                f"({known.setting} vs {setting}); a shared setting must be declared identically")
         elif user is not None and user not in known.users:
             known.users.append(user)
-        for listener in self._listeners:
-            listener()
-
-    def on_change(self, listener: Callable[[], None]) -> None:
-        """Call `listener` whenever a setting is declared (e.g. to refresh a derived signature)."""
-        self._listeners.append(listener)
 
     def __getitem__(self, name: str) -> Setting:
         return self._declared[name].setting
@@ -235,6 +238,10 @@ class SettingsTable:
 
     def users(self, name: str) -> list[tuple[str, str]]:
         return list(self._declared[name].users)
+
+    def registry_of(self, kind: str) -> Registry:
+        """The registry of stages of a kind ("generation", "metric", ...)."""
+        return next(registry for registry in self.slots.values() if registry.kind == kind)
 
     def selected(self, params: dict[str, Any]) -> list[tuple[str, str]]:
         """(slot, stage) pairs chosen by `params`, chains split into their parts."""
@@ -309,15 +316,32 @@ def did_you_mean(word: object, choices: Sequence[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-@dataclass(frozen=True)
+def resolve(target: Any) -> Any:
+    """`target` itself, or the attribute a "module:attribute" string names, imported."""
+    if not isinstance(target, str):
+        return target
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@dataclass
 class Entry(Generic[T]):
+    """A registered stage: its name, its implementation (or the "module:attribute" that names it, imported on first
+    use), a one-line summary, whether it is an oracle, its traits, its settings and the module it comes from."""
+
     name: str
-    impl: T
+    target: Any
     summary: str
     oracle: bool = False
     traits: dict[str, Any] = field(default_factory=dict)
     settings: tuple[Setting, ...] = ()
     module: str = ""
+
+    @property
+    def impl(self) -> T:
+        """The implementation, imported the first time it is asked for."""
+        self.target = resolve(self.target)
+        return self.target
 
     @property
     def builtin(self) -> bool:
@@ -331,33 +355,35 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
 
+    def declare(self, name: str, target: str, summary: str, settings: Sequence[Setting] = (), oracle: bool = False,
+                **traits: Any) -> None:
+        """Make the implementation named by `target` ("module:attribute", imported when the stage is first used)
+        available under `name`, with a one-line `summary`, the `settings` it reads (declared once, here) and
+        `traits`: facts other modules may ask about without importing it (a generator that makes one proxy per
+        class, a head whose scores turn into distances)."""
+        self._add(Entry(name, target, summary, oracle, dict(traits), tuple(settings), target.partition(":")[0]))
+
     def register(self, name: str, oracle: bool = False, settings: Sequence[Setting] = (),
                  **traits: Any) -> Callable[[T], T]:
-        """Decorator: make `impl` available under `name` (its docstring's first line is its summary).
-        `settings` are the settings this stage reads (declared once, here); `traits` are facts other
-        modules may ask about, e.g. a generator that makes one proxy per class."""
+        """Decorator: ``declare`` the decorated implementation under `name` (its docstring's first line is its
+        summary), as a plug-in does beside its own code."""
 
         def add(impl: T) -> T:
-            if name in self._entries:
-                raise RuntimeError(f"{self.kind} stage {name!r} is registered twice")
-            if not name or "+" in name or not name.replace("_", "").isalnum():
-                raise RuntimeError(f"{self.kind} stage name {name!r} must be letters, digits and '_'")
             doc = (getattr(impl, "__doc__", None) or "").strip().splitlines()
-            for setting in settings:
-                SETTINGS.declare(setting, (self.kind, name))
-            self._entries[name] = Entry(name, impl, doc[0] if doc else "", oracle, dict(traits), tuple(settings),
-                                        getattr(impl, "__module__", "") or "")
+            self._add(Entry(name, impl, doc[0] if doc else "", oracle, dict(traits), tuple(settings),
+                            getattr(impl, "__module__", "") or ""))
             return impl
 
         return add
 
-    @classmethod
-    def listing(cls, kind: str, names: Sequence[str]) -> Registry[Any]:
-        """A registry of `names` without their implementations: it checks and lists stage words (for the command
-        line's flags) before the stages themselves are imported."""
-        registry: Registry[Any] = cls(kind)
-        registry._entries = {name: Entry(name, None, "") for name in names}
-        return registry
+    def _add(self, entry: Entry[T]) -> None:
+        if entry.name in self._entries:
+            raise RuntimeError(f"{self.kind} stage {entry.name!r} is registered twice")
+        if not entry.name or "+" in entry.name or not entry.name.replace("_", "").isalnum():
+            raise RuntimeError(f"{self.kind} stage name {entry.name!r} must be letters, digits and '_'")
+        for setting in entry.settings:
+            SETTINGS.declare(setting, (self.kind, entry.name))
+        self._entries[entry.name] = entry
 
     def entry(self, name: str) -> Entry[T]:
         try:

@@ -81,7 +81,7 @@ def create_encoder(encoder_id: str = DEFAULT_ENCODER, device: str | torch.device
     build = BACKENDS.get(backend)
     resolved = resolve_runtime(runtime, device.type)  # one that cannot run is refused before any model loads
     if resolved != "torch" and backend in IDENTITIES:
-        from imprint.encoders.runtime import GraphEncoder
+        from imprint.encoders.graph_encoder import GraphEncoder
 
         identity = IDENTITIES[backend](rest)
         cached = None if identity is None else GraphEncoder.cached(*identity, build=lambda: build(rest, device),

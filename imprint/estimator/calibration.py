@@ -1,20 +1,31 @@
-"""Probabilities that mean what they say: a softmax temperature fitted to held-out class scores, the expected
-calibration error, and a reliability diagram.
+"""Probabilities that mean what they say: the ``Calibration`` component (the classifier's softmax temperature and
+what it divides), and the functions it is made of.
 
 The temperature T of ``predict_proba`` (softmax of class scores / T) is chosen to minimise the negative
 log-likelihood of the true classes of samples a model did not see: cross-fitted on the support set at fit time
 (``temperature="auto"``), or on held-out labelled data by ``calibrate``. It changes no label, only how sure the
 probabilities are: with it, 0.9 means right nine times in ten (in expectation, on data like the support set).
+The component is the one home of the temperature, and owns its part of the classifier file (``calibration``).
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.optimize import brentq, minimize_scalar
-from scipy.special import logsumexp
 
-BINS = 15  # equal-width confidence bins of the expected calibration error
+from imprint.core.sampling import stratified_folds, stratified_sample
+from imprint.core.settings import AUTO
+
+if TYPE_CHECKING:
+    from imprint.estimator.pipeline import FoldFitter, Pipeline
+    from imprint.estimator.tuning import Tuning
+
+CALIBRATION_SAMPLE = 50_000  # the temperature's folds read a stratified sample of this many rows at most (memory)
+CALIBRATION_FOLDS = 10  # the temperature's folds: models fitted on 90% of the support set score like the full one
+CALIBRATION_ROWS = 600  # held-out scores enough for one temperature: folds beyond them are not fitted
+
+LOG_FLOOR = 1e-30  # the least score a log is taken of: float32 holds it, so Python and an exported graph agree
 
 
 def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
@@ -23,6 +34,9 @@ def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
     highest, that likelihood only grows as T falls to 0, a certainty no finite sample shows: T then makes the mean
     probability of the true class (n + 1) / (n + 2), the accuracy n right answers out of n support (Laplace's rule
     of succession). Scores whose classes cannot be told apart (no spread) give the spread's scale."""
+    from scipy.optimize import brentq, minimize_scalar
+    from scipy.special import logsumexp
+
     scores = np.asarray(scores, dtype=np.float64)
     truth = np.asarray(truth, dtype=np.int64)
     spread = float(np.std(scores))
@@ -54,11 +68,14 @@ def fit_temperature(scores: np.ndarray, truth: np.ndarray) -> float:
     return float(np.exp(-found.x))
 
 
-def as_logits(scores: np.ndarray, kind: str) -> np.ndarray:
+def as_logits(scores: Any, kind: str) -> Any:
     """Class scores as the logits a softmax divides: as they are ("scores"), or their logarithms ("log", for heads
-    whose scores are sums of kernels: densities)."""
+    whose scores are sums of kernels: densities), floored at LOG_FLOOR. The one home of this transform: numpy
+    arrays (as float64) for predict_proba and the temperature, torch tensors for ``to_torch`` and exported graphs."""
+    if hasattr(scores, "clamp_min"):  # a torch tensor
+        return scores.clamp_min(LOG_FLOOR).log() if kind == "log" else scores
     scores = np.asarray(scores, dtype=np.float64)
-    return np.log(np.maximum(scores, 1e-300)) if kind == "log" else scores
+    return np.log(np.maximum(scores, LOG_FLOOR)) if kind == "log" else scores
 
 
 def score_spread(logits: np.ndarray) -> float:
@@ -75,48 +92,111 @@ def softmax(scores: np.ndarray, temperature: float) -> np.ndarray:
     return probs / probs.sum(axis=1, keepdims=True)
 
 
-def expected_calibration_error(proba: np.ndarray, truth: Sequence[int], bins: int = BINS) -> float:
-    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by the share of samples in each
-    (the top class's probability as the confidence)."""
-    proba = np.asarray(proba)
-    truth = np.asarray(truth)
-    confidence = proba.max(axis=1)
-    correct = proba.argmax(axis=1) == truth
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        members = which == b
-        if members.any():
-            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
-    return float(error)
+@dataclass
+class Calibration:
+    """The temperature of the classifier's probabilities and what it divides: the class scores ("scores") or
+    their logarithms ("log", for a head whose scores are sums of kernels)."""
+
+    temperature: float = 1.0
+    logits: str = "scores"
+
+    def probabilities(self, scores: Any) -> Any:
+        """Calibrated probabilities from class scores (numpy, as predict_proba gives them)."""
+        return softmax(as_logits(scores, self.logits), self.temperature)
+
+    def refit(self, scores: np.ndarray, columns: np.ndarray) -> None:
+        """The temperature fitted again to held-out labelled class scores (``ImprintClassifier.calibrate``)."""
+        self.temperature = fit_temperature(as_logits(scores, self.logits), columns)
+
+    @classmethod
+    def fit(cls, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter, pipeline: Pipeline,
+            tuning: Tuning, seed: int) -> Calibration:
+        """With temperature="auto", the temperature of `pipeline` (fitted on X with the settings `tuning` chose),
+        cross-fitted on the whole support set (up to CALIBRATION_SAMPLE rows), since a model of more rows is more
+        confident. It is fitted in units of each fold model's score spread and carried to `pipeline` in units of its
+        own: a covariance head's scores grow with the rows it is fitted on (at 2 images per class a fold model, with
+        one per class, scores 10^-4 as widely as the full model), and a temperature read off the fold models alone
+        would make the full model far too confident. Otherwise the temperature given."""
+        if params.get("temperature") != AUTO:
+            return cls(float(params.get("temperature", 1.0)))
+        calibration = stratified_sample(codes, CALIBRATION_SAMPLE, seed)
+        if calibration is not None:
+            X, codes = np.ascontiguousarray(X[calibration], dtype=np.float32), codes[calibration]
+        temperature, logits, fold_spread = _temperature({**tuning.resolved(params), "temperature": 1.0}, X, codes,
+                                                        folds, seed)
+        if fold_spread is not None:
+            rows = stratified_sample(codes, CALIBRATION_ROWS, seed)
+            spread = score_spread(as_logits(pipeline.class_scores(X if rows is None else X[rows]), logits))
+            temperature *= spread if np.isfinite(spread) and spread > 0 else fold_spread
+        return cls(float(temperature), logits)
+
+    def state(self) -> dict[str, Any]:
+        """Its part of a classifier file."""
+        return {"calibration": {"temperature": self.temperature, "logits": self.logits}}
+
+    @classmethod
+    def restore(cls, meta: dict[str, Any], params: dict[str, Any]) -> Calibration:
+        """The component a file records (files before imprint 0.3 kept it among the tuned values)."""
+        saved = meta.get("calibration")
+        if saved is None:
+            tuned = meta.get("tuned") or {}
+            saved = {"temperature": tuned.get("temperature", params.get("temperature")),
+                     "logits": tuned.get("probability_logits", "scores")}
+        temperature = saved["temperature"]
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0 or \
+                saved.get("logits") not in ("scores", "log"):
+            raise ValueError("its calibration must be a positive temperature and 'scores' or 'log'")
+        return cls(float(temperature), saved["logits"])
 
 
-def reliability_png(proba: np.ndarray, truth: Sequence[int], title: str, bins: int = BINS) -> bytes:
-    """A reliability diagram (accuracy against confidence per bin, with the diagonal of perfect calibration and
-    the share of samples per bin), as PNG bytes signed as imprint's."""
-    import matplotlib
+def _temperature(settings: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
+                 seed: int) -> tuple[float, str, float | None]:
+    """The softmax temperature that makes the cross-fitted class scores of the support set calibrated (their
+    negative log-likelihood least), what it divides: the scores, or their logarithms where that is more likely
+    still (a head whose scores are sums of kernels, as Tip-Adapter's, is a density: its log is a logit), and,
+    where the fold models were fitted, the temperature in units of each one's score spread on its own rows
+    with their mean spread (else None: the temperature as it is). Where nothing can be held out, a third of the
+    spread of the scores. Only as many folds are fitted as give CALIBRATION_ROWS held-out scores (all ten up
+    to 600 support rows; three of ten at 2,000)."""
+    smallest = int(np.bincount(codes).min())
+    if smallest < 2:
+        scores = folds.fit(X, codes, settings).class_scores(X)
+        return (float(np.std(scores) / 3.0) if np.std(scores) > 0 else 1.0), "scores", None
+    assignment = stratified_folds(codes, min(CALIBRATION_FOLDS, smallest), seed)
+    held, own, truth, held_out = [], [], [], 0
+    shared = folds.shared(X, codes, settings)
+    for f in np.unique(assignment):
+        if held_out >= CALIBRATION_ROWS:
+            break
+        train, test = assignment != f, assignment == f
+        if shared is not None:  # ridge heads: their scores' scale does not grow with their rows
+            present, (fold_scores,) = shared.scores(test, [settings[shared.setting]])
+            held.append(fold_scores.float().cpu().numpy())
+        else:
+            model = folds.fit(X[train], codes[train], settings)
+            present = model.present
+            held.append(model.held_out_scores(X[test]))
+            rows = np.flatnonzero(train)
+            sample = stratified_sample(codes[rows], CALIBRATION_ROWS, seed)
+            own.append(model.held_out_scores(X[rows if sample is None else rows[sample]]))
+        truth.append(np.searchsorted(present, codes[test]))
+        held_out += int(test.sum())
+    truth = np.concatenate(truth)
+    candidates = ["scores"] + (["log"] if all((scores > 0).all() for scores in held + own) else [])
+    best = None
+    for logits in candidates:
+        spreads = [score_spread(as_logits(scores, logits)) for scores in own]
+        relative = bool(own) and all(np.isfinite(spread) and spread > 0 for spread in spreads)
+        fold_logits = np.concatenate([as_logits(scores, logits) / (spreads[i] if relative else 1.0)
+                                      for i, scores in enumerate(held)])
+        loss, temperature = _fitted_temperature(fold_logits, truth)
+        if best is None or loss < best[0]:
+            best = (loss, temperature, logits, float(np.mean(spreads)) if relative else None)
+    return best[1:]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    from imprint.io.png import png_bytes
-
-    proba, truth = np.asarray(proba), np.asarray(truth)
-    confidence, correct = proba.max(axis=1), proba.argmax(axis=1) == truth
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    centres = (edges[:-1] + edges[1:]) / 2
-    accuracy = np.array([correct[which == b].mean() if (which == b).any() else np.nan for b in range(bins)])
-    share = np.array([(which == b).mean() for b in range(bins)])
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
-    top.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect calibration")
-    top.bar(centres, np.nan_to_num(accuracy), width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy")
-    top.set(ylabel="accuracy in the bin", xlim=(0, 1), ylim=(0, 1),
-            title=f"{title}\nexpected calibration error {expected_calibration_error(proba, truth, bins):.3f} "
-                  f"over {len(truth)} images")
-    top.legend(loc="upper left")
-    bottom.bar(centres, share, width=1 / bins, edgecolor="black", color="tab:gray")
-    bottom.set(xlabel="confidence (probability of the predicted class)", ylabel="share of images")
-    figure.tight_layout()
-    return png_bytes(figure, dpi=120)
+def _fitted_temperature(logits: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """The best temperature for `logits`, and the mean negative log-likelihood of the true classes there."""
+    temperature = fit_temperature(logits, truth)
+    probs = softmax(logits, temperature)
+    return float(-np.log(np.maximum(probs[np.arange(len(truth)), truth], 1e-300)).mean()), temperature

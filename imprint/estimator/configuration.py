@@ -13,10 +13,20 @@ from imprint.core.errors import UserError, quoted
 from imprint.core.machine import resolve_device
 from imprint.core.presets import AUTO_CANDIDATES, CUSTOM, PRESETS
 from imprint.core.settings import AUTO, SETTINGS, Setting
-from imprint.estimator.text_blend import TEXT_ALPHA
 from imprint.openset import REJECTORS
 from imprint.stages import AGGREGATIONS, GENERATORS, METRICS, NORMS
 
+
+def alpha_candidates(**_: int) -> tuple[float, ...]:
+    """The text weights tried for text_alpha="auto"."""
+    return (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+TEXT_ALPHA = Setting("text_alpha", float, AUTO, "zero-shot blend: class scores = head + text_alpha x (zero-shot "
+                     "text cosines on the head's scale), with text_embeddings given to fit (imprint fit "
+                     "--zero-shot); 0: the head alone; auto: chosen by cross-validation on the support set; none: "
+                     "the text embeddings join the support set as samples instead (classes can then be imprinted "
+                     "from text alone)", low=0.0, auto=True, optional=True, tunable=alpha_candidates)
 SLOTS = (
     Setting("generation", str, "kmeans", "GEN: how each class's support embeddings become proxies",
             stages=GENERATORS),
@@ -117,7 +127,7 @@ def _check(params: dict[str, Any]) -> dict[str, Any]:
     SETTINGS.check(params)
     metric = params.get("metric", SETTINGS["metric"].default)
     if params.get("aggregation") == "mnn" and params.get("mnn_weights") == "distance" and \
-            not METRICS.get(metric).has_distance:
+            not METRICS.entry(metric).traits.get("distance", True):
         raise SettingsError(f"mnn_weights='distance' needs a metric with distances; metric={quoted(metric)} has "
                             "none: use mnn_weights='uniform'")
     if params.get("reject") is not None and is_oracle(params):

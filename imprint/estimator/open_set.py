@@ -17,9 +17,10 @@ import torch
 
 from imprint.core.sampling import stratified_folds
 from imprint.estimator.pipeline import FoldFitter, Pipeline, stage_records, stage_states
+from imprint.openset import REJECTORS
 from imprint.openset.conformal import margins as true_margins
 from imprint.openset.conformal import minimum_samples, prediction_sets, threshold
-from imprint.openset.scores import REJECTORS, Rejector, make_rejector
+from imprint.openset.scores import Rejector, make_rejector
 
 CALIBRATION_FOLDS = 10  # cross-fitted calibration: every support sample scored by a model that did not see it
 

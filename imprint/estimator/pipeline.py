@@ -17,20 +17,14 @@ import torch
 from imprint.core.blocks import CHUNK_BYTES, MIN_ROWS, block_rows, query_blocks, tensor_view
 from imprint.core.settings import PerClassRule
 from imprint.core.support import Support
-from imprint.estimator.text_blend import TEXT_ALPHA, ZeroShotText
+from imprint.estimator.configuration import TEXT_ALPHA
+from imprint.estimator.text_blend import ZeroShotText
 from imprint.estimator.torch_module import ImprintedModel
-from imprint.stages import (
-    GENERATORS,
-    generate,
-    generation_options,
-    make_aggregation,
-    make_metric,
-    make_norm,
-    norm_states,
-    restore_metric,
-    restore_norm,
-)
-from imprint.stages.metric import METRICS, Metric, class_of_proxy
+from imprint.stages import GENERATORS, METRICS
+from imprint.stages.aggregation import make_aggregation
+from imprint.stages.generation import generate, generation_options
+from imprint.stages.heads.base import Metric, class_of_proxy, make_metric, restore_metric
+from imprint.stages.norm import make_norm, norm_states, restore_norm
 
 NORM_POINTS = ("norm_pre", "norm_post", "norm_inf")
 PROJECTED_BYTES = 1 << 28  # a projected support set up to 256 MiB is projected once per fit, not per read

@@ -75,23 +75,21 @@ class Provenance:
         return meta, ({} if self.digests is None else {"support.digests": self.digests})
 
     @classmethod
-    def restore(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> Provenance | None:
-        """The provenance a file records (None for a file that records none); inconsistent fields raise
-        ValueError, which the loader reports as a damaged file."""
+    def restore(cls, meta: dict[str, Any], arrays: dict[str, Any]) -> Provenance | None:
+        """The provenance a file records (checked by ``imprint.io.classifier_file``), or None where it records none."""
         fitted_on = meta.get("fitted_on")
         if fitted_on is None:
             return None
         digests = arrays.get("support.digests")
-        if not isinstance(fitted_on, dict) or not isinstance(fitted_on.get("source"), str) or \
-                (digests is not None and (digests.dtype != np.uint64 or digests.ndim != 1)):
-            raise ValueError("its record of what it was fitted on is malformed")
         accuracy, images = fitted_on.get("held_out_accuracy"), fitted_on.get("held_out_images")
         return cls(fitted_on["source"], None if digests is None else np.asarray(digests),
                    None if accuracy is None else float(accuracy), None if images is None else int(images))
 
-    def describe(self) -> str:
-        """A line for ``imprint info``."""
-        held = "" if self.held_out_accuracy is None else \
-            f"; accuracy on the {self.held_out_images} images held out at fit: {self.held_out_accuracy:.4f}"
-        count = "" if self.digests is None else f" ({len(self.digests)} distinct support images)"
-        return f"fitted on: {self.source}{count}{held}"
+
+def describe(fitted_on: dict[str, Any], support_images: int | None) -> str:
+    """What a file records of where its support set came from, in one line (``imprint info``)."""
+    accuracy = fitted_on.get("held_out_accuracy")
+    held = "" if accuracy is None else \
+        f"; accuracy on the {fitted_on.get('held_out_images')} images held out at fit: {accuracy:.4f}"
+    count = "" if support_images is None else f" ({support_images} distinct support images)"
+    return f"fitted on: {fitted_on['source']}{count}{held}"

@@ -21,22 +21,11 @@ import torch
 from torch import Tensor, nn
 
 from imprint.core.errors import UserError, quoted
-from imprint.core.settings import AUTO, Setting
+from imprint.core.settings import AUTO
 from imprint.core.validation import check_embeddings, check_labels
 from imprint.stages.norm import unit_rows
 
 SCALE_ROWS = 2048  # support rows used to measure the two spreads (a seeded subset of larger sets)
-
-
-def _alpha_candidates(**_: int) -> tuple[float, ...]:
-    return (0.0, 0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
-
-
-TEXT_ALPHA = Setting("text_alpha", float, AUTO, "zero-shot blend: class scores = head + text_alpha x (zero-shot "
-                     "text cosines on the head's scale), with text_embeddings given to fit (imprint fit "
-                     "--zero-shot); 0: the head alone; auto: chosen by cross-validation on the support set; none: "
-                     "the text embeddings join the support set as samples instead (classes can then be imprinted "
-                     "from text alone)", low=0.0, auto=True, optional=True, tunable=_alpha_candidates)
 
 
 def class_text_weights(text: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:

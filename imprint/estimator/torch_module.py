@@ -1,12 +1,17 @@
-"""The inference half of an imprinted classifier as a plain ``nn.Module`` (what ``to_torch`` returns)."""
+"""The inference half of an imprinted classifier as plain ``nn.Module``s: ``ImprintedModel`` (embeddings to class
+scores: what ``to_torch`` returns) and ``ImagesToAnswers`` (uint8 images to every answer: what an ONNX export
+traces)."""
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from imprint.estimator.calibration import as_logits
 from imprint.estimator.text_blend import TextBlend
 from imprint.stages.aggregation import Aggregation
-from imprint.stages.metric import Metric
+from imprint.stages.heads.base import Metric
 from imprint.stages.norm import Norm
 
 
@@ -55,5 +60,30 @@ class ImprintedModel(nn.Module):
     def probabilities(self, scores: Tensor) -> Tensor:
         """Calibrated class probabilities from class scores, as ``ImprintClassifier.predict_proba`` gives them
         (the classifier sets `temperature`, and `log_logits` for heads whose scores are sums of kernels)."""
-        logits = scores.clamp_min(1e-300).log() if self.log_logits else scores
-        return torch.softmax(logits / self.temperature, dim=1)
+        return torch.softmax(as_logits(scores, "log" if self.log_logits else "scores") / self.temperature, dim=1)
+
+
+class ImagesToAnswers(nn.Module):
+    """uint8 images (N x H x W x 3) -> class scores, probabilities, best class (and unknown score, accepted): the
+    encoder's normalisation, the encoder, an ``ImprintedModel`` and, where the classifier rejects, its rejector."""
+
+    def __init__(self, encoder: nn.Module, preprocessing: dict[str, Any], head: ImprintedModel, temperature: float,
+                 log_logits: bool, rejector: Any = None, threshold: float | None = None) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+        self.register_buffer("mean", torch.tensor(preprocessing["mean"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(preprocessing["std"], dtype=torch.float32).view(1, 3, 1, 1))
+        self.temperature, self.log_logits = float(temperature), bool(log_logits)
+        self.rejector, self.threshold = rejector, threshold
+
+    def forward(self, images: Tensor) -> tuple[Tensor, ...]:
+        pixels = (images.permute(0, 3, 1, 2).float() / 255.0 - self.mean) / self.std
+        embeddings = self.encoder(pixels).float()
+        scores = self.head(embeddings)
+        logits = as_logits(scores, "log" if self.log_logits else "scores")
+        probabilities = torch.softmax(logits / self.temperature, dim=1)
+        label = scores.argmax(dim=1)
+        if self.rejector is None:
+            return scores, probabilities, label
+        unknown = self.rejector.traceable_score(embeddings, scores, self.head).float()
+        return scores, probabilities, label, unknown, unknown <= self.threshold

@@ -10,7 +10,10 @@ inside the search searches again. The head's settings are chosen for the head al
 text weight for that head, so a chosen weight of 0 gives exactly the head a fit without text gives. Rules are
 chosen last, with the other settings fixed.
 
-The component ``Tuning`` owns what was chosen and its part of a classifier file (``tuned``, ``proxy_ratio``).
+The component ``Tuning`` owns what was chosen and its part of a classifier file: the values chosen (``tuned``: the
+classifier's ``tuned_``, settings only), the rule of a rule-chosen setting (``proxy_ratio``) and how the choice was
+made (``tuning``: the chosen method's cross-validated accuracy, the rows of the sample it was chosen on). The
+temperature is calibrated after the fit, by ``imprint.estimator.calibration``.
 """
 from __future__ import annotations
 
@@ -24,17 +27,13 @@ import numpy as np
 from imprint.core.presets import AUTO_CANDIDATES, PRESETS
 from imprint.core.sampling import stratified_folds, stratified_sample
 from imprint.core.settings import AUTO, SETTINGS, PerClassRule
-from imprint.estimator.calibration import as_logits, fit_temperature, score_spread
-from imprint.estimator.configuration import chooses_method, with_method
-from imprint.estimator.pipeline import FoldFitter, Pipeline
-from imprint.estimator.text_blend import TEXT_ALPHA
+from imprint.estimator.configuration import TEXT_ALPHA, chooses_method, with_method
+from imprint.estimator.pipeline import FoldFitter
 from imprint.stages.auto_k import ProxyRatio
 
 FOLDS = 3
+REPORT = ("method_cv_accuracy", "tuned_on_rows")  # how a choice was made (kept in the file, not settings)
 SETTING_ROWS = 2_000  # settings and the method are chosen on a stratified sample of this many support rows at most
-CALIBRATION_SAMPLE = 50_000  # the temperature's folds read a stratified sample of this many rows at most (memory)
-CALIBRATION_FOLDS = 10  # the temperature's folds: models fitted on 90% of the support set score like the full one
-CALIBRATION_ROWS = 600  # held-out scores enough for one temperature: folds beyond them are not fitted
 
 
 def candidates(name: str, n_samples: int, n_features: int, n_classes: int) -> list[Any]:
@@ -130,15 +129,6 @@ def within_one_standard_error(accuracies: dict[str, float], held_out: int) -> st
     return next(method for method, accuracy in accuracies.items() if accuracy >= best - margin - 1e-12)
 
 
-def _fitted_temperature(logits: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
-    """The best temperature for `logits`, and the mean negative log-likelihood of the true classes there."""
-    from imprint.estimator.calibration import softmax
-
-    temperature = fit_temperature(logits, truth)
-    probs = softmax(logits, temperature)
-    return float(-np.log(np.maximum(probs[np.arange(len(truth)), truth], 1e-300)).mean()), temperature
-
-
 def auto_settings(params: dict[str, Any], active: list[str]) -> list[str]:
     """The active settings left at "auto" that are chosen among candidates by cross-validated accuracy."""
     return SETTINGS.in_pipeline_order(name for name in active if params.get(name) == AUTO
@@ -160,6 +150,7 @@ class Tuning:
     scores: dict[str, list[float]] = field(default_factory=dict)
     base: dict[str, Any] = field(default_factory=dict)  # the chosen method's settings (method="auto")
     method_scores: dict[str, float] = field(default_factory=dict)  # each method's cross-validated accuracy
+    report: dict[str, Any] = field(default_factory=dict)  # how the choice was made: method_cv_accuracy, tuned_on_rows
 
     @classmethod
     def run(cls, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
@@ -170,7 +161,7 @@ class Tuning:
         Settings and the method are chosen on at most SETTING_ROWS rows (a seeded stratified sample: ranking a
         handful of candidates needs no more, and cross-validating them all on 10,000 rows cost 8x a fit), a value
         whose best depends on the number of rows carried to the whole set (``Setting.carry``). The temperature
-        comes once the pipeline is fitted (``calibrate``)."""
+        comes once the pipeline is fitted (``imprint.estimator.calibration``)."""
         sample = stratified_sample(codes, SETTING_ROWS, seed)
         chosen_on = (X, codes) if sample is None else (X[sample], codes[sample])
         tuning = cls._choose_method(params, *chosen_on, folds, seed) if chooses_method(params) else \
@@ -179,28 +170,6 @@ class Tuning:
             tuning._carry(len(sample), len(codes))
         return tuning
 
-    def calibrate(self, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
-                  pipeline: Pipeline, seed: int) -> None:
-        """With temperature="auto", the temperature of `pipeline` (fitted on X with the chosen settings), cross-fitted
-        on the whole support set (up to CALIBRATION_SAMPLE rows), since a model of more rows is more confident.
-        It is fitted in units of each fold model's score spread and carried to `pipeline` in units of its own: a
-        covariance head's scores grow with the rows it is fitted on (at 2 images per class a fold model, with one
-        per class, scores 10^-4 as widely as the full model), and a temperature read off the fold models alone
-        would make the full model far too confident."""
-        if params.get("temperature") != AUTO:
-            return
-        calibration = stratified_sample(codes, CALIBRATION_SAMPLE, seed)
-        if calibration is not None:
-            X, codes = np.ascontiguousarray(X[calibration], dtype=np.float32), codes[calibration]
-        temperature, logits, fold_spread = self._temperature(params, X, codes, folds, seed)
-        if fold_spread is not None:
-            rows = stratified_sample(codes, CALIBRATION_ROWS, seed)
-            spread = score_spread(as_logits(pipeline.class_scores(X if rows is None else X[rows]), logits))
-            temperature *= spread if np.isfinite(spread) and spread > 0 else fold_spread
-        self.values["temperature"] = temperature
-        if logits != "scores":
-            self.values["probability_logits"] = logits
-
     def _carry(self, rows: int, total: int) -> None:
         """Values chosen on a sample of `rows` rows, for the whole set of `total`; the sample's size recorded."""
         for name, value in self.values.items():
@@ -208,53 +177,7 @@ class Tuning:
             if carry is not None:
                 self.values[name] = carry(value, total / rows)
         if self.values or self.rules:
-            self.values["tuned_on_rows"] = rows
-
-    def _temperature(self, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
-                     seed: int) -> tuple[float, str, float | None]:
-        """The softmax temperature that makes the cross-fitted class scores of the support set calibrated (their
-        negative log-likelihood least), what it divides: the scores, or their logarithms where that is more likely
-        still (a head whose scores are sums of kernels, as Tip-Adapter's, is a density: its log is a logit), and,
-        where the fold models were fitted, the temperature in units of each one's score spread on its own rows
-        with their mean spread (else None: the temperature as it is). Where nothing can be held out, a third of the
-        spread of the scores. Only as many folds are fitted as give CALIBRATION_ROWS held-out scores (all ten up
-        to 600 support rows; three of ten at 2,000)."""
-        settings = {**self.resolved(params), "temperature": 1.0}
-        smallest = int(np.bincount(codes).min())
-        if smallest < 2:
-            scores = folds.fit(X, codes, settings).class_scores(X)
-            return (float(np.std(scores) / 3.0) if np.std(scores) > 0 else 1.0), "scores", None
-        assignment = stratified_folds(codes, min(CALIBRATION_FOLDS, smallest), seed)
-        held, own, truth, held_out = [], [], [], 0
-        shared = folds.shared(X, codes, settings)
-        for f in np.unique(assignment):
-            if held_out >= CALIBRATION_ROWS:
-                break
-            train, test = assignment != f, assignment == f
-            if shared is not None:  # ridge heads: their scores' scale does not grow with their rows
-                present, (fold_scores,) = shared.scores(test, [settings[shared.setting]])
-                held.append(fold_scores.float().cpu().numpy())
-            else:
-                model = folds.fit(X[train], codes[train], settings)
-                present = model.present
-                held.append(model.held_out_scores(X[test]))
-                rows = np.flatnonzero(train)
-                sample = stratified_sample(codes[rows], CALIBRATION_ROWS, seed)
-                own.append(model.held_out_scores(X[rows if sample is None else rows[sample]]))
-            truth.append(np.searchsorted(present, codes[test]))
-            held_out += int(test.sum())
-        truth = np.concatenate(truth)
-        candidates = ["scores"] + (["log"] if all((scores > 0).all() for scores in held + own) else [])
-        best = None
-        for logits in candidates:
-            spreads = [score_spread(as_logits(scores, logits)) for scores in own]
-            relative = bool(own) and all(np.isfinite(spread) and spread > 0 for spread in spreads)
-            fold_logits = np.concatenate([as_logits(scores, logits) / (spreads[i] if relative else 1.0)
-                                          for i, scores in enumerate(held)])
-            loss, temperature = _fitted_temperature(fold_logits, truth)
-            if best is None or loss < best[0]:
-                best = (loss, temperature, logits, float(np.mean(spreads)) if relative else None)
-        return best[1:]
+            self.report["tuned_on_rows"] = rows
 
     @classmethod
     def _choose_method(cls, params: dict[str, Any], X: np.ndarray, codes: np.ndarray, folds: FoldFitter,
@@ -277,7 +200,8 @@ class Tuning:
                 else float("nan")
         method = within_one_standard_error(accuracies, len(codes)) if smallest >= 2 else AUTO_CANDIDATES[0]
         tuning = tunings[method]
-        tuning.values = {"method": method, "method_cv_accuracy": round(accuracies[method], 6), **tuning.values}
+        tuning.values = {"method": method, **tuning.values}
+        tuning.report["method_cv_accuracy"] = round(accuracies[method], 6)
         tuning.base = dict(PRESETS[method].settings)
         tuning.method_scores = accuracies
         return tuning
@@ -307,7 +231,7 @@ class Tuning:
                 settings = {**params, **tuning.values, name: value}
                 return float((folds.fit(X[train], codes[train], settings).predict(X[test]) == codes[test]).mean())
 
-            tuning.rules[name] = SETTINGS[name].choose(codes, score, seed=seed)
+            tuning.rules[name] = SETTINGS[name].chooser()(codes, score, seed=seed)
         return tuning
 
     def _choose_values(self, params: dict[str, Any], names: list[str], rules: list[str], X: np.ndarray,
@@ -337,9 +261,8 @@ class Tuning:
 
     def resolved(self, params: dict[str, Any]) -> dict[str, Any]:
         """`params` with every "auto" replaced by what was chosen (with method="auto", the chosen method's
-        settings)."""
-        values = {name: value for name, value in self.values.items() if name in SETTINGS}
-        return {**params, **self.base, **values, **self.rules}
+        settings); the temperature is the calibration's."""
+        return {**params, **self.base, **self.values, **self.rules}
 
     def for_folds(self, params: dict[str, Any], counts: np.ndarray, n_folds: int) -> dict[str, Any]:
         """The settings of models fitted on all folds but one (calibration): a rule gives one value for them."""
@@ -348,12 +271,16 @@ class Tuning:
     def state(self) -> dict[str, Any]:
         """Its part of a classifier file."""
         ratio = next((rule.ratio for rule in self.rules.values() if isinstance(rule, ProxyRatio)), None)
-        return {"tuned": dict(self.values), "proxy_ratio": ratio}
+        return {"tuned": dict(self.values), "proxy_ratio": ratio, "tuning": dict(self.report)}
 
     @classmethod
     def restore(cls, meta: dict[str, Any], params: dict[str, Any]) -> Tuning:
-        """The component saved by ``state`` (the rule-chosen settings of `params` get the saved ratio)."""
-        values = dict(meta.get("tuned") or {})
+        """The component saved by ``state`` (the rule-chosen settings of `params` get the saved ratio). A file
+        before imprint 0.3 kept the report and the temperature among the tuned values: they are sorted out here
+        (the temperature is the calibration's)."""
+        recorded = dict(meta.get("tuned") or {})
+        values = {name: value for name, value in recorded.items() if name in SETTINGS and name != "temperature"}
+        report = {**{name: recorded[name] for name in REPORT if name in recorded}, **(meta.get("tuning") or {})}
         method = values.get("method")
         base = dict(PRESETS[method].settings) if method in PRESETS and chooses_method(params) else {}
         settings = {**params, **base}
@@ -361,4 +288,4 @@ class Tuning:
         if meta.get("proxy_ratio") is not None:
             rules = {name: ProxyRatio(float(meta["proxy_ratio"]))
                      for name in rule_settings(settings, SETTINGS.active(settings))}
-        return cls(values, rules, base=base)
+        return cls(values, rules, base=base, report=report)

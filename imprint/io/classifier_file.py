@@ -2,10 +2,12 @@
 
 The file names its stages (a word per slot, with their options and fitted arrays); it never holds code.
 Loading looks each stage up in the registries, so a stage from a plug-in needs its module imported first;
-a missing one is named in a one-line error. A SHA-256 over the metadata and the arrays is stored (format 3)
-and verified, so a file altered on disk (its arrays, or its class names, settings or format fields) is
-refused rather than used. Files of formats 1 (imprint 0.1) and 2 (arrays checksummed) are read and upgraded,
-but only when they really are of that format.
+a missing one is named in a one-line error. A SHA-256 over the metadata and the arrays is stored (formats 3
+and 4) and verified, so a file altered on disk (its arrays, or its class names, settings or format fields) is
+refused rather than used. Format 4 (imprint 0.3) keeps the calibration (``calibration``) and the record of how
+settings were chosen (``tuning``) apart from the chosen values (``tuned``), and what the classifier was fitted on
+(``fitted_on``, ``support.digests``). Files of formats 1 (imprint 0.1), 2 (arrays checksummed) and 3 are read
+and upgraded, but only when they really are of that format.
 """
 from __future__ import annotations
 
@@ -25,8 +27,8 @@ from imprint.core.atomic import atomic_write_bytes
 from imprint.core.errors import UserError, printable
 
 FORMAT = "imprint-classifier"
-FORMAT_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
 HEADER_LIMIT = 1 << 27  # a classifier's JSON header is far smaller; a larger one is not a classifier file
 
 
@@ -77,30 +79,34 @@ class FileSummary:
     proxy_counts: list[int]
     settings: dict[str, Any]
     active: list[str]  # the settings that matter for its stages
-    tuned: dict[str, Any]  # values chosen on the support set
+    tuned: dict[str, Any]  # values chosen on the support set, how they were chosen, the calibrated temperature
     proxy_ratio: float | None  # k="auto": proxies per support sample
     threshold: float | None  # rejection threshold, with a rejection score
     text_classes: int | None  # classes with a zero-shot text weight, with a text blend
     text_scale: float | None
-    provenance: Any  # imprint.estimator.provenance.Provenance: what it was fitted on, or None
+    fitted_on: dict[str, Any] | None  # the source, the held-out accuracy (imprint.estimator.provenance), or None
+    support_images: int | None  # distinct support images whose digests it records, or None
 
 
 def summarize(path: str | os.PathLike) -> FileSummary:
     """The checked contents of a classifier file, in words a description can use."""
-    from imprint.estimator.provenance import Provenance
-
     meta, arrays = read_classifier(path)
     settings = meta["settings"]
-    text = arrays.get("text.weights")
-    try:
-        provenance = Provenance.restore(meta, arrays)
-    except ValueError as exc:
-        raise ClassifierFileError(f"{printable(path)} is an inconsistent classifier file ({exc}); refit or restore "
-                                  "it from a copy") from None
+    text, digests = arrays.get("text.weights"), arrays.get("support.digests")
     return FileSummary(meta["format_version"], meta.get("encoder"), meta["embedding_dim"], meta["classes"],
                        np.asarray(arrays["proxy_counts"]).astype(int).tolist(), settings,
-                       list(meta.get("active") or settings), dict(meta.get("tuned") or {}), meta.get("proxy_ratio"),
-                       meta.get("threshold"), None if text is None else len(text), meta.get("text_scale"), provenance)
+                       list(meta.get("active") or settings), _chosen(meta), meta.get("proxy_ratio"),
+                       meta.get("threshold"), None if text is None else len(text), meta.get("text_scale"),
+                       meta.get("fitted_on"), None if digests is None else len(digests))
+
+
+def _chosen(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a file says was chosen on the support set, in one mapping for a description: the values, how they were
+    chosen and, where it was calibrated, the temperature."""
+    chosen = {**(meta.get("tuned") or {}), **(meta.get("tuning") or {})}
+    if meta["settings"].get("temperature") == "auto" and meta.get("calibration"):
+        chosen["temperature"] = meta["calibration"]["temperature"]
+    return chosen
 
 
 def write_classifier(path: str | os.PathLike, meta: dict[str, Any],
@@ -187,7 +193,7 @@ def read_classifier(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray
     shown, version = printable(path), meta["format_version"]
     altered = ClassifierFileError(f"{shown} has been altered or damaged since it was written (it does not match its "
                                   "checksum); refit or restore the file from a copy")
-    if version == 3 and meta.get("digest") != file_digest(meta, tensors):
+    if version >= 3 and meta.get("digest") != file_digest(meta, tensors):
         raise altered
     if version == 2 and ("digest" in meta or meta.get("sha256") != tensors_digest(tensors)):
         raise altered
@@ -256,7 +262,7 @@ def check_header(meta: dict, tensors: dict[str, np.ndarray], shown: str) -> None
         raise bad("embedding_dim", "a positive whole number")
     if meta.get("encoder") is not None and not isinstance(meta["encoder"], str):
         raise bad("encoder", "an encoder id (text) or null")
-    for field in ("tuned", "plugins"):
+    for field in ("tuned", "plugins", "tuning"):
         value = meta.get(field) if meta.get(field) is not None else {}
         if not isinstance(value, dict) or not all(isinstance(k, str) and _plain(v) for k, v in value.items()):
             raise bad(field, "a mapping of names to plain values")
@@ -304,6 +310,22 @@ def check_header(meta: dict, tensors: dict[str, np.ndarray], shown: str) -> None
         raise bad("settings.reject", "what its stages and arrays say (whether it rejects unknown images)")
     if rejects and meta.get("threshold") is None:
         raise bad("threshold", "recorded for a classifier that rejects unknown images")
+    calibration = meta.get("calibration")
+    if calibration is not None and (not isinstance(calibration, dict) or not _number(calibration.get("temperature"))
+                                    or calibration["temperature"] <= 0 or calibration.get("logits") not in
+                                    ("scores", "log")):
+        raise bad("calibration", "a positive temperature and what it divides ('scores' or 'log')")
+    fitted_on = meta.get("fitted_on")
+    if fitted_on is not None:
+        accuracy, images = (fitted_on.get("held_out_accuracy"), fitted_on.get("held_out_images")) \
+            if isinstance(fitted_on, dict) else (None, None)
+        if not isinstance(fitted_on, dict) or not isinstance(fitted_on.get("source"), str) or \
+                not (accuracy is None or _number(accuracy) and 0 <= accuracy <= 1) or \
+                not (images is None or isinstance(images, int) and not isinstance(images, bool) and images >= 0):
+            raise bad("fitted_on", "a source with the held-out accuracy (0 to 1) and image count, or null")
+    digests = tensors.get("support.digests")
+    if digests is not None and (digests.dtype != np.uint64 or digests.ndim != 1):
+        raise bad("support.digests", "one 64-bit digest per support image")
     if "text.weights" in tensors:
         weights, scale = tensors["text.weights"], meta.get("text_scale")
         if weights.shape != (len(classes), dim) or not _number(scale) or scale <= 0:

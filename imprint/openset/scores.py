@@ -25,18 +25,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from imprint.core.settings import AUTO, Registry, Setting
+from imprint.core.settings import AUTO
+from imprint.openset import REJECTORS
 from imprint.stages.covariance import Scatter, precision, shrunk_covariance
 from imprint.stages.norm import unit_rows
-
-REJECTORS: Registry[type[Rejector]] = Registry("reject")
-
-REJECT_RATE = Setting("reject_rate", float, 0.05, "share of known-class images that may be rejected as unknown "
-                      "(a conformal threshold on the support set keeps the rate at most this, in expectation)",
-                      low=0.0, high=1.0, open_low=True, open_high=True)
-UNKNOWN_LABEL = Setting("unknown_label", object, AUTO, "label predicted for rejected queries; auto: 'unknown' for "
-                        "string classes, -1 for integer classes", auto=True)
-COMMON = [REJECT_RATE, UNKNOWN_LABEL]
 
 
 class Rejector:
@@ -81,7 +73,6 @@ class Rejector:
             setattr(self, name, value)
 
 
-@REJECTORS.register("max_score", settings=COMMON)
 class MaxScore(Rejector):
     """Minus the best class score (for cosine heads: one minus the best cosine)."""
 
@@ -91,7 +82,6 @@ class MaxScore(Rejector):
         return -class_scores.max(dim=1).values
 
 
-@REJECTORS.register("energy", settings=COMMON)
 class Energy(Rejector):
     """Minus the free energy T log sum exp(scores / T) of the class scores (T: the classifier's temperature)."""
 
@@ -106,9 +96,6 @@ class Energy(Rejector):
         return -self.temperature * torch.logsumexp(class_scores.double() / self.temperature, dim=1)
 
 
-KNN_K = Setting("knn_k", int, AUTO, "knn: which nearest support sample's similarity scores a query; auto: a tenth "
-                "of the smallest class's size, from 1 to 50 (a k beyond a class's modes blurs known and unknown)",
-                low=1, auto=True)
 
 
 def auto_knn_k(counts: np.ndarray) -> int:
@@ -116,7 +103,6 @@ def auto_knn_k(counts: np.ndarray) -> int:
     return max(1, min(50, int(np.min(counts)) // 10))
 
 
-@REJECTORS.register("knn", settings=[*COMMON, KNN_K])
 class KNN(Rejector):
     """Minus the cosine similarity to the k-th nearest support sample in the classifier's query space."""
 
@@ -157,7 +143,6 @@ class KNN(Rejector):
         return {"support": self.support}
 
 
-@REJECTORS.register("mahalanobis", settings=COMMON)
 class MahalanobisPlusPlus(Rejector):
     """Smallest squared Mahalanobis distance of the L2-normalised embedding to a class mean (shared, shrunk
     Ledoit-Wolf covariance): Mahalanobis++."""
@@ -192,11 +177,8 @@ class MahalanobisPlusPlus(Rejector):
         return {"means": self.means, "precision": self.precision, "counts": self.counts}
 
 
-NECO_DIM = Setting("neco_dim", int, AUTO, "neco: dimension of the principal subspace; auto: the fewest principal "
-                   "directions holding 90% of the support set's variance", low=1, auto=True)
 
 
-@REJECTORS.register("neco", settings=[*COMMON, NECO_DIM])
 class NECO(Rejector):
     """One minus the share of the centred, L2-normalised embedding's norm in the support set's principal
     subspace."""

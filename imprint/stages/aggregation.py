@@ -10,14 +10,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from imprint.core.settings import Registry, Setting
-
-AGGREGATIONS: Registry[type[Aggregation]] = Registry("aggregation")
-MNN_WEIGHTINGS = ("uniform", "distance")
-
-M = Setting("m", int, 1, "mnn: how many nearest proxies vote", low=1, shown=True)
-MNN_WEIGHTS = Setting("mnn_weights", str, "uniform", "mnn: uniform votes or inverse-distance weights",
-                      choices=MNN_WEIGHTINGS)
+from imprint.stages import AGGREGATIONS, MNN_WEIGHTS
 
 
 class Aggregation(nn.Module):
@@ -63,21 +56,18 @@ class _SegmentReduce(Aggregation):
         return total_scores / counts.to(scores.device, scores.dtype) if self.reduce == "mean" else total_scores
 
 
-@AGGREGATIONS.register("max")
 class MaxAggregation(_SegmentReduce):
     """Class score = best score among the class's proxies (1-NN over proxies)."""
 
     reduce = "max"
 
 
-@AGGREGATIONS.register("mean")
 class MeanAggregation(_SegmentReduce):
     """Class score = mean score of the class's proxies."""
 
     reduce = "mean"
 
 
-@AGGREGATIONS.register("sum")
 class SumAggregation(_SegmentReduce):
     """Class score = sum of its proxies' scores (Tip-Adapter's cache logits with the kernel metric)."""
 
@@ -85,7 +75,6 @@ class SumAggregation(_SegmentReduce):
     shift_invariant = False  # classes with more proxies gain more from a shift
 
 
-@AGGREGATIONS.register("mnn", settings=[M, MNN_WEIGHTS])
 class MNNAggregation(Aggregation):
     """The m nearest proxies vote; class score = share of the (optionally distance-weighted) votes.
 

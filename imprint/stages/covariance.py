@@ -16,30 +16,9 @@ import torch
 from torch import Tensor
 
 from imprint.core.errors import UserError
-from imprint.core.settings import AUTO, Setting
+from imprint.stages.heads import ESTIMATORS
 
-ESTIMATORS = ("ledoit_wolf", "oas", "gda")
 ROW_BLOCK = 1 << 12  # rows per block: float32 sums of 4096 products, then float64
-FIXED_CANDIDATES = (0.05, 0.2, 0.5, 0.8)
-
-
-def _shrinkage_candidates(**_: object) -> list[object]:
-    return [*ESTIMATORS, *FIXED_CANDIDATES]
-
-
-def _carried_shrinkage(value: object, ratio: float) -> object:
-    """A fixed shrinkage chosen on n rows, for ratio * n rows: the identity keeps the same weight counted in rows
-    (a = n0 / (n0 + n), as the trace rule's a = d / (d + n)), so a larger set is shrunk less. An estimator
-    computes its own amount from the rows it is given."""
-    if isinstance(value, str) or not 0.0 < float(value) < 1.0:
-        return value
-    return float(value) / (float(value) + (1.0 - float(value)) * ratio)
-
-
-SHRINKAGE = Setting("shrinkage", float, AUTO, "covariance shrinkage towards a multiple of the identity: a number "
-                    "in [0, 1], ledoit_wolf, oas or gda (trace rule of the GDA paper); auto: chosen by "
-                    "cross-validation on the support set", low=0.0, high=1.0, words=ESTIMATORS, auto=True,
-                    tunable=_shrinkage_candidates, carry=_carried_shrinkage)
 
 
 def second_moment(R: Tensor) -> Tensor:

@@ -16,38 +16,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
-import imprint.stages.auto_k as auto_k
-from imprint.core.settings import Registry, Setting
 from imprint.core.support import Support, class_means  # class_means: also for plug-in generators
+from imprint.stages import GENERATORS
 from imprint.stages.kmeans import batched_kmeans, class_starts, faiss_kmeans, gather_padded, size_buckets
 
 Generator = Callable[[Tensor, Tensor, dict[str, Any]], tuple[Tensor, Tensor]]
-GENERATORS: Registry[Generator] = Registry("generation")
-KMEANS_BACKENDS = ("batched", "faiss")
-
-K = Setting("k", int, 20, "proxies per class (a class with fewer samples uses all of them); auto (kmeans): "
-            "chosen on the support set", low=1, auto=True, shown=True, capped=True, choose=auto_k.choose)
-KMEANS_BACKEND = Setting("kmeans_backend", str, "batched", "batched (all classes at once, torch) or faiss "
-                         "(per-class FAISS k-means)", choices=KMEANS_BACKENDS)
-KMEANS_MAX_ITER = Setting("kmeans_max_iter", int, 100, "Lloyd iterations of k-means at most", low=1)
-LS_LAMBDA = Setting("ls_lambda", float, 1e-4, "ridge term of the ls/kls oracles", low=0.0)
 
 ROW_CHUNK = 1 << 16
 
 
-@GENERATORS.register("mean", one_per_class=True, streaming=True)
 def mean_proxies(X: Support, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """One proxy per class: the class mean (Qi et al. 2018); k is ignored."""
     return class_means(X, counts).float(), torch.ones_like(counts)
 
 
-@GENERATORS.register("all")
 def all_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """Every support sample is a proxy (k = n_c); k is ignored."""
     return X, counts
 
 
-@GENERATORS.register("kmeans", settings=[K, KMEANS_BACKEND, KMEANS_MAX_ITER], per_class_rules=True, streaming=True)
 def kmeans_proxies(X: Support | Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """k-means centroids per class (seeded k-means++; batched over classes or per-class FAISS)."""
     k, seed, max_iter = options["k"], options.get("seed", 0), options.get("kmeans_max_iter", 100)
@@ -58,7 +45,6 @@ def kmeans_proxies(X: Support | Tensor, counts: Tensor, options: dict[str, Any])
     return clusters.centroids, clusters.counts
 
 
-@GENERATORS.register("random", settings=[K])
 def random_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """k support samples per class drawn at random without replacement (seeded)."""
     k = options["k"]
@@ -70,7 +56,6 @@ def random_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[
     return X[keep.to(X.device)], counts.clamp(max=k)
 
 
-@GENERATORS.register("fps", settings=[K])
 def farthest_point_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """Farthest-point sampling per class from a random first sample: k well-spread samples."""
     k = options["k"]
@@ -97,7 +82,6 @@ def farthest_point_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -
     return out, k_per_class
 
 
-@GENERATORS.register("kmedoids", settings=[K])
 def kmedoids_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """k-medoids (FasterPAM, from the maintained `kmedoids` package) per class; O(n_c^2) memory."""
     import kmedoids
@@ -127,14 +111,12 @@ def _least_squares(X: Tensor, targets: Tensor, ls_lambda: float) -> Tensor:
     return torch.linalg.solve(A, targets.T).T / targets.shape[0]
 
 
-@GENERATORS.register("ls", oracle=True, one_per_class=True, settings=[LS_LAMBDA])
 def least_squares_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """Oracle: least-squares classifier W = (1/C) M (Sigma_T + mu mu^T + lambda I)^-1 (uses all classes)."""
     return _least_squares(X, class_means(X, counts), options.get("ls_lambda", 1e-4)).to(X.dtype), \
         torch.ones_like(counts)
 
 
-@GENERATORS.register("kls", oracle=True, settings=[K, LS_LAMBDA])
 def cluster_least_squares_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tuple[Tensor, Tensor]:
     """Oracle: least squares over the k-means clusters of every class, regrouped by class."""
     centroids, k_counts = kmeans_proxies(X, counts, options)

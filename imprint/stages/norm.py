@@ -13,11 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from imprint.core.settings import AUTO, CHAIN, Registry, Setting
+from imprint.core.settings import AUTO, CHAIN
+from imprint.stages import NORMS, QUANTILE_REFERENCE
 
-NORMS: Registry[type[Norm]] = Registry("normalisation")
 UNIT_TOLERANCE = 1e-6  # rows this close to unit norm are left as they are by l2
-QUANTILE_REFERENCES = ("pooled", "sequential")
 ROW_BLOCK = 1 << 15  # rows per block when a stage accumulates statistics
 
 
@@ -60,7 +59,6 @@ class Norm(nn.Module):
         return None
 
 
-@NORMS.register("none")
 class NoNorm(Norm):
     """Leave rows unchanged."""
 
@@ -80,7 +78,6 @@ def unit_rows(X: Tensor) -> Tensor:
     return X / torch.linalg.vector_norm(X, dim=1, keepdim=True).clamp_min(1e-12)
 
 
-@NORMS.register("l2")
 class L2Norm(Norm):
     """Scale each row to unit Euclidean norm (all-zero rows stay zero)."""
 
@@ -99,7 +96,6 @@ class L2Norm(Norm):
         return X * scale[:, None]  # one pass over X (measured 2.2x faster than dividing, then choosing rows)
 
 
-@NORMS.register("center")
 class CenterNorm(Norm):
     """Subtract the mean of the fitting set (the support embeddings): with l2 after it, SimpleShot's CL2N.
     As norm_inf it subtracts the same support mean from queries."""
@@ -129,11 +125,6 @@ class CenterNorm(Norm):
         return {} if self.mean is None else {"mean": self.mean}
 
 
-TUKEY_POWER = Setting("tukey_power", float, 0.5, "exponent of the tukey power transform sign(x)|x|^p",
-                      low=0.0, open_low=True, high=1.0)
-
-
-@NORMS.register("tukey", settings=[TUKEY_POWER])
 class TukeyNorm(Norm):
     """Tukey's power transform sign(x) |x|^p (p = tukey_power): makes skewed features more Gaussian (FeCAM)."""
 
@@ -156,12 +147,6 @@ def _quantile_grid(values: np.ndarray, d: int) -> np.ndarray:
     return np.quantile(values.astype(np.float64, copy=False).ravel(), probs).astype(np.float32)
 
 
-QUANTILE_REFERENCE = Setting("quantile_reference", str, "pooled",
-                             "reference of quantile NORM: pooled (order-independent) or sequential (the paper's)",
-                             choices=QUANTILE_REFERENCES)
-
-
-@NORMS.register("quantile", settings=[QUANTILE_REFERENCE])
 class QuantileNorm(Norm):
     """Replace each row's entries, in rank order, by the quantiles of a reference distribution.
 
@@ -213,16 +198,6 @@ class QuantileNorm(Norm):
         return {} if self.values is None else {"values": self.values}
 
 
-def _projection_candidates(n_samples: int, n_features: int, **_: object) -> list[int]:
-    return sorted({min(4096, max(256, factor * n_features)) for factor in (2, 4)})
-
-
-PROJECTION_DIM = Setting("projection_dim", int, AUTO,
-                         "width of the random_relu projection (RanPAC's M); auto: chosen by cross-validation "
-                         "between 2x and 4x the embedding width (at most 4096)",
-                         low=1, auto=True, tunable=_projection_candidates)
-
-
 @lru_cache(maxsize=4)
 def _gaussian(seed: int, rows: int, cols: int) -> Tensor:
     """The seeded Gaussian matrix, drawn once per process (cross-validation fits the projection on every fold;
@@ -230,7 +205,6 @@ def _gaussian(seed: int, rows: int, cols: int) -> Tensor:
     return torch.randn(rows, cols, generator=torch.Generator().manual_seed(seed))
 
 
-@NORMS.register("random_relu", settings=[PROJECTION_DIM])
 class RandomReLU(Norm):
     """RanPAC's random projection: ReLU(x W) with W a fixed Gaussian d x M matrix (seeded by `seed`)."""
 

@@ -57,7 +57,6 @@ def evaluate(clf: Any, X: np.ndarray, y: np.ndarray) -> Evaluation:
     gets its best class) and the rejection of these known-class images is reported beside it."""
     from sklearn.metrics import precision_recall_fscore_support
 
-    from imprint.estimator.calibration import expected_calibration_error
 
     proba = clf.predict_proba(X)
     rejects = getattr(clf, "reject", None) is not None
@@ -200,3 +199,53 @@ def evaluate_folder(classifier: Any, folder: str | Path, *, unknown: str | Path 
         X_unknown, _ = embedder(unknown_paths)
         result.open_set = evaluate_open_set(classifier, X, labels, X_unknown)
     return result
+
+
+BINS = 15  # equal-width confidence bins of the expected calibration error
+
+
+def expected_calibration_error(proba: np.ndarray, truth: Sequence[int], bins: int = BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by the share of samples in each
+    (the top class's probability as the confidence)."""
+    proba = np.asarray(proba)
+    truth = np.asarray(truth)
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == truth
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    error = 0.0
+    for b in range(bins):
+        members = which == b
+        if members.any():
+            error += members.mean() * abs(correct[members].mean() - confidence[members].mean())
+    return float(error)
+
+
+def reliability_png(proba: np.ndarray, truth: Sequence[int], title: str, bins: int = BINS) -> bytes:
+    """A reliability diagram (accuracy against confidence per bin, with the diagonal of perfect calibration and
+    the share of samples per bin), as PNG bytes signed as imprint's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from imprint.io.png import png_bytes
+
+    proba, truth = np.asarray(proba), np.asarray(truth)
+    confidence, correct = proba.max(axis=1), proba.argmax(axis=1) == truth
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
+    centres = (edges[:-1] + edges[1:]) / 2
+    accuracy = np.array([correct[which == b].mean() if (which == b).any() else np.nan for b in range(bins)])
+    share = np.array([(which == b).mean() for b in range(bins)])
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(5.5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
+    top.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect calibration")
+    top.bar(centres, np.nan_to_num(accuracy), width=1 / bins, edgecolor="black", alpha=0.7, label="accuracy")
+    top.set(ylabel="accuracy in the bin", xlim=(0, 1), ylim=(0, 1),
+            title=f"{title}\nexpected calibration error {expected_calibration_error(proba, truth, bins):.3f} "
+                  f"over {len(truth)} images")
+    top.legend(loc="upper left")
+    bottom.bar(centres, share, width=1 / bins, edgecolor="black", color="tab:gray")
+    bottom.set(xlabel="confidence (probability of the predicted class)", ylabel="share of images")
+    figure.tight_layout()
+    return png_bytes(figure, dpi=120)

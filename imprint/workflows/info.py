@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from imprint.core.presets import PRESETS
+from imprint.estimator.provenance import describe as describe_provenance
 from imprint.io.classifier_file import summarize
 
 PIPELINE = ("norm_pre", "generation", "norm_post", "norm_inf", "metric", "aggregation")
@@ -28,8 +29,8 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
     info = {"format_version": summary.format_version, "encoder": summary.encoder,
             "embedding_dim": summary.embedding_dim, "classes": summary.classes, "proxy_counts": counts,
             "proxies": int(sum(counts)), "pipeline": pipeline, "settings": shown, "tuned": summary.tuned}
-    if summary.provenance is not None:
-        info["fitted_on"] = summary.provenance.describe()
+    if summary.fitted_on is not None:
+        info["fitted_on"] = describe_provenance(summary.fitted_on, summary.support_images)
     if settings.get("reject") is not None and summary.threshold is not None:
         info["rejection"] = (f"rejection: {settings['reject']} score, at most {settings.get('reject_rate')} of "
                              f"known images rejected: threshold {summary.threshold:.4g} (unknown scores above it are "

@@ -10,7 +10,7 @@ from sklearn.metrics import f1_score
 
 from imprint.core.errors import UserError
 from imprint.core.settings import Registry
-from imprint.estimator.calibration import expected_calibration_error
+from imprint.workflows.evaluate import expected_calibration_error
 
 PROTOCOLS: Registry[type["Protocol"]] = Registry("protocol")
 
