@@ -105,7 +105,7 @@ def test_embed_writes_embeddings_labels_and_paths(tmp_path, capsys, messy_folder
 
 
 def test_the_command_exits_with_its_code_after_threads_exit_handlers_and_output(tmp_path):
-    """The `imprint` command skips only the interpreter's module teardown: a running non-daemon thread is waited
+    """The `imprint` command exits as Python does (no private shortcut): a running non-daemon thread is waited
     for, exit handlers run, every line of output arrives and the exit code is main's."""
     import subprocess
 

@@ -264,7 +264,7 @@ def test_ridge_folds_score_as_a_fit_per_fold_would(real_embeddings, monkeypatch,
     import imprint.stages.ridge_solve as ridge_solve
     from imprint.core.presets import PRESETS
     from imprint.core.sampling import stratified_folds
-    from imprint.estimator.pipeline import FoldFitter
+    from imprint.estimator.folds import FoldFitter
 
     if not whole_kernel:
         monkeypatch.setattr(ridge_solve, "KERNEL_BYTES", 0)
@@ -300,7 +300,7 @@ def test_a_fold_scores_its_held_out_rows_from_the_residual_spectrum_as_its_solve
     gives: from the n x n spectrum of its residuals with few rows, else by triangular solves with a Cholesky
     factor."""
     from imprint.core.presets import PRESETS
-    from imprint.estimator.pipeline import FoldFitter
+    from imprint.estimator.folds import FoldFitter
 
     Xs, ys, Xq, _ = real_embeddings("fashion_mnist")
     folds = FoldFitter(torch.device("cpu"), None, 0)
@@ -320,7 +320,7 @@ def test_folds_share_statistics_only_where_every_fold_would_see_the_same_rows(da
     """Folds share one transformed support set only where the transformation learns nothing from its rows, the
     queries go through it too, each class has one proxy scored as it is and no zero-shot text is blended."""
     from imprint.core.presets import PRESETS
-    from imprint.estimator.pipeline import FoldFitter
+    from imprint.estimator.folds import FoldFitter
 
     X, y = data
     ranpac = {**PRESETS["ranpac"].settings, "projection_dim": 64, "ridge_lambda": 0.1, "seed": 0}

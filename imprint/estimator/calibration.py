@@ -18,7 +18,8 @@ from imprint.core.sampling import stratified_folds, stratified_sample
 from imprint.core.settings import AUTO
 
 if TYPE_CHECKING:
-    from imprint.estimator.pipeline import FoldFitter, Pipeline
+    from imprint.estimator.folds import FoldFitter
+    from imprint.estimator.pipeline import Pipeline
     from imprint.estimator.tuning import Tuning
 
 CALIBRATION_SAMPLE = 50_000  # the temperature's folds read a stratified sample of this many rows at most (memory)

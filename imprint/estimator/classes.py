@@ -14,8 +14,8 @@ from imprint.core.errors import UserError
 from imprint.core.settings import AUTO
 from imprint.core.validation import check_embeddings, check_labels
 from imprint.estimator.configuration import check_settings
+from imprint.estimator.folds import FoldFitter
 from imprint.estimator.open_set import OpenSet
-from imprint.estimator.pipeline import FoldFitter
 from imprint.estimator.taught import Examples
 from imprint.estimator.text_blend import ZeroShotText
 

@@ -29,8 +29,9 @@ from imprint.estimator import classes as classes_
 from imprint.estimator import saving
 from imprint.estimator.calibration import Calibration
 from imprint.estimator.configuration import check_settings, is_oracle, method_settings, parameter_names
+from imprint.estimator.folds import FoldFitter
 from imprint.estimator.open_set import OpenSet
-from imprint.estimator.pipeline import FoldFitter, Pipeline
+from imprint.estimator.pipeline import Pipeline
 from imprint.estimator.provenance import Provenance
 from imprint.estimator.taught import Examples
 from imprint.estimator.text_blend import TEXT_ONLY_FIX, ZeroShotText, needs_text

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from imprint.core.sampling import stratified_folds
-from imprint.estimator.pipeline import FoldFitter, Pipeline, stage_records, stage_states
+from imprint.estimator.folds import FoldFitter
+from imprint.estimator.pipeline import Pipeline, stage_records, stage_states
 from imprint.openset import REJECTORS
 from imprint.openset.conformal import margins as true_margins
 from imprint.openset.conformal import minimum_samples, prediction_sets, threshold

@@ -28,7 +28,7 @@ from imprint.core.presets import AUTO_CANDIDATES, PRESETS
 from imprint.core.sampling import stratified_folds, stratified_sample
 from imprint.core.settings import AUTO, SETTINGS, PerClassRule
 from imprint.estimator.configuration import TEXT_ALPHA, chooses_method, with_method
-from imprint.estimator.pipeline import FoldFitter
+from imprint.estimator.folds import FoldFitter
 from imprint.stages.auto_k import ProxyRatio
 
 FOLDS = 3

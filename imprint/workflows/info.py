@@ -6,6 +6,8 @@ import os
 from typing import Any
 
 from imprint.core.presets import PRESETS
+from imprint.core.settings import SETTINGS
+from imprint.estimator.configuration import parameter_names
 from imprint.estimator.provenance import describe as describe_provenance
 from imprint.io.classifier_file import summarize
 
@@ -39,12 +41,15 @@ def describe(path: str | os.PathLike) -> dict[str, Any]:
         alpha = summary.tuned.get("text_alpha", settings.get("text_alpha"))
         info["zero_shot"] = (f"zero-shot text blend: class scores + {alpha} x {summary.text_scale:.4g} x cosine with "
                              f"the text weight of each of {summary.text_classes} classes")
-    k = settings.get("k")  # the paper's proxies per class, as the file's settings name them
-    if "k" in active and isinstance(k, int) and counts and min(counts) < k:
-        short = sum(c < k for c in counts)
-        info["note"] = (f"k={k}: {short} of {len(counts)} classes have fewer than {k} proxies (a class with fewer "
-                        "support samples than k uses all of them)")
-    elif k == "auto" and summary.proxy_ratio is not None:
-        info["note"] = (f"k=auto: {summary.proxy_ratio:.3f} proxies per support sample, shared out by class spread "
-                        f"({min(counts)} to {max(counts)} per class)")
+    for name in parameter_names():  # a count of proxies per class (k), capped at the class's samples, or by rule
+        setting, value = SETTINGS[name], settings.get(name)
+        if name not in active or not setting.capped:
+            continue
+        if isinstance(value, int) and counts and min(counts) < value:
+            short = sum(c < value for c in counts)
+            info["note"] = (f"{name}={value}: {short} of {len(counts)} classes have fewer than {value} proxies (a "
+                            f"class with fewer support samples than {name} uses all of them)")
+        elif value == "auto" and summary.proxy_ratio is not None:
+            info["note"] = (f"{name}=auto: {summary.proxy_ratio:.3f} proxies per support sample, shared out by class "
+                            f"spread ({min(counts)} to {max(counts)} per class)")
     return info
