@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "fashion"
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+FIXTURES = TESTS / "fixtures"
+EXAMPLES = ROOT / "examples" / "fashion"
 BAGS = sorted((EXAMPLES / "bag").glob("*.png"))
 
 

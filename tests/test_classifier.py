@@ -350,3 +350,12 @@ def test_a_resigned_file_with_a_nan_in_its_arrays_is_refused_on_load(tmp_path, m
     meta["digest"] = file_digest(meta, arrays)
     save_file(arrays, path, metadata={"imprint": json.dumps(meta)})
     one_line_error(lambda: ImprintClassifier.load(path), f"{name} must be finite numbers", ClassifierFileError)
+
+
+def test_a_preset_with_its_own_stage_changed_runs_that_stage_as_a_custom_method(mixture):
+    X, y = mixture
+    changed = ImprintClassifier.from_preset("gda", generation="kmeans", k=3).fit(X, y)
+    assert changed.get_params()["method"] == "custom" and changed.get_params()["metric"] == "mahalanobis"
+    assert changed.proxy_counts_.tolist() == [3] * 6  # generation="kmeans" is the default stage, yet it runs
+    same = ImprintClassifier.from_preset("gda", seed=1)
+    assert same.get_params()["method"] == "gda"  # a setting the preset does not set keeps its name

@@ -273,7 +273,7 @@ def cmd_fewshot(args: argparse.Namespace) -> None:
     from imprint.core.presets import preset_settings
     from imprint.workflows.fewshot import episodes
 
-    settings = {**(preset_settings(args.preset) if args.preset else {}), **classifier_settings(args)}
+    settings = preset_settings(args.preset, classifier_settings(args)) if args.preset else classifier_settings(args)
     result = episodes(*_labelled(args), n_way=args.ways, k_shot=args.shots, n_query=args.queries,
                       n_episodes=args.episodes, seed=args.seed, **settings)
     say(str(result))

@@ -5,6 +5,9 @@ Every such error says, in one line, what is wrong and how to fix it; the command
 """
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class UserError(ValueError):
     """Bad input, a file that cannot be used as asked, or a setting that cannot work: the message names the
@@ -13,6 +16,24 @@ class UserError(ValueError):
 
 class UserTypeError(UserError, TypeError):
     """An argument of the wrong kind (a sparse matrix, a dict for numbers): a user mistake, and a TypeError."""
+
+
+class MissingExtra(UserError):
+    """A feature whose optional dependencies are not installed; the message names the extra that installs them."""
+
+
+def require(modules: tuple[str, ...], extra: str, purpose: str) -> list[ModuleType]:
+    """`modules` imported, or a one-line ``MissingExtra`` naming `purpose`, what is missing and the pip command
+    of the extra that brings it: called where a feature starts, before any slow work."""
+    loaded = []
+    for module in modules:
+        try:
+            loaded.append(importlib.import_module(module))
+        except ModuleNotFoundError as exc:
+            raise MissingExtra(f"{purpose} needs {exc.name or module}, which is not installed: "
+                               f"pip install 'imprint[{extra}]' (from a checkout: pip install -e '.[{extra}]')") \
+                from None
+    return loaded
 
 
 def quoted(value: object, limit: int = 80) -> str:

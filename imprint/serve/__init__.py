@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from imprint.core.errors import UserError
+from imprint.core.errors import UserError, require
 
+require(("fastapi", "uvicorn", "python_multipart", "prometheus_client"), "serve", "imprint serve")
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 
 

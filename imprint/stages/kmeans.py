@@ -228,8 +228,8 @@ def faiss_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: int
     try:
         import faiss
     except ImportError:
-        raise UserError("kmeans_backend='faiss' needs FAISS: pip install faiss-cpu (or the GPU build, see the "
-                         "README), or use kmeans_backend='batched'") from None
+        raise UserError("kmeans_backend='faiss' needs FAISS, part of imprint's install: pip install faiss-cpu (or "
+                        "the GPU build, docs/python.md), or use kmeans_backend='batched'") from None
 
     support = _as_support(X, counts)
     use_gpu = faiss.get_num_gpus() > 0

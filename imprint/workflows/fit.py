@@ -66,7 +66,8 @@ def fit_folder(source: str | Path, *, output: str | Path | None = None, preset: 
     from imprint.io.outputs import check_output
     from imprint.workflows.sources import check_source, open_source, select
 
-    method = preset_settings(preset) if preset else {}
+    if preset:
+        preset_settings(preset)  # an unknown preset is refused before anything heavy is imported
     inputs = [check_source(path) for path in [source] + ([test_dir] if test_dir else [])]
     if output is not None:
         check_output(output, ours=is_classifier_file, what="classifier file", force=force, inputs=inputs)
@@ -74,7 +75,7 @@ def fit_folder(source: str | Path, *, output: str | Path | None = None, preset: 
     from imprint.estimator.text_blend import needs_text
 
     embedding, settings = split_options(dict(options))
-    clf = ImprintClassifier(**{**method, **settings, "seed": seed}).check()
+    clf = ImprintClassifier(**preset_settings(preset, settings) if preset else settings, seed=seed).check()
     if not zero_shot and needs_text(clf.text_alpha):
         raise WorkflowError("--text-alpha weighs zero-shot text scores: add --zero-shot (with an encoder that has a "
                             "text tower, open_clip:MODEL/TAG)")

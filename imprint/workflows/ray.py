@@ -2,7 +2,7 @@
 
 Workers decode and encode; the driver alone writes to the memory-mapped store, batch by batch, so an
 interrupted run resumes exactly like a local one. Without an address, Ray starts a local cluster of
-this one machine. Install with ``pip install "ray[data]"``.
+this one machine. Install with ``pip install "imprint[distributed]"``.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def embed_with_ray(encoder_id: str, store: EmbeddingStore, *, batch_size: int = 
     try:
         import ray
     except ImportError:
-        raise UserError('--engine ray needs Ray Data: pip install "ray[data]"') from None
+        raise UserError("--engine ray needs Ray Data: pip install 'imprint[distributed]' (or 'ray[data]')") from None
     pending = store.pending()
     if not len(pending):
         return 0

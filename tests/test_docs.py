@@ -1,0 +1,93 @@
+"""Every command and every Python block of README.md and docs/ runs as written, page by page in order, in a
+scratch folder beside the bundled examples. A block that names a CLIP model runs with the small random-weight
+open_clip model in its place, since no weights can be downloaded here; nothing else is changed.
+
+The README's two install commands are what `.ci/run` runs on a fresh machine, so they are checked to be there
+word for word; this suite runs the job the first one ends with."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+BLOCK = re.compile(r"```(python|bash|text|[a-z]*)\n(.*?)```", flags=re.S)
+CLIP = "open_clip:ViT-B-32/laion2b_s34b_b79k"
+INSTALL = "python3 -m venv .venv && .venv/bin/pip install -e . && "
+TEST_COMMAND = '.venv/bin/pip install -e ".[test]" && .venv/bin/python -m pytest -q'
+
+
+def blocks(page: Path) -> list[tuple[str, str]]:
+    """(language, code) of every fenced block of a page, in order."""
+    return BLOCK.findall(page.read_text(encoding="utf-8"))
+
+
+def test_the_readme_starts_with_the_two_commands_that_ci_runs():
+    first, second = [code.strip() for language, code in blocks(ROOT / "README.md") if language == "bash"][:2]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert first.startswith(INSTALL) and first in ci  # the main job, on the base install alone
+    assert second == TEST_COMMAND and second in ci
+
+
+def test_every_block_is_python_bash_or_text_and_commands_use_the_installed_entry_point():
+    for page in PAGES:
+        for language, code in blocks(page):
+            assert language in ("python", "bash", "text"), f"{page.name}: a ```{language} block"
+            if language == "bash":
+                assert not re.search(r"(^|&& )imprint ", code, flags=re.M), f"{page.name}: use .venv/bin/imprint"
+
+
+def test_the_readme_is_a_front_page():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    prose = BLOCK.sub("", text)
+    prose = "\n".join(line for line in prose.splitlines() if not line.startswith(("|", "#", "![")))
+    assert len(re.findall(r"[A-Za-z0-9][\w'.-]*", prose)) <= 1500
+    paragraphs = re.split(r"\n\s*\n|\n(?=- )", prose)  # paragraphs and list items
+    sentences = [sentence for paragraph in paragraphs
+                 for sentence in re.split(r"(?<=[.!?])\s+(?=\S)", re.sub(r"\s+", " ", paragraph))]
+    assert max(len(sentence.split()) for sentence in sentences) <= 60
+
+
+RUNNABLE = [page for page in PAGES if any(language in ("python", "bash") for language, _ in blocks(page))]
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory) -> Path:
+    """One embedding and encoder-graph cache for every page, so the bundled images are embedded once."""
+    return tmp_path_factory.mktemp("docs-cache")
+
+
+@pytest.mark.parametrize("page", RUNNABLE, ids=[page.name for page in RUNNABLE])
+def test_every_block_of_a_page_runs_as_written(page, tmp_path, monkeypatch, tiny_model_name, capsys, shared_cache):
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    (tmp_path / ".venv").symlink_to(Path(sys.prefix))  # .venv/bin/imprint: the imprint of this environment
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IMPRINT_CACHE_DIR", str(shared_cache))
+    ran = 0
+    for index, (language, code) in enumerate(blocks(page)):
+        name = f"{page.name} block {index}"
+        if language == "python":
+            if CLIP in code:
+                code = code.replace(f'create_encoder("{CLIP}")',
+                                    f'create_encoder("open_clip:{tiny_model_name}/random")')
+            exec(compile(code, name, "exec"), {"__name__": "__docs__"})
+            assert capsys.readouterr().out, f"{name} shows nothing"
+        elif language == "bash":
+            if code.strip() == TEST_COMMAND:
+                continue  # the suite itself
+            code = code.replace(INSTALL, "")
+            result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], capture_output=True, text=True,
+                                    timeout=600, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+            assert result.returncode == 0, f"{name} failed:\n{code}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            assert result.stdout.strip() or result.stderr.strip(), f"{name} shows nothing"
+        else:
+            continue
+        ran += 1
+        assert os.getcwd() == str(tmp_path)
+    assert ran
