@@ -36,6 +36,18 @@ def copy_examples(root: Path, classes: tuple[str, ...] = ("bag", "sneaker", "tro
     return root
 
 
+@pytest.fixture()
+def three_classes(tmp_path: Path) -> Path:
+    """A folder of every bundled image of three classes (bag, sneaker, trouser)."""
+    return copy_examples(tmp_path / "images")
+
+
+@pytest.fixture()
+def six_per_class(tmp_path: Path) -> Path:
+    """A folder of six bundled images of each of three classes."""
+    return copy_examples(tmp_path / "images", per_class=6)
+
+
 def headless_browser(offline: bool = False):
     """Headless chromium driven by selenium, or a skip naming what is missing. `offline`: every host but
     127.0.0.1 is unreachable, and ``requested_urls(browser)`` lists what the pages asked for."""

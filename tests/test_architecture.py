@@ -114,3 +114,19 @@ def test_few_flat_modules_and_few_packages():
     packages = [p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file()]
     assert len(flat) <= MAX_FLAT_MODULES, flat
     assert len(packages) <= MAX_PACKAGES, packages
+
+
+def test_the_tests_mirror_the_code():
+    """tests/<package>/test_<module>.py tests imprint/<package>/<module>.py (a package's own __init__: the test file
+    named after the package); only tests of the whole (the architecture, the docs) sit at the top."""
+    tests = ROOT.parent / "tests"
+    strays = []
+    for path in tests.rglob("test_*.py"):
+        parts = path.relative_to(tests).parts
+        if len(parts) == 1:
+            strays += [] if path.name in ("test_architecture.py", "test_docs.py") else [path.name]
+            continue
+        folder, name = ROOT.joinpath(*parts[:-1]), path.stem[len("test_"):]
+        if not ((folder / f"{name}.py").is_file() or (folder.name == name and (folder / "__init__.py").is_file())):
+            strays.append("/".join(parts))
+    assert not strays, f"tests that mirror no module: {strays}"

@@ -91,3 +91,9 @@ def test_every_block_of_a_page_runs_as_written(page, tmp_path, monkeypatch, tiny
         ran += 1
         assert os.getcwd() == str(tmp_path)
     assert ran
+
+
+def test_the_readme_links_to_pages_that_exist():
+    """The docs site checks its own links (mkdocs build --strict in .ci/run); the README's are checked here."""
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert links and not [link for link in links if "://" not in link and not (ROOT / link).exists()]

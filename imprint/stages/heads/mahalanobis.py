@@ -10,7 +10,7 @@ from torch import Tensor
 
 from imprint.core.settings import AUTO
 from imprint.core.support import Support
-from imprint.stages.covariance import Scatter, cholesky_factor, shrunk_covariance, shrunk_precision
+from imprint.stages.covariance import Scatter, cholesky_factor, precision, shrunk_covariance
 from imprint.stages.heads.base import (
     Metric,
     NotIncrementalError,
@@ -72,8 +72,8 @@ class MahalanobisMetric(Metric):
         if self.precision_matrix is not None:
             return
         proxies = self.proxies
-        P, self.shrinkage_used = shrunk_precision(self.scatter, self.shrinkage)
-        P = P.to(proxies.device)
+        covariance, self.shrinkage_used = shrunk_covariance(self.scatter, self.shrinkage)
+        P = precision(covariance.to(proxies.device))  # from the saved statistics alone: a loaded file scores the same
         W = proxies.double() @ P
         self.precision_matrix = P.to(proxies.dtype)
         self.weights = W.to(proxies.dtype)

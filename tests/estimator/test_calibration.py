@@ -1,0 +1,60 @@
+"""Tests of ``imprint.estimator.calibration``: probabilities that mean what they say: the ``Calibration`` component
+(the classifier's softmax temperature and what it divides), and the functions it is made of."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imprint import ImprintClassifier
+from imprint.estimator.calibration import fit_temperature, softmax
+from imprint.workflows.evaluate import expected_calibration_error
+
+
+def test_a_fitted_temperature_is_the_likelihood_s_and_improves_calibration(real_embeddings):
+    Xs, ys, Xq, yq = real_embeddings("fashion_mnist")
+    support = np.concatenate([np.flatnonzero(ys == c)[:32] for c in range(10)])
+    fixed = ImprintClassifier.from_preset("gda", temperature=0.01).fit(Xs[support], ys[support])
+    fitted = ImprintClassifier.from_preset("gda").fit(Xs[support], ys[support])
+    assert fitted.temperature_ > 0
+    before = expected_calibration_error(fixed.predict_proba(Xq), yq)
+    after = expected_calibration_error(fitted.predict_proba(Xq), yq)
+    assert after < before and after < 0.06, (before, after)
+    np.testing.assert_array_equal(fixed.predict(Xq), fitted.predict(Xq))  # labels unchanged
+    scores = fitted.decision_function(Xq)  # the held-out optimum by calibrate() beats both neighbours
+    t = fitted.calibrate(Xq, yq).temperature_
+    assert t == pytest.approx(fit_temperature(scores, yq), rel=1e-6)
+    nll = [-np.log(softmax(scores, t * f)[np.arange(len(yq)), yq]).mean() for f in (0.8, 1.0, 1.25)]
+    assert nll[1] <= nll[0] and nll[1] <= nll[2]
+
+
+def test_the_temperature_carries_to_the_full_model_in_units_of_its_score_spread(real_embeddings):
+    """At 2 images per class a GDA fold model (one per class) scores about 10^-4 as widely as the full model: a
+    temperature read off the fold models made the full model certain of every answer. Fitted in units of each
+    model's score spread, it is near the one the test images want, and so is the calibration error."""
+    from imprint.estimator.calibration import score_spread
+
+    Xs, ys, Xq, yq = real_embeddings("fashion_mnist")
+    support = np.concatenate([np.flatnonzero(ys == c)[:2] for c in range(10)])
+    clf = ImprintClassifier.from_preset("gda", shrinkage=0.05).fit(Xs[support], ys[support])
+    scores = clf.decision_function(Xq)
+    best = fit_temperature(scores, yq)
+    t = clf.temperature_
+    assert best / 3 < t < best * 3, (t, best)
+    assert expected_calibration_error(clf.predict_proba(Xq), yq) < 0.15
+    unit = t / score_spread(clf.decision_function(Xs[support]))  # the same temperature in units of the spread
+    assert 0.01 < unit < 10
+
+
+def test_held_out_scores_all_right_give_the_rule_of_succession_not_certainty():
+    """Where every held-out row's true class scores highest, the likelihood grows as T falls to 0; the temperature
+    instead makes the mean probability of the true class (n + 1) / (n + 2). One wrong row: the likelihood's."""
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 3, 48)
+    scores = rng.normal(size=(48, 3))
+    scores[np.arange(48), truth] += 5.0
+    t = fit_temperature(scores, truth)
+    assert softmax(scores, t)[np.arange(48), truth].mean() == pytest.approx(49 / 50, abs=1e-5)
+    scores[0, truth[0]] -= 20.0  # now wrong
+    t = fit_temperature(scores, truth)
+    nll = [-np.log(softmax(scores, t * f)[np.arange(48), truth]).mean() for f in (0.8, 1.0, 1.25)]
+    assert nll[1] <= nll[0] and nll[1] <= nll[2]
