@@ -123,7 +123,7 @@ def real_embeddings(kept_dir):
     Returns a function dataset_name -> (X_support, y_support, X_test, y_test) with 300 support and
     100 test images per class, drawn disjointly with a fixed seed.
     """
-    from imprint.core.atomic import atomic_write_bytes
+    from imprint.core.atomic import atomic_write_bytes, locked
     from imprint.data.builtin import load_dataset, per_class_split
     from imprint.encoders import create_encoder
 
@@ -135,17 +135,22 @@ def real_embeddings(kept_dir):
         if name not in memory:
             key = hashlib.sha256(f"{name}|{encoder.id}|{encoder.weights_id}|300|100|0".encode()).hexdigest()[:16]
             path = cache_dir / f"{name}-{key}.npz"
-            if not path.is_file():
-                ds = load_dataset(name)
-                support, test = per_class_split(ds.labels, 300, 100, seed=0)
-                arrays = {"Xs": encoder.encode_images(ds.images[support]), "ys": ds.labels[support],
-                          "Xq": encoder.encode_images(ds.images[test]), "yq": ds.labels[test]}
-                buffer = io.BytesIO()
-                np.savez(buffer, **arrays)
-                atomic_write_bytes(path, buffer.getvalue())
+            with locked(path):  # test processes running side by side embed a dataset once
+                compute(name, path)
             with np.load(path) as data:
                 memory[name] = (data["Xs"], data["ys"], data["Xq"], data["yq"])
         return memory[name]
+
+    def compute(name: str, path: Path) -> None:
+        if path.is_file():
+            return
+        ds = load_dataset(name)
+        support, test = per_class_split(ds.labels, 300, 100, seed=0)
+        arrays = {"Xs": encoder.encode_images(ds.images[support]), "ys": ds.labels[support],
+                  "Xq": encoder.encode_images(ds.images[test]), "yq": ds.labels[test]}
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        atomic_write_bytes(path, buffer.getvalue())
 
     return load
 

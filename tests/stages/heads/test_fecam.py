@@ -45,7 +45,8 @@ def test_fecam_scores_use_one_covariance_per_class(data):
 def test_the_fecam_preset_is_the_published_method(real_embeddings):
     """FeCAM as its authors compute it for a frozen pretrained encoder, from the formulas: L2-normalised features,
     per class S = cov (unbiased), S + mean(diag S) I, normalised to a correlation matrix C, and the distance
-    (x - mu)' pinv(C) (x - mu). The preset gives the same scores and labels."""
+    (x - mu)' pinv(C) (x - mu), pinv(C) being C's inverse (it is positive definite). The preset gives the same
+    scores and labels."""
     Xs, ys, Xq, _ = real_embeddings("fashion_mnist")
     support = np.concatenate([np.flatnonzero(ys == c)[:40] for c in range(10)])
     Xs, ys, Xq = Xs[support].astype(np.float64), ys[support], Xq[:300].astype(np.float64)
@@ -60,7 +61,7 @@ def test_the_fecam_preset_is_the_published_method(real_embeddings):
         sd = np.sqrt(np.diagonal(cov))
         cov = cov / np.outer(sd, sd)
         diff = Q - mean
-        distances[:, c] = np.einsum("nd,de,ne->n", diff, np.linalg.pinv(cov), diff)
+        distances[:, c] = np.einsum("nd,de,ne->n", diff, np.linalg.inv(cov), diff)
     clf = ImprintClassifier.from_preset("fecam").fit(Xs.astype(np.float32), ys)
     scores = clf.decision_function(Xq.astype(np.float32))
     np.testing.assert_allclose(scores, -distances, rtol=1e-3, atol=1e-3 * np.abs(distances).mean())
