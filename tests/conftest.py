@@ -48,6 +48,142 @@ def six_per_class(tmp_path: Path) -> Path:
     return copy_examples(tmp_path / "images", per_class=6)
 
 
+@pytest.fixture()
+def four_classes(tmp_path: Path) -> Path:
+    """A folder of every bundled image of four classes (bag, coat, sneaker, trouser)."""
+    return copy_examples(tmp_path / "images", classes=("bag", "coat", "sneaker", "trouser"))
+
+
+@pytest.fixture()
+def eight_per_class(tmp_path: Path) -> Path:
+    """A folder of eight bundled images of each of three classes (bag, coat, sandal)."""
+    return copy_examples(tmp_path / "images", classes=("bag", "coat", "sandal"), per_class=8)
+
+
+@pytest.fixture()
+def messy_folder(tmp_path: Path) -> tuple[Path, Path]:
+    """Real Fashion-MNIST images of four classes plus a corrupt image, a text file and an empty class folder;
+    (the folder, the corrupt image)."""
+    root = tmp_path / "images"
+    for name in ("bag", "sneaker", "trouser", "dress"):
+        shutil.copytree(EXAMPLES / name, root / name)
+    good = root / "bag" / sorted((root / "bag").iterdir())[0].name
+    corrupt = root / "bag" / "broken.png"
+    corrupt.write_bytes(good.read_bytes()[:40])  # a truncated PNG
+    (root / "sneaker" / "README.txt").write_text("not an image")
+    (root / "empty_class").mkdir()
+    return root, corrupt
+
+
+@pytest.fixture()
+def cache_flags(tmp_path: Path) -> list[str]:
+    """Command-line flags for an embedding cache of this test's own, and no progress bars."""
+    return ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
+
+
+def error_lines(err: str) -> list[str]:
+    """The lines of the command line's stderr that are errors."""
+    return [line for line in err.splitlines() if line.startswith("imprint: error: ")]
+
+
+def one_line_error(callable_, match: str, error: type[Exception] = ValueError) -> None:
+    """`callable_()` raises `error`, matching `match`, in one line."""
+    with pytest.raises(error, match=match) as info:
+        callable_()
+    assert "\n" not in str(info.value)
+
+
+@pytest.fixture(scope="module")
+def fitted(mixture):
+    """(a k-means classifier of half the mixture with string labels, the embeddings, their labels)."""
+    from imprint import ImprintClassifier
+
+    X, y = mixture
+    labels = np.array([f"class-{c}" for c in y])
+    return ImprintClassifier(generation="kmeans", k=5).fit(X[::2], labels[::2]), X, labels
+
+
+def header_mutations(meta: dict, rng: np.random.Generator) -> list:
+    """Random deletions and type changes of a file header's fields, at every depth (a new value of the same type is
+    an edit no checksum-free old format could notice, and in the current format the checksum refuses it)."""
+    paths = []
+
+    def walk(value, trail):
+        paths.append(trail)
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, trail + [key])
+        elif isinstance(value, list):
+            for i, item in enumerate(value[:3]):
+                walk(item, trail + [i])
+
+    walk(meta, [])
+    replacements = [None, 7, -1, 2.5, "x", "", [], {}, [1, 2], {"a": 1}, True, float("inf")]
+    chosen = []
+    for trail in [paths[i] for i in rng.choice(len(paths), min(40, len(paths)), replace=False)]:
+        if not trail:
+            continue
+        value = meta
+        for key in trail:
+            value = value[key]
+        chosen.append((trail, "delete"))
+        other_types = [r for r in replacements if type(r) is not type(value)]  # a type change, not a new value
+        chosen.append((trail, other_types[int(rng.integers(len(other_types)))]))
+    return chosen
+
+
+def apply_mutation(meta: dict, trail: list, action) -> None:
+    """`meta` with the field at `trail` deleted (action "delete") or replaced by `action`."""
+    target = meta
+    for key in trail[:-1]:
+        target = target[key]
+    if action == "delete":
+        if isinstance(target, dict):
+            target.pop(trail[-1], None)
+        else:
+            target.pop(trail[-1])
+    else:
+        target[trail[-1]] = action
+
+# a fit in a process whose memory is limited below the data: argv = X.npy, y.npy, megabytes, settings
+LIMITED_FIT_SCRIPT = """
+import resource, sys
+import numpy as np
+from imprint import ImprintClassifier
+import imprint.stages, imprint.openset  # everything imported before the limit is set
+X = np.load(sys.argv[1], mmap_mode="r")
+y = np.load(sys.argv[2])
+def vm_data():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmData:"):
+            return int(line.split()[1]) * 1024
+limit = vm_data() + int(sys.argv[3]) * 2**20  # what is used now, plus a little: less than the data
+resource.setrlimit(resource.RLIMIT_DATA, (limit, resource.RLIM_INFINITY))
+settings = eval(sys.argv[4])
+try:
+    clf = ImprintClassifier(device="cpu", **settings).fit(X, y)
+    print("accuracy", (clf.predict(X[::997]) == y[::997]).mean())
+except MemoryError as error:
+    print("refused", str(error).splitlines()[0])
+"""
+
+
+@pytest.fixture(scope="session")
+def big_set(tmp_path_factory) -> tuple[Path, Path]:
+    """800,000 x 128 float32 (410 MB on disk, memory-mapped): two classes of 400,000 rows, raw (not unit-norm)."""
+    folder = tmp_path_factory.mktemp("big")
+    rng = np.random.default_rng(0)
+    X = np.lib.format.open_memmap(folder / "X.npy", mode="w+", dtype=np.float32, shape=(800_000, 128))
+    y = np.repeat(np.arange(2), 400_000)
+    centres = rng.normal(size=(2, 128)).astype(np.float32) * 3
+    for start in range(0, len(y), 50_000):
+        X[start:start + 50_000] = centres[y[start:start + 50_000]] + rng.normal(size=(50_000, 128))
+    X.flush()
+    del X
+    np.save(folder / "y.npy", y)
+    return folder / "X.npy", folder / "y.npy"
+
+
 def headless_browser(offline: bool = False):
     """Headless chromium driven by selenium, or a skip naming what is missing. `offline`: every host but
     127.0.0.1 is unreachable, and ``requested_urls(browser)`` lists what the pages asked for."""
@@ -98,6 +234,20 @@ def mixture_embeddings(n_classes: int = 6, per_class: int = 120, dim: int = 32, 
     mode = rng.integers(0, modes, size=len(labels))
     X = centres[labels, mode] + rng.normal(scale=0.6, size=(len(labels), dim))
     return X.astype(np.float32), labels
+
+
+@pytest.fixture(scope="session")
+def correlated() -> tuple[np.ndarray, np.ndarray]:
+    """Four classes of unequal sizes sharing one correlated within-class covariance, labels in any order: the
+    data the heads' closed forms are checked on."""
+    rng = np.random.default_rng(5)
+    d, K = 12, 4
+    means = rng.normal(size=(K, d)) * 1.5
+    A = rng.normal(size=(d, d)) * 0.4
+    y = np.repeat(np.arange(K), [40, 25, 30, 35])
+    X = means[y] + rng.normal(size=(len(y), d)) @ A
+    order = rng.permutation(len(y))
+    return X[order].astype(np.float64), y[order]
 
 
 @pytest.fixture(scope="session")

@@ -68,18 +68,15 @@ def check_embeddings(X: Any, *, name: str = "X", n_features: int | None = None,
             f"{name} contains NaN or infinity (or values too large for float32) in {bad.size} row(s), "
             f"first at row {bad[0]}; drop or fix those embeddings"
         )
-    if huge.any():
-        bad = np.flatnonzero(huge)
-        peak = float(np.abs(np.asarray(out[bad[0]], dtype=np.float64)).max())
-        raise UserError(f"{name} has values up to {peak:.3g} in magnitude ({bad.size} row(s), first at row {bad[0]}), "
-                         f"beyond the {MAX_MAGNITUDE:.0e} imprint's float32 arithmetic can square and sum; rescale "
-                         "the embeddings (e.g. divide every row by its norm)")
-    if tiny.any():
-        bad = np.flatnonzero(tiny)
-        peak = float(np.abs(np.asarray(out[bad[0]], dtype=np.float64)).max())
-        raise UserError(f"{name} has {bad.size} row(s) whose values are all below {MIN_MAGNITUDE:.0e} in magnitude "
-                         f"(first at row {bad[0]}, largest {peak:.3g}): float32 norms and variances lose them; rescale "
-                         "the embeddings (e.g. divide every row by its norm)")
+    for rows, problem in ((huge, f"values beyond the {MAX_MAGNITUDE:.0e} imprint's float32 arithmetic can square "
+                                 "and sum"),
+                          (tiny, f"values all below {MIN_MAGNITUDE:.0e} in magnitude, which float32 norms and "
+                                 "variances lose")):
+        if rows.any():
+            bad = np.flatnonzero(rows)
+            peak = float(np.abs(np.asarray(out[bad[0]], dtype=np.float64)).max())
+            raise UserError(f"{name} has {bad.size} row(s) of {problem} (first at row {bad[0]}, largest magnitude "
+                            f"{peak:.3g}); rescale the embeddings (e.g. divide every row by its norm)")
     return out
 
 

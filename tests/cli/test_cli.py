@@ -2,44 +2,13 @@
 ``imprint.cli.commands``)."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import EXAMPLES, copy_examples, run
+from conftest import EXAMPLES, error_lines, run
 
 from imprint.cli import main
-
-
-@pytest.fixture()
-def folder(tmp_path):
-    return copy_examples(tmp_path / "images", classes=("bag", "coat", "sneaker", "trouser"))
-
-
-
-
-CLASSES = ("bag", "sneaker", "trouser", "dress")
-
-
-@pytest.fixture()
-def messy_folder(tmp_path):
-    """Real Fashion-MNIST images plus a corrupt image, a text file and an empty class folder."""
-    root = tmp_path / "images"
-    for name in CLASSES:
-        shutil.copytree(EXAMPLES / name, root / name)
-    good = root / "bag" / sorted((root / "bag").iterdir())[0].name
-    corrupt = root / "bag" / "broken.png"
-    corrupt.write_bytes(good.read_bytes()[:40])  # a truncated PNG
-    (root / "sneaker" / "README.txt").write_text("not an image")
-    (root / "empty_class").mkdir()
-    return root, corrupt
-
-
-def error_lines(err):
-    return [line for line in err.splitlines() if line.startswith("imprint: error: ")]
-
-
 
 
 def test_a_bug_is_shown_as_one_and_a_mistake_as_one_line(capsys, monkeypatch, tmp_path):

@@ -3,32 +3,10 @@ prints what it returns."""
 from __future__ import annotations
 
 import csv
-import shutil
 
-import pytest
-from conftest import EXAMPLES, run
+from conftest import error_lines, run
 
 CLASSES = ("bag", "sneaker", "trouser", "dress")
-
-
-@pytest.fixture()
-def messy_folder(tmp_path):
-    """Real Fashion-MNIST images plus a corrupt image, a text file and an empty class folder."""
-    root = tmp_path / "images"
-    for name in CLASSES:
-        shutil.copytree(EXAMPLES / name, root / name)
-    good = root / "bag" / sorted((root / "bag").iterdir())[0].name
-    corrupt = root / "bag" / "broken.png"
-    corrupt.write_bytes(good.read_bytes()[:40])  # a truncated PNG
-    (root / "sneaker" / "README.txt").write_text("not an image")
-    (root / "empty_class").mkdir()
-    return root, corrupt
-
-
-def error_lines(err):
-    return [line for line in err.splitlines() if line.startswith("imprint: error: ")]
-
-
 
 
 def test_fit_predict_eval_info_on_a_messy_folder(tmp_path, capsys, messy_folder):

@@ -37,15 +37,6 @@ def make_folder(root, classes=("cat", "dog"), per_class=3):
     return root
 
 
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from imprint.encoders import create_encoder
-
-    return create_encoder(device="cpu")
-
-
 def test_layout_sorted_classes_nested_images_and_ignored_files(tmp_path):
     root = make_folder(tmp_path / "data", classes=("zebra", "ant"))
     (root / "ant" / "nested" / "deeper").mkdir(parents=True)

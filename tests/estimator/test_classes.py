@@ -13,33 +13,21 @@ from imprint.stages.heads.base import NotIncrementalError
 RAW = dict(norm_pre="none", norm_post="none", norm_inf="none")
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(5)
-    d, K = 12, 4
-    means = rng.normal(size=(K, d)) * 1.5
-    A = rng.normal(size=(d, d)) * 0.4  # a shared, correlated within-class covariance
-    y = np.repeat(np.arange(K), [40, 25, 30, 35])
-    X = means[y] + rng.normal(size=(len(y), d)) @ A
-    order = rng.permutation(len(y))  # labels in any order
-    return X[order].astype(np.float64), y[order]
-
-
 @pytest.mark.parametrize("settings", [
     dict(generation="mean", metric="mahalanobis", shrinkage="ledoit_wolf"),
     dict(generation="mean", metric="fecam", shrinkage="oas"),
     dict(generation="mean", metric="ridge", ridge_lambda=0.5),
 ])
-def test_add_classes_gives_the_classifier_a_refit_on_the_union_would(data, settings):
-    X, y = data
+def test_add_classes_gives_the_classifier_a_refit_on_the_union_would(correlated, settings):
+    X, y = correlated
     old = y < 2
     grown = ImprintClassifier(**settings, **RAW).fit(X[old], y[old]).add_classes(X[~old], y[~old])
     refit = ImprintClassifier(**settings, **RAW).fit(X, y)
     np.testing.assert_allclose(grown.decision_function(X), refit.decision_function(X), rtol=1e-4, atol=1e-4)
 
 
-def test_remove_classes_is_exact_or_says_it_cannot_be(data):
-    X, y = data
+def test_remove_classes_is_exact_or_says_it_cannot_be(correlated):
+    X, y = correlated
     fecam = ImprintClassifier(generation="mean", metric="fecam", shrinkage=0.3, **RAW).fit(X, y).remove_classes([3])
     kept = y != 3
     refit = ImprintClassifier(generation="mean", metric="fecam", shrinkage=0.3, **RAW).fit(X[kept], y[kept])

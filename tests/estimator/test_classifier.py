@@ -5,22 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from imprint import ImprintClassifier
-
-
-@pytest.fixture(scope="module")
-def fitted(mixture):
-    X, y = mixture
-    labels = np.array([f"class-{c}" for c in y])
-    return ImprintClassifier(generation="kmeans", k=5).fit(X[::2], labels[::2]), X, labels
-
-
-def one_line_error(callable_, match, error=ValueError):
-    with pytest.raises(error, match=match) as info:
-        callable_()
-    assert "\n" not in str(info.value)
 
 
 @parametrize_with_checks([ImprintClassifier(k=3, device="cpu"), ImprintClassifier(generation="mean", device="cpu")])

@@ -9,18 +9,6 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(5)
-    d, K = 12, 4
-    means = rng.normal(size=(K, d)) * 1.5
-    A = rng.normal(size=(d, d)) * 0.4  # a shared, correlated within-class covariance
-    y = np.repeat(np.arange(K), [40, 25, 30, 35])
-    X = means[y] + rng.normal(size=(len(y), d)) @ A
-    order = rng.permutation(len(y))  # labels in any order
-    return X[order].astype(np.float64), y[order]
-
-
 @pytest.mark.parametrize("preset, shrinkage", [("gda", "gda"), ("tukey_gda", 0.2), ("gda", "ledoit_wolf")])
 def test_a_fold_scores_its_held_out_rows_from_the_residual_spectrum_as_its_solved_head(real_embeddings, preset,
                                                                                       shrinkage):
@@ -44,13 +32,13 @@ def test_a_fold_scores_its_held_out_rows_from_the_residual_spectrum_as_its_solve
         assert (held_out.argmax(1) == expected.argmax(1)).mean() >= 0.99
 
 
-def test_folds_share_statistics_only_where_every_fold_would_see_the_same_rows(data):
+def test_folds_share_statistics_only_where_every_fold_would_see_the_same_rows(correlated):
     """Folds share one transformed support set only where the transformation learns nothing from its rows, the
     queries go through it too, each class has one proxy scored as it is and no zero-shot text is blended."""
     from imprint.core.presets import PRESETS
     from imprint.estimator.folds import FoldFitter
 
-    X, y = data
+    X, y = correlated
     ranpac = {**PRESETS["ranpac"].settings, "projection_dim": 64, "ridge_lambda": 0.1, "seed": 0}
     folds = FoldFitter(torch.device("cpu"), None, 0)
     assert folds.shared(X, y, ranpac) is not None

@@ -7,21 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import one_line_error
 
 from imprint import ClassifierFileError, ImprintClassifier
-
-
-@pytest.fixture(scope="module")
-def fitted(mixture):
-    X, y = mixture
-    labels = np.array([f"class-{c}" for c in y])
-    return ImprintClassifier(generation="kmeans", k=5).fit(X[::2], labels[::2]), X, labels
-
-
-def one_line_error(callable_, match, error=ValueError):
-    with pytest.raises(error, match=match) as info:
-        callable_()
-    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("settings", [

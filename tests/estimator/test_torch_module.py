@@ -4,17 +4,9 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from imprint import ImprintClassifier
-
-
-@pytest.fixture(scope="module")
-def fitted(mixture):
-    X, y = mixture
-    labels = np.array([f"class-{c}" for c in y])
-    return ImprintClassifier(generation="kmeans", k=5).fit(X[::2], labels[::2]), X, labels
 
 
 def test_to_torch_gives_the_same_scores(fitted):

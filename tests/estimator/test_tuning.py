@@ -10,18 +10,6 @@ from imprint import ImprintClassifier
 from imprint.core.presets import AUTO_CANDIDATES
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(5)
-    d, K = 12, 4
-    means = rng.normal(size=(K, d)) * 1.5
-    A = rng.normal(size=(d, d)) * 0.4  # a shared, correlated within-class covariance
-    y = np.repeat(np.arange(K), [40, 25, 30, 35])
-    X = means[y] + rng.normal(size=(len(y), d)) @ A
-    order = rng.permutation(len(y))  # labels in any order
-    return X[order].astype(np.float64), y[order]
-
-
 def test_the_default_chooses_a_published_method_on_the_support_set_and_records_it(mixture, tmp_path):
     X, y = mixture
     clf = ImprintClassifier().fit(X[::2], y[::2])
@@ -88,8 +76,8 @@ def test_a_fixed_shrinkage_carries_to_more_rows_as_the_same_weight_in_rows():
     assert [_carried_shrinkage(v, 5.0) for v in ("ledoit_wolf", 0.0, 1.0)] == ["ledoit_wolf", 0.0, 1.0]
 
 
-def test_auto_hyperparameters_are_chosen_on_the_support_set_and_recorded(data):
-    X, y = data
+def test_auto_hyperparameters_are_chosen_on_the_support_set_and_recorded(correlated):
+    X, y = correlated
     clf = ImprintClassifier.from_preset("gda").fit(X, y)
     assert set(clf.tuned_) == {"shrinkage"} and len(clf.tuning_.scores["shrinkage"]) == 7 and clf.temperature_ > 0
     tip = ImprintClassifier.from_preset("tip_adapter").fit(X, y)
@@ -103,10 +91,10 @@ def test_auto_hyperparameters_are_chosen_on_the_support_set_and_recorded(data):
     ("ridge", "ridge_lambda", [1e-3, 1e-1, 10.0], {}),
     ("kernel", "beta", [1.0, 5.5, 20.0], {}),
 ])
-def test_tuning_shortcut_scores_every_value_as_a_separate_fit_would(data, metric, name, values, extra):
+def test_tuning_shortcut_scores_every_value_as_a_separate_fit_would(correlated, metric, name, values, extra):
     """Cross-validation scores every candidate from one fit (one decomposition, one Gram matrix): those scores,
     asked for block after block of queries, are the scores of a classifier fitted with that value."""
-    X, y = data
+    X, y = correlated
     settings = {"generation": "mean", "metric": metric, "aggregation": "max", **extra}
     first = ImprintClassifier(**settings, **{name: values[0]}).fit(X, y)
     queries = first.pipeline_.model.norm_inf(torch.as_tensor(X, dtype=torch.float32))

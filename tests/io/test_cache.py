@@ -9,33 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from conftest import EXAMPLES, run
 
 from imprint.cli import main
 from imprint.io.cache import EmbeddingCache
 from imprint.workflows.loader import embed_paths
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from imprint.encoders import create_encoder
-
-    return create_encoder(device="cpu")
-
-
-
-
-
-
-@pytest.fixture()
-def folder(tmp_path: Path) -> Path:
-    root = tmp_path / "images"
-    for name in ("bag", "coat", "sandal"):
-        root.joinpath(name).mkdir(parents=True)
-        for image in sorted((EXAMPLES / name).iterdir())[:8]:
-            shutil.copy(image, root / name / image.name)
-    return root
 
 
 def test_second_run_reuses_and_a_touched_file_is_reencoded(tmp_path, encoder):
@@ -142,9 +120,9 @@ def test_a_full_or_read_only_cache_warns_once_and_the_command_goes_on(tmp_path, 
     assert (tmp_path / "clf.safetensors").is_file() and "imprinted 3 classes" in out
 
 
-def test_two_processes_embedding_into_one_cache_at_once(folder: Path, tmp_path: Path, encoder):
+def test_two_processes_embedding_into_one_cache_at_once(eight_per_class: Path, tmp_path: Path, encoder):
     cache = tmp_path / "cache"
-    commands = [[sys.executable, "-m", "imprint.cli", "embed", str(folder), "-o", str(tmp_path / f"{i}.npz"),
+    commands = [[sys.executable, "-m", "imprint.cli", "embed", str(eight_per_class), "-o", str(tmp_path / f"{i}.npz"),
                  "--cache-dir", str(cache), "--quiet", "--device", "cpu", "--batch-size", "4",
                  "--runtime", encoder.engine] for i in range(2)]  # the engine of `fresh` below, not one measured anew
     processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for c in commands]
@@ -161,8 +139,8 @@ def test_two_processes_embedding_into_one_cache_at_once(folder: Path, tmp_path: 
     assert served.encoded == 0 and np.array_equal(served.embeddings, fresh.embeddings)
 
 
-def test_cache_entries_altered_on_disk_are_recomputed_not_served(folder: Path, tmp_path: Path, encoder):
-    paths = sorted(folder.rglob("*.png"))
+def test_cache_entries_altered_on_disk_are_recomputed_not_served(eight_per_class: Path, tmp_path: Path, encoder):
+    paths = sorted(eight_per_class.rglob("*.png"))
     cache = EmbeddingCache(tmp_path / "cache")
     truth = embed_paths(encoder, paths, cache=cache, progress=False).embeddings
     entries = sorted((tmp_path / "cache").rglob("*.emb"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,40 +11,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, FIXTURES, run, unprivileged
+from conftest import (
+    EXAMPLES,
+    FIXTURES,
+    apply_mutation,
+    error_lines,
+    header_mutations,
+    one_line_error,
+    run,
+    unprivileged,
+)
 
 from imprint import ClassifierFileError, ImprintClassifier
 from imprint.cli import main
 from imprint.io.classifier_file import file_digest
 
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())
-
-
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from imprint.encoders import create_encoder
-
-    return create_encoder(device="cpu")
-
-
-def error_lines(err: str) -> list[str]:
-    return [line for line in err.splitlines() if line.startswith("imprint: error: ")]
-
-
-
-
-
-
-@pytest.fixture()
-def folder(tmp_path: Path) -> Path:
-    root = tmp_path / "images"
-    for name in ("bag", "coat", "sandal"):
-        root.joinpath(name).mkdir(parents=True)
-        for image in sorted((EXAMPLES / name).iterdir())[:8]:
-            shutil.copy(image, root / name / image.name)
-    return root
 
 
 def _save_with_file_size_limit(path: Path, limit: int) -> subprocess.CompletedProcess:
@@ -88,61 +69,6 @@ def saved(tmp_path_factory, mixture):
         X, labels, encoder_id="timm:tf_efficientnet_lite0")
     clf.save(folder / "clf.safetensors")
     return folder / "clf.safetensors", X, clf.predict(X)
-
-
-def _mutations(meta: dict, rng: np.random.Generator) -> list:
-    """Random deletions and type changes of the header's fields, at every depth (a new value of the same type is
-    an edit no checksum-free old format could notice, and in the current format the checksum refuses it)."""
-    paths = []
-
-    def walk(value, trail):
-        paths.append(trail)
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, trail + [key])
-        elif isinstance(value, list):
-            for i, item in enumerate(value[:3]):
-                walk(item, trail + [i])
-
-    walk(meta, [])
-    replacements = [None, 7, -1, 2.5, "x", "", [], {}, [1, 2], {"a": 1}, True, float("inf")]
-    chosen = []
-    for trail in [paths[i] for i in rng.choice(len(paths), min(40, len(paths)), replace=False)]:
-        if not trail:
-            continue
-        value = meta
-        for key in trail:
-            value = value[key]
-        chosen.append((trail, "delete"))
-        other_types = [r for r in replacements if type(r) is not type(value)]  # a type change, not a new value
-        chosen.append((trail, other_types[int(rng.integers(len(other_types)))]))
-    return chosen
-
-
-def _apply(meta: dict, trail: list, action) -> None:
-    target = meta
-    for key in trail[:-1]:
-        target = target[key]
-    if action == "delete":
-        if isinstance(target, dict):
-            target.pop(trail[-1], None)
-        else:
-            target.pop(trail[-1])
-    else:
-        target[trail[-1]] = action
-
-
-@pytest.fixture(scope="module")
-def fitted(mixture):
-    X, y = mixture
-    labels = np.array([f"class-{c}" for c in y])
-    return ImprintClassifier(generation="kmeans", k=5).fit(X[::2], labels[::2]), X, labels
-
-
-def one_line_error(callable_, match, error=ValueError):
-    with pytest.raises(error, match=match) as info:
-        callable_()
-    assert "\n" not in str(info.value)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -286,8 +212,8 @@ def test_fuzzed_classifier_files_load_to_the_same_answers_or_fail_in_one_line(sa
     meta = json.loads(json.loads(data[8:8 + int.from_bytes(data[:8], "little")])["__metadata__"]["imprint"])
     rng = np.random.default_rng(sum(map(ord, name)))
     outcomes = {"same": 0, "refused": 0}
-    for i, (trail, action) in enumerate(_mutations(meta, rng)):
-        target = _rewrite(path, tmp_path / f"m{i}.safetensors", lambda m: _apply(m, trail, action), sign=True)
+    for i, (trail, action) in enumerate(header_mutations(meta, rng)):
+        target = _rewrite(path, tmp_path / f"m{i}.safetensors", lambda m: apply_mutation(m, trail, action), sign=True)
         try:
             loaded = ImprintClassifier.load(target)
             scores, labels = loaded.decision_function(X), loaded.predict(X)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EXAMPLES, ROOT, run, unprivileged
+from conftest import EXAMPLES, ROOT, apply_mutation, header_mutations, run, unprivileged
 
 from imprint import ImprintClassifier
 from imprint.cli import main
@@ -53,27 +53,6 @@ def _kill_when(out: Path, command: list[str], rows: int) -> None:
     process.wait()
 
 
-
-
-
-
-@pytest.fixture(scope="module")
-def encoder():
-    from imprint.encoders import create_encoder
-
-    return create_encoder(device="cpu")
-
-
-@pytest.fixture()
-def folder(tmp_path: Path) -> Path:
-    root = tmp_path / "images"
-    for name in ("bag", "coat", "sandal"):
-        root.joinpath(name).mkdir(parents=True)
-        for image in sorted((EXAMPLES / name).iterdir())[:8]:
-            shutil.copy(image, root / name / image.name)
-    return root
-
-
 @pytest.fixture()
 def small_disk(tmp_path):
     """A real 2 MiB file system (tmpfs), where the machine lets this process mount one."""
@@ -105,48 +84,6 @@ def _refused(path: Path, match: str) -> None:
     with pytest.raises(StoreError, match=match) as info:
         EmbeddingStore.open(path).labelled()
     assert "\n" not in str(info.value)
-
-
-def _mutations(meta: dict, rng: np.random.Generator) -> list:
-    """Random deletions and type changes of the header's fields, at every depth (a new value of the same type is
-    an edit no checksum-free old format could notice, and in the current format the checksum refuses it)."""
-    paths = []
-
-    def walk(value, trail):
-        paths.append(trail)
-        if isinstance(value, dict):
-            for key, item in value.items():
-                walk(item, trail + [key])
-        elif isinstance(value, list):
-            for i, item in enumerate(value[:3]):
-                walk(item, trail + [i])
-
-    walk(meta, [])
-    replacements = [None, 7, -1, 2.5, "x", "", [], {}, [1, 2], {"a": 1}, True, float("inf")]
-    chosen = []
-    for trail in [paths[i] for i in rng.choice(len(paths), min(40, len(paths)), replace=False)]:
-        if not trail:
-            continue
-        value = meta
-        for key in trail:
-            value = value[key]
-        chosen.append((trail, "delete"))
-        other_types = [r for r in replacements if type(r) is not type(value)]  # a type change, not a new value
-        chosen.append((trail, other_types[int(rng.integers(len(other_types)))]))
-    return chosen
-
-
-def _apply(meta: dict, trail: list, action) -> None:
-    target = meta
-    for key in trail[:-1]:
-        target = target[key]
-    if action == "delete":
-        if isinstance(target, dict):
-            target.pop(trail[-1], None)
-        else:
-            target.pop(trail[-1])
-    else:
-        target[trail[-1]] = action
 
 
 def test_a_store_round_trips_and_is_memory_mapped(tmp_path: Path):
@@ -254,9 +191,9 @@ def test_fit_from_a_store_equals_fit_from_the_folder(small_folder: Path, tmp_pat
     assert "holds embeddings of timm:tf_efficientnet_lite0, not lite1" in capsys.readouterr().err
 
 
-def test_store_rows_altered_on_disk_are_refused_then_recomputed(folder: Path, tmp_path: Path, capsys):
+def test_store_rows_altered_on_disk_are_refused_then_recomputed(eight_per_class: Path, tmp_path: Path, capsys):
     store = tmp_path / "store"
-    assert main(["embed", str(folder), "-o", str(store), "--quiet", "--device", "cpu"]) == 0
+    assert main(["embed", str(eight_per_class), "-o", str(store), "--quiet", "--device", "cpu"]) == 0
     truth = np.asarray(EmbeddingStore.open(store).embeddings).copy()
     with open(store / "embeddings.npy", "r+b") as handle:  # 9 bytes inside row 5
         handle.seek(-truth.nbytes + 5 * truth.shape[1] * 4 + 100, os.SEEK_END)
@@ -265,14 +202,14 @@ def test_store_rows_altered_on_disk_are_refused_then_recomputed(folder: Path, tm
     assert main(["fit", str(store), "-o", str(tmp_path / "c.safetensors"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "has 1 row(s) altered on disk since they were written" in err and err.count("\n") == 1
-    assert main(["embed", str(folder), "-o", str(store), "--quiet", "--device", "cpu"]) == 0  # recomputes them
+    assert main(["embed", str(eight_per_class), "-o", str(store), "--quiet", "--device", "cpu"]) == 0  # recomputes them
     np.testing.assert_array_equal(np.asarray(EmbeddingStore.open(store).embeddings), truth)
     assert main(["fit", str(store), "-o", str(tmp_path / "c.safetensors"), "--quiet"]) == 0
 
 
-def test_a_read_only_store_is_read_and_not_called_damaged(tmp_path: Path, folder: Path):
+def test_a_read_only_store_is_read_and_not_called_damaged(tmp_path: Path, eight_per_class: Path):
     store = tmp_path / "store"
-    assert main(["embed", str(folder), "-o", str(store), "--quiet", "--device", "cpu"]) == 0
+    assert main(["embed", str(eight_per_class), "-o", str(store), "--quiet", "--device", "cpu"]) == 0
     for item in [store, *store.iterdir()]:
         item.chmod(0o555 if item.is_dir() else 0o444)
     common = ["--quiet", "--device", "cpu", "--cache-dir", str(tmp_path / "cache")]
@@ -280,7 +217,7 @@ def test_a_read_only_store_is_read_and_not_called_damaged(tmp_path: Path, folder
         fit = subprocess.run(unprivileged([sys.executable, "-m", "imprint.cli", "fit", str(store), "-o",
                                             str(tmp_path / "c.safetensors"), *common]),
                              capture_output=True, text=True, timeout=300)
-        again = subprocess.run(unprivileged([sys.executable, "-m", "imprint.cli", "embed", str(folder), "-o",
+        again = subprocess.run(unprivileged([sys.executable, "-m", "imprint.cli", "embed", str(eight_per_class), "-o",
                                               str(store), *common]), capture_output=True, text=True, timeout=300)
     finally:
         for item in [store, *store.iterdir()]:
@@ -414,11 +351,11 @@ def test_fuzzed_store_metadata_is_refused_in_one_line_or_read_the_same(tmp_path)
     X, y = EmbeddingStore.open(tmp_path / "good").labelled()
     meta = _meta(tmp_path / "good")
     rng = np.random.default_rng(3)
-    for i, (trail, action) in enumerate(_mutations(meta, rng)):
+    for i, (trail, action) in enumerate(header_mutations(meta, rng)):
         copy = tmp_path / f"s{i}"
         shutil.copytree(tmp_path / "good", copy)
         edited = json.loads(json.dumps(meta))
-        _apply(edited, trail, action)
+        apply_mutation(edited, trail, action)
         (copy / "meta.json").write_text(json.dumps(edited))
         try:
             X2, y2 = EmbeddingStore.open(copy).labelled()

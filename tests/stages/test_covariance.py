@@ -17,20 +17,8 @@ def pooled(X, y, dof_means=None):
     return means, residuals, residuals.T @ residuals / (len(X) - (dof_means or len(classes)))
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(5)
-    d, K = 12, 4
-    means = rng.normal(size=(K, d)) * 1.5
-    A = rng.normal(size=(d, d)) * 0.4  # a shared, correlated within-class covariance
-    y = np.repeat(np.arange(K), [40, 25, 30, 35])
-    X = means[y] + rng.normal(size=(len(y), d)) @ A
-    order = rng.permutation(len(y))  # labels in any order
-    return X[order].astype(np.float64), y[order]
-
-
-def test_shrinkage_estimators_match_scikit_learn(data):
-    X, y = data
+def test_shrinkage_estimators_match_scikit_learn(correlated):
+    X, y = correlated
     _, residuals, _ = pooled(X, y)
     stats = Scatter.of(torch.from_numpy(residuals), 4)
     assert shrinkage_amount(stats, "ledoit_wolf") == pytest.approx(ledoit_wolf_shrinkage(residuals,

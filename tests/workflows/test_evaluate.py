@@ -8,37 +8,25 @@ import json
 import shutil
 
 import pytest
-from conftest import EXAMPLES, copy_examples, run
+from conftest import EXAMPLES, run
 from PIL import Image
 
 import imprint
 from imprint.cli import main
 
 
-@pytest.fixture()
-def folder(tmp_path):
-    return copy_examples(tmp_path / "images", classes=("bag", "coat", "sneaker", "trouser"))
-
-
-
-
-@pytest.fixture()
-def cache(tmp_path):
-    return ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
-
-
-def test_evaluate_and_predict_folders_from_python(folder, tmp_path):
-    clf = imprint.fit_folder(folder, generation="mean", cache_dir=tmp_path / "cache")
-    result = imprint.evaluate_folder(clf, folder, cache_dir=tmp_path / "cache")
+def test_evaluate_and_predict_folders_from_python(four_classes, tmp_path):
+    clf = imprint.fit_folder(four_classes, generation="mean", cache_dir=tmp_path / "cache")
+    result = imprint.evaluate_folder(clf, four_classes, cache_dir=tmp_path / "cache")
     assert result.evaluation.accuracy > 0.8 and result.payload()["images"] == 80
-    found = imprint.predict_images(clf, [folder / "bag"], top_k=2, cache_dir=tmp_path / "cache")
+    found = imprint.predict_images(clf, [four_classes / "bag"], top_k=2, cache_dir=tmp_path / "cache")
     assert len(found) == 20 and all(len(p.top) == 2 for p in found)
     assert sum(p.label == "bag" for p in found) >= 15
     clf.save(tmp_path / "c.safetensors")  # a file works as well as a fitted classifier
-    again = imprint.predict_images(tmp_path / "c.safetensors", [folder / "bag"], cache_dir=tmp_path / "cache")
+    again = imprint.predict_images(tmp_path / "c.safetensors", [four_classes / "bag"], cache_dir=tmp_path / "cache")
     assert [p.label for p in again] == [p.label for p in found]
     with pytest.raises(imprint.UserError, match="--top-k must be an integer >= 1"):
-        imprint.predict_images(clf, [folder / "bag"], top_k=0)
+        imprint.predict_images(clf, [four_classes / "bag"], top_k=0)
 
 
 def test_the_command_line_rejects_and_reports_open_set_metrics(tmp_path, capsys):
@@ -83,12 +71,12 @@ def test_eval_draws_a_reliability_diagram_and_reports_rejection_apart(tmp_path, 
     assert code == 0 and "unknown score vs threshold" in out
 
 
-def test_a_class_too_small_to_hold_out_is_named_and_left_out_of_macro_f1(capsys, tmp_path, three_classes, cache):
+def test_a_class_too_small_to_hold_out_is_named_and_left_out_of_macro_f1(capsys, tmp_path, three_classes, cache_flags):
     lonely = three_classes / "dress"
     lonely.mkdir()
     shutil.copy(next(iter(sorted((EXAMPLES / "dress").iterdir()))), lonely / "one.png")
     code, out, err = run(capsys, "fit", three_classes, "-o", tmp_path / "c.safetensors", "--test-fraction", "0.3",
-                         *cache)
+                         *cache_flags)
     assert code == 0, err
     assert "1 class(es) have too few images to hold any out and are not in the held-out scores: dress" in err
     accuracy = float(out.split("held-out accuracy: ")[1].split()[0])
@@ -97,14 +85,14 @@ def test_a_class_too_small_to_hold_out_is_named_and_left_out_of_macro_f1(capsys,
     assert "chance level" in out
 
 
-def test_the_confusion_matrix_has_a_title_with_the_accuracy(capsys, tmp_path, three_classes, cache):
+def test_the_confusion_matrix_has_a_title_with_the_accuracy(capsys, tmp_path, three_classes, cache_flags):
     clf = tmp_path / "c.safetensors"
-    assert run(capsys, "fit", three_classes, "-o", clf, *cache)[0] == 0
+    assert run(capsys, "fit", three_classes, "-o", clf, *cache_flags)[0] == 0
     picture = tmp_path / "cm.png"
-    code, out, err = run(capsys, "eval", clf, three_classes, "--confusion", picture, *cache)
+    code, out, err = run(capsys, "eval", clf, three_classes, "--confusion", picture, *cache_flags)
     assert code == 0 and "chance level" in out
     with Image.open(picture) as image:
         assert image.size[0] > 400
-    code, out, err = run(capsys, "eval", clf, three_classes, "--format", "json", *cache)
+    code, out, err = run(capsys, "eval", clf, three_classes, "--format", "json", *cache_flags)
     report = json.loads(out)
     assert set(report) >= {"accuracy", "chance", "macro_f1", "per_class"} and len(report["per_class"]) == 3

@@ -3,31 +3,20 @@ images, a store or an embeddings file (``fit_folder``)."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 from conftest import EXAMPLES, copy_examples, run
 
 import imprint
 from imprint import ImprintClassifier
 
 
-@pytest.fixture()
-def folder(tmp_path):
-    return copy_examples(tmp_path / "images", classes=("bag", "coat", "sneaker", "trouser"))
-
-
-@pytest.fixture()
-def cache(tmp_path):
-    return ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
-
-
-def test_fit_folder_is_what_imprint_fit_does(folder, tmp_path, capsys):
+def test_fit_folder_is_what_imprint_fit_does(four_classes, tmp_path, capsys):
     cache = {"cache_dir": tmp_path / "cache"}
-    clf = imprint.fit_folder(folder, preset="qi", test_fraction=0.3, seed=1, output=tmp_path / "a.safetensors",
+    clf = imprint.fit_folder(four_classes, preset="qi", test_fraction=0.3, seed=1, output=tmp_path / "a.safetensors",
                              **cache)
     report = clf.fit_report_
     assert report.images and report.n_support == 56 and report.output == tmp_path / "a.safetensors"
     assert 0.5 < report.held_out.accuracy <= 1.0 and len(report.held_out.labels) == 24
-    code, out, err = run(capsys, "fit", folder, "-o", tmp_path / "b.safetensors", "--preset", "qi",
+    code, out, err = run(capsys, "fit", four_classes, "-o", tmp_path / "b.safetensors", "--preset", "qi",
                          "--test-fraction", "0.3", "--seed", "1", "--cache-dir", tmp_path / "cache", "--quiet")
     assert code == 0, err
     assert f"held-out accuracy: {report.held_out.accuracy:.4f}" in out
@@ -36,7 +25,7 @@ def test_fit_folder_is_what_imprint_fit_does(folder, tmp_path, capsys):
 
 
 def test_fit_keep_examples_from_the_command_line(tmp_path, capsys):
-    from conftest import copy_examples, run
+    from conftest import run
 
     folder = copy_examples(tmp_path / "images", per_class=6)
     code, out, _ = run(capsys, "fit", folder, "-o", tmp_path / "c.safetensors", "--preset", "qi", "--keep-examples",
@@ -58,7 +47,7 @@ def test_the_command_line_shows_the_chosen_method(tmp_path, capsys):
     assert code == 0 and "method=" not in out  # the paper's configuration, one word away
 
 
-def test_shots_zero_is_refused_not_ignored(capsys, tmp_path, three_classes, cache):
-    code, out, err = run(capsys, "fit", three_classes, "-o", tmp_path / "c.safetensors", "--shots", "0", *cache)
+def test_shots_zero_is_refused_not_ignored(capsys, tmp_path, three_classes, cache_flags):
+    code, out, err = run(capsys, "fit", three_classes, "-o", tmp_path / "c.safetensors", "--shots", "0", *cache_flags)
     assert code == 2 and "--shots must be an integer >= 1; got 0" in err
     assert not (tmp_path / "c.safetensors").exists()

@@ -61,6 +61,14 @@ class Metric(nn.Module):
         self.set_proxies(proxies, proxy_counts)
         return self
 
+    def merge_class_counts(self, new: Tensor, counts: Tensor) -> None:
+        """``class_counts`` after ``extend`` (for heads that weigh classes by their samples): `counts` for the new
+        classes marked in `new`, the counts kept for the others."""
+        merged = torch.empty(len(new), dtype=torch.long)
+        merged[new.cpu()] = counts.cpu().long()
+        merged[~new.cpu()] = self.class_counts
+        self.class_counts = merged
+
     def restrict(self, keep: Tensor, proxies: Tensor, proxy_counts: Tensor) -> Metric:
         """Drop the classes not in the boolean mask `keep`."""
         self.set_proxies(proxies, proxy_counts)

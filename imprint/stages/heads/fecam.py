@@ -98,10 +98,7 @@ class FeCAMMetric(Metric):
             precisions[new.to(added.device)] = added
             precisions[~new.to(added.device)] = old.to(added.device, added.dtype)
             self._set_precisions(precisions)
-        merged = torch.empty(len(new), dtype=torch.long)
-        merged[new.cpu()] = counts.cpu().long()
-        merged[~new.cpu()] = self.class_counts
-        self.class_counts = merged
+        self.merge_class_counts(new, counts)
         self.set_proxies(proxies, proxy_counts)
         return self
 

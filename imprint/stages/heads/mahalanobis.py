@@ -49,10 +49,7 @@ class MahalanobisMetric(Metric):
                new: Tensor) -> MahalanobisMetric:
         new_proxies = proxies[new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]]
         self.scatter = self.scatter + residual_statistics(support, new_proxies, proxy_counts[new])
-        merged = torch.empty(len(new), dtype=torch.long)
-        merged[new.cpu()] = counts.cpu().long()
-        merged[~new.cpu()] = self.class_counts
-        self.class_counts = merged
+        self.merge_class_counts(new, counts)
         self.set_proxies(proxies, proxy_counts)
         return self
 

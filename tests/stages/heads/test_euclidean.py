@@ -3,21 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from imprint import ImprintClassifier
-
-
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(5)
-    d, K = 12, 4
-    means = rng.normal(size=(K, d)) * 1.5
-    A = rng.normal(size=(d, d)) * 0.4  # a shared, correlated within-class covariance
-    y = np.repeat(np.arange(K), [40, 25, 30, 35])
-    X = means[y] + rng.normal(size=(len(y), d)) @ A
-    order = rng.permutation(len(y))  # labels in any order
-    return X[order].astype(np.float64), y[order]
 
 
 def test_euclidean_mean_max_is_nearest_class_mean(mixture):
@@ -29,8 +16,8 @@ def test_euclidean_mean_max_is_nearest_class_mean(mixture):
     np.testing.assert_allclose(clf.decision_function(X), -d2, rtol=1e-4, atol=1e-3)
 
 
-def test_simpleshot_cl2n_centres_on_the_support_mean_then_normalises(data):
-    X, y = data
+def test_simpleshot_cl2n_centres_on_the_support_mean_then_normalises(correlated):
+    X, y = correlated
     clf = ImprintClassifier.from_preset("simpleshot").fit(X, y)
     centred = X - X.mean(0)
     cl2n = centred / np.linalg.norm(centred, axis=1, keepdims=True)

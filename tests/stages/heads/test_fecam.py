@@ -3,7 +3,6 @@ covariance per class, normalised to a correlation; low-rank where a class has fe
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from imprint import ImprintClassifier
 
@@ -15,20 +14,8 @@ def shrink(S, a):
     return (1 - a) * S + a * np.trace(S) / d * np.eye(d)
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(5)
-    d, K = 12, 4
-    means = rng.normal(size=(K, d)) * 1.5
-    A = rng.normal(size=(d, d)) * 0.4  # a shared, correlated within-class covariance
-    y = np.repeat(np.arange(K), [40, 25, 30, 35])
-    X = means[y] + rng.normal(size=(len(y), d)) @ A
-    order = rng.permutation(len(y))  # labels in any order
-    return X[order].astype(np.float64), y[order]
-
-
-def test_fecam_scores_use_one_covariance_per_class(data):
-    X, y = data
+def test_fecam_scores_use_one_covariance_per_class(correlated):
+    X, y = correlated
     for diagonal in (False, True):
         clf = ImprintClassifier(generation="mean", metric="fecam", shrinkage=0.5, fecam_diagonal=diagonal,
                                 **RAW).fit(X, y)

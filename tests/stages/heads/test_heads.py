@@ -12,21 +12,9 @@ import torch
 from imprint import ImprintClassifier
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(5)
-    d, K = 12, 4
-    means = rng.normal(size=(K, d)) * 1.5
-    A = rng.normal(size=(d, d)) * 0.4  # a shared, correlated within-class covariance
-    y = np.repeat(np.arange(K), [40, 25, 30, 35])
-    X = means[y] + rng.normal(size=(len(y), d)) @ A
-    order = rng.permutation(len(y))  # labels in any order
-    return X[order].astype(np.float64), y[order]
-
-
 @pytest.mark.parametrize("preset", ["gda", "fecam", "ranpac", "tip_adapter", "simpleshot"])
-def test_every_head_saves_loads_and_exports_with_the_same_scores(data, tmp_path, preset):
-    X, y = data
+def test_every_head_saves_loads_and_exports_with_the_same_scores(correlated, tmp_path, preset):
+    X, y = correlated
     clf = ImprintClassifier.from_preset(preset).fit(X.astype(np.float32), y)
     path = tmp_path / f"{preset}.safetensors"
     clf.save(path)

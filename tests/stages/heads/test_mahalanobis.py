@@ -4,7 +4,6 @@ frozen embeddings."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from imprint import ImprintClassifier
 
@@ -23,20 +22,8 @@ def shrink(S, a):
     return (1 - a) * S + a * np.trace(S) / d * np.eye(d)
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(5)
-    d, K = 12, 4
-    means = rng.normal(size=(K, d)) * 1.5
-    A = rng.normal(size=(d, d)) * 0.4  # a shared, correlated within-class covariance
-    y = np.repeat(np.arange(K), [40, 25, 30, 35])
-    X = means[y] + rng.normal(size=(len(y), d)) @ A
-    order = rng.permutation(len(y))  # labels in any order
-    return X[order].astype(np.float64), y[order]
-
-
-def test_gda_scores_are_half_the_negative_mahalanobis_distance_plus_log_prior(data):
-    X, y = data
+def test_gda_scores_are_half_the_negative_mahalanobis_distance_plus_log_prior(correlated):
+    X, y = correlated
     for prior in ("uniform", "empirical"):
         clf = ImprintClassifier(generation="mean", metric="mahalanobis", shrinkage=0.3, prior=prior, **RAW).fit(X, y)
         means, _, S = pooled(X, y)
@@ -49,8 +36,8 @@ def test_gda_scores_are_half_the_negative_mahalanobis_distance_plus_log_prior(da
         np.testing.assert_array_equal(clf.predict(X), expected.argmax(1))
 
 
-def test_shared_covariance_with_kmeans_proxies_takes_residuals_about_the_nearest_own_proxy(data):
-    X, y = data
+def test_shared_covariance_with_kmeans_proxies_takes_residuals_about_the_nearest_own_proxy(correlated):
+    X, y = correlated
     clf = ImprintClassifier(generation="kmeans", k=3, metric="mahalanobis", shrinkage=0.2, **RAW).fit(X, y)
     proxies, owner = clf.proxies_.astype(np.float64), np.repeat(np.arange(4), clf.proxy_counts_)
     d2 = ((X[:, None] - proxies[None]) ** 2).sum(-1) + np.where(owner[None] == y[:, None], 0, np.inf)

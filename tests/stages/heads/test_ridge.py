@@ -11,20 +11,8 @@ from imprint import ImprintClassifier
 RAW = dict(norm_pre="none", norm_post="none", norm_inf="none")
 
 
-@pytest.fixture(scope="module")
-def data():
-    rng = np.random.default_rng(5)
-    d, K = 12, 4
-    means = rng.normal(size=(K, d)) * 1.5
-    A = rng.normal(size=(d, d)) * 0.4  # a shared, correlated within-class covariance
-    y = np.repeat(np.arange(K), [40, 25, 30, 35])
-    X = means[y] + rng.normal(size=(len(y), d)) @ A
-    order = rng.permutation(len(y))  # labels in any order
-    return X[order].astype(np.float64), y[order]
-
-
-def test_ridge_is_the_regularised_least_squares_onto_one_hot_classes(data):
-    X, y = data
+def test_ridge_is_the_regularised_least_squares_onto_one_hot_classes(correlated):
+    X, y = correlated
     clf = ImprintClassifier(generation="mean", metric="ridge", ridge_lambda=0.1, **RAW).fit(X, y)
     G = X.T @ X
     Y = np.eye(4)[y]
@@ -32,8 +20,8 @@ def test_ridge_is_the_regularised_least_squares_onto_one_hot_classes(data):
     np.testing.assert_allclose(clf.decision_function(X), X @ W, rtol=1e-4, atol=1e-4)
 
 
-def test_ranpac_is_ridge_on_random_relu_features(data):
-    X, y = data
+def test_ranpac_is_ridge_on_random_relu_features(correlated):
+    X, y = correlated
     clf = ImprintClassifier.from_preset("ranpac", projection_dim=64, ridge_lambda=1.0).fit(X, y)
     W = clf.pipeline_.norm_pre.parts[1].weight.numpy().astype(np.float64)
     H = np.maximum((X / np.linalg.norm(X, axis=1, keepdims=True)) @ W, 0)
