@@ -17,12 +17,6 @@ EXAMPLES = ROOT / "examples" / "fashion"
 BAGS = sorted((EXAMPLES / "bag").glob("*.png"))
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The docs' commands first: the longest file, so that the two test processes (pytest-xdist, a file each at a
-    time) finish together instead of one running it alone at the end."""
-    items.sort(key=lambda item: item.path.name != "test_docs.py")
-
-
 def run(capsys, *argv) -> tuple[int, str, str]:
     """The command line run in this process: (exit status, stdout, stderr)."""
     from imprint.cli import main
