@@ -299,7 +299,6 @@ class SettingsTable:
         return sorted(names, key=position)
 
 
-
 SETTINGS = SettingsTable()
 
 

@@ -96,8 +96,6 @@ class Energy(Rejector):
         return -self.temperature * torch.logsumexp(class_scores.double() / self.temperature, dim=1)
 
 
-
-
 def auto_knn_k(counts: np.ndarray) -> int:
     """knn_k "auto" for classes of `counts` support samples: a tenth of the smallest class, from 1 to 50."""
     return max(1, min(50, int(np.min(counts)) // 10))
@@ -174,8 +172,6 @@ class MahalanobisPlusPlus(Rejector):
 
     def tensors(self) -> dict[str, Tensor]:
         return {"means": self.means, "precision": self.precision, "counts": self.counts}
-
-
 
 
 class NECO(Rejector):

@@ -110,8 +110,6 @@ def is_predictions_file(path: Path) -> bool:
                                             for item in payload)
 
 
-
-
 class PredictionError(UserError):
     """Images that cannot be predicted: none given, none found, none readable, or a bad option."""
 

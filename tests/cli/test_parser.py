@@ -20,8 +20,6 @@ def plugin():
     return plugin_stage
 
 
-
-
 @pytest.fixture()
 def cache(tmp_path):
     return ["--cache-dir", str(tmp_path / "cache"), "--quiet"]

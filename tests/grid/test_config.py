@@ -52,10 +52,6 @@ def cache_dir(kept_dir) -> Path:
     return kept_dir("imprint-grid-embeddings")
 
 
-
-
-
-
 @pytest.fixture(scope="module")
 def plugin():
     sys.path.insert(0, str(TESTS))

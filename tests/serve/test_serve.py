@@ -25,8 +25,6 @@ from imprint.core.errors import UserError  # noqa: E402
 pytest.importorskip("fastapi")
 
 
-
-
 @pytest.fixture(scope="module")
 def nine_classes(tmp_path_factory) -> Path:
     """A classifier of the bundled classes but 'bag' (simpleshot: a head that can forget classes)."""

@@ -24,6 +24,12 @@ def class_of_proxy(proxy_counts: Tensor) -> Tensor:
     return torch.repeat_interleave(torch.arange(len(proxy_counts), device=proxy_counts.device), proxy_counts)
 
 
+def new_proxies_mask(new: Tensor, proxy_counts: Tensor, device: torch.device) -> Tensor:
+    """Which proxies belong to the classes marked in `new` (one flag per class), on `device`: what ``extend``
+    imprints afresh while the other classes keep their state."""
+    return new.to(device)[class_of_proxy(proxy_counts.to(device))]
+
+
 class Metric(nn.Module):
     """Base class: scores of queries against stored proxies. Stateless metrics only hold the proxies."""
 
@@ -105,7 +111,6 @@ class Metric(nn.Module):
         return {}
 
 
-
 def residual_statistics(support: Support, proxies: Tensor, proxy_counts: Tensor,
                         per_class: bool = False) -> Scatter | dict[int, Scatter]:
     """Scatter of the residuals of the support rows from their nearest proxy of their own class, pooled over
@@ -128,12 +133,10 @@ def residual_statistics(support: Support, proxies: Tensor, proxy_counts: Tensor,
     return classes if per_class else pooled
 
 
-
 def log_prior(counts: Tensor, prior: str, dtype: torch.dtype) -> Tensor:
     if prior == "uniform":
         return torch.zeros(len(counts), dtype=dtype, device=counts.device)
     return (counts.double() / counts.sum()).log().to(dtype)
-
 
 
 def spectrum(statistics: Scatter) -> tuple[Tensor, Tensor, float]:
@@ -191,7 +194,6 @@ def shrunk_quadratics(statistics: Scatter, spectrum: tuple[Tensor, Tensor, float
         distances = (Q.square().sum(1)[:, None] - 2.0 * Q @ W.T + W.square().sum(1)[None, :]).clamp_min(0.0)
         out = [scores + distances * extra for scores, extra in zip(out, rest)]
     return out
-
 
 
 def make_metric(name: str, settings: dict[str, Any]) -> Metric:

@@ -15,6 +15,7 @@ from imprint.stages.heads.base import (
     Metric,
     class_of_proxy,
     log_prior,
+    new_proxies_mask,
     residual_statistics,
     shrunk_quadratics,
     spectrum,
@@ -87,7 +88,7 @@ class FeCAMMetric(Metric):
 
     def extend(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
                new: Tensor) -> FeCAMMetric:
-        new_proxies = proxies[new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]]
+        new_proxies = proxies[new_proxies_mask(new, proxy_counts, proxies.device)]
         added = self._class_precisions(support, counts, new_proxies, proxy_counts[new])
         if isinstance(added, LowRankPrecisions) and self.low_rank is not None:
             self._set_precisions(self.low_rank.merged(added, new))
@@ -167,7 +168,6 @@ class FeCAMMetric(Metric):
         if self.low_rank is not None:
             return {**self.low_rank.tensors(), "class_counts": self.class_counts}
         return {"precisions": self.precisions, "class_counts": self.class_counts}
-
 
 
 def _class_covariance(statistics: Scatter, shrinkage: float | str, normalize: bool) -> Tensor:

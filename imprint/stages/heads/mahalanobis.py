@@ -16,6 +16,7 @@ from imprint.stages.heads.base import (
     NotIncrementalError,
     class_of_proxy,
     log_prior,
+    new_proxies_mask,
     residual_statistics,
     shrunk_quadratics,
     spectrum,
@@ -47,7 +48,7 @@ class MahalanobisMetric(Metric):
 
     def extend(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
                new: Tensor) -> MahalanobisMetric:
-        new_proxies = proxies[new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]]
+        new_proxies = proxies[new_proxies_mask(new, proxy_counts, proxies.device)]
         self.scatter = self.scatter + residual_statistics(support, new_proxies, proxy_counts[new])
         self.merge_class_counts(new, counts)
         self.set_proxies(proxies, proxy_counts)

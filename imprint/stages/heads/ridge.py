@@ -11,7 +11,7 @@ from torch import Tensor
 from imprint.core.settings import AUTO
 from imprint.core.support import Support
 from imprint.stages.covariance import second_moment
-from imprint.stages.heads.base import Metric, NotIncrementalError, class_of_proxy
+from imprint.stages.heads.base import Metric, NotIncrementalError, new_proxies_mask
 from imprint.stages.kmeans import nearest_own_centroid
 from imprint.stages.ridge_solve import RidgeFolds, ridge_solve, uses_dual
 
@@ -82,7 +82,7 @@ class RidgeMetric(Metric):
 
     def extend(self, support: Support, counts: Tensor, proxies: Tensor, proxy_counts: Tensor,
                new: Tensor) -> RidgeMetric:
-        is_new = new.to(proxies.device)[class_of_proxy(proxy_counts.to(proxies.device))]
+        is_new = new_proxies_mask(new, proxy_counts, proxies.device)
         grown = RidgeMetric(self.ridge_lambda)
         grown._fit_statistics(support, proxies[is_new], proxy_counts[new])
         merged = torch.empty(len(proxies), self.targets.shape[1], dtype=torch.float64, device=self.targets.device)
