@@ -273,7 +273,7 @@ def real_embeddings(kept_dir):
     Returns a function dataset_name -> (X_support, y_support, X_test, y_test) with 300 support and
     100 test images per class, drawn disjointly with a fixed seed.
     """
-    from imprint.core.atomic import atomic_write_bytes, locked
+    from imprint.core.atomic import atomic_write_bytes, lock_file, locked
     from imprint.data.builtin import load_dataset, per_class_split
     from imprint.encoders import create_encoder
 
@@ -303,7 +303,7 @@ def real_embeddings(kept_dir):
         """Whether another process holds the lock of `path` now (``locked``'s lock file)."""
         import fcntl
 
-        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(lock_file(path), os.O_RDWR | os.O_CREAT, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -134,14 +134,18 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+def lock_file(path: str | os.PathLike) -> Path:
+    """The hidden file beside `path` whose lock ``locked`` holds: ``.NAME.lock``."""
+    target = Path(path)
+    return target.with_name(f".{target.name}.lock")
+
+
 @contextlib.contextmanager
 def locked(path: str | os.PathLike) -> Iterator[None]:
     """Hold an exclusive lock on `path` (by a hidden lock file beside it, ``.NAME.lock``, which outlives the file's
     atomic replacements) across processes and across separate holders in one process; waits for a holder to
     release it."""
-    target = Path(path)
-    lock = target.with_name(f".{target.name}.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(lock_file(path), os.O_RDWR | os.O_CREAT, 0o666)
     try:
         if fcntl is not None:
             fcntl.flock(fd, fcntl.LOCK_EX)
