@@ -1,10 +1,12 @@
 """Shared fixtures: small synthetic embeddings, and real EfficientNet-Lite0 embeddings cached on disk."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -277,6 +279,26 @@ def kept_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 REAL_SUPPORT, REAL_TEST = 300, 100  # images per class of each real dataset, each embedded once a run
+REAL_CHUNK = 400  # images embedded and kept together: test processes share the embedding of a dataset by chunks
+
+
+@contextlib.contextmanager
+def claimed(path: Path) -> Iterator[bool]:
+    """Whether this process got the lock of `path` (``locked``'s lock file) without waiting; held while inside."""
+    import fcntl
+
+    from imprint.core.atomic import lock_file
+
+    fd = os.open(lock_file(path), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+        else:
+            yield True
+    finally:
+        os.close(fd)  # closing releases a lock taken here
 
 
 @pytest.fixture(scope="session")
@@ -284,9 +306,10 @@ def real_embeddings(kept_dir):
     """Embeddings of real images by the packaged pretrained EfficientNet-Lite0, cached across runs.
 
     Returns a function dataset_name -> (X_support, y_support, X_test, y_test) with REAL_SUPPORT support and
-    REAL_TEST test images per class, drawn disjointly with a fixed seed.
+    REAL_TEST test images per class, drawn disjointly with a fixed seed. The test processes embed a dataset
+    together, chunk by chunk: one that needs a chunk another is embedding takes the next one instead of waiting.
     """
-    from imprint.core.atomic import atomic_write_bytes, lock_file, locked
+    from imprint.core.atomic import atomic_write_bytes, locked
     from imprint.data.builtin import load_dataset, per_class_split
     from imprint.encoders import create_encoder
 
@@ -294,48 +317,31 @@ def real_embeddings(kept_dir):
     encoder = create_encoder(device="cpu")
     cache_dir = kept_dir("imprint-embeddings")
 
-    def path_of(name: str) -> Path:
-        key = f"{name}|{encoder.id}|{encoder.weights_id}|{REAL_SUPPORT}|{REAL_TEST}|0"
-        key = hashlib.sha256(key.encode()).hexdigest()[:16]
-        return cache_dir / f"{name}-{key}.npz"
-
     def load(name: str):
         if name not in memory:
-            path = path_of(name)
-            if not path.is_file() and busy(path):  # another test process is embedding it: embed the other one
-                for other in {"fashion_mnist", "mnist5k"} - {name}:
-                    if not path_of(other).is_file() and not busy(path_of(other)):
-                        with locked(path_of(other)):
-                            compute(other, path_of(other))
-            with locked(path):  # test processes running side by side embed a dataset once
-                compute(name, path)
-            with np.load(path) as data:
-                memory[name] = (data["Xs"], data["ys"], data["Xq"], data["yq"])
+            ds = load_dataset(name)
+            support, test = per_class_split(ds.labels, REAL_SUPPORT, REAL_TEST, seed=0)
+            rows = np.concatenate([support, test])
+            key = f"{name}|{encoder.id}|{encoder.weights_id}|{REAL_SUPPORT}|{REAL_TEST}|0|{REAL_CHUNK}"
+            key = hashlib.sha256(key.encode()).hexdigest()[:16]
+            chunks = [(cache_dir / f"{name}-{key}-{start}.npy", rows[start:start + REAL_CHUNK])
+                      for start in range(0, len(rows), REAL_CHUNK)]
+            for path, chunk in chunks:  # the chunks no other process is embedding now
+                with claimed(path) as mine:
+                    if mine:
+                        embed(ds.images, chunk, path)
+            for path, chunk in chunks:  # then those it was: done when their lock is let go
+                with locked(path):
+                    embed(ds.images, chunk, path)
+            X = np.concatenate([np.load(path) for path, _ in chunks])
+            memory[name] = (X[:len(support)], ds.labels[support], X[len(support):], ds.labels[test])
         return memory[name]
 
-    def busy(path: Path) -> bool:
-        """Whether another process holds the lock of `path` now (``locked``'s lock file)."""
-        import fcntl
-
-        fd = os.open(lock_file(path), os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)  # closing releases a lock taken here
-        return False
-
-    def compute(name: str, path: Path) -> None:
-        if path.is_file():
-            return
-        ds = load_dataset(name)
-        support, test = per_class_split(ds.labels, REAL_SUPPORT, REAL_TEST, seed=0)
-        arrays = {"Xs": encoder.encode_images(ds.images[support]), "ys": ds.labels[support],
-                  "Xq": encoder.encode_images(ds.images[test]), "yq": ds.labels[test]}
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(path, buffer.getvalue())
+    def embed(images: np.ndarray, chunk: np.ndarray, path: Path) -> None:
+        if not path.is_file():
+            buffer = io.BytesIO()
+            np.save(buffer, encoder.encode_images(images[chunk]))
+            atomic_write_bytes(path, buffer.getvalue())
 
     return load
 

