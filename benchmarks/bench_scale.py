@@ -10,7 +10,7 @@ table:
 Baselines in the same run: the best case itself (ratios), scikit-learn's per-class KMeans loop, numpy
 sort + reduceat class means, and for prediction a bare torch.mm (the machine's matrix-product limit) and
 numpy matmul + max.
-Run: python benchmarks/bench_scale.py [--quick] [--parts mean kmeans heads predict]
+Run: python benchmarks/bench_scale.py [--quick] [--parts mean kmeans heads predict defaults]
 """
 from __future__ import annotations
 
@@ -106,6 +106,25 @@ def fit_rows(what: str, sizes: list[tuple[int, int]], settings: dict, scale: int
             baseline = baseline or seconds
 
 
+def default_cost_rows(scale: int) -> None:
+    """What the default temperature="auto" costs (issue 34): each fit with it against the same fit with the
+    temperature fixed, in fresh processes, on raw unsorted rows (classes: N / 100)."""
+    print("\n| generation | N | classes | default s | fixed s | default / fixed | extra / data, default | "
+          "extra / data, fixed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for generation, sizes, extra in (("mean", (10_000, 100_000, 1_000_000), {}),
+                                     ("kmeans", (10_000, 100_000, 200_000), {"k": 20})):
+        for n in sizes:
+            n, classes = n // scale, max(2, n // scale // 100)
+            data_mib = n * DIM * 4 / 2**20
+            default, default_extra, _ = run_isolated(partial(support, n, classes, "raw"),
+                                                     partial(fit, generation=generation, **extra))
+            fixed, fixed_extra, _ = run_isolated(partial(support, n, classes, "raw"),
+                                                 partial(fit, generation=generation, temperature=1.0, **extra))
+            print(f"| {generation} | {n:,} | {classes:,} | {default:.2f} | {fixed:.2f} | {default / fixed:.2f}x | "
+                  f"{default_extra / data_mib:.2f} | {fixed_extra / data_mib:.2f} |", flush=True)
+
+
 def queries_and_model(n_queries: int, n_proxies: int, per_class: int = 20):
     from imprint import ImprintClassifier
 
@@ -170,8 +189,8 @@ def predict_rows(scale: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1/10 of the sizes")
-    parser.add_argument("--parts", nargs="+", choices=("mean", "kmeans", "heads", "predict"),
-                        default=["mean", "kmeans", "heads", "predict"])
+    parser.add_argument("--parts", nargs="+", choices=("mean", "kmeans", "heads", "predict", "defaults"),
+                        default=["mean", "kmeans", "heads", "predict", "defaults"])
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     print(f"## Scale on real inputs ({time.strftime('%Y-%m-%d')})\n\n" + environment() + "\n")
@@ -203,6 +222,8 @@ def main() -> None:
                  dict(generation="mean", norm_post="none", metric="ridge", ridge_lambda=1.0), scale, ["best", "raw"])
     if "predict" in args.parts:
         predict_rows(scale)
+    if "defaults" in args.parts:
+        default_cost_rows(scale)
 
 
 if __name__ == "__main__":

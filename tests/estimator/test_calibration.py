@@ -58,3 +58,25 @@ def test_held_out_scores_all_right_give_the_rule_of_succession_not_certainty():
     t = fit_temperature(scores, truth)
     nll = [-np.log(softmax(scores, t * f)[np.arange(48), truth]).mean() for f in (0.8, 1.0, 1.25)]
     assert nll[1] <= nll[0] and nll[1] <= nll[2]
+
+
+def test_the_temperature_scores_only_as_many_held_out_rows_as_it_needs(monkeypatch):
+    """A fold of 20,000 support rows holds out 2,000: the temperature scores a random CALIBRATION_ROWS of them,
+    and CALIBRATION_ROWS of the fold's own rows for its score spread (not some of every class)."""
+    from conftest import mixture_embeddings
+
+    from imprint.estimator import calibration
+    from imprint.estimator.folds import FoldModel
+
+    X, y = mixture_embeddings(n_classes=10, per_class=2_000, dim=16)
+    scored: list[int] = []
+    held_out_scores = FoldModel.held_out_scores
+    monkeypatch.setattr(FoldModel, "held_out_scores", lambda self, rows: scored.append(len(rows)) or
+                        held_out_scores(self, rows))
+    clf = ImprintClassifier(generation="mean", device="cpu").fit(X, y)
+    # per fold: the held-out rows, then at most CALIBRATION_ROWS of its own rows for its score spread
+    assert scored == [calibration.CALIBRATION_ROWS] * 2
+    assert 0 < clf.temperature_ < np.inf
+    assert calibration.random_rows(4, 5, 0) is None
+    some = calibration.random_rows(10, 3, 0)
+    assert len(set(some)) == 3 and (some == np.sort(some)).all() and (some == calibration.random_rows(10, 3, 0)).all()
