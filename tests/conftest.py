@@ -157,6 +157,7 @@ def apply_mutation(meta: dict, trail: list, action) -> None:
     else:
         target[trail[-1]] = action
 
+
 # a fit in a process whose memory is limited below the data: argv = X.npy, y.npy, megabytes, settings
 LIMITED_FIT_SCRIPT = """
 import resource, sys

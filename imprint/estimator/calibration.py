@@ -158,9 +158,10 @@ def _temperature(settings: dict[str, Any], X: np.ndarray, codes: np.ndarray, fol
     where the fold models were fitted, the temperature in units of each one's score spread on its own rows
     with their mean spread (else None: the temperature as it is). Where nothing can be held out, a third of the
     spread of the scores. Only as many folds are fitted as give CALIBRATION_ROWS held-out scores (all ten up
-    to 600 support rows; three of ten at 2,000), and a fold holding out more rows than that scores a random
+    to 600 support rows; three of ten at 2,000), and a fold model holding out more rows than that scores a random
     CALIBRATION_ROWS of them (above 6,000 rows: at 200,000 x 512 with 2,000 classes, 600 rows scored instead of
-    5,000, and the temperature's search reads 600 x 2,000 scores instead of 5,000 x 2,000)."""
+    5,000, and the temperature's search reads 600 x 2,000 scores instead of 5,000 x 2,000). A ridge head, whose
+    shared statistics score a fold's held-out rows without a fit, scores its fold whole."""
     smallest = int(np.bincount(codes).min())
     if smallest < 2:
         scores = folds.fit(X, codes, settings).class_scores(X)
@@ -181,7 +182,8 @@ def _temperature(settings: dict[str, Any], X: np.ndarray, codes: np.ndarray, fol
             positions = np.flatnonzero(test)
             some = random_rows(len(positions), CALIBRATION_ROWS - held_out, seed)
             if some is not None:
-                test = np.isin(np.arange(len(codes)), positions[some])
+                test = np.zeros_like(test)
+                test[positions[some]] = True
             held.append(model.held_out_scores(X[test]))
             rows = np.flatnonzero(train)
             some = random_rows(len(rows), CALIBRATION_ROWS, seed)
