@@ -309,7 +309,9 @@ def build_parser(commands: dict[str, Callable[[argparse.Namespace], None]], sett
     p = command("grid", "run a YAML grid of variants x encoders x datasets x tasks (resumable)")
     p.add_argument("config", type=EXISTING_FILE, help="YAML grid config (see configs/)")
     p.add_argument("--out", required=True, help="results folder; a rerun skips the cells already there")
-    p.add_argument("--workers", type=int, default=None, help="parallel processes for the cells (default: cores)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel processes for the cells (default: cores, once the cells left would take more than "
+                        "20 s in one)")
     p.add_argument("--cache-dir", default=None, help="embedding cache folder (default: user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

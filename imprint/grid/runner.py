@@ -122,6 +122,12 @@ def default_workers() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+# Starting worker processes costs seconds (two spawned workers import torch and scikit-learn in 7.5 s on 2 cores,
+# while this process waits), so with the default number of workers the first cells run here, timed, and the pool
+# starts only once the cells left would take longer than this in this process: a small grid never pays for it.
+POOL_AFTER_S = 20.0
+
+
 class _Progress:
     """A progress bar whose time estimate starts after the first cells (worker start-up is not a cell's cost)."""
 
@@ -148,7 +154,9 @@ class _Progress:
 def run_grid(config: GridBase, out: str | Path, *, workers: int | None = None,
              cache: EmbeddingCache | None = None, progress: bool = True,
              log: Callable[[str], None] = print) -> GridRun:
-    """Run every cell of `config` not already finished in `out`; returns what was planned, skipped and run."""
+    """Run every cell of `config` not already finished in `out`; returns what was planned, skipped and run.
+    `workers` processes run the cells; by default as many as there are cores, started once the cells left would
+    take more than POOL_AFTER_S in this process (each cell runs on one thread: the same numbers either way)."""
     out = Path(out)
     expansion = expand(config)
     runs = expansion.runs
@@ -160,6 +168,7 @@ def run_grid(config: GridBase, out: str | Path, *, workers: int | None = None,
     log(f"grid {config.name}: {expansion.summary()}; {len(runs) - len(todo)} already done, {len(todo)} to run")
     failures: list[str] = []
     lock = threading.Lock()
+    when_slow = workers is None
     workers = min(workers or default_workers(), max(1, len(todo)))
     bar = _Progress(len(todo), workers, progress)
 
@@ -181,21 +190,30 @@ def run_grid(config: GridBase, out: str | Path, *, workers: int | None = None,
                 _write_json(out / "failed" / f"{cell.key}.json", {"cell": cell.identity(), "error": str(error)})
             bar.update()
 
-    pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_start,
-                               initargs=(list(config.plugins),)) if workers > 1 else None
+    def start_pool() -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_start, initargs=(list(config.plugins),))
+
+    pool = start_pool() if workers > 1 and not when_slow else None
     submitted: list[Future] = []
     encoders: dict[str, Any] = {}
+    here, here_seconds = 0, 0.0  # cells run in this process, and their time
     try:
         for data_file, group in _by_data(out, todo, config):
             if not data_file.is_file():
                 _prepare(group[0], data_file, config, cache, encoders, log)
             for cell in group:
+                if pool is None and workers > 1 and here and \
+                        here_seconds / here * (len(todo) - here) > POOL_AFTER_S:
+                    pool = start_pool()
                 if pool is None:
                     future: Future = Future()
+                    started = time.perf_counter()
                     try:
                         future.set_result(_evaluate_from_file(cell, data_file))
                     except Exception as error:  # recorded per cell; the others go on
                         future.set_exception(error)
+                    here, here_seconds = here + 1, here_seconds + time.perf_counter() - started
                     finished(cell, future)
                 else:
                     submitted.append(pool.submit(_evaluate_from_file, cell, data_file))

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ import yaml
 from conftest import EXAMPLES, ROOT, run
 
 from imprint.cli import main
+from imprint.grid import runner
 from imprint.grid.config import load_config, parse_config
 from imprint.grid.expand import expand
 from imprint.grid.report import write_report
@@ -55,11 +57,28 @@ def tiny_config(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def finished_grid(tiny_config: Path, cache_dir: Path, tmp_path_factory) -> Path:
-    """The tiny grid run straight through with two workers."""
+    """The tiny grid run straight through with the default workers, told that its cells are slow: the first cell
+    runs in this process, the rest in a pool of two."""
     out = tmp_path_factory.mktemp("uninterrupted")
-    assert main(["grid", str(tiny_config), "--out", str(out), "--cache-dir", str(cache_dir), "--workers", "2",
-                 "--quiet"]) == 0
+    pools = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "POOL_AFTER_S", 0.0)
+        patch.setattr(runner, "default_workers", lambda: 2)
+        patch.setattr(runner, "ProcessPoolExecutor", lambda *a, **k: pools.append(a) or ProcessPoolExecutor(*a, **k))
+        assert main(["grid", str(tiny_config), "--out", str(out), "--cache-dir", str(cache_dir), "--quiet"]) == 0
+    assert pools == [(2,)]
     return out
+
+
+def test_a_small_grid_runs_in_this_process_by_default(tmp_path, cache_dir, monkeypatch):
+    """With the default workers, no pool is started for cells that would take less than POOL_AFTER_S here."""
+    monkeypatch.setattr(runner, "POOL_AFTER_S", 1e9)
+    monkeypatch.setattr(runner, "default_workers", lambda: 2)
+    monkeypatch.setattr(runner, "ProcessPoolExecutor", None)  # calling it would fail the grid
+    config = parse_config({"datasets": [{"folder": str(EXAMPLES), "support_per_class": 5, "val_per_class": 0,
+                                         "test_per_class": 5}],
+                           "shots": [1, 5], "variants": [{"preset": "qi"}, {"preset": "simpleshot"}]})
+    assert run_grid(config, tmp_path, cache=EmbeddingCache(cache_dir), progress=False, log=lambda _: None).ran == 4
 
 
 def _results(out: Path) -> pd.DataFrame:
