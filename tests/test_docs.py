@@ -2,8 +2,9 @@
 scratch folder beside the bundled examples. A block that names a CLIP model runs with the small random-weight
 open_clip model in its place, since no weights can be downloaded here; nothing else is changed.
 
-A block of plain `imprint` commands runs them in this process, through the installed command's own `main` (the
-same code, without 4 to 5 seconds of start-up each); any other block runs in bash. The README's two install
+A bash block's plain `imprint` commands run in this process, in order, through the installed command's own `main`
+(the same code, without 4 to 5 seconds of start-up each); the lines between them (pipes, redirects, `&`,
+heredocs, other programs) run in bash. The README's two install
 commands are what `.ci/run` runs on a fresh machine, so they are checked to be there word for word, and run there."""
 from __future__ import annotations
 
@@ -25,16 +26,21 @@ TEST_COMMAND = '.venv/bin/pip install -e ".[test]" && .venv/bin/python -m pytest
 IMPRINT_COMMAND = re.compile(r"\.venv/bin/imprint ([^|&;<>$`\\]*?)(?:\s+#.*)?")  # no pipe, redirect or variable
 
 
-def imprint_commands(code: str) -> list[list[str]] | None:
-    """The arguments of each command of a block made of plain imprint commands (and comments), else None."""
-    commands = []
+def segments(code: str) -> list[list[str] | str]:
+    """A bash block in order as its plain imprint commands (each one's arguments) and the runs of other lines
+    between them (bash code: pipes, redirects, `&`, heredocs, other programs); comments and blank lines dropped."""
+    parts: list[list[str] | str] = []
     for line in code.strip().splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            match = IMPRINT_COMMAND.fullmatch(line.strip())
-            if match is None:
-                return None
-            commands.append(shlex.split(match.group(1)))
-    return commands
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        match = IMPRINT_COMMAND.fullmatch(line.strip())
+        if match is not None:
+            parts.append(shlex.split(match.group(1)))
+        elif parts and isinstance(parts[-1], str):
+            parts[-1] += line + "\n"
+        else:
+            parts.append(line + "\n")
+    return parts
 
 
 def blocks(page: Path) -> list[tuple[str, str]]:
@@ -89,15 +95,18 @@ def test_every_block_of_a_page_runs_as_written(page, tmp_path, monkeypatch, tiny
         elif language == "bash":
             if code.strip() == TEST_COMMAND or code.startswith(INSTALL):
                 continue  # the suite itself, and the main job that .ci/run runs before it on the base install
-            commands = imprint_commands(code)
-            if commands is not None:
-                run_in_this_process(name, commands, capsys)
-                ran += 1
-                continue
-            result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", code], capture_output=True, text=True,
-                                    timeout=600, env=dict(os.environ, PYTHONWARNINGS="ignore"))
-            assert result.returncode == 0, f"{name} failed:\n{code}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-            assert result.stdout.strip() or result.stderr.strip(), f"{name} shows nothing"
+            shows_something = False
+            for part in segments(code):
+                if isinstance(part, list):
+                    run_in_this_process(name, [part], capsys)  # each imprint command shows something
+                    shows_something = True
+                    continue
+                result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", part], capture_output=True,
+                                        text=True, timeout=600, env=dict(os.environ, PYTHONWARNINGS="ignore"))
+                assert result.returncode == 0, \
+                    f"{name} failed:\n{part}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+                shows_something |= bool(result.stdout.strip() or result.stderr.strip())
+            assert shows_something, f"{name} shows nothing"
         else:
             continue
         ran += 1
