@@ -66,17 +66,21 @@ class Encoder(ABC):
     @property
     def runtime_id(self) -> str:
         """The runtime and its version ("torch", "onnxruntime 1.20.1", "openvino 2026.4.1", "openvino 2026.4.1
-        bf16"): embedding caches and
-        stores are kept apart per runtime. With ``fastest`` the graph is opened (and the engines measured, once
-        per machine) to know which it is."""
+        bf16"): embedding caches and stores are kept apart per runtime. With ``fastest``, the engine measured the
+        faster on this machine (the graph is opened and the engines measured where no choice is kept)."""
         from imprint.encoders.runtime import runtime_label
 
         return runtime_label(self.engine)
 
     @property
     def engine(self) -> str:
-        """What runs the network: torch, onnx or openvino (``fastest`` resolved, by opening the graph)."""
-        return "torch" if self.runtime == "torch" else self._graph(*self.input_size).engine
+        """What runs the network: torch, onnx or openvino (``fastest`` resolved from the engine choice kept for
+        this machine, else by opening the graph)."""
+        if self.runtime == "torch":
+            return "torch"
+        from imprint.encoders.runtime import known_engine
+
+        return known_engine(self, self.runtime) or self._graph(*self.input_size).engine
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -325,3 +325,15 @@ def test_a_graph_runs_its_first_image_alone_in_the_callers_thread():
     graph.calls.clear()
     graph(np.zeros((3, 2), dtype=np.float32))
     assert all(name.startswith("imprint-") for name, _ in graph.calls)  # later batches: all in the pool
+
+
+def test_a_kept_engine_choice_names_the_runtime_without_opening_the_graph(monkeypatch):
+    """Where the engine choice of this machine is kept beside the graph, the runtime (and so the embedding cache's
+    namespace) is known without compiling the graph: a command whose embeddings are all cached never compiles it."""
+    from imprint.encoders import runtime
+
+    measured = create_encoder("lite0", device="cpu")
+    label = measured.runtime_id  # opens the graph and measures the engines, unless a choice is kept already
+    monkeypatch.setattr(runtime.PerImageGraph, "__init__", None)  # opening a graph on any engine now fails
+    again = create_encoder("lite0", device="cpu")
+    assert again.runtime_id == label and again.engine == measured.engine != "torch"
