@@ -185,7 +185,8 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator, metaclass=SettingsSignat
     @property
     def tuned_(self) -> dict[str, Any]:
         """The values chosen on the support set for the settings left at "auto" (with method="auto", the method);
-        ``temperature_`` is the calibrated temperature, ``tuning_.report`` how the choice was made."""
+        ``temperature_`` is the calibrated temperature, ``tuning_.report`` how the choice was made. They are the
+        first fit's: ``add_classes`` and ``add_examples`` keep them (fit again to choose on every class)."""
         return dict(self.tuning_.values)
 
     @property
@@ -336,7 +337,10 @@ class ImprintClassifier(ClassifierMixin, BaseEstimator, metaclass=SettingsSignat
         fit are kept, and so is the temperature). Existing classes keep their proxies; a metric with shared
         statistics (mahalanobis, ridge) updates them exactly, as a refit on the union would. A classifier blending
         zero-shot text needs `text_embeddings`/`text_labels` for every new class (the text term keeps the scale
-        measured at fit); with ``text_alpha=None`` they join the new classes' samples."""
+        measured at fit); with ``text_alpha=None`` they join the new classes' samples. The kept temperature can
+        leave a shared-covariance head's probabilities overconfident (Fashion-MNIST, 30 images per class, 5
+        classes added to 5: expected calibration error 0.045 against 0.026 after a refit): ``calibrate`` on
+        held-out labelled embeddings, or fit again."""
         classes_.add_classes(self, X, y, text_embeddings, text_labels)
         return self
 
