@@ -74,13 +74,20 @@ class Encoder(ABC):
 
     @property
     def engine(self) -> str:
-        """What runs the network: torch, onnx or openvino (``fastest`` resolved from the engine choice kept for
-        this machine, else by opening the graph)."""
+        """What runs the network: torch, onnx or openvino. ``fastest`` is resolved once, from the engine choice
+        kept for this machine, else by opening the graph; the encoder then runs every graph on that engine, so its
+        embeddings are always of the runtime that its cache namespace names, whatever another process measures
+        meanwhile."""
         if self.runtime == "torch":
             return "torch"
         from imprint.encoders.runtime import known_engine
 
-        return known_engine(self, self.runtime) or self._graph(*self.input_size).engine
+        if self._graphs:
+            engine = next(iter(self._graphs.values())).engine
+        else:
+            engine = known_engine(self, self.runtime) or self._graph(*self.input_size).engine
+        self.runtime = engine
+        return engine
 
     @property
     def input_size(self) -> tuple[int, int]:

@@ -337,3 +337,26 @@ def test_a_kept_engine_choice_names_the_runtime_without_opening_the_graph(monkey
     monkeypatch.setattr(runtime.PerImageGraph, "__init__", None)  # opening a graph on any engine now fails
     again = create_encoder("lite0", device="cpu")
     assert again.runtime_id == label and again.engine == measured.engine != "torch"
+
+
+def test_an_encoder_keeps_the_engine_it_named_when_another_process_measures_anew(tmp_path, monkeypatch):
+    """`fastest` is resolved once per encoder: after another process keeps a different choice, the encoder still
+    runs (and names, for its cache namespace) the engine it named first."""
+    import json
+
+    from imprint.encoders import runtime
+
+    monkeypatch.setenv("IMPRINT_CACHE_DIR", str(tmp_path))
+    encoder = create_encoder("lite0", device="cpu", runtime="onnx")
+    encoder_graph(encoder, *encoder.input_size, 1, "onnx")  # the graph, cached: no measure needed for onnx
+    choice = tmp_path / "graphs" / f"{graph_key(encoder.id, encoder.weights_id)}.choice.json"
+    kept = {"machine": runtime._machine(), "images_per_s": {"onnx": 2.0, "openvino": 1.0}, "agreement": 1.0,
+            "fastest": "onnx"}
+    choice.write_text(json.dumps(kept))
+    fastest = create_encoder("lite0", device="cpu", runtime="auto")  # fastest, where both engines are installed
+    named = fastest.engine
+    assert named == "onnx"
+    choice.write_text(json.dumps({**kept, "fastest": "openvino"}))  # another process measured anew
+    image = [Image.open(sorted(EXAMPLES.glob("*/*.png"))[0])]
+    fastest.encode_images(image)
+    assert fastest.engine == named and next(iter(fastest._graphs.values())).engine == named
