@@ -98,7 +98,7 @@ def test_every_block_of_a_page_runs_as_written(page, tmp_path, monkeypatch, tiny
             shows_something = False
             for part in segments(code):
                 if isinstance(part, list):
-                    run_in_this_process(name, [part], capsys)  # each imprint command shows something
+                    run_in_this_process(name, part, capsys)  # which checks that it shows something
                     shows_something = True
                     continue
                 result = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", part], capture_output=True,
@@ -114,20 +114,19 @@ def test_every_block_of_a_page_runs_as_written(page, tmp_path, monkeypatch, tiny
     assert ran
 
 
-def run_in_this_process(name: str, commands: list[list[str]], capsys) -> None:
-    """Each command through the imprint command's `main`, as the installed script calls it; the threads it sets
-    for its encoder are given back to the test process afterwards."""
+def run_in_this_process(name: str, argv: list[str], capsys) -> None:
+    """One command through the imprint command's `main`, as the installed script calls it, which must succeed and
+    show something; the threads it sets for its encoder are given back to the test process afterwards."""
     import torch
 
     from imprint.cli import main
 
     threads = torch.get_num_threads()
     try:
-        for argv in commands:
-            status = main(argv)
-            out, err = capsys.readouterr()
-            assert status == 0, f"{name} failed: imprint {shlex.join(argv)}\n{out[-3000:]}\n{err[-3000:]}"
-            assert out.strip() or err.strip(), f"{name}: imprint {shlex.join(argv)} shows nothing"
+        status = main(argv)
+        out, err = capsys.readouterr()
+        assert status == 0, f"{name} failed: imprint {shlex.join(argv)}\n{out[-3000:]}\n{err[-3000:]}"
+        assert out.strip() or err.strip(), f"{name}: imprint {shlex.join(argv)} shows nothing"
     finally:
         torch.set_num_threads(threads)
 
