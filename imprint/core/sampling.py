@@ -12,7 +12,8 @@ def ranked_by_class(labels: np.ndarray, rng: np.random.Generator) -> tuple[np.nd
     if keys.dtype.kind in "iu" and len(keys) and 0 <= keys.min() and keys.max() < 1 << 16:
         keys = keys.astype(np.uint16)  # the same order: a stable sort of 16-bit keys is a radix sort (1M: 4x faster)
     order = order[np.argsort(keys, kind="stable")]
-    return order, np.arange(len(order)) - np.searchsorted(labels[order], labels[order], side="left")
+    grouped = labels[order]
+    return order, np.arange(len(order)) - np.searchsorted(grouped, grouped, side="left")
 
 
 def stratified_folds(codes: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
