@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 BLOCK = re.compile(r"```(python|bash|text|[a-z]*)\n(.*?)```", flags=re.S)
 CLIP = "open_clip:ViT-B-32/laion2b_s34b_b79k"
-INSTALL = "python3 -m venv .venv && .venv/bin/pip install -e . && "
-TEST_COMMAND = '.venv/bin/pip install -e ".[test]" && .venv/bin/python -m pytest -q'
+INSTALL = "python3 -m venv .venv && .venv/bin/pip install --no-compile -e . && "
+TEST_COMMAND = '.venv/bin/pip install --no-compile -e ".[test]" && .venv/bin/python -m pytest -q'
 IMPRINT_COMMAND = re.compile(r"\.venv/bin/imprint ([^|&;<>$`\\]*?)(?:\s+#.*)?")  # no pipe, redirect or variable
 
 
