@@ -24,10 +24,13 @@ CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 
 
 def reduced(config: dict) -> dict:
-    """The same variants on a fraction of the data: Lite0, one seed, the last task (the smallest: first3), the
-    extreme shots, two numbers of steps; RanPAC's projection 256 wide (its cost does not shrink with the
-    data)."""
+    """The same variants on a fraction of the data: Lite0, one seed, the first dataset (and unknown dataset), the
+    last task (the smallest: first3), the extreme shots, two numbers of steps; RanPAC's projection 256 wide (its
+    cost does not shrink with the data)."""
     config = dict(config, encoders=["lite0"], seeds=config.get("seeds", [0])[:1])
+    for key in ("datasets", "unknown_datasets"):
+        if key in config:
+            config[key] = config[key][:1]
     config["task_splits"] = config.get("task_splits", ["all"])[-1:]
     shots = config.get("shots", ["all"])
     config["shots"] = sorted({shots[0], shots[-1]}, key=str)
