@@ -10,8 +10,6 @@ variance at all (every residual zero) falls back to the identity, so scores stay
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
@@ -30,34 +28,59 @@ def second_moment(R: Tensor) -> Tensor:
     return outer
 
 
-@dataclass
 class Scatter:
-    """Sufficient statistics of residuals: sum r r' (float64), sum ||r||^4, residual count, means removed; while
-    there are fewer residuals than dimensions, the residual rows too (`rows`, not saved), so the covariance's
-    eigendecomposition comes from the small n x n Gram matrix."""
+    """Sufficient statistics of residuals: sum r r' (float64), sum ||r||^4, residual count, means removed. While
+    there are fewer residuals than dimensions the residual rows are kept (`rows`, not saved) and sum r r' is only
+    formed when asked for: the covariance's trace, Frobenius norm and eigendecomposition come from the small n x n
+    Gram matrix (a fold model or a class of few samples never builds the d x d matrix)."""
 
-    outer: Tensor
-    fourth: float
-    n: int
-    means: int
-    rows: Tensor | None = None
+    def __init__(self, outer: Tensor | None, fourth: float, n: int, means: int, rows: Tensor | None = None) -> None:
+        if outer is None and rows is None:
+            raise ValueError("a Scatter needs its sum of outer products or its rows")
+        self._outer, self.fourth, self.n, self.means, self.rows = outer, fourth, n, means, rows
 
     @classmethod
     def of(cls, R: Tensor, means: int) -> Scatter:
         """Statistics of the residual rows R (the fourth moments summed in float64)."""
         fourth = sum(float(block.double().square().sum(1).square().sum()) for block in R.split(ROW_BLOCK))
-        return cls(second_moment(R), fourth, len(R), means, R.double() if len(R) < R.shape[1] else None)
+        if len(R) < R.shape[1]:
+            return cls(None, fourth, len(R), means, R)
+        return cls(second_moment(R), fourth, len(R), means)
+
+    @property
+    def dim(self) -> int:
+        return int((self.rows if self._outer is None else self._outer).shape[1])
+
+    @property
+    def outer(self) -> Tensor:
+        """sum r r' (d x d, float64), formed from the rows on first use."""
+        if self._outer is None:
+            self._outer = second_moment(self.rows)
+        return self._outer
+
+    def trace(self) -> float:
+        """tr(sum r r'): the summed squared norms of the residuals."""
+        if self._outer is None:
+            return float(self.rows.double().square().sum())
+        return float(torch.diagonal(self._outer).sum())
+
+    def frobenius_squared(self) -> float:
+        """||sum r r'||_F^2, from the n x n Gram matrix while the rows are kept (the same norm)."""
+        if self._outer is None:
+            rows = self.rows.double()
+            return float((rows @ rows.T).square().sum())
+        return float(self._outer.square().sum())
 
     def covariance(self) -> Tensor:
         """The unbiased covariance: the scatter over the residuals less the degrees of freedom of the means."""
         return self.outer / max(1, self.n - self.means)
 
     def __add__(self, other: Scatter) -> Scatter:
-        rows = None
-        if self.rows is not None and other.rows is not None and self.n + other.n < self.outer.shape[0]:
-            rows = torch.cat([self.rows, other.rows.to(self.rows.device)])
+        if self.rows is not None and other.rows is not None and self.n + other.n < self.dim:
+            return Scatter(None, self.fourth + other.fourth, self.n + other.n, self.means + other.means,
+                           torch.cat([self.rows, other.rows.to(self.rows.device, self.rows.dtype)]))
         return Scatter(self.outer + other.outer.to(self.outer.device), self.fourth + other.fourth,
-                       self.n + other.n, self.means + other.means, rows)
+                       self.n + other.n, self.means + other.means)
 
     def tensors(self) -> dict[str, Tensor]:
         return {"outer": self.outer, "counts": torch.tensor([self.fourth, self.n, self.means], dtype=torch.float64)}
@@ -71,12 +94,12 @@ def shrinkage_amount(stats: Scatter, shrinkage: float | str) -> float:
     """The blend a in [0, 1] towards the scaled identity for a setting value (a number or an estimator)."""
     if not isinstance(shrinkage, str):
         return float(shrinkage)
-    d, n = stats.outer.shape[0], max(1, stats.n)
+    d, n = stats.dim, max(1, stats.n)
     if shrinkage == "gda":
         return d / (n + d)
-    S = stats.outer / n  # the empirical (biased) covariance, as scikit-learn's estimators use
-    mu = float(torch.diagonal(S).sum()) / d
-    frob = float(S.square().sum())
+    # S = sum r r' / n, the empirical (biased) covariance, as scikit-learn's estimators use
+    mu = stats.trace() / n / d
+    frob = stats.frobenius_squared() / n ** 2
     if mu == 0.0:
         return 1.0
     if shrinkage == "ledoit_wolf":
@@ -93,7 +116,7 @@ def shrinkage_amount(stats: Scatter, shrinkage: float | str) -> float:
 
 def shrunk_covariance(stats: Scatter, shrinkage: float | str) -> tuple[Tensor, float]:
     """The shrunk pooled covariance (float64) and the blend used. Degrees of freedom: residuals minus means."""
-    d = stats.outer.shape[0]
+    d = stats.dim
     S = stats.covariance()
     a = shrinkage_amount(stats, shrinkage)
     mu = float(torch.diagonal(S).sum()) / d
@@ -113,9 +136,9 @@ def shrunk_precision(stats: Scatter, shrinkage: float | str) -> tuple[Tensor, fl
         return precision(covariance), a
     d = covariance.shape[0]
     degrees = max(1, stats.n - stats.means)
-    b = a * float(torch.diagonal(stats.outer).sum()) / degrees / d  # a mu
+    b = a * stats.trace() / degrees / d  # a mu
     c = (1.0 - a) / degrees
-    rows = rows.to(covariance.device)
+    rows = rows.to(covariance.device, torch.float64)
     system = rows @ rows.T + (b / c) * torch.eye(len(rows), dtype=torch.float64, device=rows.device)
     inverse = (torch.eye(d, dtype=torch.float64, device=rows.device) - rows.T @ torch.linalg.solve(system, rows)) / b
     return (inverse if torch.isfinite(inverse).all() else precision(covariance)), a

@@ -145,9 +145,9 @@ def spectrum(statistics: Scatter) -> tuple[Tensor, Tensor, float]:
     r non-zero eigenpairs (d x r vectors, from the n x n Gram matrix of the residuals: n^3 work instead of d^3);
     the other directions have eigenvalue 0."""
     S_scale = max(1, statistics.n - statistics.means)
-    d = statistics.outer.shape[0]
+    d = statistics.dim
     if statistics.rows is not None:
-        R = statistics.rows
+        R = statistics.rows.double()
         gram_values, gram_vectors = torch.linalg.eigh(R @ R.T / S_scale)
         keep = gram_values > max(float(gram_values.max()), 1e-300) * 1e-12
         values = gram_values[keep]
@@ -168,7 +168,7 @@ def shrunk_quadratics(statistics: Scatter, spectrum: tuple[Tensor, Tensor, float
     from imprint.stages.covariance import shrinkage_amount
 
     eigenvalues, vectors, mu = spectrum
-    d = statistics.outer.shape[0]
+    d = statistics.dim
     thin = vectors.shape[1] < d
     vectors = vectors.to(queries.device)
     U, V = (queries @ vectors.to(queries.dtype)).double(), proxies.double() @ vectors

@@ -192,7 +192,7 @@ class LowRankPrecisions:
         """From each class's residual rows; None where a class's shrunk covariance is singular (no shrinkage)."""
         from imprint.stages.covariance import shrinkage_amount
 
-        d = statistics[0].outer.shape[0]
+        d = statistics[0].dim
         parts = []
         for stats in statistics:
             values, vectors, mu = spectrum(stats)
