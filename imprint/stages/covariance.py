@@ -38,14 +38,16 @@ class Scatter:
         if outer is None and rows is None:
             raise ValueError("a Scatter needs its sum of outer products or its rows")
         self._outer, self.fourth, self.n, self.means, self.rows = outer, fourth, n, means, rows
+        self._norms: tuple[float, float] | None = None  # (trace, squared Frobenius norm) of sum r r'
 
     @classmethod
     def of(cls, R: Tensor, means: int) -> Scatter:
-        """Statistics of the residual rows R (the fourth moments summed in float64)."""
+        """Statistics of the residual rows R (the fourth moments summed in float64). The d x d scatter is deferred
+        for at most half as many rows as dimensions, where the n x n Gram matrix costs at most half as much."""
         fourth = sum(float(block.double().square().sum(1).square().sum()) for block in R.split(ROW_BLOCK))
-        if len(R) < R.shape[1]:
+        if 2 * len(R) <= R.shape[1]:
             return cls(None, fourth, len(R), means, R)
-        return cls(second_moment(R), fourth, len(R), means)
+        return cls(second_moment(R), fourth, len(R), means, R.double() if len(R) < R.shape[1] else None)
 
     @property
     def dim(self) -> int:
@@ -60,27 +62,35 @@ class Scatter:
 
     def trace(self) -> float:
         """tr(sum r r'): the summed squared norms of the residuals."""
-        if self._outer is None:
-            return float(self.rows.double().square().sum())
-        return float(torch.diagonal(self._outer).sum())
+        return self._trace_and_frobenius()[0]
 
     def frobenius_squared(self) -> float:
-        """||sum r r'||_F^2, from the n x n Gram matrix while the rows are kept (the same norm)."""
-        if self._outer is None:
-            rows = self.rows.double()
-            return float((rows @ rows.T).square().sum())
-        return float(self._outer.square().sum())
+        """||sum r r'||_F^2: the same norm as the n x n Gram matrix's, from which it is taken without the d x d."""
+        return self._trace_and_frobenius()[1]
+
+    def _trace_and_frobenius(self) -> tuple[float, float]:
+        if self._norms is None:
+            if self._outer is None:
+                rows = self.rows.double()
+                gram = rows @ rows.T
+                self._norms = (float(torch.diagonal(gram).sum()), float(gram.square().sum()))
+            else:
+                self._norms = (float(torch.diagonal(self._outer).sum()), float(self._outer.square().sum()))
+        return self._norms
 
     def covariance(self) -> Tensor:
         """The unbiased covariance: the scatter over the residuals less the degrees of freedom of the means."""
         return self.outer / max(1, self.n - self.means)
 
     def __add__(self, other: Scatter) -> Scatter:
-        if self.rows is not None and other.rows is not None and self.n + other.n < self.dim:
-            return Scatter(None, self.fourth + other.fourth, self.n + other.n, self.means + other.means,
-                           torch.cat([self.rows, other.rows.to(self.rows.device, self.rows.dtype)]))
-        return Scatter(self.outer + other.outer.to(self.outer.device), self.fourth + other.fourth,
-                       self.n + other.n, self.means + other.means)
+        n, fourth, means = self.n + other.n, self.fourth + other.fourth, self.means + other.means
+        rows = None
+        if self.rows is not None and other.rows is not None and n < self.dim:
+            rows = torch.cat([self.rows, other.rows.to(self.rows.device, self.rows.dtype)])
+            if 2 * n <= self.dim and self._outer is None and other._outer is None:
+                return Scatter(None, fourth, n, means, rows)
+        return Scatter(self.outer + other.outer.to(self.outer.device), fourth, n, means,
+                       None if rows is None else rows.double())
 
     def tensors(self) -> dict[str, Tensor]:
         return {"outer": self.outer, "counts": torch.tensor([self.fourth, self.n, self.means], dtype=torch.float64)}
