@@ -94,9 +94,10 @@ def messy_folder(tmp_path: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture()
-def cache_flags(tmp_path: Path) -> list[str]:
-    """Command-line flags for an embedding cache of this test's own, and no progress bars."""
-    return ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
+def cache_flags() -> list[str]:
+    """Command-line flags for the suite's embedding cache (IMPRINT_CACHE_DIR, shared by every test, so that the
+    bundled images are embedded once a run) and no progress bars; a test of the cache itself names its own."""
+    return ["--cache-dir", os.environ["IMPRINT_CACHE_DIR"], "--quiet"]
 
 
 def error_lines(err: str) -> list[str]:

@@ -20,11 +20,6 @@ def plugin():
     return plugin_stage
 
 
-@pytest.fixture()
-def cache(tmp_path):
-    return ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
-
-
 def test_the_command_line_takes_plugins_and_their_settings(plugin, tmp_path, capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(TESTS))
     out = tmp_path / "clf.safetensors"

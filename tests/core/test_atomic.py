@@ -9,13 +9,7 @@ import subprocess
 import sys
 import time
 
-import pytest
 from conftest import run
-
-
-@pytest.fixture()
-def cache(tmp_path):
-    return ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
 
 
 def test_temporary_files_of_killed_saves_are_cleaned_by_the_next_save(tmp_path):
@@ -50,14 +44,14 @@ def test_temporary_files_of_killed_saves_are_cleaned_by_the_next_save(tmp_path):
     assert (tmp_path / "clf.safetensors").read_bytes() == b"whole"
 
 
-def test_written_files_get_normal_permissions(capsys, tmp_path, three_classes, cache):
+def test_written_files_get_normal_permissions(capsys, tmp_path, three_classes, cache_flags):
     previous = os.umask(0o022)
     try:
         out = tmp_path / "c.safetensors"
-        assert run(capsys, "fit", three_classes, "-o", out, *cache)[0] == 0
+        assert run(capsys, "fit", three_classes, "-o", out, *cache_flags)[0] == 0
         assert stat.S_IMODE(out.stat().st_mode) == 0o644
         os.umask(0o077)
-        assert run(capsys, "fit", three_classes, "-o", tmp_path / "private.safetensors", *cache)[0] == 0
+        assert run(capsys, "fit", three_classes, "-o", tmp_path / "private.safetensors", *cache_flags)[0] == 0
         assert stat.S_IMODE((tmp_path / "private.safetensors").stat().st_mode) == 0o600
     finally:
         os.umask(previous)

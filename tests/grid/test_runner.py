@@ -85,11 +85,6 @@ def _results(out: Path) -> pd.DataFrame:
     return pd.read_csv(out / "results.csv").sort_values(["key", "variant"]).reset_index(drop=True)
 
 
-@pytest.fixture()
-def cache(tmp_path):
-    return ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
-
-
 def test_a_grid_never_writes_into_a_folder_of_other_files(tmp_path, capsys):
     out = tmp_path / "results"
     out.mkdir()

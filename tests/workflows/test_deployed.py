@@ -3,18 +3,13 @@ so that what a file says never makes imprint download weights or read a checkpoi
 encoders are built from the id a file records; any other must be named by the caller."""
 from __future__ import annotations
 
-import subprocess
+import runpy
 import sys
 
 import pytest
 from conftest import EXAMPLES, ROOT, run
 
 from imprint import ImprintClassifier
-
-
-@pytest.fixture()
-def cache(tmp_path):
-    return ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
 
 
 def test_a_classifier_never_makes_imprint_fetch_or_read_an_encoder_it_names(tmp_path, capsys, mixture):
@@ -31,12 +26,16 @@ def test_a_classifier_never_makes_imprint_fetch_or_read_an_encoder_it_names(tmp_
     assert code == 2 and "\x1b" not in err and "\\x1b" in err  # control characters from a file are escaped
 
 
-def test_the_embed_in_app_example_prints_its_usage_and_classifies(tmp_path, capsys, cache):
-    example = ROOT / "examples" / "embed_in_app.py"
-    done = subprocess.run([sys.executable, str(example)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and done.stderr.startswith("usage: python examples/embed_in_app.py")
-    assert run(capsys, "fit", EXAMPLES, "-o", tmp_path / "c.safetensors", "--preset", "simpleshot", *cache)[0] == 0
+def test_the_embed_in_app_example_prints_its_usage_and_classifies(tmp_path, capsys, cache_flags, monkeypatch):
+    """The example run as a script (in this process: the same interpreter, without a second start-up of torch)."""
+    example = str(ROOT / "examples" / "embed_in_app.py")
+    monkeypatch.setattr(sys, "argv", [example])
+    with pytest.raises(SystemExit) as exited:
+        runpy.run_path(example, run_name="__main__")
+    assert str(exited.value).startswith("usage: python examples/embed_in_app.py")
+    clf = tmp_path / "c.safetensors"
+    assert run(capsys, "fit", EXAMPLES, "-o", clf, "--preset", "simpleshot", *cache_flags)[0] == 0
     bag = sorted((EXAMPLES / "bag").glob("*.png"))[0]
-    done = subprocess.run([sys.executable, str(example), str(tmp_path / "c.safetensors"), str(bag)],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and done.stdout.startswith(f"{bag}: bag ("), done.stderr
+    monkeypatch.setattr(sys, "argv", [example, str(clf), str(bag)])
+    runpy.run_path(example, run_name="__main__")
+    assert capsys.readouterr().out.startswith(f"{bag}: bag (")
