@@ -41,8 +41,7 @@ def test_fit_predict_eval_info_on_a_messy_folder(tmp_path, capsys, messy_folder)
 
 def test_strict_mode_names_the_corrupt_file(tmp_path, capsys, messy_folder):
     root, corrupt = messy_folder
-    code, out, err = run(capsys, "fit", root, "-o", tmp_path / "c.safetensors", "--strict", "--quiet",
-                         "--cache-dir", tmp_path / "cache", "--workers", "0")
+    code, out, err = run(capsys, "fit", root, "-o", tmp_path / "c.safetensors", "--strict", "--quiet", "--workers", "0")
     assert code == 2 and len(error_lines(err)) == 1 and str(corrupt) in error_lines(err)[0]
     assert not (tmp_path / "c.safetensors").exists()
 

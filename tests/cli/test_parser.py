@@ -24,8 +24,7 @@ def test_the_command_line_takes_plugins_and_their_settings(plugin, tmp_path, cap
     monkeypatch.syspath_prepend(str(TESTS))
     out = tmp_path / "clf.safetensors"
     code = main(["fit", str(ROOT / "examples" / "fashion"), "-o", str(out), "--plugin", "plugin_stage",
-                 "--generation", "trimmed_mean", "--trim", "0.25", "--quiet", "--shots", "5",
-                 "--cache-dir", str(tmp_path / "cache")])
+                 "--generation", "trimmed_mean", "--trim", "0.25", "--quiet", "--shots", "5"])
     assert code == 0, capsys.readouterr().err
     assert main(["info", str(out)]) == 0
     assert "generation=trimmed_mean" in capsys.readouterr().out

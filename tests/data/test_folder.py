@@ -172,8 +172,7 @@ def test_non_utf8_and_unicode_names_print_and_save(tmp_path, capsys):
     raw = os.fsencode(str(root)) + b"/sneaker-\xe9"
     shutil.copytree(EXAMPLES / "sneaker", os.fsdecode(raw))
     out = tmp_path / "clf.safetensors"
-    assert main(["fit", str(root), "-o", str(out), "--generation", "mean", "--quiet",
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert main(["fit", str(root), "-o", str(out), "--generation", "mean", "--quiet"]) == 0
     captured = capsys.readouterr()
     assert "imprinted 2 classes" in captured.out
     loaded = ImprintClassifier.load(out)
@@ -189,8 +188,7 @@ def test_a_class_whose_images_are_all_unreadable_is_left_out_and_named(tmp_path,
     (root / "broken").mkdir()
     for i in range(3):
         (root / "broken" / f"{i}.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    code = main(["fit", str(root), "-o", str(tmp_path / "c.safetensors"), "--quiet", "--generation", "mean",
-                 "--cache-dir", str(tmp_path / "cache")])
+    code = main(["fit", str(root), "-o", str(tmp_path / "c.safetensors"), "--quiet", "--generation", "mean"])
     err = capsys.readouterr().err
     assert code == 0 and "1 class(es) have no readable support image and are left out: broken" in err
     assert ImprintClassifier.load(tmp_path / "c.safetensors").classes_.tolist() == ["bag", "sneaker"]
@@ -201,7 +199,7 @@ def test_a_thin_image_is_refused_in_bounded_memory(tmp_path):
     assert (tmp_path / "thin.png").stat().st_size < 1000
     Image.new("L", (1, 60000)).save(tmp_path / "tall.png")
     clf = tmp_path / "clf.safetensors"
-    cache = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    cache = ["--quiet"]
     assert main(["fit", str(EXAMPLES), "-o", str(clf), "--preset", "qi", *cache]) == 0
     # VmHWM is this process's own peak; ru_maxrss would inherit the pytest parent's across fork and exec
     script = ("import sys\nfrom imprint.cli import main\n"

@@ -148,7 +148,7 @@ def test_the_zero_shot_blend_and_an_open_clip_tower_export(tmp_path, tiny_model_
 
 def test_the_command_exports_lite1_and_the_example_runs_without_torch_or_imprint(tmp_path, capsys):
     folder = ROOT / "examples" / "fashion"
-    cache = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    cache = ["--quiet"]
     assert main(["fit", str(folder), "-o", str(tmp_path / "c.safetensors"), "--encoder", "lite1", "--preset",
                  "simpleshot", *cache]) == 0
     assert main(["export", str(tmp_path / "c.safetensors"), "-o", str(tmp_path / "c.onnx")]) == 0

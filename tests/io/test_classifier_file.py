@@ -117,8 +117,7 @@ def test_classifier_files_from_elsewhere_are_refused_in_one_line(tmp_path, capsy
 
 def test_a_full_disk_while_saving_keeps_the_previous_classifier_and_says_so(tmp_path: Path, capsys):
     path = tmp_path / "clf.safetensors"
-    assert main(["fit", str(EXAMPLES), "-o", str(path), "--quiet", "--shots", "2", "--generation", "mean",
-                 "--cache-dir", str(tmp_path / "cache")]) == 0
+    assert main(["fit", str(EXAMPLES), "-o", str(path), "--quiet", "--shots", "2", "--generation", "mean"]) == 0
     before = path.read_bytes()
     done = _save_with_file_size_limit(path, 200_000)  # the new file (100 proxies x 1280) needs ~520 kB
     assert done.returncode == 2

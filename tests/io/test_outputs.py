@@ -8,7 +8,7 @@ from conftest import run
 
 
 def test_an_output_that_is_an_input_or_a_foreign_file_is_refused_before_any_work(tmp_path, capsys, six_per_class):
-    cache = ["--cache-dir", tmp_path / "cache", "--quiet"]
+    cache = ["--quiet"]
     code, _, err = run(capsys, "fit", six_per_class, "-o", tmp_path / "clf.safetensors", *cache)
     assert code == 0, err
     image = sorted((six_per_class / "bag").iterdir())[0]

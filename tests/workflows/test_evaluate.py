@@ -36,7 +36,7 @@ def test_the_command_line_rejects_and_reports_open_set_metrics(tmp_path, capsys)
     unknown = tmp_path / "other"
     shutil.copytree(EXAMPLES / "coat", unknown / "coat")
     clf = tmp_path / "clf.safetensors"
-    cache = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    cache = ["--quiet"]
     assert main(["fit", str(root), "-o", str(clf), "--generation", "mean", "--reject", "mahalanobis",
                  "--reject-rate", "0.1", *cache]) == 0
     capsys.readouterr()
@@ -56,7 +56,7 @@ def test_the_command_line_rejects_and_reports_open_set_metrics(tmp_path, capsys)
 
 
 def test_eval_draws_a_reliability_diagram_and_reports_rejection_apart(tmp_path, capsys):
-    cache = ["--cache-dir", tmp_path / "cache", "--quiet"]
+    cache = ["--quiet"]
     assert run(capsys, "fit", EXAMPLES, "-o", tmp_path / "r.safetensors", "--preset", "gda", "--reject", "max_score",
                *cache)[0] == 0
     code, out, err = run(capsys, "eval", tmp_path / "r.safetensors", EXAMPLES, "--calibration", tmp_path / "rel.png",
