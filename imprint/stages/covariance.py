@@ -30,14 +30,16 @@ def second_moment(R: Tensor) -> Tensor:
 
 class Scatter:
     """Sufficient statistics of residuals: sum r r' (float64), sum ||r||^4, residual count, means removed. While
-    there are fewer residuals than dimensions the residual rows are kept (`rows`, not saved) and sum r r' is only
-    formed when asked for: the covariance's trace, Frobenius norm and eigendecomposition come from the small n x n
-    Gram matrix (a fold model or a class of few samples never builds the d x d matrix)."""
+    there are fewer residuals than dimensions the residual rows are kept (`rows`, in their own precision, not
+    saved), and the covariance's eigendecomposition comes from their small n x n Gram matrix; for at most half as
+    many residuals as dimensions sum r r' is only formed when asked for, its trace and Frobenius norm also coming
+    from the Gram matrix (a fold model or a class of few samples never builds the d x d matrix)."""
 
     def __init__(self, outer: Tensor | None, fourth: float, n: int, means: int, rows: Tensor | None = None) -> None:
         if outer is None and rows is None:
             raise ValueError("a Scatter needs its sum of outer products or its rows")
         self._outer, self.fourth, self.n, self.means, self.rows = outer, fourth, n, means, rows
+        self._gram: Tensor | None = None
         self._norms: tuple[float, float] | None = None  # (trace, squared Frobenius norm) of sum r r'
 
     @classmethod
@@ -47,7 +49,7 @@ class Scatter:
         fourth = sum(float(block.double().square().sum(1).square().sum()) for block in R.split(ROW_BLOCK))
         if 2 * len(R) <= R.shape[1]:
             return cls(None, fourth, len(R), means, R)
-        return cls(second_moment(R), fourth, len(R), means, R.double() if len(R) < R.shape[1] else None)
+        return cls(second_moment(R), fourth, len(R), means, R if len(R) < R.shape[1] else None)
 
     @property
     def dim(self) -> int:
@@ -68,14 +70,17 @@ class Scatter:
         """||sum r r'||_F^2: the same norm as the n x n Gram matrix's, from which it is taken without the d x d."""
         return self._trace_and_frobenius()[1]
 
+    def gram(self) -> Tensor:
+        """R R' (n x n, float64) of the kept residual rows R, formed once."""
+        if self._gram is None:
+            rows = self.rows.double()
+            self._gram = rows @ rows.T
+        return self._gram
+
     def _trace_and_frobenius(self) -> tuple[float, float]:
         if self._norms is None:
-            if self._outer is None:
-                rows = self.rows.double()
-                gram = rows @ rows.T
-                self._norms = (float(torch.diagonal(gram).sum()), float(gram.square().sum()))
-            else:
-                self._norms = (float(torch.diagonal(self._outer).sum()), float(self._outer.square().sum()))
+            square = self.gram() if self._outer is None else self._outer
+            self._norms = (float(torch.diagonal(square).sum()), float(square.square().sum()))
         return self._norms
 
     def covariance(self) -> Tensor:
@@ -86,11 +91,11 @@ class Scatter:
         n, fourth, means = self.n + other.n, self.fourth + other.fourth, self.means + other.means
         rows = None
         if self.rows is not None and other.rows is not None and n < self.dim:
-            rows = torch.cat([self.rows, other.rows.to(self.rows.device, self.rows.dtype)])
+            dtype = torch.promote_types(self.rows.dtype, other.rows.dtype)
+            rows = torch.cat([self.rows.to(dtype), other.rows.to(self.rows.device, dtype)])
             if 2 * n <= self.dim and self._outer is None and other._outer is None:
                 return Scatter(None, fourth, n, means, rows)
-        return Scatter(self.outer + other.outer.to(self.outer.device), fourth, n, means,
-                       None if rows is None else rows.double())
+        return Scatter(self.outer + other.outer.to(self.outer.device), fourth, n, means, rows)
 
     def tensors(self) -> dict[str, Tensor]:
         return {"outer": self.outer, "counts": torch.tensor([self.fourth, self.n, self.means], dtype=torch.float64)}

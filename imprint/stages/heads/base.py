@@ -148,7 +148,7 @@ def spectrum(statistics: Scatter) -> tuple[Tensor, Tensor, float]:
     d = statistics.dim
     if statistics.rows is not None:
         R = statistics.rows.double()
-        gram_values, gram_vectors = torch.linalg.eigh(R @ R.T / S_scale)
+        gram_values, gram_vectors = torch.linalg.eigh(statistics.gram() / S_scale)
         keep = gram_values > max(float(gram_values.max()), 1e-300) * 1e-12
         values = gram_values[keep]
         vectors = (R.T @ gram_vectors[:, keep]) / (values * S_scale).sqrt()
