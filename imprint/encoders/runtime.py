@@ -283,10 +283,10 @@ def _measured(model_bytes: bytes, size: tuple[int, int], choice_path: Path) -> d
     alternating rounds, the best of each: a second or two) and kept. Not per thread count of the command: the
     choice, and so the embedding cache's namespace, must not depend on how busy the machine was when a command
     started."""
-    kept = _kept_choice(choice_path)
+    machine = _machine()
+    kept = _kept_choice(choice_path, machine)
     if kept is not None:
         return kept
-    machine = _machine()
     threads = machine["cores"]
     pixels = np.random.default_rng(0).normal(size=(8 * threads, 3, *size)).astype(np.float32)
     graphs = {runtime: ENGINES[runtime](model_bytes, threads) for runtime in GRAPH_RUNTIMES}
@@ -316,13 +316,13 @@ def _machine() -> dict[str, Any]:
             "versions": {runtime: engine_version(runtime) for runtime in GRAPH_RUNTIMES}}
 
 
-def _kept_choice(choice_path: Path) -> dict[str, Any] | None:
-    """The engine choice kept at `choice_path` when it was measured on this machine with these versions."""
+def _kept_choice(choice_path: Path, machine: dict[str, Any]) -> dict[str, Any] | None:
+    """The engine choice kept at `choice_path` when it was measured on `machine` (this one: `_machine()`)."""
     try:
         kept = json.loads(choice_path.read_text())
     except (OSError, ValueError):
         return None
-    if isinstance(kept, dict) and kept.get("machine") == _machine() and kept.get("fastest") in GRAPH_RUNTIMES \
+    if isinstance(kept, dict) and kept.get("machine") == machine and kept.get("fastest") in GRAPH_RUNTIMES \
             and isinstance(kept.get("agreement"), float):
         return kept
     return None
@@ -335,7 +335,8 @@ def known_engine(encoder: Any, runtime: str, cache_dir: Path | None = None) -> s
     embedding is cached then never compiles the graph (0.7 s for Lite0 on OpenVINO)."""
     if runtime in ENGINES:
         return runtime
-    kept = _kept_choice((cache_dir or graph_cache_dir()) / f"{graph_key(encoder.id, encoder.weights_id)}.choice.json")
+    kept = _kept_choice((cache_dir or graph_cache_dir()) / f"{graph_key(encoder.id, encoder.weights_id)}.choice.json",
+                        _machine())
     return None if kept is None else kept["fastest"]
 
 
