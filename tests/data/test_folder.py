@@ -194,17 +194,16 @@ def test_a_class_whose_images_are_all_unreadable_is_left_out_and_named(tmp_path,
     assert ImprintClassifier.load(tmp_path / "c.safetensors").classes_.tolist() == ["bag", "sneaker"]
 
 
-def test_a_thin_image_is_refused_in_bounded_memory(tmp_path):
+def test_a_thin_image_is_refused_in_bounded_memory(tmp_path, cache_flags):
     Image.new("L", (60000, 1)).save(tmp_path / "thin.png")  # a few hundred bytes
     assert (tmp_path / "thin.png").stat().st_size < 1000
     Image.new("L", (1, 60000)).save(tmp_path / "tall.png")
     clf = tmp_path / "clf.safetensors"
-    cache = ["--quiet"]
-    assert main(["fit", str(EXAMPLES), "-o", str(clf), "--preset", "qi", *cache]) == 0
+    assert main(["fit", str(EXAMPLES), "-o", str(clf), "--preset", "qi", *cache_flags]) == 0
     # VmHWM is this process's own peak; ru_maxrss would inherit the pytest parent's across fork and exec
     script = ("import sys\nfrom imprint.cli import main\n"
               f"code = main(['predict', {str(clf)!r}, {str(tmp_path / 'thin.png')!r}, {str(tmp_path / 'tall.png')!r},"
-              f" *{cache!r}])\n"
+              f" *{cache_flags!r}])\n"
               "peak = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
               "print(int(peak) // 1024, file=sys.stderr)\nsys.exit(code)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)

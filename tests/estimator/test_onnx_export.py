@@ -146,14 +146,13 @@ def test_the_zero_shot_blend_and_an_open_clip_tower_export(tmp_path, tiny_model_
     _same_answers(clf, tmp_path / "clip.onnx", {"X_test": X, "test_paths": paths, "encoder": encoder})
 
 
-def test_the_command_exports_lite1_and_the_example_runs_without_torch_or_imprint(tmp_path, capsys):
+def test_the_command_exports_lite1_and_the_example_runs_without_torch_or_imprint(tmp_path, capsys, cache_flags):
     folder = ROOT / "examples" / "fashion"
-    cache = ["--quiet"]
     assert main(["fit", str(folder), "-o", str(tmp_path / "c.safetensors"), "--encoder", "lite1", "--preset",
-                 "simpleshot", *cache]) == 0
+                 "simpleshot", *cache_flags]) == 0
     assert main(["export", str(tmp_path / "c.safetensors"), "-o", str(tmp_path / "c.onnx")]) == 0
     capsys.readouterr()
-    assert main(["predict", str(tmp_path / "c.safetensors"), str(folder / "bag"), "--format", "csv", *cache]) == 0
+    assert main(["predict", str(tmp_path / "c.safetensors"), str(folder / "bag"), "--format", "csv", *cache_flags]) == 0
     expected = [line.split(",")[1] for line in capsys.readouterr().out.splitlines()[1:]]
     blocker = tmp_path / "blocker"  # `import torch` and `import imprint` fail in the example's process
     for name in ("torch", "imprint"):

@@ -29,45 +29,44 @@ def test_evaluate_and_predict_folders_from_python(four_classes, tmp_path):
         imprint.predict_images(clf, [four_classes / "bag"], top_k=0)
 
 
-def test_the_command_line_rejects_and_reports_open_set_metrics(tmp_path, capsys):
+def test_the_command_line_rejects_and_reports_open_set_metrics(tmp_path, capsys, cache_flags):
     root = tmp_path / "known"
     for name in ("bag", "sneaker", "trouser", "dress"):
         shutil.copytree(EXAMPLES / name, root / name)
     unknown = tmp_path / "other"
     shutil.copytree(EXAMPLES / "coat", unknown / "coat")
     clf = tmp_path / "clf.safetensors"
-    cache = ["--quiet"]
     assert main(["fit", str(root), "-o", str(clf), "--generation", "mean", "--reject", "mahalanobis",
-                 "--reject-rate", "0.1", *cache]) == 0
+                 "--reject-rate", "0.1", *cache_flags]) == 0
     capsys.readouterr()
-    assert main(["predict", str(clf), str(unknown), "-o", str(tmp_path / "p.csv"), *cache]) == 0
+    assert main(["predict", str(clf), str(unknown), "-o", str(tmp_path / "p.csv"), *cache_flags]) == 0
     rows = list(csv.DictReader((tmp_path / "p.csv").open()))
     assert "unknown_score" in rows[0] and {r["label"] for r in rows} <= {"unknown", "bag", "sneaker", "trouser",
                                                                           "dress"}
-    assert main(["eval", str(clf), str(root), "--unknown", str(unknown), "--format", "json", *cache]) == 0
+    assert main(["eval", str(clf), str(root), "--unknown", str(unknown), "--format", "json", *cache_flags]) == 0
     report = json.loads(capsys.readouterr().out)
     assert 0.5 < report["open_set"]["auroc"] <= 1 and report["open_set"]["target_rate"] == 0.1
     assert report["open_set"]["n_unknown"] == 20
     plain = tmp_path / "plain.safetensors"
-    assert main(["fit", str(root), "-o", str(plain), "--generation", "mean", *cache]) == 0
+    assert main(["fit", str(root), "-o", str(plain), "--generation", "mean", *cache_flags]) == 0
     capsys.readouterr()
-    assert main(["eval", str(plain), str(root), "--unknown", str(unknown), *cache]) == 2
+    assert main(["eval", str(plain), str(root), "--unknown", str(unknown), *cache_flags]) == 2
     assert "has none: fit with --reject" in capsys.readouterr().err
 
 
-def test_eval_draws_a_reliability_diagram_and_reports_rejection_apart(tmp_path, capsys):
-    cache = ["--quiet"]
+def test_eval_draws_a_reliability_diagram_and_reports_rejection_apart(tmp_path, capsys, cache_flags):
     assert run(capsys, "fit", EXAMPLES, "-o", tmp_path / "r.safetensors", "--preset", "gda", "--reject", "max_score",
-               *cache)[0] == 0
+               *cache_flags)[0] == 0
     code, out, err = run(capsys, "eval", tmp_path / "r.safetensors", EXAMPLES, "--calibration", tmp_path / "rel.png",
-                         *cache)
+                         *cache_flags)
     assert code == 0, err
     assert "closed set: every image gets its best class" in out and "rejected as unknown" in out
     assert "expected calibration error" in out
     assert (tmp_path / "rel.png").read_bytes()[:4] == b"\x89PNG"
     code, out, _ = run(capsys, "info", tmp_path / "r.safetensors")
     assert "threshold" in out
-    code, out, _ = run(capsys, "predict", tmp_path / "r.safetensors", EXAMPLES / "bag", "--format", "table", *cache)
+    code, out, _ = run(capsys, "predict", tmp_path / "r.safetensors", EXAMPLES / "bag", "--format", "table",
+                       *cache_flags)
     assert code == 0 and "unknown score vs threshold" in out
 
 
