@@ -257,33 +257,30 @@ def test_the_preprocessing_without_torchvision_gives_the_same_pixels():
 
 
 def test_a_cached_graph_runs_without_building_the_model_or_importing_timm(tmp_path):
-    """In a fresh process whose graph cache holds Lite0's graph, embedding imports neither timm nor torchvision
-    and gives the embeddings of the encoder built in full."""
+    """In a fresh process whose graph cache holds Lite0's graph (and the engine choice kept beside it), embedding
+    imports neither timm nor torchvision and gives the embeddings of the encoder built in full, under the same
+    embedding cache namespace."""
+    import shutil
     import subprocess
 
-    env = {**__import__("os").environ, "IMPRINT_CACHE_DIR": str(tmp_path)}
-    script = ("import sys, numpy as np; from PIL import Image; from imprint.encoders import create_encoder;"
-              f"e = create_encoder('lite0', device='cpu'); x = e.encode_images([Image.open(p) for p in sys.argv[1:]]);"
-              "print(type(e).__name__, 'timm' in sys.modules, 'torchvision' in sys.modules);"
-              f"np.save('{tmp_path}/x.npy', x)")
-    paths = [str(p) for p in sorted(EXAMPLES.glob("*/*.png"))[:3]]
-    first = subprocess.run([sys.executable, "-c", script, *paths], env=env, capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr
-    assert first.stdout.split() == ["TimmEncoder", "True", "True"]  # nothing cached yet: built in full
-    built = np.load(tmp_path / "x.npy")
-    again = subprocess.run([sys.executable, "-c", script, *paths], env=env, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr
-    assert again.stdout.split() == ["GraphEncoder", "False", "False"]
-    assert np.array_equal(np.load(tmp_path / "x.npy"), built)
     from imprint.encoders.factory import BACKENDS
+    from imprint.encoders.runtime import graph_cache_dir
     from imprint.io.cache import encoder_namespace
 
-    in_full = BACKENDS.get("timm")("tf_efficientnet_lite0", torch.device("cpu")).use_runtime("onnx")
-    graph_only = subprocess.run([sys.executable, "-c", "from imprint.encoders import create_encoder; "
-                                 "from imprint.io.cache import encoder_namespace; "
-                                 "print(encoder_namespace(create_encoder('lite0', device='cpu', runtime='onnx')))"],
-                                env=env, capture_output=True, text=True)
-    assert graph_only.stdout.strip() == encoder_namespace(in_full)  # one cache entry whichever way it was built
+    paths = [str(p) for p in sorted(EXAMPLES.glob("*/*.png"))[:3]]
+    in_full = BACKENDS.get("timm")("tf_efficientnet_lite0", torch.device("cpu")).use_runtime("auto")
+    built = in_full.encode_images([Image.open(p) for p in paths])  # exports the graph into the suite's cache
+    shutil.copytree(graph_cache_dir(), tmp_path / "graphs")
+    script = ("import sys, numpy as np; from PIL import Image; from imprint.encoders import create_encoder;"
+              "from imprint.io.cache import encoder_namespace;"
+              "e = create_encoder('lite0', device='cpu'); x = e.encode_images([Image.open(p) for p in sys.argv[1:]]);"
+              "print(type(e).__name__, 'timm' in sys.modules, 'torchvision' in sys.modules, encoder_namespace(e));"
+              f"np.save('{tmp_path}/x.npy', x)")
+    env = {**__import__("os").environ, "IMPRINT_CACHE_DIR": str(tmp_path)}
+    again = subprocess.run([sys.executable, "-c", script, *paths], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split() == ["GraphEncoder", "False", "False", encoder_namespace(in_full)]
+    assert np.array_equal(np.load(tmp_path / "x.npy"), built)
 
 
 def test_cache_clear_removes_the_graphs_and_nothing_else(tmp_path, encoders, monkeypatch, capsys):
