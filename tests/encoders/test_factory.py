@@ -83,7 +83,8 @@ def test_encode_images_accepts_arrays_and_pil(pretrained):
 
 @pytest.mark.parametrize("alias, size", [("lite1", 240), ("lite2", 260)])
 def test_lite1_and_lite2_load_their_packaged_weights(alias, size):
-    encoder = create_encoder(alias, device="cpu")
+    """Their weights load and embed (on torch: exporting a graph is tested on Lite0, and costs 5 s more here)."""
+    encoder = create_encoder(alias, device="cpu", runtime="torch")
     assert encoder.id == f"timm:tf_efficientnet_{alias}" and encoder.weights_id.startswith("sha256:")
     assert encoder.transform(Image.new("RGB", (300, 400))).shape == (3, size, size)
     embedding = encoder.encode_images([np.full((32, 32), 100, dtype=np.uint8)])
