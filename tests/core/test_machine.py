@@ -8,14 +8,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import EXAMPLES, LIMITED_FIT_SCRIPT, run
+from conftest import EXAMPLES, LIMITED_FIT_SCRIPT, MEMORY_LEFT_MB, run
 
 from imprint import ImprintClassifier
 
 
 def test_work_that_cannot_fit_is_refused_up_front_with_the_memory_it_needs(big_set):
     X, y = big_set
-    done = subprocess.run([sys.executable, "-c", LIMITED_FIT_SCRIPT, str(X), str(y), "300",
+    done = subprocess.run([sys.executable, "-c", LIMITED_FIT_SCRIPT, str(X), str(y), str(MEMORY_LEFT_MB),
                            "dict(generation='mean', reject='max_score')"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "refused rejection keeps a float32 copy of the support set" in done.stdout
