@@ -97,7 +97,8 @@ def test_a_grid_never_writes_into_a_folder_of_other_files(tmp_path, capsys):
 
 
 def test_an_interrupted_grid_resumes_without_losing_or_repeating_a_cell(tiny_config: Path, cache_dir: Path,
-                                                                        finished_grid: Path, tmp_path: Path):
+                                                                        finished_grid: Path, tmp_path: Path, capsys):
+    """Killed mid-way in a process of its own, then finished in this one."""
     out = tmp_path / "interrupted"
     runs = len(expand(load_config(tiny_config)).runs)
     command = [sys.executable, "-m", "imprint.cli", "grid", str(tiny_config), "--out", str(out), "--cache-dir",
@@ -111,8 +112,8 @@ def test_an_interrupted_grid_resumes_without_losing_or_repeating_a_cell(tiny_con
     done_before = len(list((out / "cells").glob("*.json")))
     assert 10 <= done_before < runs, "the grid was not stopped mid-way"
 
-    rerun = subprocess.run(command, capture_output=True, text=True, check=True)
-    assert f"{done_before} already done, {runs - done_before} to run" in rerun.stdout
+    code, said, _ = run(capsys, *command[3:])
+    assert code == 0 and f"{done_before} already done, {runs - done_before} to run" in said
     assert len(list((out / "cells").glob("*.json"))) == runs
     assert not list(out.rglob("*.tmp"))
     resumed, straight = _results(out), _results(finished_grid)
