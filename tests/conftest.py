@@ -93,11 +93,20 @@ def messy_folder(tmp_path: Path) -> tuple[Path, Path]:
     return root, corrupt
 
 
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """The suite's embedding cache folder: the default one under IMPRINT_CACHE_DIR, which every command of the run
+    uses unless told otherwise, so that the bundled images are embedded once a run."""
+    from imprint.io.cache import default_cache_dir
+
+    return default_cache_dir()
+
+
 @pytest.fixture()
-def cache_flags() -> list[str]:
-    """Command-line flags for the suite's embedding cache (IMPRINT_CACHE_DIR, shared by every test, so that the
-    bundled images are embedded once a run) and no progress bars; a test of the cache itself names its own."""
-    return ["--cache-dir", os.environ["IMPRINT_CACHE_DIR"], "--quiet"]
+def cache_flags(cache_dir: Path) -> list[str]:
+    """Command-line flags for the suite's embedding cache and no progress bars; a test of the cache itself names
+    its own."""
+    return ["--cache-dir", str(cache_dir), "--quiet"]
 
 
 def error_lines(err: str) -> list[str]:

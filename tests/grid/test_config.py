@@ -51,11 +51,6 @@ def reduced(config: dict) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(kept_dir) -> Path:
-    return kept_dir("imprint-grid-embeddings")
-
-
-@pytest.fixture(scope="module")
 def plugin():
     sys.path.insert(0, str(TESTS))
     import plugin_stage

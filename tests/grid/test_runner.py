@@ -43,12 +43,6 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def cache_dir(kept_dir) -> Path:
-    """Embedding cache kept across test runs (real Lite0 embeddings of the example folder)."""
-    return kept_dir("imprint-grid-embeddings")
-
-
-@pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("grid") / "tiny.yaml"
     path.write_text(yaml.safe_dump(TINY))
