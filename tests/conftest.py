@@ -394,12 +394,14 @@ def encoder():
 
 
 @pytest.fixture(scope="session")
-def fashion(encoder):
-    """Embeddings of the bundled images of every class but 'bag' (which the serving tests teach)."""
-    from PIL import Image
+def fashion(encoder, cache_dir):
+    """Embeddings of the bundled images of every class but 'bag' (which the serving tests teach), through the
+    suite's embedding cache."""
+    from imprint.io.cache import EmbeddingCache
+    from imprint.workflows.loader import embed_paths
 
     paths = [p for p in sorted(EXAMPLES.glob("*/*.png")) if p.parent.name != "bag"]
-    X = encoder.encode_images([Image.open(p) for p in paths])
+    X = embed_paths(encoder, paths, cache=EmbeddingCache(cache_dir), progress=False, strict=True).embeddings
     return X, np.array([p.parent.name for p in paths])
 
 
