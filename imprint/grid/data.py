@@ -19,7 +19,7 @@ from imprint.data.builtin import DATASETS, folder_of, load_dataset
 from imprint.data.tasks import resolve_task
 from imprint.encoders.base import Encoder
 from imprint.grid.config import DatasetSpec
-from imprint.io.cache import EmbeddingCache, array_key, encoder_namespace
+from imprint.io.cache import EmbeddingCache, encoder_namespace
 
 DATA_SEED = 0  # which images form the pool and the test set: fixed, so embeddings are computed once
 
@@ -90,16 +90,17 @@ def _pool_and_test(spec: DatasetSpec, labels: np.ndarray, class_names: list[str]
 
 
 def _embed_array(encoder: Encoder, images: np.ndarray, cache: EmbeddingCache | None) -> np.ndarray:
-    if not len(images):
-        return np.zeros((0, encoder.embedding_dim), dtype=np.float32)
-    namespace, key = encoder_namespace(encoder), array_key(images)
-    stored = cache.get_array(namespace, key) if cache is not None else None
-    if stored is not None and stored.shape == (len(images), encoder.embedding_dim):
-        return stored
-    embeddings = encoder.encode_images(images)
-    if cache is not None:
-        cache.put_array(namespace, key, embeddings)
-    return embeddings
+    """Embeddings of in-memory images, each one read from the cache where it is there (by its pixels), the rest
+    embedded and kept."""
+    if cache is None:
+        return encoder.encode_images(images) if len(images) else np.zeros((0, encoder.embedding_dim), np.float32)
+    namespace = encoder_namespace(encoder)
+    out, found = cache.get_images(namespace, images, encoder.embedding_dim)
+    todo = np.flatnonzero(~found)
+    if len(todo):
+        out[todo] = encoder.encode_images(images[todo])
+        cache.put_images(namespace, images[todo], out[todo])
+    return out
 
 
 def embed_dataset(encoder: Encoder, spec: DatasetSpec, cache: EmbeddingCache | None,

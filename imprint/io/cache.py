@@ -1,4 +1,6 @@
-"""On-disk embedding cache: one small file per (encoder, weights, preprocessing, image path, size, mtime).
+"""On-disk embedding cache: one small file per (encoder, weights, preprocessing, image path, size, mtime), and per
+in-memory image by its pixels (a built-in dataset's images: two draws of one dataset share the images they have in
+common).
 
 A changed image, model or transform gives a new key, so a stale embedding is never served. Every file
 is written atomically (temporary file + rename), so an interrupted write leaves no partial entry and
@@ -27,7 +29,8 @@ from imprint.encoders.base import Encoder
 
 MAGIC = b"IMPRINT1"
 SUFFIX = ".emb"
-# What the cache writes, and nothing else: <namespace>/<2 hex>/<62 hex>.emb and <namespace>/arrays/<32 hex>.emb
+# What the cache writes, and nothing else: <namespace>/<2 hex>/<62 hex>.emb (an image file's entry, or an in-memory
+# image's); <namespace>/arrays/<32 hex>.emb is what versions before 0.3 wrote for a whole image array, cleared still
 NAMESPACE = re.compile(r"[0-9a-f]{24}")
 BUCKET = re.compile(r"[0-9a-f]{2}")
 PATH_ENTRY = re.compile(r"[0-9a-f]{62}\.emb")
@@ -40,11 +43,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("IMPRINT_CACHE_DIR") or platformdirs.user_cache_dir("imprint")) / "embeddings"
 
 
-def array_key(images: np.ndarray) -> str:
-    """Digest of an image array's shape, type and pixels: the cache key of its embeddings."""
-    digest = hashlib.sha256(f"{images.shape}|{images.dtype}".encode())
-    digest.update(np.ascontiguousarray(images).data)
-    return digest.hexdigest()[:32]
+def image_key(image: np.ndarray) -> str:
+    """Digest of one in-memory image's shape, type and pixels: the cache key of its embedding (each image runs as a
+    batch of its own on the CPU, so its embedding is the same whatever array it came in)."""
+    digest = hashlib.sha256(f"pixels|{image.shape}|{image.dtype}".encode())
+    digest.update(np.ascontiguousarray(image).data)
+    return digest.hexdigest()
 
 
 def encoder_namespace(encoder: Encoder) -> str:
@@ -114,14 +118,26 @@ class EmbeddingCache:
         except OSError:
             return None
 
+    def _image_entry(self, namespace: str, image: np.ndarray) -> Path:
+        key = image_key(image)
+        return self.root / namespace / key[:2] / f"{key[2:]}{SUFFIX}"
+
     def get_many(self, namespace: str, paths: Sequence[Path], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """(embeddings, found mask) for `paths`; rows not found, or whose entry fails its check, are zero."""
-        out = np.zeros((len(paths), dim), dtype=np.float32)
-        found = np.zeros(len(paths), dtype=bool)
         folders: dict[Path, Path] = {}
-        for i, path in enumerate(paths):
+        return self._gathered([lambda path=path: self._entry(namespace, path, folders) for path in paths], dim)
+
+    def get_images(self, namespace: str, images: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, found mask) for in-memory images (the first axis runs over them), as `get_many`."""
+        return self._gathered([lambda image=image: self._image_entry(namespace, image) for image in images], dim)
+
+    def _gathered(self, entries: Sequence[Callable[[], Path]], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """The vectors of `entries` (each made when it is read) that are there and pass their check."""
+        out = np.zeros((len(entries), dim), dtype=np.float32)
+        found = np.zeros(len(entries), dtype=bool)
+        for i, entry in enumerate(entries):
             try:
-                vector = self._read(self._entry(namespace, path, folders))
+                vector = self._read(entry())
             except OSError:  # the image itself is gone or unreadable: the encoder will say so
                 continue
             if vector is not None and vector.shape == (dim,) and np.isfinite(vector).all():
@@ -134,6 +150,12 @@ class EmbeddingCache:
         folders: dict[Path, Path] = {}
         for path, vector in zip(paths, embeddings):
             if not self._write(lambda: self._entry(namespace, path, folders), _pack(vector)):
+                return
+
+    def put_images(self, namespace: str, images: np.ndarray, embeddings: np.ndarray) -> None:
+        """Store one embedding per in-memory image, as `put_many`."""
+        for image, vector in zip(images, embeddings):
+            if not self._write(lambda image=image: self._image_entry(namespace, image), _pack(vector)):
                 return
 
     def _write(self, entry: Callable[[], Path], data: bytes) -> bool:
@@ -149,17 +171,6 @@ class EmbeddingCache:
                           "(free some space, or pass --cache-dir DIR or --no-cache)", stacklevel=3)
             return False
         return True
-
-    def _array_entry(self, namespace: str, content_key: str) -> Path:
-        return self.root / namespace / "arrays" / f"{content_key}{SUFFIX}"
-
-    def get_array(self, namespace: str, content_key: str) -> np.ndarray | None:
-        """Embeddings stored for an in-memory image array (see `array_key`), or None (missing or damaged)."""
-        return self._read(self._array_entry(namespace, content_key))
-
-    def put_array(self, namespace: str, content_key: str, embeddings: np.ndarray) -> None:
-        """Store the embeddings of an in-memory image array."""
-        self._write(lambda: self._array_entry(namespace, content_key), _pack(embeddings))
 
     def _folders(self) -> Iterator[tuple[Path, re.Pattern]]:
         """The cache's own folders under the root (namespace buckets and array folders), with the pattern their
