@@ -19,7 +19,7 @@ from imprint.data.builtin import DATASETS, folder_of, load_dataset
 from imprint.data.tasks import resolve_task
 from imprint.encoders.base import Encoder
 from imprint.grid.config import DatasetSpec
-from imprint.io.cache import EmbeddingCache, encoder_namespace
+from imprint.io.cache import EmbeddingCache, encoder_namespace, image_key
 
 DATA_SEED = 0  # which images form the pool and the test set: fixed, so embeddings are computed once
 
@@ -94,12 +94,12 @@ def _embed_array(encoder: Encoder, images: np.ndarray, cache: EmbeddingCache | N
     embedded and kept."""
     if cache is None:
         return encoder.encode_images(images) if len(images) else np.zeros((0, encoder.embedding_dim), np.float32)
-    namespace = encoder_namespace(encoder)
-    out, found = cache.get_images(namespace, images, encoder.embedding_dim)
+    namespace, keys = encoder_namespace(encoder), [image_key(image) for image in images]
+    out, found = cache.get_images(namespace, keys, encoder.embedding_dim)
     todo = np.flatnonzero(~found)
     if len(todo):
         out[todo] = encoder.encode_images(images[todo])
-        cache.put_images(namespace, images[todo], out[todo])
+        cache.put_images(namespace, [keys[i] for i in todo], out[todo])
     return out
 
 

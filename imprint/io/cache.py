@@ -30,7 +30,7 @@ from imprint.encoders.base import Encoder
 MAGIC = b"IMPRINT1"
 SUFFIX = ".emb"
 # What the cache writes, and nothing else: <namespace>/<2 hex>/<62 hex>.emb (an image file's entry, or an in-memory
-# image's); <namespace>/arrays/<32 hex>.emb is what versions before 0.3 wrote for a whole image array, cleared still
+# image's); <namespace>/arrays/<32 hex>.emb is what earlier versions wrote for a whole image array, cleared still
 NAMESPACE = re.compile(r"[0-9a-f]{24}")
 BUCKET = re.compile(r"[0-9a-f]{2}")
 PATH_ENTRY = re.compile(r"[0-9a-f]{62}\.emb")
@@ -118,8 +118,8 @@ class EmbeddingCache:
         except OSError:
             return None
 
-    def _image_entry(self, namespace: str, image: np.ndarray) -> Path:
-        key = image_key(image)
+    def _image_entry(self, namespace: str, key: str) -> Path:
+        """The entry of an in-memory image, by its `image_key`."""
         return self.root / namespace / key[:2] / f"{key[2:]}{SUFFIX}"
 
     def get_many(self, namespace: str, paths: Sequence[Path], dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -127,9 +127,9 @@ class EmbeddingCache:
         folders: dict[Path, Path] = {}
         return self._gathered([lambda path=path: self._entry(namespace, path, folders) for path in paths], dim)
 
-    def get_images(self, namespace: str, images: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
-        """(embeddings, found mask) for in-memory images (the first axis runs over them), as `get_many`."""
-        return self._gathered([lambda image=image: self._image_entry(namespace, image) for image in images], dim)
+    def get_images(self, namespace: str, keys: Sequence[str], dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """(embeddings, found mask) for in-memory images, by their `image_key`s, as `get_many`."""
+        return self._gathered([lambda key=key: self._image_entry(namespace, key) for key in keys], dim)
 
     def _gathered(self, entries: Sequence[Callable[[], Path]], dim: int) -> tuple[np.ndarray, np.ndarray]:
         """The vectors of `entries` (each made when it is read) that are there and pass their check."""
@@ -148,14 +148,16 @@ class EmbeddingCache:
         """Store one embedding per path. A cache that cannot be written (a full disk, a read-only folder) is
         left alone with one warning: embedding goes on without it."""
         folders: dict[Path, Path] = {}
-        for path, vector in zip(paths, embeddings):
-            if not self._write(lambda: self._entry(namespace, path, folders), _pack(vector)):
-                return
+        self._stored([lambda path=path: self._entry(namespace, path, folders) for path in paths], embeddings)
 
-    def put_images(self, namespace: str, images: np.ndarray, embeddings: np.ndarray) -> None:
-        """Store one embedding per in-memory image, as `put_many`."""
-        for image, vector in zip(images, embeddings):
-            if not self._write(lambda image=image: self._image_entry(namespace, image), _pack(vector)):
+    def put_images(self, namespace: str, keys: Sequence[str], embeddings: np.ndarray) -> None:
+        """Store one embedding per in-memory image, by its `image_key`, as `put_many`."""
+        self._stored([lambda key=key: self._image_entry(namespace, key) for key in keys], embeddings)
+
+    def _stored(self, entries: Sequence[Callable[[], Path]], embeddings: np.ndarray) -> None:
+        """Write each vector to its entry (made when it is written), until the cache turns out not to be writable."""
+        for entry, vector in zip(entries, embeddings):
+            if not self._write(entry, _pack(vector)):
                 return
 
     def _write(self, entry: Callable[[], Path], data: bytes) -> bool:
