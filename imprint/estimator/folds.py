@@ -23,7 +23,8 @@ class FoldFitter:
 
     def __init__(self, device: torch.device, text_weights: np.ndarray | None, seed: int) -> None:
         self.device, self.text_weights, self.seed = device, text_weights, seed
-        self._shared: tuple[tuple[Any, ...], np.ndarray, Any] | None = None  # the last statistics, their key and X
+        # the last statistics: their key, and the X and rows they were computed on
+        self._shared: tuple[tuple[Any, ...], tuple[np.ndarray, np.ndarray | None], Any] | None = None
 
     def fit(self, X: np.ndarray, codes: np.ndarray, settings: dict[str, Any]) -> FoldModel:
         """A pipeline fitted on rows X with class codes `codes` (of the whole support set, some maybe absent)."""
@@ -32,8 +33,10 @@ class FoldFitter:
         return FoldModel(present, Pipeline.fit(X, local, len(present), settings, self.device, text, self.seed,
                                                solve=False))
 
-    def shared(self, X: np.ndarray, codes: np.ndarray, settings: dict[str, Any]) -> Any | None:
-        """The head's ``fold_statistics`` on the normalised rows of X, computed once for every fold of a
+    def shared(self, X: np.ndarray, codes: np.ndarray, settings: dict[str, Any],
+               rows: np.ndarray | None = None) -> Any | None:
+        """The head's ``fold_statistics`` on the normalised rows of X (those at positions `rows` where given, read
+        in blocks: no copy of them whole), computed once for every fold of a
         cross-validation of `settings` (kept for the next call with the same normalisation), where the pipeline
         allows it: the head has them; norm_pre learns nothing from its rows and queries go through the same
         stage (so a fold's rows and its held-out queries are rows of one transformed set, whatever the fold);
@@ -46,23 +49,26 @@ class FoldFitter:
         norm = make_norm(settings["norm_pre"], settings)
         if norm.learns_from_rows:
             return None
-        norm.fit(_float_rows(X, 0, 1, self.device))
+        norm.fit(_float_rows(X, rows, 0, 1, self.device))
         width = norm.output_dim or X.shape[1]
-        if len(X) * width * 4 > PROJECTED_BYTES:
+        n = len(X) if rows is None else len(rows)
+        if n * width * 4 > PROJECTED_BYTES:
             return None
         key = (settings["norm_pre"], repr([options for options, _ in norm_states(norm)]))
-        if self._shared is not None and self._shared[0] == key and self._shared[1] is X:
+        if self._shared is not None and self._shared[0] == key and self._shared[1][0] is X and \
+                self._shared[1][1] is rows:
             return self._shared[2]
         self._shared = None  # the previous statistics are let go before the next are computed
         with torch.inference_mode():
-            rows = torch.cat([norm(_float_rows(X, start, 4096, self.device)) for start in range(0, len(X), 4096)])
-        self._shared = (key, X, statistics(rows, codes))
+            normed = torch.cat([norm(_float_rows(X, rows, start, 4096, self.device)) for start in range(0, n, 4096)])
+        self._shared = (key, (X, rows), statistics(normed, codes))
         return self._shared[2]
 
 
-def _float_rows(X: np.ndarray, start: int, rows: int, device: torch.device) -> torch.Tensor:
-    """Rows start..start+rows of X as float32 on the device."""
-    return tensor_view(X[start:start + rows]).to(device, torch.float32)
+def _float_rows(X: np.ndarray, rows: np.ndarray | None, start: int, count: int, device: torch.device) -> torch.Tensor:
+    """Rows start..start+count of X (of X[rows] where rows are given) as float32 on the device."""
+    block = X[start:start + count] if rows is None else X[rows[start:start + count]]
+    return tensor_view(block).to(device, torch.float32)
 
 
 class FoldModel:

@@ -80,3 +80,24 @@ def test_the_temperature_scores_only_as_many_held_out_rows_as_it_needs(monkeypat
     assert calibration.random_rows(4, 5, 0) is None
     some = calibration.random_rows(10, 3, 0)
     assert len(set(some)) == 3 and (some == np.sort(some)).all() and (some == calibration.random_rows(10, 3, 0)).all()
+
+
+@pytest.mark.parametrize("rows, fitted_on", [(8_000, 7_200), (12_000, 9_000), (200_000, 18_000)])
+def test_the_temperature_is_cross_fitted_on_every_row_up_to_10000_and_on_a_tenth_above(monkeypatch, rows, fitted_on):
+    """Up to CALIBRATION_SAMPLE rows a fold model holds out a tenth of them; above, it is fitted on 90% of a
+    stratified sample of max(10,000, a tenth of the rows), so the temperature costs a fifth of the fit at most from
+    50,000 rows on. The fold's rows are taken from the support set as they are (float16 stays float16)."""
+    from conftest import mixture_embeddings
+
+    from imprint.estimator.folds import FoldFitter
+
+    X, y = mixture_embeddings(n_classes=10, per_class=rows // 10, dim=8)
+    X = X.astype(np.float16)
+    fitted: list[tuple[int, np.dtype, np.ndarray]] = []
+    fit = FoldFitter.fit
+    monkeypatch.setattr(FoldFitter, "fit", lambda self, rows, codes, settings: fitted.append(
+        (len(rows), rows.dtype, np.bincount(codes))) or fit(self, rows, codes, settings))
+    clf = ImprintClassifier(generation="mean", device="cpu").fit(X, y)
+    assert [(n, dtype) for n, dtype, _ in fitted] == [(fitted_on, np.float16)]  # one fold: 600 rows held out
+    assert (fitted[0][2] == fitted_on // 10).all()  # every class in proportion
+    assert 0 < clf.temperature_ < np.inf
