@@ -5,6 +5,7 @@ line, and quick commands (info, presets, the top-level help) start in a fraction
 """
 from __future__ import annotations
 
+import re
 import resource
 import sys
 from collections.abc import Sequence
@@ -118,8 +119,13 @@ def _is_user_error(exc: Exception) -> bool:
 
 
 def _out_of_memory(exc: Exception) -> str | None:
-    """A library that could not be loaded for want of memory (an address-space limit, ulimit -v, or a full
-    machine), in one line; None for any other failure."""
+    """Work that ran out of memory, in one line: a library that could not be loaded (an address-space limit,
+    ulimit -v, or a full machine), or an array torch could not allocate (its allocators raise RuntimeError, where
+    numpy raises MemoryError); None for any other failure."""
+    allocation = _torch_allocation(exc)
+    if allocation is not None:
+        return (f"out of memory: {allocation}; use fewer or smaller inputs, allow this process more memory "
+                "(ulimit -v), or free memory")
     if not isinstance(exc, (ImportError, SystemError)):
         return None
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -131,6 +137,17 @@ def _out_of_memory(exc: Exception) -> str | None:
         else "the machine's memory is short"
     return (f"out of memory while loading imprint's libraries ({type(exc).__name__}: {text[:100]}): {bound}; allow "
             "it more memory (torch alone maps about 3 GiB), or free memory")
+
+
+def _torch_allocation(exc: Exception) -> str | None:
+    """What torch failed to allocate, in words, where `exc` is its allocator's failure (CPU or GPU); else None."""
+    text = str(exc)
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.OutOfMemoryError: the GPU's memory
+        return "the GPU's memory is full (" + (text.splitlines()[0][:120] if text else "torch.OutOfMemoryError") + ")"
+    if not isinstance(exc, RuntimeError) or "DefaultCPUAllocator: can't allocate memory" not in text:
+        return None
+    size = re.search(r"tried to allocate (\d+) bytes", text)
+    return f"torch could not allocate {gib(int(size.group(1))) if size else 'an array'}"
 
 
 def _message(exc: Exception) -> str:

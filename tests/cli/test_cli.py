@@ -23,6 +23,24 @@ def test_a_bug_is_shown_as_one_and_a_mistake_as_one_line(capsys, monkeypatch, tm
     assert code == 3 and "Traceback" in err and "this is a bug in imprint" in err and "please report it" in err
 
 
+def test_an_array_torch_cannot_allocate_is_one_line_and_not_called_a_bug(capsys, monkeypatch, tmp_path):
+    """torch's allocator raises RuntimeError, not MemoryError, when the memory left is short mid-fit: the
+    command says so in one line, with the size, and keeps what it had written."""
+    import torch
+
+    (tmp_path / "x.safetensors").write_bytes(b"the previous classifier")
+
+    def starved(*args, **kwargs):
+        return torch.empty(2**50, dtype=torch.uint8)  # a real allocation failure: 1 PiB
+
+    monkeypatch.setattr("imprint.workflows.fit.fit_folder", starved)
+    code, _, err = run(capsys, "fit", EXAMPLES, "-o", tmp_path / "x.safetensors")
+    assert code == 2 and error_lines(err) == [
+        "imprint: error: out of memory: torch could not allocate 1048576.0 GiB; use fewer or smaller inputs, "
+        "allow this process more memory (ulimit -v), or free memory"] and "Traceback" not in err
+    assert (tmp_path / "x.safetensors").read_bytes() == b"the previous classifier"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["fit", "{tmp}/missing", "-o", "{tmp}/x"], "image folder not found"),
     (["fit", "{root}", "-o", "{tmp}/x", "--k", "0"], "k must be an integer >= 1"),
