@@ -13,6 +13,7 @@ run. Every image runs as a batch of its own, so its embedding is bit for bit the
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.metadata
@@ -46,6 +47,7 @@ MAGIC = b"IMPRINT-GRAPH2"
 GRAPH_FORMAT = 1  # bump when the exported graph changes for the same encoder
 GRAPH_NAME = re.compile(r"[0-9a-f]{32}\.graph")
 CHOICE_NAME = re.compile(r"[0-9a-f]{32}\.choice\.json")
+CHOICE_LOCK_NAME = re.compile(r"\.[0-9a-f]{32}\.choice\.json\.lock")  # held while one process measures
 
 
 class RuntimeChoiceError(UserError):
@@ -282,11 +284,33 @@ def _measured(model_bytes: bytes, size: tuple[int, int], choice_path: Path) -> d
     `choice_path` when it was measured here with these versions, else measured now (random images, four
     alternating rounds, the best of each: a second or two) and kept. Not per thread count of the command: the
     choice, and so the embedding cache's namespace, must not depend on how busy the machine was when a command
-    started."""
+    started. One process measures at a time, under a lock beside the kept choice, and the others then read its
+    choice: two processes measuring at once on a busy machine could keep different engines, and a command run
+    after one of them would embed on another engine than it (a resumed ``imprint embed`` refused its own store)."""
+    from imprint.core.atomic import atomic_write_bytes, locked
+
     machine = _machine()
     kept = _kept_choice(choice_path, machine)
     if kept is not None:
         return kept
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(locked(choice_path))
+        except OSError:  # no lock file can be made there (a read-only cache): measured, not kept
+            return _measure(model_bytes, size, machine)
+        kept = _kept_choice(choice_path, machine)  # measured by another process while this one waited
+        if kept is not None:
+            return kept
+        choice = _measure(model_bytes, size, machine)
+        try:
+            atomic_write_bytes(choice_path, json.dumps(choice).encode(), durable=False)
+        except OSError:
+            pass  # measured again next time
+        return choice
+
+
+def _measure(model_bytes: bytes, size: tuple[int, int], machine: dict[str, Any]) -> dict[str, Any]:
+    """The engine choice measured now: each engine's best rate over four alternating rounds, and their agreement."""
     threads = machine["cores"]
     pixels = np.random.default_rng(0).normal(size=(8 * threads, 3, *size)).astype(np.float32)
     graphs = {runtime: ENGINES[runtime](model_bytes, threads) for runtime in GRAPH_RUNTIMES}
@@ -298,14 +322,7 @@ def _measured(model_bytes: bytes, size: tuple[int, int], choice_path: Path) -> d
             rates[runtime] = max(rates[runtime], len(pixels) / (time.perf_counter() - start))
     agreement = least_cosine(outputs["onnx"], outputs["openvino"])
     fastest = "openvino" if agreement >= AGREEMENT and rates["openvino"] > rates["onnx"] else "onnx"
-    choice = {"machine": machine, "images_per_s": rates, "agreement": agreement, "fastest": fastest}
-    try:
-        from imprint.core.atomic import atomic_write_bytes
-
-        atomic_write_bytes(choice_path, json.dumps(choice).encode(), durable=False)
-    except OSError:
-        pass  # measured again next time
-    return choice
+    return {"machine": machine, "images_per_s": rates, "agreement": agreement, "fastest": fastest}
 
 
 def _machine() -> dict[str, Any]:
@@ -412,8 +429,8 @@ def read_graph(path: Path) -> tuple[dict[str, Any], bytes] | None:
 
 
 def cached_graphs(folder: Path | None = None) -> list[Path]:
-    """The graph cache's own files: graphs (names of their pattern that start with its signature) and the
-    measures of the engines kept beside them (nothing else there is counted or removed)."""
+    """The graph cache's own files: graphs (names of their pattern that start with its signature), the measures
+    of the engines kept beside them and their empty lock files (nothing else there is counted or removed)."""
     folder = folder or graph_cache_dir()
     if not folder.is_dir():
         return []
@@ -431,6 +448,8 @@ def cached_graphs(folder: Path | None = None) -> list[Path]:
                     found.append(item)
             except (OSError, ValueError, TypeError):
                 pass
+        elif CHOICE_LOCK_NAME.fullmatch(item.name) and item.stat().st_size == 0:
+            found.append(item)
     return found
 
 

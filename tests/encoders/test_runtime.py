@@ -361,3 +361,46 @@ def test_an_encoder_keeps_the_engine_it_named_when_another_process_measures_anew
     image = [Image.open(sorted(EXAMPLES.glob("*/*.png"))[0])]
     fastest.encode_images(image)
     assert fastest.engine == named and next(iter(fastest._graphs.values())).engine == named
+
+
+def test_processes_measuring_the_engines_at_once_keep_one_choice(tmp_path, monkeypatch):
+    """The engines are measured by one process at a time: another that asks meanwhile waits, then reads the
+    choice kept (two measuring at once on a busy machine kept different engines, and a resumed `imprint embed`
+    then refused its own store as another runtime's). Threads here: the lock holds across holders in a process."""
+    import threading
+
+    from imprint.encoders import runtime
+
+    measured, second_asked = [], threading.Event()
+    kept_choice = runtime._kept_choice
+
+    def asked(path, machine):
+        if threading.current_thread().name == "second":
+            second_asked.set()
+        return kept_choice(path, machine)
+
+    def measure(model_bytes, size, machine):
+        measured.append(threading.current_thread().name)
+        if threading.current_thread().name == "first":
+            assert second_asked.wait(60)  # the second asks while the first measures
+        fastest = "onnx" if len(measured) == 1 else "openvino"  # a second measure would choose otherwise
+        return {"machine": machine, "images_per_s": {"onnx": 1.0, "openvino": 1.0}, "agreement": 1.0,
+                "fastest": fastest}
+
+    monkeypatch.setattr(runtime, "_kept_choice", asked)
+    monkeypatch.setattr(runtime, "_measure", measure)
+    choices = {}
+    folder = tmp_path / "graphs"
+    folder.mkdir()
+    path = folder / f"{'0' * 32}.choice.json"
+    threads = [threading.Thread(name=name, target=lambda name=name: choices.update(
+        {name: runtime._measured(b"", (224, 224), path)["fastest"]})) for name in ("first", "second")]
+    threads[0].start()
+    while not measured:  # the first is measuring
+        threading.Event().wait(0.01)
+    threads[1].start()
+    for thread in threads:
+        thread.join(60)
+    assert measured == ["first"] and choices == {"first": "onnx", "second": "onnx"}
+    assert len(runtime.cached_graphs(folder)) == 2 and runtime.clear_graphs(folder) == 0
+    assert not folder.exists()  # the choice and its lock file went, and so the folder
