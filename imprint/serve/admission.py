@@ -65,20 +65,32 @@ class Overloaded(Exception):
 
 class MemoryBudget:
     """Bytes that the requests in progress may hold at once; a reservation past it waits up to `wait` seconds
-    for others to finish, then is refused."""
+    for others to finish, then is refused. Work already taken on goes first: while a reservation waits (an
+    image of an admitted request, to decode), one that would not wait (a new request's body) is refused, so a
+    stream of new requests cannot starve the ones in progress until they too are turned away."""
 
     def __init__(self, total: int) -> None:
-        self.total, self.used = total, 0
+        self.total, self.used, self.waiting = total, 0, 0
         self._freed = threading.Condition()
 
     def reserve(self, nbytes: int, wait: float = 0.0) -> bool:
-        """Hold `nbytes` of the budget; False where they are not free within `wait` seconds."""
+        """Hold `nbytes` of the budget; False where they are not free within `wait` seconds (at once, with no
+        wait, while another reservation is waiting)."""
         deadline = time.monotonic() + wait
         with self._freed:
-            while self.used + nbytes > self.total:
-                left = deadline - time.monotonic()
-                if left <= 0 or not self._freed.wait(left):
+            if wait <= 0:
+                if self.waiting or self.used + nbytes > self.total:
                     return False
+                self.used += nbytes
+                return True
+            self.waiting += 1
+            try:
+                while self.used + nbytes > self.total:
+                    left = deadline - time.monotonic()
+                    if left <= 0 or not self._freed.wait(left):
+                        return False
+            finally:
+                self.waiting -= 1
             self.used += nbytes
             return True
 

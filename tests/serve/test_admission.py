@@ -35,3 +35,24 @@ def test_a_full_queue_answers_503_with_retry_after(tmp_path, encoder, fashion):
         big = client.post("/predict", files=images(BAGS[:6]))  # alone, a request larger than the queue still runs
         assert big.status_code == 200
     assert queue.taken == 0
+
+
+def test_an_admitted_request_s_decode_goes_before_new_request_bodies():
+    """While an image of a request in progress waits for memory, a new request's body is refused even where it
+    would fit, and the waiting image gets the memory once it is freed: new requests cannot starve admitted ones."""
+    import threading
+
+    from imprint.serve.admission import MemoryBudget
+
+    budget = MemoryBudget(100)
+    assert budget.reserve(90)  # requests in progress hold most of it
+    got = []
+    decode = threading.Thread(target=lambda: got.append(budget.reserve(20, wait=60)))
+    decode.start()
+    while not budget.waiting:  # the decode is waiting for 20
+        threading.Event().wait(0.01)
+    assert not budget.reserve(5)  # 95 of 100 would fit, but a reservation waits: refused
+    budget.release(90)
+    decode.join(60)
+    assert got == [True] and budget.used == 20 and budget.waiting == 0
+    assert budget.reserve(5) and not budget.reserve(80)  # nobody waits: first come, as far as it fits
