@@ -10,7 +10,7 @@ table:
 Baselines in the same run: the best case itself (ratios), scikit-learn's per-class KMeans loop, numpy
 sort + reduceat class means, and for prediction a bare torch.mm (the machine's matrix-product limit) and
 numpy matmul + max.
-Run: python benchmarks/bench_scale.py [--quick] [--parts mean kmeans heads predict defaults]
+Run: python benchmarks/bench_scale.py [--quick] [--parts mean kmeans heads predict defaults backends]
 """
 from __future__ import annotations
 
@@ -125,6 +125,42 @@ def default_cost_rows(scale: int) -> None:
                   f"{default_extra / data_mib:.2f} | {fixed_extra / data_mib:.2f} |", flush=True)
 
 
+def sorted_support(per_class: int, classes: int):
+    """Class-sorted unit-norm rows as a torch tensor with their class counts (the GEN stage's input)."""
+    import torch
+
+    import imprint.stages.kmeans  # noqa: F401
+
+    X, y = support(per_class * classes, classes, "best")
+    return torch.from_numpy(X), torch.full((classes,), per_class)
+
+
+def kmeans_backend(state, backend: str) -> float:
+    """The k-means of every class by one backend; the result is the inertia per row it clustered (a class of
+    more than SAMPLE_ROWS rows: a seeded sample of them, by either backend)."""
+    from imprint.stages.kmeans import SAMPLE_ROWS, batched_kmeans, faiss_kmeans
+
+    X, counts = state
+    clusters = (faiss_kmeans if backend == "faiss" else batched_kmeans)(X, counts, 20, seed=0)
+    return float(clusters.inertia.sum() / counts.clamp(max=SAMPLE_ROWS).sum())
+
+
+def backend_rows(scale: int) -> None:
+    """Batched torch k-means against per-class FAISS, k=20, at 10^4 to 10^6 rows per class (issue 34)."""
+    print("\n| rows per class | classes | batched s | FAISS s | FAISS / batched | inertia per row, batched | "
+          "inertia per row, FAISS |")
+    print("|---|---|---|---|---|---|---|")
+    for per_class, classes in ((10_000, 20), (100_000, 2), (1_000_000, 1)):
+        per_class = per_class // scale
+        times, inertia = {}, {}
+        for backend in ("batched", "faiss"):
+            times[backend], _, inertia[backend] = run_isolated(partial(sorted_support, per_class, classes),
+                                                               partial(kmeans_backend, backend=backend))
+        print(f"| {per_class:,} | {classes} | {times['batched']:.2f} | {times['faiss']:.2f} | "
+              f"{times['faiss'] / times['batched']:.2f}x | {inertia['batched']:.4f} | {inertia['faiss']:.4f} |",
+              flush=True)
+
+
 def queries_and_model(n_queries: int, n_proxies: int, per_class: int = 20):
     from imprint import ImprintClassifier
 
@@ -186,11 +222,13 @@ def predict_rows(scale: int) -> None:
                   f"{extra / 1024:.2f} |", flush=True)
 
 
+PARTS = ("mean", "kmeans", "heads", "predict", "defaults", "backends")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="1/10 of the sizes")
-    parser.add_argument("--parts", nargs="+", choices=("mean", "kmeans", "heads", "predict", "defaults"),
-                        default=["mean", "kmeans", "heads", "predict", "defaults"])
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     print(f"## Scale on real inputs ({time.strftime('%Y-%m-%d')})\n\n" + environment() + "\n")
@@ -224,6 +262,8 @@ def main() -> None:
         predict_rows(scale)
     if "defaults" in args.parts:
         default_cost_rows(scale)
+    if "backends" in args.parts:
+        backend_rows(scale)
 
 
 if __name__ == "__main__":

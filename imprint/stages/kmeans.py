@@ -224,7 +224,9 @@ def batched_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: i
 
 def faiss_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: int = 0,
                  max_iter: int = 100) -> Clusters:
-    """Per-class FAISS k-means (GPU when faiss has one): no subsampling, no warnings, k capped at n_c."""
+    """Per-class FAISS k-means (GPU when faiss has one): k capped at n_c, no warnings, and FAISS's own silent
+    subsampling (256 points per centroid) off; a class of more than SAMPLE_ROWS rows learns its centroids from a
+    seeded sample of SAMPLE_ROWS of them, as the batched backend does (its inertia is the sample's)."""
     try:
         import faiss
     except ImportError:
@@ -236,13 +238,14 @@ def faiss_kmeans(X: Tensor | Support, counts: Tensor, k: int | Tensor, seed: int
     k_per_class = capped_k(counts, torch.as_tensor(k).to(counts.device))
     pieces, inertia = [], []
     for c, (n, kc) in enumerate(zip(counts.tolist(), k_per_class.tolist())):
-        points = np.ascontiguousarray(support.rows_of(np.array([c])).detach().cpu().numpy(), dtype=np.float32)
+        rows = support.padded(np.array([c]), limit=SAMPLE_ROWS, seed=seed + c)[0][0]
+        points = np.ascontiguousarray(rows.detach().cpu().numpy(), dtype=np.float32)
         if n <= kc:
             pieces.append(points)
             inertia.append(0.0)
             continue
         km = faiss.Kmeans(points.shape[1], kc, niter=max_iter, seed=seed, verbose=False, gpu=use_gpu,
-                          min_points_per_centroid=1, max_points_per_centroid=n)
+                          min_points_per_centroid=1, max_points_per_centroid=len(points))
         km.train(points)
         pieces.append(km.centroids)
         inertia.append(float(km.index.search(points, 1)[0].sum()))

@@ -78,3 +78,17 @@ def test_faiss_backend_no_subsampling_no_warnings(capfd):
     assert float(result.inertia.sum()) <= 1.05 * sklearn_inertia(X, y, 20)
     tiny = faiss_kmeans(Xt[:5], torch.tensor([2, 3]), k=4, seed=0)  # n < k: faiss alone would fail
     np.testing.assert_array_equal(tiny.centroids.numpy(), X[:5])
+
+
+def test_faiss_backend_clusters_a_large_class_from_a_seeded_sample(monkeypatch):
+    """A class of more than SAMPLE_ROWS rows: FAISS clusters a seeded sample of them, as the batched backend does
+    (memory bounded: a class of a million rows was copied whole as float32), and the same rows each time."""
+    from imprint.stages import kmeans
+
+    monkeypatch.setattr(kmeans, "SAMPLE_ROWS", 200)
+    Xt, counts, X, y = class_sorted(n_classes=3, per_class=300)
+    sampled = faiss_kmeans(Xt, counts, 5, seed=0)  # each class from a seeded 200 of its 300 rows
+    rows = np.sort(np.random.default_rng(2).choice(np.arange(600, 900), 200, replace=False))  # class 2's (seed 0 + 2)
+    alone = faiss_kmeans(Xt[rows], torch.tensor([200]), 5, seed=0)
+    np.testing.assert_array_equal(sampled.centroids[10:].numpy(), alone.centroids.numpy())
+    np.testing.assert_array_equal(faiss_kmeans(Xt, counts, 5, seed=0).centroids.numpy(), sampled.centroids.numpy())
