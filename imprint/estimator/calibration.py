@@ -194,8 +194,9 @@ def _temperature(settings: dict[str, Any], X: _Rows, codes: np.ndarray, folds: F
     with their mean spread (else None: the temperature as it is). Where nothing can be held out, a third of the
     spread of the scores. Only as many folds are fitted as give CALIBRATION_ROWS held-out scores (all ten up
     to 600 support rows; three of ten at 2,000), and a fold model holding out more rows than that scores a random
-    CALIBRATION_ROWS of them (above 6,000 rows: at 200,000 x 512 with 2,000 classes, 600 rows scored instead of
-    5,000, and the temperature's search reads 600 x 2,000 scores instead of 5,000 x 2,000). A ridge head, whose
+    CALIBRATION_ROWS of them (above 6,000 rows: at 200,000 x 512 with 2,000 classes, whose sample of 20,000 rows
+    holds out 2,000 a fold, 600 rows are scored, and the temperature's search reads 600 x 2,000 scores). `X`: the
+    rows of ``calibration_sample``, which `codes` label. A ridge head, whose
     shared statistics score a fold's held-out rows without a fit, scores its fold whole."""
     smallest = int(np.bincount(codes).min())
     if smallest < 2:
