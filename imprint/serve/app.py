@@ -174,8 +174,8 @@ class Measured:
             await _problem(413, f"the request has {length} bytes; at most {max_bytes} (send fewer or smaller "
                                 "images)")(scope, receive, sending)
         elif holds and not self.budget.reserve(holds):
-            await _busy(Overloaded("the server is busy: request bodies in progress hold its memory budget; retry "
-                                   "shortly", 1))(scope, receive, sending)
+            await _busy(Overloaded("the server is busy: requests in progress hold its memory budget or wait for "
+                                   "it; retry shortly", 1))(scope, receive, sending)
         else:
             received = 0
 
