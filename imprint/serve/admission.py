@@ -81,16 +81,15 @@ class MemoryBudget:
             if wait <= 0:
                 if self.waiting or self.used + nbytes > self.total:
                     return False
-                self.used += nbytes
-                return True
-            self.waiting += 1
-            try:
-                while self.used + nbytes > self.total:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or not self._freed.wait(left):
-                        return False
-            finally:
-                self.waiting -= 1
+            else:
+                self.waiting += 1
+                try:
+                    while self.used + nbytes > self.total:
+                        left = deadline - time.monotonic()
+                        if left <= 0 or not self._freed.wait(left):
+                            return False
+                finally:
+                    self.waiting -= 1
             self.used += nbytes
             return True
 
