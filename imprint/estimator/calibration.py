@@ -200,7 +200,8 @@ def _temperature(settings: dict[str, Any], X: _Rows, codes: np.ndarray, folds: F
     shared statistics score a fold's held-out rows without a fit, scores its fold whole."""
     smallest = int(np.bincount(codes).min())
     if smallest < 2:
-        scores = folds.fit(X.take(None), codes, settings).class_scores(X.take(None))
+        every = X.take(None)
+        scores = folds.fit(every, codes, settings).class_scores(every)
         return (float(np.std(scores) / 3.0) if np.std(scores) > 0 else 1.0), "scores", None
     assignment = stratified_folds(codes, min(CALIBRATION_FOLDS, smallest), seed)
     held, own, truth, held_out = [], [], [], 0
